@@ -1,0 +1,5 @@
+"""``python -m mlmodel_server``."""
+
+from mlmodel_server.cli import main
+
+main()

@@ -1,0 +1,210 @@
+"""``create_app()``: the Flask application, its error handling, headers, metrics and access log."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+import warnings
+from typing import Any
+
+import numpy as np
+import orjson
+from flask import Flask, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed as HTTPMethodNotAllowed
+from werkzeug.exceptions import NotFound, RequestEntityTooLarge
+
+from mlmodel_server import auth
+from mlmodel_server.batching import Batcher
+from mlmodel_server.config import Settings
+from mlmodel_server.errors import (
+    MethodNotAllowed,
+    NotReady,
+    PayloadTooLarge,
+    RouteNotFound,
+    ServerError,
+    body_for,
+    status_for,
+)
+from mlmodel_server.metrics import Metrics
+from mlmodel_server.model import LoadedModel, Prediction
+from mlmodel_server.protocol import Schema
+
+log = logging.getLogger("mlmodel_server")
+access_log = logging.getLogger("mlmodel_server.access")
+
+# The server maps named rows to columns itself and hands the estimator plain arrays.
+warnings.filterwarnings("ignore", message="X does not have valid feature names")
+
+
+class _ServerFlask(Flask):
+    """Flask whose debug mode (and so its interactive debugger) cannot be switched on."""
+
+    @property  # type: ignore[override]
+    def debug(self) -> bool:
+        return False
+
+    @debug.setter
+    def debug(self, value: bool) -> None:
+        if value:
+            raise RuntimeError("mlmodel-server never runs in Flask debug mode")
+
+
+class Serving:
+    """Everything a request handler needs: settings, the model once loaded, its batcher, metrics."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, api_keys: tuple[bytes, ...] | None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.api_keys = api_keys
+        self.model: LoadedModel | None = None
+        self.schema: Schema | None = None
+        self.batcher: Batcher | None = None
+
+    def set_model(self, model: LoadedModel) -> None:
+        """Start serving ``model``."""
+        variant = self.settings.variant
+        self.schema = Schema(
+            n_features=model.n_features,
+            feature_names=model.feature_names,
+            allow_nan=model.allow_nan,
+            max_rows=self.settings.max_batch_size,
+            has_proba=model.has_proba,
+        )
+        rows = self.metrics.rows.labels(variant)
+        batch_rows = self.metrics.batch_rows.labels(variant)
+
+        def predict(x: np.ndarray, want_proba: bool) -> Prediction:
+            prediction = model.predict(x, want_proba=want_proba)
+            rows.inc(len(x))
+            batch_rows.observe(len(x))
+            return prediction
+
+        self.batcher = Batcher(
+            predict, max_rows=self.settings.max_batch_size, max_wait_s=self.settings.max_batch_wait_ms / 1000
+        )
+        self.metrics.load_seconds.labels(variant).set(model.load_seconds)
+        self.metrics.info.labels(
+            self.settings.model_name,
+            variant,
+            model.sha256,
+            model.runtime_sklearn_version,
+            model.saved_sklearn_version or "unknown",
+        ).set(1)
+        self.model = model
+
+    def ready(self) -> tuple[LoadedModel, Schema, Batcher]:
+        """The model, its schema and batcher, or ``NotReady`` while it loads."""
+        if self.model is None or self.schema is None or self.batcher is None:
+            raise NotReady("the model is still loading")
+        return self.model, self.schema, self.batcher
+
+
+def serving() -> Serving:
+    """The ``Serving`` of the current app."""
+    state: Serving = current_app.extensions["mlmodel"]
+    return state
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    """A JSON response, encoded with orjson."""
+    return Response(orjson.dumps(body), status=status, mimetype="application/json")
+
+
+def create_app(
+    settings: Settings,
+    model: LoadedModel | None = None,
+    *,
+    api_keys: tuple[bytes, ...] | None = None,
+) -> Flask:
+    """Build the app; with ``model`` None it answers 503 on /readyz until ``Serving.set_model``."""
+    from mlmodel_server.routes import blueprint
+
+    app = _ServerFlask("mlmodel_server")
+    app.config.update(
+        TESTING=False,
+        PROPAGATE_EXCEPTIONS=False,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    state = Serving(settings, Metrics(), api_keys)
+    app.extensions["mlmodel"] = state
+    if model is not None:
+        state.set_model(model)
+    app.register_blueprint(blueprint)
+    app.before_request(_before)
+    app.after_request(_after)
+    app.register_error_handler(ServerError, _server_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    return app
+
+
+def _before() -> None:
+    g.started = time.perf_counter()
+    g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    state = serving()
+    if state.api_keys is not None and request.path not in auth.OPEN_PATHS:
+        auth.check(request.headers, state.api_keys)
+
+
+def _after(response: Response) -> Response:
+    state = serving()
+    settings = state.settings
+    request_id = g.get("request_id") or uuid.uuid4().hex
+    response.headers["X-Model-Name"] = settings.model_name
+    response.headers["X-Model-Variant"] = settings.variant
+    response.headers["X-Request-Id"] = request_id
+    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+    endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    state.metrics.requests.labels(endpoint, str(response.status_code), settings.variant).inc()
+    state.metrics.latency.labels(endpoint, settings.variant).observe(elapsed)
+    access_log.info(
+        "request",
+        extra={
+            "fields": {
+                "request_id": request_id,
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round(elapsed * 1000, 3),
+                "model": settings.model_name,
+                "variant": settings.variant,
+            }
+        },
+    )
+    return response
+
+
+def _server_error(error: ServerError) -> Response:
+    status = status_for(error)
+    if status >= 500 and not isinstance(error, NotReady):
+        log.error(error.message, extra={"fields": {"request_id": g.get("request_id"), "code": error.code}})
+    return json_response(body_for(error), status)
+
+
+def _http_error(error: HTTPException) -> Response:
+    limit = serving().settings.max_body_bytes
+    mapped: ServerError
+    if isinstance(error, RequestEntityTooLarge):
+        mapped = PayloadTooLarge(f"request body is larger than the limit of {limit} bytes (--max-body-bytes)")
+    elif isinstance(error, HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(error.valid_methods or []))
+        mapped = MethodNotAllowed(f"{request.method} is not allowed on {request.path}; allowed: {allowed}")
+    elif isinstance(error, NotFound):
+        mapped = RouteNotFound(f"no such endpoint: {request.method} {request.path}")
+    else:
+        code = (error.name or "error").lower().replace(" ", "_")
+        return json_response({"error": {"code": code, "message": error.description}}, error.code or 500)
+    response = _server_error(mapped)
+    if isinstance(error, HTTPMethodNotAllowed) and error.valid_methods:
+        response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+    return response
+
+
+def _unexpected_error(error: Exception) -> Response:
+    request_id = g.get("request_id")
+    log.exception("unhandled error", extra={"fields": {"request_id": request_id}})
+    body = {"error": {"code": "internal_error", "message": f"internal server error (request id {request_id})"}}
+    return json_response(body, 500)

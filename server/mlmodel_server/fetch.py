@@ -1,0 +1,140 @@
+"""Bring a model URI to a local path: plain paths and ``file://`` as they are,
+``http(s)://`` and ``s3://`` through fsspec into a cache, atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from mlmodel_server.errors import DigestMismatch, ModelLoadError, UnpinnedModel
+
+log = logging.getLogger(__name__)
+
+REMOTE_SCHEMES = frozenset({"http", "https", "s3"})
+_CHUNK = 1 << 20
+
+
+def is_remote(uri: str) -> bool:
+    """True when ``uri`` names something that has to be downloaded."""
+    return urlparse(uri).scheme in REMOTE_SCHEMES
+
+
+def local_path(uri: str) -> Path:
+    """The path of a plain path or ``file://`` URI."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise ModelLoadError(f"file URI {uri!r} names host {parsed.netloc!r}; use file:///absolute/path")
+        return Path(parsed.path)
+    if parsed.scheme == "" or len(parsed.scheme) == 1:  # a Windows drive letter is a path too
+        return Path(uri)
+    raise ModelLoadError(
+        f"unsupported model URI scheme {parsed.scheme!r} in {uri!r}: use a path, file://, http(s):// or s3://"
+    )
+
+
+def fetch(
+    uri: str,
+    *,
+    sha256: str | None,
+    cache_dir: Path,
+    allow_unpinned: bool,
+    timeout: float,
+    retries: int,
+) -> Path:
+    """Return a local file or directory holding the model that ``uri`` names.
+
+    Remote models need ``sha256`` unless ``allow_unpinned``: unpickling runs arbitrary
+    code. A download goes to a temporary name and is renamed into the cache only once
+    complete and, when pinned, verified, so a partial file is never loaded.
+    """
+    if not is_remote(uri):
+        path = local_path(uri)
+        if not path.exists():
+            raise ModelLoadError(f"model not found: {path} (from --model-uri {uri!r})")
+        return path
+    if sha256 is None and not allow_unpinned:
+        raise UnpinnedModel(
+            f"refusing to download {uri} without --model-sha256: unpickling runs arbitrary code. "
+            "Pin the digest, or pass --allow-unpinned to accept the risk."
+        )
+    name = Path(urlparse(uri).path).name or "model"
+    key = sha256 or "unpinned-" + hashlib.sha256(uri.encode()).hexdigest()[:16]
+    target = cache_dir / key / name
+    if sha256 is not None and target.is_file() and file_sha256(target) == sha256:
+        log.info("model found in cache", extra={"fields": {"path": str(target)}})
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, retries + 1):
+        try:
+            return _download(uri, target, sha256=sha256, timeout=timeout)
+        except DigestMismatch:
+            raise
+        except Exception as err:  # noqa: BLE001 - every transport error is retried the same way
+            if attempt == retries:
+                raise ModelLoadError(f"could not download {uri} after {retries} attempts: {err}") from err
+            delay = min(2.0 ** (attempt - 1), 10.0)
+            log.warning(
+                "model download failed, retrying",
+                extra={"fields": {"uri": uri, "attempt": attempt, "error": str(err), "retry_in_s": delay}},
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _download(uri: str, target: Path, *, sha256: str | None, timeout: float) -> Path:
+    import fsspec  # imported here: local models never need it
+
+    options: dict[str, object] = {}
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        import aiohttp
+
+        options["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(total=timeout)}
+    fs, path = fsspec.core.url_to_fs(uri, **options)
+    if scheme == "s3" and fs.isdir(path):
+        staging = Path(tempfile.mkdtemp(dir=target.parent.parent, prefix=".partial-"))
+        try:
+            fs.get(path.rstrip("/") + "/", str(staging), recursive=True)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+    digest = hashlib.sha256()
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
+    try:
+        with os.fdopen(fd, "wb") as out, fs.open(path, "rb") as src:
+            while chunk := src.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        check_digest(uri, sha256, digest.hexdigest())
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    log.info("model downloaded", extra={"fields": {"uri": uri, "path": str(target)}})
+    return target
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_digest(what: str, expected: str | None, actual: str) -> None:
+    """Raise ``DigestMismatch`` naming both digests unless they agree (or none is expected)."""
+    if expected is not None and expected.lower() != actual:
+        raise DigestMismatch(f"sha256 mismatch for {what}: expected {expected.lower()}, got {actual}")

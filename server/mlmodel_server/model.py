@@ -1,0 +1,267 @@
+"""Load a scikit-learn model safely, describe it, and run it.
+
+Supported artifacts: ``.joblib``/``.pkl``/``.pickle`` (joblib), ``.skops`` (skops,
+trusted types only), an MLflow model directory (sklearn flavor), and a directory
+holding exactly one of those files. The bytes that get deserialized are the bytes
+whose sha256 was checked: the file is read once, hashed, then loaded from memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sklearn
+import yaml
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import InconsistentVersionWarning
+from sklearn.utils import get_tags
+
+from mlmodel_server.errors import ModelLoadError, ModelRejectedInput, UnsupportedModel
+from mlmodel_server.fetch import check_digest
+
+log = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = frozenset({".joblib", ".pkl", ".pickle"})
+SKOPS_SUFFIX = ".skops"
+MODEL_SUFFIXES = PICKLE_SUFFIXES | {SKOPS_SUFFIX}
+MLFLOW_FILE = "MLmodel"
+
+# Estimators whose ``predict`` is, in scikit-learn's own code,
+# ``classes_.take(argmax(predict_proba(X)))``: for them one call yields both.
+_PREDICT_IS_ARGMAX_PROBA = frozenset({"RandomForestClassifier", "ExtraTreesClassifier", "BaggingClassifier"})
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What one model call returns: predictions, and class probabilities when offered."""
+
+    predictions: np.ndarray
+    probabilities: np.ndarray | None = None
+
+    def rows(self, start: int, stop: int) -> Prediction:
+        """The slice of this prediction for rows ``start:stop``."""
+        proba = None if self.probabilities is None else self.probabilities[start:stop]
+        return Prediction(self.predictions[start:stop], proba)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """The one file to deserialize, and what its surroundings say about it."""
+
+    path: Path
+    kind: str  # "joblib" or "skops"
+    saved_sklearn_version: str | None = None
+
+
+class LoadedModel:
+    """A verified estimator and what clients may know about it."""
+
+    def __init__(
+        self,
+        estimator: Any,
+        *,
+        sha256: str,
+        source: str,
+        saved_sklearn_version: str | None,
+        load_seconds: float,
+    ) -> None:
+        if not callable(getattr(estimator, "predict", None)):
+            raise UnsupportedModel(f"{source} holds a {type(estimator).__name__}, which has no predict method")
+        self.estimator = estimator
+        self.sha256 = sha256
+        self.source = source
+        self.load_seconds = load_seconds
+        self.saved_sklearn_version = saved_sklearn_version
+        self.runtime_sklearn_version: str = sklearn.__version__
+        self.estimator_class = type(estimator).__name__
+        self.estimator_type = _estimator_type(estimator)
+        n_features = getattr(estimator, "n_features_in_", None)
+        self.n_features: int | None = int(n_features) if n_features is not None else None
+        names = getattr(estimator, "feature_names_in_", None)
+        self.feature_names: tuple[str, ...] | None = tuple(str(n) for n in names) if names is not None else None
+        classes = getattr(estimator, "classes_", None)
+        self.classes: list[Any] | None = np.asarray(classes).tolist() if classes is not None else None
+        self.has_proba = callable(getattr(estimator, "predict_proba", None))
+        self.allow_nan = _allows_nan(estimator)
+        final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+        self._predict_from_proba = (
+            self.has_proba
+            and type(final).__name__ in _PREDICT_IS_ARGMAX_PROBA
+            and getattr(final, "n_outputs_", 1) == 1
+        )
+
+    @property
+    def version_mismatch(self) -> bool:
+        """True when the artifact was saved with another scikit-learn than the one running."""
+        return self.saved_sklearn_version not in (None, self.runtime_sklearn_version)
+
+    def predict(self, x: np.ndarray, *, want_proba: bool) -> Prediction:
+        """Run the estimator on ``x``; probabilities only if wanted and offered.
+
+        Where ``predict`` is the argmax of ``predict_proba``, the model runs once.
+        An input the estimator rejects (its ``ValueError``) becomes ``ModelRejectedInput``.
+        """
+        try:
+            if self._predict_from_proba:
+                proba = self.estimator.predict_proba(x)
+                return Prediction(np.asarray(self.classes).take(np.argmax(proba, axis=1)), proba)
+            predictions = np.asarray(self.estimator.predict(x))
+            proba = self.estimator.predict_proba(x) if want_proba and self.has_proba else None
+            return Prediction(predictions, proba)
+        except ValueError as err:
+            raise ModelRejectedInput(f"the model rejected the input: {err}") from err
+
+    def verify(self) -> None:
+        """Predict one row of zeros, so a model that cannot predict never serves."""
+        if self.n_features is None:
+            return
+        try:
+            self.predict(np.zeros((1, self.n_features)), want_proba=True)
+        except Exception as err:
+            raise ModelLoadError(f"{self.source} failed a test prediction on one row of zeros: {err}") from err
+
+    def info(self) -> dict[str, Any]:
+        """The body of ``/model-info``."""
+        return {
+            "estimator": self.estimator_class,
+            "estimator_type": self.estimator_type,
+            "n_features_in": self.n_features,
+            "feature_names_in": list(self.feature_names) if self.feature_names else None,
+            "classes": self.classes,
+            "has_predict_proba": self.has_proba,
+            "sha256": self.sha256,
+            "sklearn_version": {
+                "saved": self.saved_sklearn_version,
+                "runtime": self.runtime_sklearn_version,
+                "mismatch": self.version_mismatch,
+            },
+        }
+
+
+def locate(path: Path) -> Artifact:
+    """Find the artifact to load at ``path``: a model file, an MLflow directory, or a directory of one model."""
+    if path.is_file():
+        return Artifact(path, _kind(path))
+    if not path.is_dir():
+        raise ModelLoadError(f"model not found: {path}")
+    mlmodel = path / MLFLOW_FILE
+    if mlmodel.is_file():
+        return _mlflow_artifact(mlmodel)
+    candidates = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in MODEL_SUFFIXES)
+    if len(candidates) != 1:
+        found = ", ".join(p.name for p in candidates) or "none"
+        raise UnsupportedModel(
+            f"directory {path} must hold exactly one model file ({', '.join(sorted(MODEL_SUFFIXES))}) "
+            f"or an MLflow MLmodel file; found: {found}"
+        )
+    return Artifact(candidates[0], _kind(candidates[0]))
+
+
+def load(
+    path: Path, *, source: str, sha256: str | None, skops_trusted: tuple[str, ...] = ()
+) -> LoadedModel:
+    """Locate, digest-check and deserialize the model at ``path``.
+
+    The digest is checked before a single byte is unpickled, and a mismatch names both digests.
+    """
+    started = time.perf_counter()
+    artifact = locate(path)
+    data = artifact.path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    check_digest(source, sha256, actual)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InconsistentVersionWarning)
+        estimator = _deserialize(artifact, data, skops_trusted)
+    saved = artifact.saved_sklearn_version or _saved_version(estimator, caught)
+    model = LoadedModel(
+        estimator,
+        sha256=actual,
+        source=source,
+        saved_sklearn_version=saved,
+        load_seconds=time.perf_counter() - started,
+    )
+    if model.version_mismatch:
+        log.warning(
+            "model was saved with another scikit-learn version",
+            extra={"fields": {"saved": saved, "runtime": model.runtime_sklearn_version}},
+        )
+    return model
+
+
+def _kind(path: Path) -> str:
+    if path.suffix in PICKLE_SUFFIXES:
+        return "joblib"
+    if path.suffix == SKOPS_SUFFIX:
+        return "skops"
+    raise UnsupportedModel(
+        f"unsupported model file {path.name}: expected one of {', '.join(sorted(MODEL_SUFFIXES))}"
+    )
+
+
+def _mlflow_artifact(mlmodel: Path) -> Artifact:
+    try:
+        spec = yaml.safe_load(mlmodel.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise UnsupportedModel(f"cannot read {mlmodel}: {err}") from err
+    flavors = spec.get("flavors") if isinstance(spec, dict) else None
+    flavor = flavors.get("sklearn") if isinstance(flavors, dict) else None
+    if not isinstance(flavor, dict) or "pickled_model" not in flavor:
+        names = ", ".join(flavors) if isinstance(flavors, dict) else "none"
+        raise UnsupportedModel(f"{mlmodel} has no sklearn flavor with a pickled_model (flavors: {names})")
+    fmt = flavor.get("serialization_format", "cloudpickle")
+    kind = "skops" if fmt == "skops" else "joblib"
+    version = flavor.get("sklearn_version")
+    return Artifact(mlmodel.parent / str(flavor["pickled_model"]), kind, str(version) if version else None)
+
+
+def _deserialize(artifact: Artifact, data: bytes, skops_trusted: tuple[str, ...]) -> Any:
+    if artifact.kind == "skops":
+        import skops.io
+
+        untrusted = [t for t in skops.io.get_untrusted_types(data=data) if t not in skops_trusted]
+        if untrusted:
+            raise ModelLoadError(
+                f"{artifact.path.name} contains types that are not trusted: {', '.join(untrusted)}. "
+                "Review them, then pass them to --skops-trusted."
+            )
+        try:
+            return skops.io.loads(data, trusted=list(skops_trusted) or None)
+        except Exception as err:
+            raise ModelLoadError(f"cannot load {artifact.path.name} with skops: {err}") from err
+    import joblib
+
+    try:
+        return joblib.load(io.BytesIO(data))
+    except Exception as err:
+        raise ModelLoadError(f"cannot unpickle {artifact.path.name}: {type(err).__name__}: {err}") from err
+
+
+def _saved_version(estimator: Any, caught: list[warnings.WarningMessage]) -> str | None:
+    for warning in caught:
+        if isinstance(warning.message, InconsistentVersionWarning):
+            return str(warning.message.original_sklearn_version)
+    if isinstance(estimator, BaseEstimator):
+        return sklearn.__version__  # unpickled without a version warning: saved with this one
+    return None
+
+
+def _estimator_type(estimator: Any) -> str | None:
+    try:
+        return get_tags(estimator).estimator_type
+    except Exception:  # noqa: BLE001 - not a scikit-learn estimator: no tags to read
+        return getattr(estimator, "_estimator_type", None)
+
+
+def _allows_nan(estimator: Any) -> bool:
+    try:
+        return bool(get_tags(estimator).input_tags.allow_nan)
+    except Exception:  # noqa: BLE001 - no tags: let the estimator decide on NaN itself
+        return True

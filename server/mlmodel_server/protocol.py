@@ -1,0 +1,332 @@
+"""Decode requests into feature matrices and encode predictions, for three protocols.
+
+- ``/predict``: ``{"features": rows}`` or ``{"instances": rows}`` (the tutorials' shape);
+- KServe / TF-Serving V1: ``{"instances": rows}`` or ``{"inputs": rows}``;
+- Open Inference Protocol (V2): ``{"inputs": [{"name", "shape", "datatype", "data"}]}``.
+
+Rows are lists of numbers, or objects keyed by feature name. No Flask here: every
+problem is raised as a domain error whose message names the row, feature or field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from mlmodel_server.errors import (
+    BatchTooLarge,
+    EmptyBatch,
+    FeatureCountMismatch,
+    FeatureNameError,
+    InvalidPayload,
+    MalformedJSON,
+    MissingValue,
+    NonNumericValue,
+)
+from mlmodel_server.model import Prediction
+
+V2_OUTPUTS = ("predict", "predict_proba")
+V2_NUMERIC_TYPES = frozenset(
+    {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
+)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What decoding needs to know about the model being served."""
+
+    n_features: int | None
+    feature_names: tuple[str, ...] | None
+    allow_nan: bool
+    max_rows: int
+    has_proba: bool
+
+
+@dataclass(frozen=True)
+class V2Request:
+    """A decoded Open Inference Protocol request."""
+
+    x: np.ndarray
+    outputs: tuple[str, ...]
+    request_id: str | None
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    """Parse a request body that must be a JSON object."""
+    if not body:
+        raise MalformedJSON("request body is empty: send a JSON object")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise MalformedJSON(f"request body is not valid JSON: {err}") from None
+    if not isinstance(payload, dict):
+        raise InvalidPayload(f"request body must be a JSON object, got {_kind(payload)}")
+    return payload
+
+
+def decode_predict(payload: dict[str, Any], schema: Schema) -> np.ndarray:
+    """``{"features": rows}`` or ``{"instances": rows}``."""
+    return _rows_field(payload, ("features", "instances"), schema)
+
+
+def decode_v1(payload: dict[str, Any], schema: Schema) -> np.ndarray:
+    """KServe V1: ``{"instances": rows}`` or ``{"inputs": rows}``."""
+    return _rows_field(payload, ("instances", "inputs"), schema)
+
+
+def decode_v2(payload: dict[str, Any], schema: Schema) -> V2Request:
+    """Open Inference Protocol: one ``[rows, features]`` tensor, or one ``[rows]`` tensor per named feature."""
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidPayload('"inputs" must be a non-empty list of tensors {"name", "shape", "datatype", "data"}')
+    tensors = [_v2_tensor(i, tensor) for i, tensor in enumerate(inputs)]
+    if len(tensors) == 1:
+        name, x = tensors[0]
+        if x.ndim == 1:
+            x = x.reshape(1, -1)
+        elif x.ndim != 2:
+            raise InvalidPayload(f'input "{name}": expected shape [rows, features], got {list(x.shape)}')
+    else:
+        x = _stack_named_columns(tensors, schema)
+    request_id = payload.get("id")
+    return V2Request(
+        x=check_matrix(x, schema, where="inputs"),
+        outputs=_v2_outputs(payload.get("outputs"), schema),
+        request_id=str(request_id) if request_id is not None else None,
+    )
+
+
+def check_matrix(x: np.ndarray, schema: Schema, *, where: str) -> np.ndarray:
+    """Check a float matrix against the model: rows, width, finiteness, missing values."""
+    if x.shape[0] == 0:
+        raise EmptyBatch(f'"{where}" has no rows: send at least one')
+    if x.shape[0] > schema.max_rows:
+        raise BatchTooLarge(
+            f'"{where}" has {x.shape[0]} rows; the limit is {schema.max_rows} (--max-batch-size)'
+        )
+    if schema.n_features is not None and x.shape[1] != schema.n_features:
+        raise FeatureCountMismatch(f"row 0: expected {schema.n_features} features, got {x.shape[1]}")
+    finite = np.isfinite(x)
+    if not finite.all():
+        row, col = (int(v) for v in np.argwhere(~finite)[0])
+        if not np.isnan(x[row, col]):
+            raise NonNumericValue(f"row {row}, {_feature(col, schema)}: {x[row, col]} is out of range")
+        if not schema.allow_nan:
+            raise MissingValue(
+                f"row {row}, {_feature(col, schema)}: missing value (null or NaN), "
+                "and this model does not accept missing values"
+            )
+    return x
+
+
+def encode_predict(prediction: Prediction) -> dict[str, Any]:
+    """``{"predictions": [...], "probabilities": [[...]]}``."""
+    body: dict[str, Any] = {"predictions": prediction.predictions.tolist()}
+    if prediction.probabilities is not None:
+        body["probabilities"] = prediction.probabilities.tolist()
+    return body
+
+
+def encode_v1(prediction: Prediction) -> dict[str, Any]:
+    """KServe V1: ``{"predictions": [...]}``."""
+    return {"predictions": prediction.predictions.tolist()}
+
+
+def encode_v2(prediction: Prediction, request: V2Request, model_name: str) -> dict[str, Any]:
+    """Open Inference Protocol response with the requested outputs."""
+    outputs = []
+    for name in request.outputs:
+        values = prediction.predictions if name == "predict" else prediction.probabilities
+        assert values is not None  # decode_v2 only lets predict_proba through when the model has it
+        outputs.append(
+            {
+                "name": name,
+                "shape": list(values.shape),
+                "datatype": v2_datatype(values),
+                "data": values.ravel().tolist(),
+            }
+        )
+    body: dict[str, Any] = {"model_name": model_name, "outputs": outputs}
+    if request.request_id is not None:
+        body["id"] = request.request_id
+    return body
+
+
+def v2_datatype(values: np.ndarray) -> str:
+    """The V2 datatype name of a numpy array."""
+    kind, size = values.dtype.kind, values.dtype.itemsize
+    if kind == "b":
+        return "BOOL"
+    if kind == "i":
+        return f"INT{size * 8}"
+    if kind == "u":
+        return f"UINT{size * 8}"
+    if kind == "f":
+        return f"FP{size * 8}"
+    return "BYTES"
+
+
+def _rows_field(payload: dict[str, Any], fields: tuple[str, ...], schema: Schema) -> np.ndarray:
+    present = [f for f in fields if f in payload]
+    if len(present) != 1:
+        names = " or ".join(f'"{f}"' for f in fields)
+        problem = "both are present" if present else "neither is present"
+        raise InvalidPayload(f"send the rows under exactly one of {names}; {problem}")
+    field = present[0]
+    rows = payload[field]
+    if not isinstance(rows, list):
+        raise InvalidPayload(f'"{field}" must be a list of rows, got {_kind(rows)}')
+    if rows and all(_is_scalar(v) for v in rows):
+        rows = [rows]  # one flat row, as many tutorials send it
+    if len(rows) > schema.max_rows:
+        raise BatchTooLarge(f'"{field}" has {len(rows)} rows; the limit is {schema.max_rows} (--max-batch-size)')
+    if rows and isinstance(rows[0], dict):
+        rows = _named_rows(rows, schema)
+    return check_matrix(_to_matrix(rows, schema), schema, where=field)
+
+
+def _to_matrix(rows: list[Any], schema: Schema) -> np.ndarray:
+    """Rows to a float matrix: numpy's converter when the rows are clean, else a walk that names the fault."""
+    try:
+        x = np.array(rows)
+    except (ValueError, TypeError, OverflowError):
+        x = None
+    if x is not None and x.ndim == 2 and x.dtype.kind in "biuf":
+        return x.astype(np.float64, copy=False)
+    if not rows:
+        return np.empty((0, schema.n_features or 0))
+    width = schema.n_features if schema.n_features is not None else _width(rows[0], 0)
+    out = np.empty((len(rows), width))
+    for r, row in enumerate(rows):
+        if _width(row, r) != width:
+            raise FeatureCountMismatch(f"row {r}: expected {width} features, got {len(row)}")
+        for c, value in enumerate(row):
+            out[r, c] = _number(value, r, c, schema)
+    return out
+
+
+def _width(row: Any, r: int) -> int:
+    if not isinstance(row, list):
+        raise InvalidPayload(f"row {r}: expected a list of numbers or an object, got {_kind(row)}")
+    return len(row)
+
+
+def _number(value: Any, r: int, c: int, schema: Schema) -> float:
+    if value is None:
+        return math.nan  # check_matrix decides whether missing values are allowed
+    if isinstance(value, bool | int | float):
+        try:
+            return float(value)
+        except OverflowError:
+            raise NonNumericValue(f"row {r}, {_feature(c, schema)}: {value} is out of range") from None
+    if isinstance(value, list | dict):
+        raise InvalidPayload(f"row {r}, {_feature(c, schema)}: expected a number, got {_kind(value)}")
+    raise NonNumericValue(f"row {r}, {_feature(c, schema)}: expected a number, got {_kind(value)} {value!r:.40}")
+
+
+def _named_rows(rows: list[Any], schema: Schema) -> list[list[Any]]:
+    names = schema.feature_names
+    if names is None:
+        raise FeatureNameError(
+            "rows are objects, but the model was fitted without feature names: "
+            f"send each row as a list of {schema.n_features or 'N'} numbers"
+        )
+    known = set(names)
+    out = []
+    for r, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InvalidPayload(f"row {r}: expected an object like row 0, got {_kind(row)}")
+        if len(row) != len(names) or not known.issuperset(row):
+            missing = [n for n in names if n not in row]
+            unknown = [k for k in row if k not in known]
+            problems = []
+            if missing:
+                problems.append(f"missing feature(s) {', '.join(missing)}")
+            if unknown:
+                problems.append(f"unknown feature(s) {', '.join(unknown)}")
+            raise FeatureNameError(f"row {r}: {'; '.join(problems)}; expected {', '.join(names)}")
+        out.append([row[n] for n in names])
+    return out
+
+
+def _v2_tensor(index: int, tensor: Any) -> tuple[str, np.ndarray]:
+    if not isinstance(tensor, dict):
+        raise InvalidPayload(f"inputs[{index}] must be an object, got {_kind(tensor)}")
+    name = tensor.get("name")
+    label = f'input "{name}"' if isinstance(name, str) else f"inputs[{index}]"
+    if not isinstance(name, str):
+        raise InvalidPayload(f'{label}: "name" must be a string')
+    shape, datatype, data = tensor.get("shape"), tensor.get("datatype"), tensor.get("data")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise InvalidPayload(f'{label}: "shape" must be a list of non-negative integers, got {shape!r:.60}')
+    if datatype not in V2_NUMERIC_TYPES:
+        raise NonNumericValue(
+            f'{label}: datatype {datatype!r} is not supported; use one of {", ".join(sorted(V2_NUMERIC_TYPES))}'
+        )
+    if not isinstance(data, list):
+        raise InvalidPayload(f'{label}: "data" must be a list, got {_kind(data)}')
+    try:
+        flat = np.array(data).ravel()
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidPayload(f'{label}: "data" must be a flat or evenly nested list of numbers') from None
+    if flat.size and flat.dtype.kind not in "biuf":
+        raise NonNumericValue(f'{label}: "data" must hold only numbers')
+    expected = math.prod(shape)
+    if flat.size != expected:
+        raise InvalidPayload(f'{label}: shape {shape} needs {expected} values, got {flat.size}')
+    return name, flat.astype(np.float64, copy=False).reshape(shape)
+
+
+def _stack_named_columns(tensors: list[tuple[str, np.ndarray]], schema: Schema) -> np.ndarray:
+    names = schema.feature_names
+    given = [name for name, _ in tensors]
+    if names is None:
+        raise FeatureNameError(
+            "several inputs were sent, one per feature, but the model was fitted without feature names: "
+            "send one input of shape [rows, features]"
+        )
+    if sorted(given) != sorted(names):
+        missing = [n for n in names if n not in given]
+        unknown = [n for n in given if n not in names]
+        raise FeatureNameError(
+            f"inputs must be one per feature: missing {', '.join(missing) or 'none'}; "
+            f"unknown {', '.join(unknown) or 'none'}; expected {', '.join(names)}"
+        )
+    columns = dict(tensors)
+    lengths = {name: columns[name].size for name in names}
+    if len(set(lengths.values())) != 1:
+        raise InvalidPayload(f"inputs differ in length: {lengths}")
+    return np.column_stack([columns[name].ravel() for name in names])
+
+
+def _v2_outputs(requested: Any, schema: Schema) -> tuple[str, ...]:
+    if requested is None:
+        return ("predict",)
+    offered = V2_OUTPUTS if schema.has_proba else V2_OUTPUTS[:1]
+    if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):
+        raise InvalidPayload('"outputs" must be a list of objects with a "name"')
+    names = tuple(str(o["name"]) for o in requested)
+    for name in names:
+        if name not in offered:
+            raise InvalidPayload(f'unknown output "{name}"; this model offers {", ".join(offered)}')
+    return names or ("predict",)
+
+
+def _feature(col: int, schema: Schema) -> str:
+    if schema.feature_names is not None and col < len(schema.feature_names):
+        return f'feature {col} ("{schema.feature_names[col]}")'
+    return f"feature {col}"
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )

@@ -1,0 +1,116 @@
+"""Run the app under gunicorn: gthread workers, the model preloaded in the master or loaded per worker."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.workers.base import Worker
+from prometheus_client import multiprocess
+
+from mlmodel_server import model as model_lib
+from mlmodel_server.app import Serving, create_app
+from mlmodel_server.config import Settings
+from mlmodel_server.errors import ModelLoadError
+from mlmodel_server.logs import logging_config
+
+log = logging.getLogger("mlmodel_server")
+
+TERMINATION_LOG = Path(os.environ.get("TERMINATION_LOG", "/dev/termination-log"))
+WORKER_BOOT_ERROR = Arbiter.WORKER_BOOT_ERROR
+
+
+def report_load_failure(error: ModelLoadError) -> None:
+    """Log why the model cannot be served, and leave it in the pod's termination message."""
+    log.error(error.message, extra={"fields": {"code": error.code}})
+    if TERMINATION_LOG.exists():
+        try:
+            TERMINATION_LOG.write_text(f"{error.code}: {error.message}\n")
+        except OSError:
+            pass  # not in a pod, or not writable: the log line above says it all
+
+
+class ModelServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn, configured from ``Settings``; ``model`` is given when preloaded in the master."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        path: Path,
+        model: model_lib.LoadedModel | None,
+        api_keys: tuple[bytes, ...] | None,
+    ) -> None:
+        self.settings = settings
+        self.path = path
+        self.model = model
+        self.api_keys = api_keys
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        options: dict[str, Any] = {
+            "bind": [f"{s.host}:{s.port}"],
+            "workers": s.workers,
+            "worker_class": "gthread",
+            "threads": s.threads,
+            "preload_app": s.preload,
+            "graceful_timeout": s.graceful_timeout,
+            "timeout": 120,
+            "keepalive": 75,
+            "accesslog": None,
+            "errorlog": "-",
+            "loglevel": s.log_level,
+            "logconfig_dict": logging_config(s.log_level),
+            "control_socket_disable": True,
+            "proc_name": f"mlmodel-server {s.model_name}",
+            "post_fork": _post_fork,
+            "child_exit": _child_exit,
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        app = create_app(self.settings, self.model, api_keys=self.api_keys)
+        if self.model is None:
+            threading.Thread(target=self._load_in_worker, args=(app,), name="model-loader", daemon=True).start()
+        return app
+
+    def _load_in_worker(self, app: Flask) -> None:
+        state: Serving = app.extensions["mlmodel"]
+        try:
+            loaded = model_lib.load(
+                self.path,
+                source=self.settings.model_uri,
+                sha256=self.settings.model_sha256,
+                skops_trusted=self.settings.skops_trusted,
+            )
+            loaded.verify()
+        except ModelLoadError as err:
+            report_load_failure(err)
+            os._exit(WORKER_BOOT_ERROR)  # the arbiter halts on a worker that failed to boot
+        state.set_model(loaded)
+        log.info("model loaded in worker", extra={"fields": {"seconds": round(loaded.load_seconds, 3)}})
+
+
+def _post_fork(server: Arbiter, worker: Worker) -> None:
+    """In each worker: check that a preloaded model predicts, before the worker takes requests."""
+    application: ModelServer = server.app
+    if application.model is None:
+        return
+    try:
+        application.model.verify()
+    except ModelLoadError as err:
+        report_load_failure(err)
+        sys.exit(WORKER_BOOT_ERROR)
+
+
+def _child_exit(server: Arbiter, worker: Worker) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)
