@@ -18,13 +18,13 @@ from typing import Any
 # One OpenMP thread: faster on a busy 2-core machine and byte-for-byte repeatable.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import joblib  # noqa: E402
-from sklearn.datasets import load_iris, make_classification  # noqa: E402
-from sklearn.ensemble import (  # noqa: E402
+import joblib
+from sklearn.datasets import load_iris, make_classification
+from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     RandomForestClassifier,
 )
-from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.linear_model import LogisticRegression
 
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
@@ -36,9 +36,7 @@ def build_models() -> dict[str, Any]:
     forest = RandomForestClassifier(n_estimators=100, max_depth=3, random_state=0)
     forest.fit(iris_x, iris.target)
 
-    x, y = make_classification(
-        n_samples=5000, n_features=30, n_informative=10, n_classes=3, random_state=0
-    )
+    x, y = make_classification(n_samples=5000, n_features=30, n_informative=10, n_classes=3, random_state=0)
     hgb = HistGradientBoostingClassifier(random_state=0).fit(x, y)
     logreg = LogisticRegression(max_iter=1000).fit(x, y)
     return {"iris": forest, "hgb": hgb, "logreg": logreg}

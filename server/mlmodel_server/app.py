@@ -11,9 +11,8 @@ from typing import Any
 import numpy as np
 import orjson
 from flask import Flask, Response, current_app, g, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 from werkzeug.exceptions import MethodNotAllowed as HTTPMethodNotAllowed
-from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 
 from mlmodel_server import auth
 from mlmodel_server.batching import Batcher
@@ -41,7 +40,7 @@ warnings.filterwarnings("ignore", message="X does not have valid feature names")
 class _ServerFlask(Flask):
     """Flask whose debug mode (and so its interactive debugger) cannot be switched on."""
 
-    @property  # type: ignore[override]
+    @property
     def debug(self) -> bool:
         return False
 
@@ -146,7 +145,7 @@ def _before() -> None:
     g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
     state = serving()
     if state.api_keys is not None and request.path not in auth.OPEN_PATHS:
-        auth.check(request.headers, state.api_keys)
+        auth.check(request.headers.get("Authorization", ""), request.headers.get("X-API-Key", ""), state.api_keys)
 
 
 def _after(response: Response) -> Response:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
 from pathlib import Path
 
 from mlmodel_server.errors import ModelLoadError, Unauthorized
@@ -23,19 +22,17 @@ def read_keys(path: Path) -> tuple[bytes, ...]:
     return keys
 
 
-def presented_key(headers: Mapping[str, str]) -> bytes | None:
-    """The key from ``Authorization: Bearer`` or ``X-API-Key``, if any."""
-    authorization = headers.get("Authorization", "")
+def presented_key(authorization: str, api_key: str) -> bytes | None:
+    """The key from an ``Authorization: Bearer`` or an ``X-API-Key`` header value, if any."""
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip().encode()
-    key = headers.get("X-API-Key", "").strip()
-    return key.encode() if key else None
+    return api_key.strip().encode() or None
 
 
-def check(headers: Mapping[str, str], keys: tuple[bytes, ...]) -> None:
+def check(authorization: str, api_key: str, keys: tuple[bytes, ...]) -> None:
     """Raise ``Unauthorized`` unless a valid key is presented; every key is compared, always."""
-    presented = presented_key(headers)
+    presented = presented_key(authorization, api_key)
     if presented is None:
         raise Unauthorized("an API key is required: send Authorization: Bearer <key> or X-API-Key: <key>")
     matched = False

@@ -90,9 +90,7 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
     """Build ``Settings`` from flags, then environment variables, then defaults."""
     env = os.environ if env is None else env
     defaults = Settings(model_uri="", workers=default_workers())
-    parser = argparse.ArgumentParser(
-        prog="mlmodel-server", description="Serve one scikit-learn model over HTTP."
-    )
+    parser = argparse.ArgumentParser(prog="mlmodel-server", description="Serve one scikit-learn model over HTTP.")
     for flag, var, convert, text in _FLAGS:
         default = getattr(defaults, _dest(flag))
         if var in env:
@@ -108,9 +106,7 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
                 default = _bool(env[var])
             except ValueError as err:
                 parser.error(f"environment variable {var}: {err}")
-        parser.add_argument(
-            f"--{name}", action=argparse.BooleanOptionalAction, default=default, help=f"{text} [{var}]"
-        )
+        parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=default, help=f"{text} [{var}]")
     args = parser.parse_args(argv)
     if not args.model_uri:
         parser.error("--model-uri (or MODEL_URI) is required")

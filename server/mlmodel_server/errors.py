@@ -128,7 +128,7 @@ def status_for(error: ServerError) -> int:
     """The HTTP status of ``error``: its nearest class in ``HTTP_STATUS``."""
     for cls in type(error).__mro__:
         if cls in HTTP_STATUS:
-            return HTTP_STATUS[cls]  # type: ignore[index]
+            return HTTP_STATUS[cls]
     return 500
 
 

@@ -76,7 +76,7 @@ def fetch(
             return _download(uri, target, sha256=sha256, timeout=timeout)
         except DigestMismatch:
             raise
-        except Exception as err:  # noqa: BLE001 - every transport error is retried the same way
+        except Exception as err:
             if attempt == retries:
                 raise ModelLoadError(f"could not download {uri} after {retries} attempts: {err}") from err
             delay = min(2.0 ** (attempt - 1), 10.0)
@@ -103,12 +103,13 @@ def _download(uri: str, target: Path, *, sha256: str | None, timeout: float) -> 
         try:
             fs.get(path.rstrip("/") + "/", str(staging), recursive=True)
             shutil.rmtree(target, ignore_errors=True)
-            os.replace(staging, target)
+            staging.replace(target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
     digest = hashlib.sha256()
-    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
+    partial = Path(name)
     try:
         with os.fdopen(fd, "wb") as out, fs.open(path, "rb") as src:
             while chunk := src.read(_CHUNK):
@@ -117,10 +118,9 @@ def _download(uri: str, target: Path, *, sha256: str | None, timeout: float) -> 
             out.flush()
             os.fsync(out.fileno())
         check_digest(uri, sha256, digest.hexdigest())
-        os.replace(partial, target)
+        partial.replace(target)
     finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
+        partial.unlink(missing_ok=True)
     log.info("model downloaded", extra={"fields": {"uri": uri, "path": str(target)}})
     return target
 

@@ -93,9 +93,7 @@ class LoadedModel:
         self.allow_nan = _allows_nan(estimator)
         final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
         self._predict_from_proba = (
-            self.has_proba
-            and type(final).__name__ in _PREDICT_IS_ARGMAX_PROBA
-            and getattr(final, "n_outputs_", 1) == 1
+            self.has_proba and type(final).__name__ in _PREDICT_IS_ARGMAX_PROBA and getattr(final, "n_outputs_", 1) == 1
         )
 
     @property
@@ -165,9 +163,7 @@ def locate(path: Path) -> Artifact:
     return Artifact(candidates[0], _kind(candidates[0]))
 
 
-def load(
-    path: Path, *, source: str, sha256: str | None, skops_trusted: tuple[str, ...] = ()
-) -> LoadedModel:
+def load(path: Path, *, source: str, sha256: str | None, skops_trusted: tuple[str, ...] = ()) -> LoadedModel:
     """Locate, digest-check and deserialize the model at ``path``.
 
     The digest is checked before a single byte is unpickled, and a mismatch names both digests.
@@ -181,13 +177,18 @@ def load(
         warnings.simplefilter("always", InconsistentVersionWarning)
         estimator = _deserialize(artifact, data, skops_trusted)
     saved = artifact.saved_sklearn_version or _saved_version(estimator, caught)
-    model = LoadedModel(
-        estimator,
-        sha256=actual,
-        source=source,
-        saved_sklearn_version=saved,
-        load_seconds=time.perf_counter() - started,
-    )
+    try:
+        model = LoadedModel(
+            estimator,
+            sha256=actual,
+            source=source,
+            saved_sklearn_version=saved,
+            load_seconds=time.perf_counter() - started,
+        )
+    except ModelLoadError:
+        raise
+    except Exception as err:
+        raise UnsupportedModel(f"{source} holds a {type(estimator).__name__} that cannot be served: {err}") from err
     if model.version_mismatch:
         log.warning(
             "model was saved with another scikit-learn version",
@@ -201,9 +202,7 @@ def _kind(path: Path) -> str:
         return "joblib"
     if path.suffix == SKOPS_SUFFIX:
         return "skops"
-    raise UnsupportedModel(
-        f"unsupported model file {path.name}: expected one of {', '.join(sorted(MODEL_SUFFIXES))}"
-    )
+    raise UnsupportedModel(f"unsupported model file {path.name}: expected one of {', '.join(sorted(MODEL_SUFFIXES))}")
 
 
 def _mlflow_artifact(mlmodel: Path) -> Artifact:
@@ -249,15 +248,16 @@ def _saved_version(estimator: Any, caught: list[warnings.WarningMessage]) -> str
         if isinstance(warning.message, InconsistentVersionWarning):
             return str(warning.message.original_sklearn_version)
     if isinstance(estimator, BaseEstimator):
-        return sklearn.__version__  # unpickled without a version warning: saved with this one
+        return str(sklearn.__version__)  # unpickled without a version warning: saved with this one
     return None
 
 
 def _estimator_type(estimator: Any) -> str | None:
     try:
-        return get_tags(estimator).estimator_type
+        kind = get_tags(estimator).estimator_type
     except Exception:  # noqa: BLE001 - not a scikit-learn estimator: no tags to read
-        return getattr(estimator, "_estimator_type", None)
+        kind = getattr(estimator, "_estimator_type", None)
+    return str(kind) if kind is not None else None
 
 
 def _allows_nan(estimator: Any) -> bool:

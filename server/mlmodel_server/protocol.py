@@ -105,9 +105,7 @@ def check_matrix(x: np.ndarray, schema: Schema, *, where: str) -> np.ndarray:
     if x.shape[0] == 0:
         raise EmptyBatch(f'"{where}" has no rows: send at least one')
     if x.shape[0] > schema.max_rows:
-        raise BatchTooLarge(
-            f'"{where}" has {x.shape[0]} rows; the limit is {schema.max_rows} (--max-batch-size)'
-        )
+        raise BatchTooLarge(f'"{where}" has {x.shape[0]} rows; the limit is {schema.max_rows} (--max-batch-size)')
     if schema.n_features is not None and x.shape[1] != schema.n_features:
         raise FeatureCountMismatch(f"row 0: expected {schema.n_features} features, got {x.shape[1]}")
     finite = np.isfinite(x)
@@ -265,7 +263,7 @@ def _v2_tensor(index: int, tensor: Any) -> tuple[str, np.ndarray]:
         raise InvalidPayload(f'{label}: "shape" must be a list of non-negative integers, got {shape!r:.60}')
     if datatype not in V2_NUMERIC_TYPES:
         raise NonNumericValue(
-            f'{label}: datatype {datatype!r} is not supported; use one of {", ".join(sorted(V2_NUMERIC_TYPES))}'
+            f"{label}: datatype {datatype!r} is not supported; use one of {', '.join(sorted(V2_NUMERIC_TYPES))}"
         )
     if not isinstance(data, list):
         raise InvalidPayload(f'{label}: "data" must be a list, got {_kind(data)}')
@@ -277,7 +275,7 @@ def _v2_tensor(index: int, tensor: Any) -> tuple[str, np.ndarray]:
         raise NonNumericValue(f'{label}: "data" must hold only numbers')
     expected = math.prod(shape)
     if flat.size != expected:
-        raise InvalidPayload(f'{label}: shape {shape} needs {expected} values, got {flat.size}')
+        raise InvalidPayload(f"{label}: shape {shape} needs {expected} values, got {flat.size}")
     return name, flat.astype(np.float64, copy=False).reshape(shape)
 
 

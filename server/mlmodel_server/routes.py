@@ -19,7 +19,15 @@ def _payload() -> dict[str, Any]:
     mimetype = request.mimetype
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise UnsupportedMediaType(f"Content-Type must be application/json, got {mimetype or 'none'}")
-    return protocol.parse_json(request.get_data(cache=False))
+    return protocol.parse_json(_body())
+
+
+def _body() -> bytes:
+    """Read the body to its end: a chunked body over the limit raises 413 only on the read past it."""
+    parts = []
+    while chunk := request.stream.read(1 << 16):
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _named(name: str) -> LoadedModel:
@@ -133,4 +141,3 @@ def _prediction_datatype(model: LoadedModel) -> str:
     if model.classes is None:
         return "FP64"
     return protocol.v2_datatype(np.asarray(model.classes))
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -31,10 +32,8 @@ def report_load_failure(error: ModelLoadError) -> None:
     """Log why the model cannot be served, and leave it in the pod's termination message."""
     log.error(error.message, extra={"fields": {"code": error.code}})
     if TERMINATION_LOG.exists():
-        try:
+        with contextlib.suppress(OSError):  # not writable: the log line above says it all
             TERMINATION_LOG.write_text(f"{error.code}: {error.message}\n")
-        except OSError:
-            pass  # not in a pod, or not writable: the log line above says it all
 
 
 class ModelServer(BaseApplication):  # type: ignore[misc]
@@ -92,8 +91,8 @@ class ModelServer(BaseApplication):  # type: ignore[misc]
                 skops_trusted=self.settings.skops_trusted,
             )
             loaded.verify()
-        except ModelLoadError as err:
-            report_load_failure(err)
+        except Exception as err:  # noqa: BLE001 - whatever it is, this worker must not serve
+            report_load_failure(err if isinstance(err, ModelLoadError) else ModelLoadError(str(err)))
             os._exit(WORKER_BOOT_ERROR)  # the arbiter halts on a worker that failed to boot
         state.set_model(loaded)
         log.info("model loaded in worker", extra={"fields": {"seconds": round(loaded.load_seconds, 3)}})
@@ -113,4 +112,4 @@ def _post_fork(server: Arbiter, worker: Worker) -> None:
 
 def _child_exit(server: Arbiter, worker: Worker) -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.mark_process_dead(worker.pid)
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

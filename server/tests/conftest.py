@@ -1,0 +1,87 @@
+"""Small real models, fitted once per session, and helpers shared by the server tests."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris, make_classification
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LinearRegression, LogisticRegression
+
+from mlmodel_server.app import create_app
+from mlmodel_server.config import Settings
+from mlmodel_server.model import LoadedModel, load
+
+IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    estimator: Any
+    path: Path
+    sha256: str
+
+
+def _save(estimator: Any, path: Path) -> SavedModel:
+    joblib.dump(estimator, path)
+    return SavedModel(estimator, path, hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SavedModel]:
+    """iris (named features, forest), logreg (no names), hgb (accepts NaN), linreg (regressor)."""
+    import pandas as pd
+
+    out = tmp_path_factory.mktemp("models")
+    iris = load_iris()
+    frame = pd.DataFrame(iris.data, columns=IRIS_FEATURES)
+    x, y = make_classification(n_samples=400, n_features=6, n_informative=4, n_classes=3, random_state=0)
+    return {
+        "iris": _save(
+            RandomForestClassifier(n_estimators=100, max_depth=3, random_state=0).fit(frame, iris.target),
+            out / "iris.joblib",
+        ),
+        "logreg": _save(LogisticRegression(max_iter=500).fit(x, y), out / "logreg.pkl"),
+        "hgb": _save(HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(x, y), out / "hgb.joblib"),
+        "linreg": _save(LinearRegression().fit(x, x[:, 0] * 2.0), out / "linreg.pickle"),
+    }
+
+
+@pytest.fixture(scope="session")
+def loaded(models: dict[str, SavedModel]) -> Callable[[str], LoadedModel]:
+    cache: dict[str, LoadedModel] = {}
+
+    def get(name: str) -> LoadedModel:
+        if name not in cache:
+            saved = models[name]
+            cache[name] = load(saved.path, source=str(saved.path), sha256=saved.sha256)
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture
+def make_client(loaded: Callable[[str], LoadedModel]) -> Callable[..., Any]:
+    """A Flask test client serving one of the session models (or none, with ``model=None``)."""
+
+    def make(model: str | None = "iris", **overrides: Any) -> Any:
+        api_keys = overrides.pop("api_keys", None)
+        settings = Settings(model_uri="unused", model_name=model or "model", variant="blue", **overrides)
+        app = create_app(settings, loaded(model) if model else None, api_keys=api_keys)
+        return app.test_client()
+
+    return make
+
+
+def rows_for(name: str) -> np.ndarray:
+    """Deterministic rows of the right width for a session model."""
+    width = 4 if name == "iris" else 6
+    return np.random.RandomState(1).uniform(0, 7, size=(25, width))

@@ -1,0 +1,62 @@
+"""Flags, their environment variables, and the errors for bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlmodel_server.config import default_workers, parse_settings
+
+
+def test_flags_override_environment_which_overrides_defaults() -> None:
+    env = {"MODEL_URI": "/m.joblib", "MODEL_NAME": "iris", "PORT": "9000", "MODEL_VARIANT": "canary"}
+    settings = parse_settings(["--port", "9100"], env)
+    assert (settings.model_uri, settings.model_name, settings.port, settings.variant) == (
+        "/m.joblib",
+        "iris",
+        9100,
+        "canary",
+    )
+    assert settings.workers == default_workers()
+    assert settings.preload and not settings.allow_unpinned
+
+
+def test_every_listed_variable_is_read() -> None:
+    env = {
+        "MODEL_URI": "s3://b/m.joblib",
+        "MODEL_SHA256": "a" * 64,
+        "WORKERS": "3",
+        "THREADS": "8",
+        "MAX_BATCH_SIZE": "50",
+        "MAX_BATCH_WAIT_MS": "0.5",
+        "MAX_BODY_BYTES": "1000",
+        "API_KEYS_FILE": "/keys",
+        "ALLOW_UNPINNED": "true",
+        "PRELOAD": "false",
+        "SKOPS_TRUSTED": "a.B, c.D",
+    }
+    s = parse_settings([], env)
+    assert (s.model_sha256, s.workers, s.threads, s.max_batch_size) == ("a" * 64, 3, 8, 50)
+    assert (s.max_batch_wait_ms, s.max_body_bytes, s.api_keys_file) == (0.5, 1000, Path("/keys"))
+    assert s.allow_unpinned and not s.preload
+    assert s.skops_trusted == ("a.B", "c.D")
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        ([], {}, "--model-uri (or MODEL_URI) is required"),
+        (["--model-uri", "m", "--workers", "0"], {}, "--workers must be at least 1"),
+        (["--model-uri", "m"], {"PORT": "http"}, "environment variable PORT"),
+        (["--model-uri", "m"], {"PRELOAD": "maybe"}, "environment variable PRELOAD"),
+        (["--model-uri", "m", "--max-batch-wait-ms", "-1"], {}, "must not be negative"),
+    ],
+)
+def test_bad_settings_are_named(
+    argv: list[str], env: dict[str, str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        parse_settings(argv, env)
+    assert caught.value.code == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,123 @@
+"""Fetching: local paths as they are; downloads over real HTTP on loopback, atomic and pinned."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlmodel_server import errors
+from mlmodel_server.fetch import fetch, local_path
+
+PAYLOAD = b"model bytes " * 1000
+DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+class Origin(http.server.ThreadingHTTPServer):
+    """A loopback HTTP server; ``failures`` requests answer 503 before the file is served."""
+
+    failures = 0
+    hits = 0
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    server: Origin
+
+    def do_GET(self) -> None:
+        self.server.hits += 1
+        if self.path != "/models/m.joblib":
+            self.send_error(404)
+            return
+        if self.server.failures:
+            self.server.failures -= 1
+            self.send_error(503)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(PAYLOAD)))
+        self.end_headers()
+        self.wfile.write(PAYLOAD)
+
+    def do_HEAD(self) -> None:
+        self.send_response(200 if self.path == "/models/m.joblib" else 404)
+        self.send_header("Content-Length", str(len(PAYLOAD)))
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    server = Origin(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _url(origin: Origin, path: str = "/models/m.joblib") -> str:
+    return f"http://127.0.0.1:{origin.server_address[1]}{path}"
+
+
+def _fetch(uri: str, cache: Path, sha256: str | None = DIGEST, **kw: object) -> Path:
+    options: dict[str, object] = {"allow_unpinned": False, "timeout": 5.0, "retries": 3, **kw}
+    return fetch(uri, sha256=sha256, cache_dir=cache, **options)  # type: ignore[arg-type]
+
+
+def test_plain_path_and_file_uri(tmp_path: Path) -> None:
+    model = tmp_path / "m.joblib"
+    model.write_bytes(b"x")
+    assert _fetch(str(model), tmp_path / "cache", sha256=None) == model
+    assert _fetch(f"file://{model}", tmp_path / "cache", sha256=None) == model
+    with pytest.raises(errors.ModelLoadError, match=r"model not found"):
+        _fetch(str(tmp_path / "absent.joblib"), tmp_path / "cache")
+
+
+def test_unsupported_scheme_and_file_host() -> None:
+    with pytest.raises(errors.ModelLoadError, match=r"unsupported model URI scheme 'ftp'"):
+        local_path("ftp://host/m.joblib")
+    with pytest.raises(errors.ModelLoadError, match=r"names host"):
+        local_path("file://host/m.joblib")
+
+
+def test_download_is_pinned_cached_and_reused(origin: Origin, tmp_path: Path) -> None:
+    path = _fetch(_url(origin), tmp_path)
+    assert path.read_bytes() == PAYLOAD
+    assert path == tmp_path / DIGEST / "m.joblib"
+    hits = origin.hits
+    assert _fetch(_url(origin), tmp_path) == path
+    assert origin.hits == hits  # served from the cache
+
+
+def test_remote_without_digest_is_refused_unless_allowed(origin: Origin, tmp_path: Path) -> None:
+    with pytest.raises(errors.UnpinnedModel, match=r"--model-sha256.*--allow-unpinned"):
+        _fetch(_url(origin), tmp_path, sha256=None)
+    assert origin.hits == 0
+    assert _fetch(_url(origin), tmp_path, sha256=None, allow_unpinned=True).read_bytes() == PAYLOAD
+
+
+def test_wrong_digest_leaves_nothing_in_the_cache(origin: Origin, tmp_path: Path) -> None:
+    with pytest.raises(errors.DigestMismatch, match=rf"expected {'f' * 64}, got {DIGEST}"):
+        _fetch(_url(origin), tmp_path, sha256="f" * 64)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_transient_failures_are_retried(origin: Origin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mlmodel_server.fetch.time.sleep", lambda _: None)
+    origin.failures = 2
+    assert _fetch(_url(origin), tmp_path).read_bytes() == PAYLOAD
+
+
+def test_permanent_failure_names_the_uri_and_attempts(
+    origin: Origin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mlmodel_server.fetch.time.sleep", lambda _: None)
+    url = _url(origin, "/models/absent.joblib")
+    with pytest.raises(errors.ModelLoadError, match=rf"could not download {url} after 2 attempts"):
+        _fetch(url, tmp_path, retries=2)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

@@ -1,0 +1,238 @@
+"""The real thing: ``python -m mlmodel_server`` under gunicorn on a free port."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import requests
+
+from conftest import IRIS_ROWS, SavedModel
+
+HERE = Path(__file__).parent
+DEADLINE_S = 30.0
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def logs(self) -> str:
+        return self.log.read_text()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    log = tmp_path / f"server-{port}.log"
+    full_env = {**os.environ, "PYTHONPATH": str(HERE), "TMPDIR": str(tmp_path), **(env or {})}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlmodel_server", "--host", "127.0.0.1", "--port", str(port), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            start_new_session=True,
+        )
+    return Server(proc, port, log)
+
+
+def wait_ready(server: Server) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise AssertionError(f"server exited with {server.proc.returncode}:\n{server.logs()}")
+        try:
+            if requests.get(server.url + "/readyz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"server not ready within {DEADLINE_S}s:\n{server.logs()}")
+
+
+def stop(server: Server) -> None:
+    if server.proc.poll() is None:
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[object]:
+    started: list[Server] = []
+
+    def run(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> Server:
+        server = start(tmp_path, *args, env=env)
+        started.append(server)
+        if ready:
+            wait_ready(server)
+        return server
+
+    yield run
+    for server in started:
+        stop(server)
+
+
+def test_predictions_equal_the_model_in_this_process(serve, models: dict[str, SavedModel]) -> None:  # type: ignore[no-untyped-def]
+    iris = models["iris"]
+    server = serve(
+        "--model-uri", f"file://{iris.path}", "--model-sha256", iris.sha256, "--model-name", "iris", "--workers", "2"
+    )
+    x = np.random.RandomState(3).uniform(0, 8, size=(200, 4))
+    body = requests.post(server.url + "/predict", json={"instances": x.tolist()}, timeout=10).json()
+    assert body["predictions"] == iris.estimator.predict(x).tolist()
+    np.testing.assert_allclose(body["probabilities"], iris.estimator.predict_proba(x))
+    v2 = requests.post(
+        server.url + "/v2/models/iris/infer",
+        json={"inputs": [{"name": "x", "shape": [3, 4], "datatype": "FP64", "data": IRIS_ROWS}]},
+        timeout=10,
+    ).json()
+    assert v2["outputs"][0]["data"] == iris.estimator.predict(np.array(IRIS_ROWS)).tolist()
+    lines = [json.loads(line) for line in server.logs().splitlines()]
+    access = [line for line in lines if line.get("logger") == "mlmodel_server.access"]
+    assert access and {"request_id", "status", "duration_ms", "variant"} <= set(access[-1])
+
+
+def test_concurrent_requests_are_batched_and_correct(serve, models: dict[str, SavedModel]) -> None:  # type: ignore[no-untyped-def]
+    iris = models["iris"]
+    server = serve("--model-uri", str(iris.path), "--model-name", "iris", "--workers", "1", "--threads", "16")
+    rows = np.random.RandomState(4).uniform(0, 8, size=(160, 4))
+    expected = iris.estimator.predict(rows).tolist()
+
+    def one(i: int) -> int:
+        reply = requests.post(server.url + "/predict", json={"features": [rows[i].tolist()]}, timeout=10)
+        return int(reply.json()["predictions"][0])
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        assert list(pool.map(one, range(len(rows)))) == expected
+    metrics = requests.get(server.url + "/metrics", timeout=5).text
+    count = next(line for line in metrics.splitlines() if line.startswith("mlmodel_batch_rows_count"))
+    assert float(count.split()[-1]) < len(rows), "16 concurrent clients should share model calls"
+
+
+def test_metrics_add_up_across_workers(serve, models: dict[str, SavedModel]) -> None:  # type: ignore[no-untyped-def]
+    iris = models["iris"]
+    server = serve("--model-uri", str(iris.path), "--model-name", "iris", "--workers", "2")
+    for _ in range(30):
+        requests.post(
+            server.url + "/predict", json={"features": IRIS_ROWS}, timeout=10, headers={"Connection": "close"}
+        )
+    metrics = requests.get(server.url + "/metrics", timeout=5).text
+    assert 'mlmodel_requests_total{endpoint="/predict",status="200",variant="default"} 30.0' in metrics
+    assert 'mlmodel_rows_predicted_total{variant="default"} 90.0' in metrics
+    pids = {json.loads(line).get("pid") for line in server.logs().splitlines()}
+    assert "Booting worker" in server.logs() and pids
+
+
+def test_chunked_body_over_the_limit_is_413(serve, models: dict[str, SavedModel]) -> None:  # type: ignore[no-untyped-def]
+    iris = models["iris"]
+    server = serve("--model-uri", str(iris.path), "--max-body-bytes", "1000")
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"features": ['
+        for _ in range(200):
+            yield b"[1,2,3,4],"
+        yield b"[1,2,3,4]]}"
+
+    reply = requests.post(
+        server.url + "/predict", data=chunks(), headers={"Content-Type": "application/json"}, timeout=10
+    )
+    assert reply.status_code == 413
+    assert reply.json()["error"]["code"] == "payload_too_large"
+    small = requests.post(
+        server.url + "/predict",
+        data=iter([b'{"features": ', b"[[1,2,3,4]]}"]),
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert small.status_code == 200
+    declared = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    declared.request("POST", "/predict", body=b"x" * 2000, headers={"Content-Type": "application/json"})
+    assert declared.getresponse().status == 413
+
+
+def test_sigterm_drains_in_flight_requests(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(HERE))
+    from slowmodel import SlowClassifier
+
+    path = tmp_path / "slow.joblib"
+    joblib.dump(SlowClassifier(), path)
+    marker = tmp_path / "in-predict"
+    server = serve("--model-uri", str(path), "--workers", "1", env={"SLOW_MODEL_MARKER": str(marker)})
+    result: dict[str, int] = {}
+
+    def slow_request() -> None:
+        reply = requests.post(server.url + "/predict", json={"features": [[42, 0]]}, timeout=20)
+        result["status"] = reply.status_code
+
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    deadline = time.monotonic() + DEADLINE_S
+    while not marker.exists():
+        assert time.monotonic() < deadline, server.logs()
+        time.sleep(0.01)
+    server.proc.send_signal(signal.SIGTERM)
+    thread.join(20)
+    assert result.get("status") == 200, server.logs()
+    assert server.proc.wait(20) == 0
+
+
+def test_wrong_digest_refuses_to_start(serve, models: dict[str, SavedModel], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    iris = models["iris"]
+    termination = tmp_path / "termination-log"
+    termination.touch()
+    wrong = "ab" * 32
+    server = serve(
+        "--model-uri", str(iris.path), "--model-sha256", wrong, ready=False, env={"TERMINATION_LOG": str(termination)}
+    )
+    assert server.proc.wait(DEADLINE_S) == 2
+    for text in (server.logs(), termination.read_text()):
+        assert wrong in text and iris.sha256 in text
+    assert "Traceback" not in server.logs()
+
+
+def test_load_per_worker(serve, models: dict[str, SavedModel]) -> None:  # type: ignore[no-untyped-def]
+    hgb = models["hgb"]
+    server = serve("--model-uri", str(hgb.path), "--no-preload", "--workers", "2")
+    x = np.random.RandomState(5).normal(size=(10, 6))
+    body = requests.post(server.url + "/predict", json={"features": x.tolist()}, timeout=10).json()
+    assert body["predictions"] == hgb.estimator.predict(x).tolist()
+    assert "model loaded in worker" in server.logs()
+
+
+def test_model_that_cannot_predict_never_serves(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(HERE))
+    from slowmodel import SlowClassifier
+
+    broken = SlowClassifier()
+    broken.n_features_in_ = "two"  # type: ignore[assignment]
+    path = tmp_path / "broken.joblib"
+    joblib.dump(broken, path)
+    for mode in ("--preload", "--no-preload"):
+        server = serve("--model-uri", str(path), mode, ready=False)
+        assert server.proc.wait(DEADLINE_S) != 0, server.logs()
