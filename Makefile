@@ -3,19 +3,42 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PY_DIRS := server bench
 
 .DEFAULT_GOAL := help
 
 .PHONY: help install lint test test-unit demo bench clean
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-24s %s\n", $$1, $$2}'
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-
-install: $(BIN)/python ## Create .venv with everything the repo needs
+$(INSTALLED): server/pyproject.toml server/constraints.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e './server[s3]' -r requirements-dev.txt
+	$(BIN)/pip install -q -c server/constraints.txt -e './server[s3]' -r requirements-dev.txt
+	@touch $@
+
+install: $(INSTALLED) ## Create .venv with everything the repo needs
+
+lint: install ## ruff and mypy
+	$(BIN)/ruff check $(PY_DIRS) hack tests
+	$(BIN)/ruff format --check $(PY_DIRS) hack tests
+	cd server && ../$(BIN)/mypy --config-file ../pyproject.toml mlmodel_server tests examples
+	$(BIN)/mypy bench
+
+test-unit: install ## Unit and integration tests (no cluster)
+	$(BIN)/pytest -q server/tests bench
+
+test: lint test-unit test-e2e ## Every test: lint, unit, integration, end-to-end on a real cluster
+
+demo: install ## Train the example model, serve it with mlmodel-server, show live predictions
+	$(BIN)/python server/examples/demo.py
+
+bench: install ## Side-by-side benchmark against the tutorial Flask app (needs wrk)
+	$(BIN)/python bench/run.py --markdown bench/RESULTS.md
+
+clean: ## Remove the venv and local state (run cluster-down first)
+	rm -rf $(VENV) .demo .bench
 
 include hack/cluster.mk
