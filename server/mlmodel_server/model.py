@@ -13,6 +13,7 @@ import io
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import yaml
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import InconsistentVersionWarning
 from sklearn.utils import get_tags
+from sklearn.utils.extmath import softmax
 
 from mlmodel_server.errors import ModelLoadError, ModelRejectedInput, UnsupportedModel
 from mlmodel_server.fetch import check_digest
@@ -34,9 +36,38 @@ SKOPS_SUFFIX = ".skops"
 MODEL_SUFFIXES = PICKLE_SUFFIXES | {SKOPS_SUFFIX}
 MLFLOW_FILE = "MLmodel"
 
-# Estimators whose ``predict`` is, in scikit-learn's own code,
-# ``classes_.take(argmax(predict_proba(X)))``: for them one call yields both.
-_PREDICT_IS_ARGMAX_PROBA = frozenset({"RandomForestClassifier", "ExtraTreesClassifier", "BaggingClassifier"})
+Fused = Callable[[Any, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _argmax_proba(final: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Forests and bagging: scikit-learn's ``predict`` is ``classes_.take(argmax(predict_proba))``."""
+    proba = final.predict_proba(x)
+    return final.classes_.take(np.argmax(proba, axis=1), axis=0), proba
+
+
+def _hist_gradient_boosting(final: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HistGradientBoostingClassifier: one pass over the trees, then scikit-learn's own expressions."""
+    raw = final._raw_predict(x)
+    encoded = (raw.ravel() > 0).astype(int) if raw.shape[1] == 1 else np.argmax(raw, axis=1)
+    return final.classes_[encoded], final._loss.predict_proba(raw)
+
+
+def _multiclass_logistic(final: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Multiclass LogisticRegression: one ``decision_function``, then argmax and softmax as scikit-learn does."""
+    scores = final.decision_function(x)
+    return final.classes_.take(scores.argmax(axis=1), axis=0), softmax(scores, copy=False)
+
+
+def _fused_for(final: Any) -> Fused | None:
+    """How to get ``predict`` and ``predict_proba`` of ``final`` from one pass, where that is exact."""
+    name = type(final).__name__
+    if name in {"RandomForestClassifier", "ExtraTreesClassifier", "BaggingClassifier"}:
+        return _argmax_proba if getattr(final, "n_outputs_", 1) == 1 else None
+    if name == "HistGradientBoostingClassifier" and hasattr(final, "_raw_predict") and hasattr(final, "_loss"):
+        return _hist_gradient_boosting
+    if name == "LogisticRegression" and len(getattr(final, "classes_", ())) > 2:
+        return _multiclass_logistic
+    return None
 
 
 @dataclass(frozen=True)
@@ -91,10 +122,10 @@ class LoadedModel:
         self.classes: list[Any] | None = np.asarray(classes).tolist() if classes is not None else None
         self.has_proba = callable(getattr(estimator, "predict_proba", None))
         self.allow_nan = _allows_nan(estimator)
-        final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
-        self._predict_from_proba = (
-            self.has_proba and type(final).__name__ in _PREDICT_IS_ARGMAX_PROBA and getattr(final, "n_outputs_", 1) == 1
-        )
+        is_pipeline = hasattr(estimator, "steps")
+        self._final = estimator.steps[-1][1] if is_pipeline else estimator
+        self._head = estimator[:-1] if is_pipeline else None
+        self._fused = _fused_for(self._final) if self.has_proba else None
 
     @property
     def version_mismatch(self) -> bool:
@@ -104,13 +135,15 @@ class LoadedModel:
     def predict(self, x: np.ndarray, *, want_proba: bool) -> Prediction:
         """Run the estimator on ``x``; probabilities only if wanted and offered.
 
-        Where ``predict`` is the argmax of ``predict_proba``, the model runs once.
+        Where both follow exactly from one pass of the model (forests, gradient boosting,
+        multiclass logistic regression), the model runs once.
         An input the estimator rejects (its ``ValueError``) becomes ``ModelRejectedInput``.
         """
         try:
-            if self._predict_from_proba:
-                proba = self.estimator.predict_proba(x)
-                return Prediction(np.asarray(self.classes).take(np.argmax(proba, axis=1)), proba)
+            if self._fused is not None:
+                xt = x if self._head is None else self._head.transform(x)
+                predictions, proba = self._fused(self._final, xt)
+                return Prediction(predictions, proba if want_proba else None)
             predictions = np.asarray(self.estimator.predict(x))
             proba = self.estimator.predict_proba(x) if want_proba and self.has_proba else None
             return Prediction(predictions, proba)

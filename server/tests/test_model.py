@@ -6,13 +6,15 @@ import hashlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
 import pytest
 import sklearn.base
 import skops.io
-from sklearn.ensemble import ExtraTreesClassifier
+from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -139,17 +141,30 @@ def test_predictions_equal_the_estimators_own(name: str, loaded: Callable[[str],
         assert prediction.probabilities is None
 
 
-def test_forests_and_pipelines_derive_predict_from_proba() -> None:
-    x = np.random.RandomState(0).normal(size=(300, 5))
-    y = (x[:, 0] + x[:, 1] > 0).astype(int) + (x[:, 2] > 1)
-    for estimator in (
+@pytest.mark.parametrize(
+    "estimator",
+    [
         ExtraTreesClassifier(n_estimators=20, random_state=0),
-        make_pipeline(StandardScaler(), ExtraTreesClassifier(n_estimators=20, random_state=0)),
-    ):
-        estimator.fit(x, y)
-        model = LoadedModel(estimator, sha256="x", source="x", saved_sklearn_version=None, load_seconds=0)
-        assert model._predict_from_proba
-        np.testing.assert_array_equal(model.predict(x, want_proba=False).predictions, estimator.predict(x))
+        make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=20, random_state=0)),
+        HistGradientBoostingClassifier(max_iter=15, random_state=0),
+        make_pipeline(StandardScaler(), HistGradientBoostingClassifier(max_iter=15, random_state=0)),
+        LogisticRegression(max_iter=500),
+        make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)),
+    ],
+    ids=["extra-trees", "pipeline-forest", "hgb", "pipeline-hgb", "logreg", "pipeline-logreg"],
+)
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_one_pass_gives_exactly_what_predict_and_predict_proba_give(estimator: Any, n_classes: int) -> None:
+    x = np.random.RandomState(0).normal(size=(400, 5))
+    y = np.digitize(x[:, 0] + x[:, 1], [-0.5, 0.5][: n_classes - 1])
+    estimator.fit(x, y)
+    model = LoadedModel(estimator, sha256="x", source="x", saved_sklearn_version=None, load_seconds=0)
+    binary_logistic = n_classes == 2 and type(model._final).__name__ == "LogisticRegression"
+    assert (model._fused is None) == binary_logistic
+    prediction = model.predict(x, want_proba=True)
+    np.testing.assert_array_equal(prediction.predictions, estimator.predict(x))
+    np.testing.assert_array_equal(prediction.probabilities, estimator.predict_proba(x))
+    assert model.predict(x, want_proba=False).probabilities is None
 
 
 def test_input_the_estimator_rejects(loaded: Callable[[str], LoadedModel]) -> None:
