@@ -1,0 +1,65 @@
+"""Operator settings, from flags or the environment."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Config:
+    namespaces: tuple[str, ...]  # empty: every namespace
+    server_image: str
+    resync_seconds: float
+    liveness: str | None
+    metrics_port: int
+    json_logs: bool
+
+
+def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Flags win over environment variables, which win over defaults."""
+    env = os.environ if env is None else env
+    parser = argparse.ArgumentParser(prog="mlmodel-operator", description="Reconcile ModelDeployments.")
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        help="watch this namespace (repeatable; default: all) [WATCH_NAMESPACES, comma-separated]",
+    )
+    parser.add_argument(
+        "--server-image",
+        default=env.get("SERVER_IMAGE", "mlmodel-server:0.1.0"),
+        help="image for variants that name none [SERVER_IMAGE]",
+    )
+    parser.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=float(env.get("RESYNC_SECONDS", "10")),
+        help="how often each ModelDeployment is checked for drift and status [RESYNC_SECONDS]",
+    )
+    parser.add_argument(
+        "--liveness",
+        default=env.get("LIVENESS_ENDPOINT"),
+        help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz [LIVENESS_ENDPOINT]",
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=int(env.get("METRICS_PORT", "9090")), help="Prometheus port [METRICS_PORT]"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["json", "plain"],
+        default=env.get("LOG_FORMAT", "json"),
+        help="log format [LOG_FORMAT]",
+    )
+    args = parser.parse_args(argv)
+    namespaces = args.namespaces or [n.strip() for n in env.get("WATCH_NAMESPACES", "").split(",") if n.strip()]
+    return Config(
+        namespaces=tuple(namespaces),
+        server_image=args.server_image,
+        resync_seconds=args.resync_seconds,
+        liveness=args.liveness,
+        metrics_port=args.metrics_port,
+        json_logs=args.log_format == "json",
+    )

@@ -1,0 +1,63 @@
+"""kopf handlers: when to reconcile. What reconciling means lives in ``reconcile``."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from mlmodel_operator import config, metrics, names, reconcile
+
+CONFIG = config.parse([])
+MD = (names.GROUP, names.VERSION, names.PLURAL)
+WAIT_SECONDS = 5
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Handler progress goes to annotations: the status schema is strict and belongs to us.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=names.GROUP)
+    settings.posting.enabled = False  # reconcile posts its own Events, only for real changes
+    if CONFIG.metrics_port:
+        start_http_server(CONFIG.metrics_port)
+
+
+@kopf.on.resume(*MD)
+@kopf.on.create(*MD)
+@kopf.on.update(*MD)
+def on_change(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """A new or changed spec: reconcile, then keep retrying until every variant is ready or has failed."""
+    verdict = _sync(body, patch, "change")
+    if verdict.invalid is not None:
+        raise kopf.PermanentError(verdict.invalid)
+    if not verdict.settled:
+        raise kopf.TemporaryError("waiting for the variants to become ready", delay=WAIT_SECONDS)
+
+
+@kopf.timer(*MD, interval=CONFIG.resync_seconds, sharp=False)
+def on_timer(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Every few seconds: repair drift and refresh the status, writing only what changed."""
+    _sync(body, patch, "timer")
+
+
+def _sync(body: kopf.Body, patch: kopf.Patch, trigger: str) -> reconcile.Verdict:
+    metrics.RECONCILES.labels(trigger).inc()
+    started = time.perf_counter()
+    try:
+        verdict = reconcile.sync(body, default_image=CONFIG.server_image, now=_now())
+    except Exception as err:
+        metrics.ERRORS.labels(type(err).__name__).inc()
+        raise
+    finally:
+        metrics.DURATION.observe(time.perf_counter() - started)
+    if verdict.status is not None:
+        patch.status.update(verdict.status)
+    return verdict

@@ -1,0 +1,100 @@
+"""The only module that talks to the Kubernetes API: reads, server-side apply under one field manager, deletes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+from kubernetes import config, dynamic
+from kubernetes.client import ApiClient
+from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.resource import Resource
+
+from mlmodel_operator import names
+
+Obj = dict[str, Any]
+
+# The kinds the operator owns, in the order stale ones are deleted (HPAs before their targets).
+CHILD_KINDS = (("autoscaling/v2", "HorizontalPodAutoscaler"), ("apps/v1", "Deployment"), ("v1", "Service"))
+
+
+@cache
+def _client() -> dynamic.DynamicClient:
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return dynamic.DynamicClient(ApiClient())  # type: ignore[no-untyped-call]
+
+
+@cache
+def _resource(api_version: str, kind: str) -> Resource:
+    resource: Resource = _client().resources.get(api_version=api_version, kind=kind)
+    return resource
+
+
+def get(api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+    """One object, or ``None`` when it does not exist."""
+    try:
+        found: Obj = _resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
+    except NotFoundError:
+        return None
+    return found
+
+
+def list_objects(api_version: str, kind: str, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
+    """Objects of a kind in ``namespace`` that carry all ``labels``."""
+    selector = ",".join(f"{k}={v}" for k, v in labels.items())
+    found = _resource(api_version, kind).get(namespace=namespace, label_selector=selector)
+    return [item.to_dict() for item in found.items]
+
+
+def apply(obj: Obj) -> Obj:
+    """Server-side apply ``obj`` as the operator's field manager, taking over conflicting fields."""
+    meta = obj["metadata"]
+    applied: Obj = (
+        _resource(obj["apiVersion"], obj["kind"])
+        .server_side_apply(
+            body=obj,
+            name=meta["name"],
+            namespace=meta["namespace"],
+            field_manager=names.FIELD_MANAGER,
+            force_conflicts=True,
+        )
+        .to_dict()
+    )
+    return applied
+
+
+def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
+    """Delete one object; already gone is fine."""
+    with contextlib.suppress(NotFoundError):
+        _resource(api_version, kind).delete(name=name, namespace=namespace)
+
+
+def event(md: Mapping[str, Any], kind: str, reason: str, message: str, now: str) -> None:
+    """Record a Kubernetes Event on the ModelDeployment ``md`` (kind ``Normal`` or ``Warning``)."""
+    meta = md["metadata"]
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+        },
+        "type": kind,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": names.FIELD_MANAGER},
+        "reportingComponent": names.FIELD_MANAGER,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    _resource("v1", "Event").create(body=body, namespace=meta["namespace"])

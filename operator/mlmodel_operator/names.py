@@ -1,0 +1,72 @@
+"""Every name the operator writes: API group and version, labels, child-object names.
+
+No other module spells these out; the Helm chart's ``_helpers.tpl`` is this module's twin.
+Child names are ``<md>-<variant>``; the CRD guarantees that they fit in 63 characters.
+"""
+
+from __future__ import annotations
+
+GROUP = "mlmodel.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+
+FIELD_MANAGER = "mlmodel-operator"
+APP = "mlmodel-server"
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_VARIANT = f"{GROUP}/variant"
+
+COMPONENT_PREDICTOR = "predictor"
+
+SERVER_CONTAINER = "server"
+HTTP_PORT_NAME = "http"
+SERVER_PORT = 8080
+SERVICE_PORT = 80
+MODEL_MOUNT = "/mnt/models"
+API_KEYS_MOUNT = "/etc/mlmodel/api-keys"
+MAX_NAME = 63
+
+
+def child(md: str, variant: str) -> str:
+    """The Deployment, Service and HPA of one variant."""
+    return _checked(f"{md}-{variant}")
+
+
+def entry_service(md: str) -> str:
+    """The stable Service that clients call."""
+    return _checked(md)
+
+
+def selector(md: str, variant: str | None = None) -> dict[str, str]:
+    """Labels that select the predictor pods of ``md`` (of one variant, if given)."""
+    labels = {LABEL_NAME: APP, LABEL_INSTANCE: md, LABEL_COMPONENT: COMPONENT_PREDICTOR}
+    if variant is not None:
+        labels[LABEL_VARIANT] = variant
+    return labels
+
+
+def labels(md: str, variant: str) -> dict[str, str]:
+    """All labels of a variant's objects and pods."""
+    return {**selector(md, variant), LABEL_PART_OF: "mlmodel", LABEL_MANAGED_BY: FIELD_MANAGER}
+
+
+def owned_labels(md: str) -> dict[str, str]:
+    """Labels on every object the operator makes for ``md``."""
+    return {LABEL_INSTANCE: md, LABEL_MANAGED_BY: FIELD_MANAGER}
+
+
+def entry_labels(md: str) -> dict[str, str]:
+    """Labels of the entry Service."""
+    return {LABEL_NAME: APP, LABEL_INSTANCE: md, LABEL_PART_OF: "mlmodel", LABEL_MANAGED_BY: FIELD_MANAGER}
+
+
+def _checked(name: str) -> str:
+    if len(name) > MAX_NAME:
+        raise ValueError(f"object name {name!r} is longer than {MAX_NAME} characters")
+    return name

@@ -1,0 +1,202 @@
+"""The operator under KopfRunner against a real kube-apiserver (and its controllers)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from mlmodel_operator import names
+from prometheus_client import REGISTRY
+
+from conftest import Kubectl, eventually
+
+SHA = "d466fded41c4a559228ec0a59d7fab20d29353302d76491af19d4ce400b63cb4"
+
+
+def md(name: str, namespace: str, *variants: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"variants": list(variants)},
+    }
+
+
+def variant(name: str, weight: int, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "modelUri": "file:///models/iris.joblib", "modelSha256": SHA, "weight": weight, **extra}
+
+
+def children(kubectl: Kubectl, namespace: str, kind: str) -> set[str]:
+    items = kubectl.json("get", kind, "-n", namespace, "-l", f"{names.LABEL_MANAGED_BY}={names.FIELD_MANAGER}")
+    return {i["metadata"]["name"] for i in items["items"]}
+
+
+def condition(kubectl: Kubectl, namespace: str, name: str, kind: str) -> dict[str, Any] | None:
+    obj = kubectl.get("modeldeployment", name, namespace) or {}
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
+
+
+def test_create_update_remove_variant_and_garbage_collection(
+    kubectl: Kubectl, namespace: str, operator: Callable[[], Any]
+) -> None:
+    operator()
+    kubectl.apply(md("iris", namespace, variant("stable", 90, replicas=2), variant("canary", 10)))
+    eventually(lambda: children(kubectl, namespace, "deployments") == {"iris-stable", "iris-canary"}, "deployments")
+    eventually(lambda: children(kubectl, namespace, "services") == {"iris", "iris-stable", "iris-canary"}, "services")
+    stable = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
+    assert stable["spec"]["replicas"] == 2
+    owner = stable["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == (names.KIND, "iris", True)
+    env = {e["name"]: e.get("value") for e in stable["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODEL_SHA256"] == SHA and env["MODEL_VARIANT"] == "stable" and env["MODEL_NAME"] == "iris"
+    entry = kubectl.json("get", "service", "iris", "-n", namespace)
+    assert entry["spec"]["selector"][names.LABEL_VARIANT] == "stable"
+    status = eventually(lambda: (kubectl.get("modeldeployment", "iris", namespace) or {}).get("status"), "status")
+    assert status["weights"] == "stable=90,canary=10" and status["observedGeneration"] == 1
+    assert {c["type"] for c in status["conditions"]} == {"Ready", "Progressing", "Degraded"}
+
+    # Update: weights flip, replicas change; the entry Service follows the heavier variant.
+    kubectl.apply(md("iris", namespace, variant("stable", 30, replicas=1), variant("canary", 70)))
+    eventually(
+        lambda: (
+            kubectl.json("get", "service", "iris", "-n", namespace)["spec"]["selector"][names.LABEL_VARIANT] == "canary"
+        ),
+        "entry Service to select canary",
+    )
+    eventually(
+        lambda: kubectl.json("get", "deployment", "iris-stable", "-n", namespace)["spec"]["replicas"] == 1,
+        "stable scaled to 1",
+    )
+
+    # Removing a variant deletes its children.
+    kubectl.apply(md("iris", namespace, variant("canary", 100)))
+    eventually(lambda: children(kubectl, namespace, "deployments") == {"iris-canary"}, "iris-stable deleted")
+    eventually(lambda: children(kubectl, namespace, "services") == {"iris", "iris-canary"}, "its Service deleted")
+    events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=iris")
+    messages = [e["message"] for e in events["items"]]
+    assert any(m.startswith("deleted Deployment iris-stable") for m in messages), messages
+    assert any(m.startswith("applied Deployment iris-canary") for m in messages), messages
+
+    # Deleting the ModelDeployment garbage-collects every child through owner references.
+    kubectl("delete", "modeldeployment", "iris", "-n", namespace)
+    eventually(
+        lambda: not children(kubectl, namespace, "deployments") and not children(kubectl, namespace, "services"),
+        "children garbage-collected",
+    )
+
+
+def test_drift_is_repaired(kubectl: Kubectl, namespace: str, operator: Callable[[], Any]) -> None:
+    operator()
+    kubectl.apply(md("iris", namespace, variant("stable", 100)))
+    eventually(lambda: children(kubectl, namespace, "services") == {"iris", "iris-stable"}, "children")
+    kubectl("set", "image", "deployment/iris-stable", "server=tampered:1", "-n", namespace)
+    kubectl("delete", "service", "iris-stable", "-n", namespace)
+
+    def repaired() -> bool:
+        dep = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
+        image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
+        return image == "mlmodel-server:0.1.0" and kubectl.get("service", "iris-stable", namespace) is not None
+
+    eventually(repaired, "image and Service restored", deadline=30)
+
+
+def test_hpa_owns_replicas(kubectl: Kubectl, namespace: str, operator: Callable[[], Any]) -> None:
+    operator()
+    scaling = {"minReplicas": 1, "maxReplicas": 5, "targetCPUUtilizationPercentage": 60}
+    resources = {"requests": {"cpu": "100m"}}
+    kubectl.apply(md("iris", namespace, variant("stable", 100, replicas=1, autoscaling=scaling, resources=resources)))
+    hpa = eventually(lambda: kubectl.get("hpa", "iris-stable", namespace), "HPA")
+    assert hpa["spec"]["maxReplicas"] == 5
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "iris-stable"
+    eventually(lambda: kubectl.get("deployment", "iris-stable", namespace), "deployment")
+    kubectl("scale", "deployment/iris-stable", "--replicas=3", "-n", namespace)
+    # Several resync periods later the operator has not fought the scale-up.
+    for _ in range(3):
+        eventually(lambda: _reconciled_after(kubectl, namespace), "a fresh resync", deadline=15)
+    assert kubectl.json("get", "deployment", "iris-stable", "-n", namespace)["spec"]["replicas"] == 3
+    managers = {
+        m["manager"]
+        for m in kubectl.json("get", "deployment", "iris-stable", "-n", namespace, "--show-managed-fields")["metadata"][
+            "managedFields"
+        ]
+        if "f:replicas" in str(m.get("fieldsV1", {}).get("f:spec", {}))
+    }
+    assert names.FIELD_MANAGER not in managers
+
+    # Turning autoscaling off removes the HPA and gives replicas back to the spec.
+    kubectl.apply(md("iris", namespace, variant("stable", 100, replicas=2)))
+    eventually(lambda: kubectl.get("hpa", "iris-stable", namespace) is None, "HPA deleted")
+    eventually(
+        lambda: kubectl.json("get", "deployment", "iris-stable", "-n", namespace)["spec"]["replicas"] == 2,
+        "replicas from the spec",
+    )
+
+
+_seen: dict[str, int] = {}
+
+
+def _reconciled_after(kubectl: Kubectl, namespace: str) -> bool:
+    """True once the operator's reconcile counter moved on from the last call (it runs in this process)."""
+    count = int(REGISTRY.get_sample_value("mlmodel_operator_reconciles_total", {"trigger": "timer"}) or 0)
+    moved = count > _seen.get(namespace, -1)
+    _seen[namespace] = count
+    return moved
+
+
+def test_restart_in_the_middle_of_reconciling(kubectl: Kubectl, namespace: str, operator: Callable[[], Any]) -> None:
+    kubectl.apply(md("iris", namespace, variant("a", 50), variant("b", 50)))  # made while no operator runs
+    first = operator()
+    eventually(lambda: children(kubectl, namespace, "deployments"), "a first child")
+    first.__exit__(None, None, None)  # stop as soon as anything exists
+    kubectl("delete", "service", "iris-b", "-n", namespace, "--ignore-not-found")
+    operator()
+    eventually(lambda: children(kubectl, namespace, "services") == {"iris", "iris-a", "iris-b"}, "every child")
+    eventually(lambda: condition(kubectl, namespace, "iris", "Progressing"), "status after the restart")
+
+
+def test_invalid_spec_is_reported_once(kubectl: Kubectl, namespace: str, operator: Callable[[], Any]) -> None:
+    operator()
+    # The CRD accepts autoscaling without a CPU request; the operator cannot scale on CPU without one.
+    kubectl.apply(md("bad", namespace, variant("v", 100, autoscaling={"maxReplicas": 3})))
+    ready = eventually(lambda: condition(kubectl, namespace, "bad", "Ready"), "a Ready condition")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "spec.variants[0].resources.requests.cpu" in ready["message"]
+    for _ in range(3):
+        eventually(lambda: _reconciled_after(kubectl, namespace), "a fresh resync", deadline=15)
+    events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=bad")["items"]
+    assert [e["reason"] for e in events] == ["InvalidSpec"]
+    assert not children(kubectl, namespace, "deployments")
+
+
+def _write_requests(kubectl: Kubectl) -> dict[str, float]:
+    """apiserver_request_total for the writes the operator could make: APPLY/PATCH on its children,
+    PATCH/PUT on ModelDeployments (and their status)."""
+    counts: dict[str, float] = {}
+    pattern = re.compile(r"^apiserver_request_total\{(.*)\} ([0-9.e+]+)$")
+    for line in kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        match = pattern.match(line)
+        if not match:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+        resource, verb = labels.get("resource"), labels.get("verb")
+        ours = (resource in {"deployments", "services", "horizontalpodautoscalers"} and verb in {"APPLY", "PATCH"}) or (
+            resource == "modeldeployments" and verb in {"PATCH", "PUT", "APPLY"}
+        )
+        if ours:
+            key = f"{verb} {resource}/{labels.get('subresource', '')}"
+            counts[key] = counts.get(key, 0) + float(match.group(2))
+    return counts
+
+
+def test_no_writes_at_idle(kubectl: Kubectl, namespace: str, operator: Callable[[], Any]) -> None:
+    operator()
+    # No pods (replicas 0), so nothing the operator reads keeps changing on its own.
+    kubectl.apply(md("idle", namespace, variant("stable", 80, replicas=0), variant("canary", 20, replicas=0)))
+    eventually(lambda: condition(kubectl, namespace, "idle", "Progressing"), "status")
+    for _ in range(2):  # let it settle
+        eventually(lambda: _reconciled_after(kubectl, namespace), "a fresh resync", deadline=15)
+    settled = _write_requests(kubectl)
+    for _ in range(4):
+        eventually(lambda: _reconciled_after(kubectl, namespace), "a fresh resync", deadline=15)
+    assert _write_requests(kubectl) == settled

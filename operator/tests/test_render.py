@@ -1,0 +1,178 @@
+"""The pure core: parsing, rendering (against golden YAML), traffic, drift."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from mlmodel_operator import drift, names, render, spec, traffic
+
+GOLDEN = Path(__file__).parent / "golden"
+SHA = "d466fded41c4a559228ec0a59d7fab20d29353302d76491af19d4ce400b63cb4"
+
+
+def resource(**spec_overrides: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {"name": "iris", "namespace": "ml", "uid": "uid-1", "generation": 3},
+        "spec": {
+            "variants": [
+                {
+                    "name": "stable",
+                    "modelUri": "https://models.example.com/iris/v1.joblib",
+                    "modelSha256": SHA,
+                    "replicas": 2,
+                    "weight": 90,
+                },
+                {
+                    "name": "canary",
+                    "modelUri": "pvc://models/iris/v2.joblib",
+                    "weight": 10,
+                    "image": "registry.example.com/mlmodel-server:0.2.0",
+                    "autoscaling": {"minReplicas": 1, "maxReplicas": 4, "targetCPUUtilizationPercentage": 70},
+                    "resources": {"requests": {"cpu": "500m"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+                    "env": [{"name": "WORKERS", "value": "3"}, {"name": "LOG_LEVEL", "value": "debug"}],
+                    "podAnnotations": {"prometheus.io/scrape": "true"},
+                    "probes": {"readiness": {"periodSeconds": 2}},
+                },
+            ],
+            "apiKeySecret": {"name": "iris-keys"},
+            **spec_overrides,
+        },
+    }
+
+
+def parsed(**overrides: Any) -> spec.ModelDeployment:
+    return spec.parse(resource(**overrides), default_image="mlmodel-server:0.1.0")
+
+
+@pytest.mark.parametrize("case", ["iris-canary", "iris-single"])
+def test_children_match_golden_yaml(case: str) -> None:
+    md = (
+        parsed()
+        if case == "iris-canary"
+        else parsed(variants=[{"name": "stable", "modelUri": "file:///m/iris.joblib"}])
+    )
+    rendered = yaml.safe_dump_all(render.children(md), sort_keys=False)
+    path = GOLDEN / f"{case}.yaml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(rendered)
+    assert rendered == path.read_text(), f"run UPDATE_GOLDEN=1 pytest {__file__} and review the diff"
+
+
+def test_hpa_owns_replicas() -> None:
+    md = parsed()
+    canary = render.deployment(md, md.variant("canary"))
+    assert "replicas" not in canary["spec"]
+    assert render.deployment(md, md.variant("stable"))["spec"]["replicas"] == 2
+    assert [o["kind"] for o in render.children(md)].count("HorizontalPodAutoscaler") == 1
+
+
+def test_environment_and_volumes() -> None:
+    md = parsed()
+    pod = render.deployment(md, md.variant("canary"))["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env["MODEL_URI"] == "file:///mnt/models/iris/v2.joblib"
+    assert env["WORKERS"] == "3"  # the user's value wins over the one derived from the CPU limit
+    assert env["API_KEYS_FILE"] == "/etc/mlmodel/api-keys/keys"
+    assert {"name": "model", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in pod["volumes"]
+    stable = render.deployment(md, md.variant("stable"))["spec"]["template"]["spec"]["containers"][0]
+    stable_env = {e["name"]: e["value"] for e in stable["env"]}
+    assert stable_env["MODEL_SHA256"] == SHA and stable_env["WORKERS"] == "1"
+
+
+def test_single_variant_takes_all_traffic() -> None:
+    md = parsed(variants=[{"name": "only", "modelUri": "file:///m.joblib"}])
+    assert md.variants[0].weight == 100
+    assert traffic.weights(md) == "only=100"
+    assert traffic.routing_note(md) == "all traffic goes to only"
+
+
+def test_entry_service_selects_the_heaviest_variant() -> None:
+    md = parsed()
+    assert render.entry_service(md)["spec"]["selector"][names.LABEL_VARIANT] == "stable"
+    assert "not available yet" in traffic.routing_note(md)
+    assert traffic.weights(md) == "stable=90,canary=10"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"variants": []}, "spec.variants: at least one"),
+        ({"variants": [{"name": "a", "modelUri": "ftp://x/m.joblib"}]}, "spec.variants[0].modelUri: scheme"),
+        ({"variants": [{"name": "a", "modelUri": "https://x/m.joblib"}]}, "spec.variants[0].modelSha256"),
+        ({"variants": [{"name": "a", "modelUri": "pvc://claim"}]}, "pvc://<claim>/<path>"),
+        (
+            {
+                "variants": [
+                    {"name": "a", "modelUri": "file:///a", "weight": 50},
+                    {"name": "b", "modelUri": "file:///b", "weight": 40},
+                ]
+            },
+            "must sum to 100, got 90",
+        ),
+        (
+            {
+                "variants": [
+                    {"name": "a", "modelUri": "file:///a", "weight": 50},
+                    {"name": "b", "modelUri": "file:///b"},
+                ]
+            },
+            "spec.variants[1].weight: required",
+        ),
+        (
+            {
+                "variants": [
+                    {"name": "a", "modelUri": "file:///a", "weight": 50},
+                    {"name": "a", "modelUri": "file:///b", "weight": 50},
+                ]
+            },
+            "duplicate variant names: a",
+        ),
+        (
+            {"variants": [{"name": "a", "modelUri": "file:///a", "autoscaling": {"minReplicas": 5, "maxReplicas": 2}}]},
+            "minReplicas must not exceed maxReplicas",
+        ),
+        (
+            {"variants": [{"name": "a", "modelUri": "file:///a", "autoscaling": {"maxReplicas": 2}}]},
+            "spec.variants[0].resources.requests.cpu: required with autoscaling",
+        ),
+    ],
+)
+def test_specs_the_operator_refuses(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(spec.SpecError) as caught:
+        parsed(**overrides)
+    assert message in str(caught.value)
+
+
+def test_unpinned_remote_is_allowed_when_asked() -> None:
+    md = parsed(variants=[{"name": "a", "modelUri": "https://x/m.joblib", "allowUnpinned": True}])
+    env = {
+        e["name"]: e["value"]
+        for e in render.deployment(md, md.variants[0])["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["ALLOW_UNPINNED"] == "true" and "MODEL_SHA256" not in env
+
+
+def test_drift_ignores_defaults_and_quantity_spelling() -> None:
+    md = parsed()
+    desired = render.deployment(md, md.variant("canary"))
+    live = copy.deepcopy(desired)
+    live["spec"]["progressDeadlineSeconds"] = 600
+    live["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "2000m"
+    live["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] = "/dev/termination-log"
+    assert drift.drifted(desired, live) is None
+    live["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:latest"
+    assert drift.drifted(desired, live) == ".spec.template.spec.containers[0].image"
+    del live["spec"]["template"]["metadata"]["labels"][names.LABEL_VARIANT]
+    assert drift.drifted(desired, live) == ".spec.template.metadata.labels.mlmodel.io/variant"
+
+
+def test_child_names_are_capped_at_63() -> None:
+    with pytest.raises(ValueError, match="longer than 63"):
+        names.child("m" * 40, "v" * 30)

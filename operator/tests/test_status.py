@@ -1,0 +1,137 @@
+"""Conditions and status from child states, and failures from pod statuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlmodel_operator import spec, status
+from test_render import parsed
+
+NOW, LATER = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+DIGEST_TEXT = "digest_mismatch: sha256 mismatch for https://m/v2.joblib: expected aaa, got bbb"
+
+
+def _conditions(st: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in st["conditions"]}
+
+
+def ready(name: str, n: int) -> status.Observed:
+    return status.Observed(name, exists=True, desired=n, ready=n, updated=n, current=True)
+
+
+def test_all_ready() -> None:
+    md = parsed()
+    st = status.compute(md, [ready("stable", 2), ready("canary", 1)], [], NOW)
+    assert _conditions(st) == {
+        "Ready": ("True", "AllVariantsReady"),
+        "Progressing": ("False", "RolloutComplete"),
+        "Degraded": ("False", "NoFailures"),
+    }
+    assert st["observedGeneration"] == 3
+    assert st["replicas"] == "3/3" and st["weights"] == "stable=90,canary=10"
+    assert st["url"] == "http://iris.ml.svc.cluster.local"
+    assert st["variants"][0] == {
+        "name": "stable",
+        "weight": 90,
+        "desiredReplicas": 2,
+        "readyReplicas": 2,
+        "modelUri": "https://models.example.com/iris/v1.joblib",
+        "modelSha256": parsed().variants[0].model_sha256,
+    }
+
+
+def test_rolling_out_is_progressing_not_ready() -> None:
+    md = parsed()
+    rolling = status.Observed("canary", exists=True, desired=1, ready=0, updated=1, current=True)
+    st = status.compute(md, [ready("stable", 2), rolling], [], NOW)
+    assert _conditions(st)["Ready"] == ("False", "Waiting")
+    assert _conditions(st)["Progressing"] == ("True", "RollingOut")
+    assert "variant canary: 0/1 replicas ready" in st["conditions"][0]["message"]
+
+
+def test_a_model_that_fails_to_load_is_degraded_with_the_servers_words() -> None:
+    md = parsed()
+    pod = {
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "server",
+                    "ready": False,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 2, "message": DIGEST_TEXT + "\n"}},
+                }
+            ]
+        }
+    }
+    failing = status.observe("canary", {"spec": {"replicas": 1}, "status": {}, "metadata": {"generation": 1}}, [pod])
+    assert failing.failure == status.Failure(status.MODEL_LOAD_FAILED, DIGEST_TEXT)
+    st = status.compute(md, [ready("stable", 2), failing], [], NOW)
+    assert _conditions(st)["Ready"] == ("False", "ModelLoadFailed")
+    assert _conditions(st)["Degraded"] == ("True", "ModelLoadFailed")
+    assert st["conditions"][0]["message"] == f"variant canary: {DIGEST_TEXT}"
+
+
+def test_image_pull_failures_and_healthy_restarts() -> None:
+    pulling = {
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "server",
+                    "ready": False,
+                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}},
+                }
+            ]
+        }
+    }
+    assert status.pod_failure([pulling]) == status.Failure("ImagePullFailed", "no such image")
+    recovered = {
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "server",
+                    "ready": True,
+                    "state": {"running": {}},
+                    "lastState": {"terminated": {"exitCode": 137}},
+                }
+            ]
+        }
+    }
+    assert status.pod_failure([recovered]) is None
+
+
+def test_transition_times_are_kept_while_a_condition_holds() -> None:
+    md = parsed()
+    first = status.compute(md, [ready("stable", 2), ready("canary", 1)], [], NOW)
+    again = status.compute(md, [ready("stable", 2), ready("canary", 1)], first["conditions"], LATER)
+    assert again == first
+    broken = status.compute(md, [ready("stable", 2), status.Observed("canary")], first["conditions"], LATER)
+    times = {c["type"]: c["lastTransitionTime"] for c in broken["conditions"]}
+    assert times == {"Ready": LATER, "Progressing": LATER, "Degraded": NOW}
+
+
+def test_invalid_spec() -> None:
+    st = status.invalid(7, "spec.variants[0].modelUri: bad", [], NOW)
+    assert _conditions(st) == {
+        "Ready": ("False", "InvalidSpec"),
+        "Progressing": ("False", "InvalidSpec"),
+        "Degraded": ("True", "InvalidSpec"),
+    }
+    assert st["observedGeneration"] == 7
+    assert status.condition(st, "Ready") == st["conditions"][0]
+
+
+def test_weight_zero_variant_may_have_no_pods() -> None:
+    md = spec.parse(
+        {
+            "metadata": {"name": "m", "generation": 1},
+            "spec": {
+                "variants": [
+                    {"name": "a", "modelUri": "file:///a", "weight": 100},
+                    {"name": "b", "modelUri": "file:///b", "weight": 0, "replicas": 0},
+                ]
+            },
+        },
+        default_image="img",
+    )
+    st = status.compute(md, [ready("a", 1), ready("b", 0)], [], NOW)
+    assert _conditions(st)["Ready"] == ("True", "AllVariantsReady")
