@@ -4,19 +4,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-PY_DIRS := server bench
+PY_DIRS := server operator bench
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install lint test test-unit demo bench clean
+.PHONY: help install lint test test-unit test-integration demo bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-24s %s\n", $$1, $$2}'
 
-$(INSTALLED): server/pyproject.toml server/constraints.txt requirements-dev.txt
+$(INSTALLED): server/pyproject.toml server/constraints.txt operator/pyproject.toml operator/constraints.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c server/constraints.txt -e './server[s3]' -r requirements-dev.txt
+	$(BIN)/pip install -q -c server/constraints.txt -c operator/constraints.txt -e './server[s3]' -e ./operator -r requirements-dev.txt
 	@touch $@
 
 install: $(INSTALLED) ## Create .venv with everything the repo needs
@@ -25,12 +25,18 @@ lint: install ## ruff and mypy
 	$(BIN)/ruff check $(PY_DIRS) hack tests
 	$(BIN)/ruff format --check $(PY_DIRS) hack tests
 	cd server && ../$(BIN)/mypy --config-file ../pyproject.toml mlmodel_server tests examples
+	cd operator && ../$(BIN)/mypy --config-file ../pyproject.toml mlmodel_operator tests
 	$(BIN)/mypy bench
 
-test-unit: install ## Unit and integration tests (no cluster)
-	$(BIN)/pytest -q server/tests bench
+test-unit: install ## Tests that need no cluster: server (unit, Flask client, real gunicorn), operator core, bench
+	$(BIN)/pytest -q server/tests
+	$(BIN)/pytest -q operator/tests --ignore=operator/tests/integration
+	$(BIN)/pytest -q bench
 
-test: lint test-unit test-e2e ## Every test: lint, unit, integration, end-to-end on a real cluster
+test-integration: install cluster-up ## The CRD and the operator (KopfRunner) against the cluster's real API server
+	$(BIN)/pytest -q operator/tests/integration
+
+test: lint test-unit test-integration test-e2e ## Every test: lint, unit, integration, end-to-end on a real cluster
 
 demo: install ## Train the example model, serve it with mlmodel-server, show live predictions
 	$(BIN)/python server/examples/demo.py

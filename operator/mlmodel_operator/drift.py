@@ -2,7 +2,8 @@
 
 The desired object must be a subset of the live one: the API server adds defaults,
 but every value the operator sets must be there, unchanged. Quantities are compared
-by value, since the server rewrites them (``1000m`` becomes ``1``).
+by value, since the server rewrites them (``1000m`` becomes ``1``), and a zero value
+may be missing, since the server omits empty ``omitempty`` fields.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def drifted(desired: Any, live: Any, path: str = "") -> str | None:
         for key, value in desired.items():
             where = f"{path}.{key}"
             if key not in live:
+                if value in (0, False, "", None, [], {}):
+                    continue  # the API server omits zero values of omitempty fields
                 return where
             found = drifted(value, live[key], where)
             if found:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +15,7 @@ from mlmodel_operator import config, metrics, names, reconcile
 CONFIG = config.parse([])
 MD = (names.GROUP, names.VERSION, names.PLURAL)
 WAIT_SECONDS = 5
+WAIT_TIMEOUT = 600  # then the timer alone keeps watching a slow rollout, without retry writes
 
 
 def _now() -> str:
@@ -30,12 +32,12 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         start_http_server(CONFIG.metrics_port)
 
 
-@kopf.on.resume(*MD)
-@kopf.on.create(*MD)
-@kopf.on.update(*MD)
-def on_change(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+@kopf.on.resume(*MD, timeout=WAIT_TIMEOUT)
+@kopf.on.create(*MD, timeout=WAIT_TIMEOUT)
+@kopf.on.update(*MD, timeout=WAIT_TIMEOUT)
+def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """A new or changed spec: reconcile, then keep retrying until every variant is ready or has failed."""
-    verdict = _sync(body, patch, "change")
+    verdict = _sync(body, patch, memo, "change")
     if verdict.invalid is not None:
         raise kopf.PermanentError(verdict.invalid)
     if not verdict.settled:
@@ -43,16 +45,18 @@ def on_change(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 
 
 @kopf.timer(*MD, interval=CONFIG.resync_seconds, sharp=False)
-def on_timer(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+def on_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """Every few seconds: repair drift and refresh the status, writing only what changed."""
-    _sync(body, patch, "timer")
+    _sync(body, patch, memo, "timer")
 
 
-def _sync(body: kopf.Body, patch: kopf.Patch, trigger: str) -> reconcile.Verdict:
+def _sync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, trigger: str) -> reconcile.Verdict:
     metrics.RECONCILES.labels(trigger).inc()
     started = time.perf_counter()
+    lock = memo.setdefault("lock", threading.Lock())  # one pass at a time per ModelDeployment
     try:
-        verdict = reconcile.sync(body, default_image=CONFIG.server_image, now=_now())
+        with lock:
+            verdict = reconcile.sync(body, default_image=CONFIG.server_image, now=_now(), memory=memo)
     except Exception as err:
         metrics.ERRORS.labels(type(err).__name__).inc()
         raise

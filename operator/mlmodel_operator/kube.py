@@ -23,10 +23,10 @@ CHILD_KINDS = (("autoscaling/v2", "HorizontalPodAutoscaler"), ("apps/v1", "Deplo
 @cache
 def _client() -> dynamic.DynamicClient:
     try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
-    return dynamic.DynamicClient(ApiClient())  # type: ignore[no-untyped-call]
+        config.load_kube_config()
+    return dynamic.DynamicClient(ApiClient())
 
 
 @cache

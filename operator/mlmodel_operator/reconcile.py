@@ -6,7 +6,7 @@ ModelDeployment costs reads and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,9 +69,14 @@ class Verdict:
     invalid: str | None = None
 
 
-def sync(body: Mapping[str, Any], *, default_image: str, now: str) -> Verdict:
-    """Parse, reconcile, and record Events for every change and every new failure."""
-    previous: Mapping[str, Any] = body.get("status") or {}
+def sync(body: Mapping[str, Any], *, default_image: str, now: str, memory: MutableMapping[str, Any]) -> Verdict:
+    """Parse, reconcile, and record Events for every change and every new failure.
+
+    ``memory`` outlives a pass (kopf's per-object memo): it holds the last status computed
+    here, so Events fire once per transition even when the next pass still sees a stale body.
+    """
+    actual: Mapping[str, Any] = body.get("status") or {}
+    previous: Mapping[str, Any] = memory.get("status") or actual
     try:
         md = spec.parse(body, default_image=default_image)
     except spec.SpecError as err:
@@ -80,13 +85,15 @@ def sync(body: Mapping[str, Any], *, default_image: str, now: str) -> Verdict:
         before = status.condition(previous, status.READY)
         if not before or before.get("message") != message:  # once per distinct problem, not per pass
             kube.event(body, "Warning", status.INVALID_SPEC, message, now)
-        return Verdict(new if _changed(previous, new) else None, settled=True, invalid=message)
+        memory["status"] = new
+        return Verdict(new if _changed(actual, new) else None, settled=True, invalid=message)
     outcome = reconcile(md, previous, now)
     for change in outcome.changes:
         metrics.CHANGES.labels(change.split()[0]).inc()
         kube.event(body, "Normal", "Applied" if change.startswith("applied") else "Deleted", change, now)
     _transition_events(body, previous, outcome.status, now)
-    return Verdict(outcome.status if _changed(previous, outcome.status) else None, settled=outcome.settled)
+    memory["status"] = outcome.status
+    return Verdict(outcome.status if _changed(actual, outcome.status) else None, settled=outcome.settled)
 
 
 def _changed(previous: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

@@ -70,9 +70,9 @@ def pod_failure(pods: Iterable[Mapping[str, Any]]) -> Failure | None:
     return None
 
 
-def _ready(md: ModelDeployment, seen: Observed) -> bool:
-    needed = max(seen.desired, 1 if md.variant(seen.name).weight > 0 else 0)
-    return seen.exists and seen.current and seen.updated >= seen.desired and seen.ready >= needed
+def _ready(seen: Observed) -> bool:
+    """The variant runs its latest spec with every desired replica ready (zero, if scaled to zero)."""
+    return seen.exists and seen.current and seen.updated >= seen.desired and seen.ready >= seen.desired
 
 
 def compute(
@@ -83,7 +83,7 @@ def compute(
 ) -> dict[str, Any]:
     """The status to write: conditions (transition times kept when unchanged), variants, URL, columns."""
     failing = [(o.name, o.failure) for o in observed if o.failure is not None]
-    waiting = [o for o in observed if not _ready(md, o)]
+    waiting = [o for o in observed if not _ready(o)]
     if failing:
         name, failure = failing[0]
         assert failure is not None

@@ -166,6 +166,7 @@ def test_drift_ignores_defaults_and_quantity_spelling() -> None:
     live["spec"]["progressDeadlineSeconds"] = 600
     live["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "2000m"
     live["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] = "/dev/termination-log"
+    del live["spec"]["template"]["spec"]["containers"][0]["startupProbe"]["initialDelaySeconds"]  # 0: omitted
     assert drift.drifted(desired, live) is None
     live["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:latest"
     assert drift.drifted(desired, live) == ".spec.template.spec.containers[0].image"

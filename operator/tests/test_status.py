@@ -120,7 +120,7 @@ def test_invalid_spec() -> None:
     assert status.condition(st, "Ready") == st["conditions"][0]
 
 
-def test_weight_zero_variant_may_have_no_pods() -> None:
+def test_a_variant_scaled_to_zero_is_ready() -> None:
     md = spec.parse(
         {
             "metadata": {"name": "m", "generation": 1},

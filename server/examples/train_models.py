@@ -1,7 +1,8 @@
 """Train the example models that the demo, the benchmark and the tests serve.
 
 Writes ``iris.joblib`` (the tutorials' RandomForest: 100 trees, depth 3, fitted
-on named features), ``hgb.joblib`` (HistGradientBoostingClassifier, 30
+on named features), ``iris-v2.joblib`` (its successor for canary examples: 200
+trees, depth 5), ``hgb.joblib`` (HistGradientBoostingClassifier, 30
 features) and ``logreg.joblib`` (LogisticRegression, 30 features) into
 ``--out``, then prints one JSON object per model with its path and sha256.
 """
@@ -12,6 +13,7 @@ import argparse
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +31,32 @@ from sklearn.linear_model import LogisticRegression
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
-def build_models() -> dict[str, Any]:
-    """Fit every example model, deterministically."""
+def _iris_data() -> tuple[Any, Any]:
     iris = load_iris(as_frame=True)
-    iris_x = iris.data.set_axis(IRIS_FEATURES, axis=1)
-    forest = RandomForestClassifier(n_estimators=100, max_depth=3, random_state=0)
-    forest.fit(iris_x, iris.target)
+    return iris.data.set_axis(IRIS_FEATURES, axis=1), iris.target
 
-    x, y = make_classification(n_samples=5000, n_features=30, n_informative=10, n_classes=3, random_state=0)
-    hgb = HistGradientBoostingClassifier(random_state=0).fit(x, y)
-    logreg = LogisticRegression(max_iter=1000).fit(x, y)
-    return {"iris": forest, "hgb": hgb, "logreg": logreg}
+
+def _iris() -> Any:
+    return RandomForestClassifier(n_estimators=100, max_depth=3, random_state=0).fit(*_iris_data())
+
+
+def _iris_v2() -> Any:
+    return RandomForestClassifier(n_estimators=200, max_depth=5, random_state=1).fit(*_iris_data())
+
+
+def _thirty_features() -> tuple[Any, Any]:
+    return make_classification(n_samples=5000, n_features=30, n_informative=10, n_classes=3, random_state=0)
+
+
+def _hgb() -> Any:
+    return HistGradientBoostingClassifier(random_state=0).fit(*_thirty_features())
+
+
+def _logreg() -> Any:
+    return LogisticRegression(max_iter=1000).fit(*_thirty_features())
+
+
+MODELS: dict[str, Callable[[], Any]] = {"iris": _iris, "iris-v2": _iris_v2, "hgb": _hgb, "logreg": _logreg}
 
 
 def sha256_of(path: Path) -> str:
@@ -50,14 +67,12 @@ def sha256_of(path: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument("--only", choices=["iris", "hgb", "logreg"], action="append")
+    parser.add_argument("--only", choices=list(MODELS), action="append", help="train only these (repeatable)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, model in build_models().items():
-        if args.only and name not in args.only:
-            continue
+    for name in args.only or MODELS:
         path = args.out / f"{name}.joblib"
-        joblib.dump(model, path)
+        joblib.dump(MODELS[name](), path)
         print(json.dumps({"name": name, "path": str(path), "sha256": sha256_of(path)}))
 
 
