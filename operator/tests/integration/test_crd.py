@@ -33,7 +33,6 @@ EXAMPLES = REPO / "manifests" / "examples"
 NAMESPACE = "mlmodel-crd-test"
 FIELD_MANAGER = "mlmodel-crd-test"
 # Placeholder left in iris-canary.yaml until the v2 example model exists.
-IRIS_V2_PLACEHOLDER = "IRIS_V2_SHA256"
 
 # Each invalid sample and the fragments its error must contain: the field path and the message.
 INVALID: dict[str, list[str]] = {
@@ -280,9 +279,7 @@ def test_valid_sample_is_accepted(api: Kubectl, sample: Path) -> None:
 
 @pytest.mark.parametrize("manifest", EXAMPLE_MANIFESTS, ids=lambda p: p.name)
 def test_example_manifest_is_accepted(api: Kubectl, manifest: Path) -> None:
-    # Until the v2 example model exists, iris-canary.yaml holds a placeholder for its digest.
-    text = manifest.read_text().replace(IRIS_V2_PLACEHOLDER, "a" * 64)
-    proc = api.dry_run_apply(text)
+    proc = api.dry_run_apply(manifest.read_text())
     assert proc.returncode == 0, proc.stderr
 
 
