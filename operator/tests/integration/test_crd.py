@@ -32,7 +32,6 @@ SAMPLES = Path(__file__).resolve().parent / "samples"
 EXAMPLES = REPO / "manifests" / "examples"
 NAMESPACE = "mlmodel-crd-test"
 FIELD_MANAGER = "mlmodel-crd-test"
-# Placeholder left in iris-canary.yaml until the v2 example model exists.
 
 # Each invalid sample and the fragments its error must contain: the field path and the message.
 INVALID: dict[str, list[str]] = {
