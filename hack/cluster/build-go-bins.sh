@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Build Go programs the cluster needs from their Go modules (through the Go module proxy).
+#
+#   build-go-bins.sh k8s     VERSION OUTDIR   # kube-apiserver, kube-controller-manager, kube-scheduler,
+#                                             # kubelet, kube-proxy, kubectl from k8s.io/kubernetes
+#   build-go-bins.sh etcd    VERSION OUTDIR   # etcd from go.etcd.io/etcd/server/v3
+#   build-go-bins.sh coredns VERSION OUTDIR   # coredns (trimmed plugin set) from github.com/coredns/coredns
+#
+# Each build happens in a throwaway module next to OUTDIR (OUTDIR/../src) that requires the wanted
+# version. Binaries are written to OUTDIR.tmp and renamed to OUTDIR only when all succeeded, so a
+# half-finished build is never mistaken for a cached one.
+set -euo pipefail
+
+kind=$1 version=$2 out=$3
+src="$(dirname "$out")/src-$kind"
+rm -rf "$src" "$out.tmp"
+mkdir -p "$src" "$out.tmp"
+cd "$src"
+export GOFLAGS="${GOFLAGS:--buildvcs=false} -mod=mod"
+export CGO_ENABLED=0
+ldflags="-s -w"
+
+case $kind in
+k8s)
+    # k8s.io/kubernetes vX.Y.Z depends on its staging modules at v0.0.0 with replace lines to
+    # ./staging; a consumer must pin each one to the matching published v0.Y.Z.
+    minor=${version#v1.}; minor=${minor%%.*}
+    staging="v0.${version#v1.}"
+    cat >go.mod <<MOD
+module mlmodel.local/k8sbuild
+
+go 1.25.0
+
+require k8s.io/kubernetes $version
+
+replace (
+MOD
+    for m in api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider \
+        cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api \
+        cri-client csi-translation-lib dynamic-resource-allocation endpointslice externaljwt kms \
+        kube-aggregator kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics \
+        mount-utils pod-security-admission sample-apiserver sample-cli-plugin sample-controller; do
+        echo "	k8s.io/$m => k8s.io/$m $staging" >>go.mod
+    done
+    echo ")" >>go.mod
+    pkgs=""
+    for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
+        pkgs="$pkgs k8s.io/kubernetes/cmd/$c"
+    done
+    # Version stamping so `kubectl version` and the Node object show the real version.
+    vars=""
+    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        vars="$vars -X $p.gitVersion=$version -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+        vars="$vars -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+    done
+    ldflags="$ldflags $vars"
+    ;;
+etcd)
+    cat >go.mod <<MOD
+module mlmodel.local/etcdbuild
+
+go 1.23
+
+require go.etcd.io/etcd/server/v3 $version
+MOD
+    pkgs="go.etcd.io/etcd/server/v3"
+    ;;
+coredns)
+    # CoreDNS used as a library with only the plugins our Corefile needs: the full plugin set
+    # drags in every cloud SDK and doubles the build time.
+    cat >go.mod <<MOD
+module mlmodel.local/corednsbuild
+
+go 1.24
+
+require github.com/coredns/coredns $version
+MOD
+    mkdir -p coredns
+    cat >coredns/main.go <<'GO'
+// Command coredns is CoreDNS with the plugins a test cluster needs.
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/forward"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/loadbalance"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/loop"
+	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/reload"
+)
+
+var _ = dnsserver.Directives
+
+func main() { coremain.Run() }
+GO
+    pkgs="./coredns"
+    ;;
+*)
+    echo "unknown kind $kind" >&2
+    exit 2
+    ;;
+esac
+
+echo "[build-go-bins] $kind $version: resolving modules in $src"
+if [ "$kind" = coredns ]; then
+    go mod tidy
+else
+    # shellcheck disable=SC2086
+    go get $(for p in $pkgs; do echo "$p@$version"; done)
+fi
+echo "[build-go-bins] $kind $version: compiling"
+# shellcheck disable=SC2086
+go build -trimpath -ldflags="$ldflags" -o "$out.tmp/" $pkgs
+if [ "$kind" = etcd ]; then mv "$out.tmp/server" "$out.tmp/etcd"; fi
+rm -rf "$out"
+mkdir -p "$(dirname "$out")"
+mv "$out.tmp" "$out"
+ls -l "$out"

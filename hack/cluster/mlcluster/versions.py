@@ -1,0 +1,51 @@
+"""Pinned versions of everything the local provider runs, and why these.
+
+Kubernetes v1.34.4
+    * This machine (and CI) has cgroup v1 only. Kubernetes 1.35 turned the kubelet's
+      ``failCgroupV1`` on by default, so 1.35+ kubelets refuse to start here without an explicit
+      opt-out that is itself slated for removal. 1.34 is the newest minor whose kubelet still
+      runs on cgroup v1 by default (it logs a deprecation warning; we also set
+      ``failCgroupV1: false`` explicitly).
+    * v1.34.4 rather than a later 1.34 patch: it is the newest 1.34 patch whose module checksum
+      is in the Go checksum database (sum.golang.org answered 404 for v1.34.12 when this was
+      pinned), so ``go build`` from the module proxy works with checksum verification on.
+    * The kubelet talks CRI v1, which Debian bookworm's containerd 1.6.20 serves. containerd 1.6
+      does not implement the ``RuntimeConfig`` CRI call, so the kubelet falls back to the
+      cgroup driver in its config (``cgroupfs``, which must match containerd's
+      ``SystemdCgroup = false``); 1.34 still allows that fallback.
+etcd v3.6.4
+    Built from go.etcd.io/etcd/server/v3: the version Kubernetes 1.34 is released and tested
+    with (its etcd client is 3.6.4 as well). Debian's etcd 3.4.23 is older than the 3.5.x floor
+    that current apiservers expect for consistent reads from the watch cache.
+CoreDNS v1.12.3
+    Built from github.com/coredns/coredns as a library with the handful of plugins a cluster
+    needs (the full plugin set pulls in every cloud SDK and doubles the build time); 1.12 is
+    the line Kubernetes 1.34 ships.
+"""
+
+from __future__ import annotations
+
+KUBERNETES = "v1.34.4"
+ETCD = "v3.6.4"
+COREDNS = "v1.12.3"
+
+# Images built locally (nothing can be pulled from a registry here).
+BASE_IMAGE = "mlmodel-base:bookworm"
+PAUSE_IMAGE = "mlmodel-pause:0.1"
+COREDNS_IMAGE = f"mlmodel-coredns:{COREDNS.lstrip('v')}"
+APP_VERSION = "0.1.0"
+SERVER_IMAGE = f"mlmodel-server:{APP_VERSION}"
+OPERATOR_IMAGE = f"mlmodel-operator:{APP_VERSION}"
+ROUTER_IMAGE = f"mlmodel-router:{APP_VERSION}"
+
+# kind: the node image matching the pinned release (only used when present locally).
+KIND_NODE_IMAGE = f"kindest/node:{KUBERNETES}"
+
+K8S_BINARIES = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "kubectl",
+)

@@ -1,0 +1,246 @@
+"""The e2e tests' access to the test cluster: ONE session fixture, ``cluster``.
+
+``cluster`` brings the cluster up through the harness (idempotent: a running cluster is reused
+in a second or two) and exposes:
+
+* ``cluster.kubeconfig`` -- path of the kubeconfig,
+* ``cluster.kubectl(*args)`` / ``cluster.kubectl_json(*args)`` -- the pinned kubectl,
+* ``cluster.service_url(namespace, name, port)`` -- a context manager yielding an
+  ``http://host:port`` base URL that reaches the Service from this host whatever the provider
+  is (local: the host is the node, so the ClusterIP works through kube-proxy; kind/existing:
+  ``kubectl port-forward``),
+* ``cluster.wait_until(...)`` -- poll to a deadline,
+* ``cluster.dump(namespace)`` -- pods, describe, logs and events, for failure reports.
+
+Tests never look at ``cluster.provider`` to decide how to talk to the cluster. If the cluster
+cannot be had the suite fails (loudly, with the harness's output); it never skips.
+``MLMODEL_E2E_NO_UP=1`` uses ``.cluster/kubeconfig`` as it is, without running the harness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HARNESS = [sys.executable, str(REPO / "hack" / "cluster" / "cluster.py")]
+STATE = Path(os.environ.get("MLMODEL_CLUSTER_DIR", str(REPO / ".cluster")))
+TEARDOWN_MARK = "tears_down_cluster"
+SERVER_IMAGE = "mlmodel-server:0.1.0"
+
+
+@dataclass
+class Cluster:
+    provider: str
+    kubeconfig: Path
+    kubectl_bin: str
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run(
+            [self.kubectl_bin, "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and p.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+        return p
+
+    def kubectl_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def apply(self, manifest: dict[str, Any] | list[dict[str, Any]]) -> None:
+        items = manifest if isinstance(manifest, list) else [manifest]
+        self.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+        )
+
+    @staticmethod
+    def wait_until(what: str, probe: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
+        """Poll probe() until it returns something truthy; AssertionError at the deadline."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while True:
+            try:
+                last = probe()
+                if last:
+                    return last
+            except Exception as e:  # noqa: BLE001 - keep polling, report the last error
+                last = e
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+            time.sleep(interval)
+
+    @contextlib.contextmanager
+    def service_url(self, namespace: str, name: str, port: int) -> Iterator[str]:
+        """A base URL reaching Service namespace/name:port from this host."""
+        if self.provider == "local":
+            ip = self.kubectl("-n", namespace, "get", "svc", name, "-o", "jsonpath={.spec.clusterIP}").stdout.strip()
+            yield f"http://{ip}:{port}"
+            return
+        proc = subprocess.Popen(
+            [
+                self.kubectl_bin,
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "-n",
+                namespace,
+                "port-forward",
+                f"svc/{name}",
+                f":{port}",
+                "--address",
+                "127.0.0.1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            deadline = time.monotonic() + 30
+            local_port = None
+            while local_port is None and time.monotonic() < deadline:
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                m = re.search(r"Forwarding from 127\.0\.0\.1:(\d+)", line)
+                if m:
+                    local_port = int(m.group(1))
+            if local_port is None:
+                raise AssertionError(f"kubectl port-forward svc/{name} did not start")
+            yield f"http://127.0.0.1:{local_port}"
+        finally:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+
+    def dump(self, namespace: str) -> str:
+        """Everything useful to understand a failure in a namespace."""
+        parts = []
+        for args in (
+            ("get", "pods,svc,endpointslices,deploy,rs", "-o", "wide"),
+            ("describe", "pods"),
+            ("get", "events", "--sort-by=.lastTimestamp"),
+        ):
+            p = self.kubectl("-n", namespace, *args, check=False)
+            parts.append(f"$ kubectl -n {namespace} {' '.join(args)}\n{p.stdout}{p.stderr}")
+        pods = self.kubectl("-n", namespace, "get", "pods", "-o", "name", check=False).stdout.split()
+        for pod in pods:
+            p = self.kubectl(
+                "-n",
+                namespace,
+                "logs",
+                pod,
+                "--all-containers",
+                "--tail=80",
+                check=False,
+            )
+            parts.append(f"$ kubectl -n {namespace} logs {pod}\n{p.stdout}{p.stderr}")
+        return "\n".join(parts)
+
+
+def _harness(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*HARNESS, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    if os.environ.get("MLMODEL_E2E_NO_UP") != "1":
+        p = _harness("up")
+        if p.returncode != 0:
+            pytest.fail(
+                f"the test cluster could not be brought up:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}", pytrace=False
+            )
+    kubeconfig = STATE / "kubeconfig"
+    if not kubeconfig.exists():
+        pytest.fail(
+            f"no kubeconfig at {kubeconfig}: the cluster is not up (run `make cluster-up`)",
+            pytrace=False,
+        )
+    provider = (STATE / "provider").read_text().strip() if (STATE / "provider").exists() else "existing"
+    kubectl = STATE / "bin" / "kubectl"  # the pinned kubectl, linked there by `cluster up`
+    c = Cluster(
+        provider=provider,
+        kubeconfig=kubeconfig,
+        kubectl_bin=str(kubectl) if kubectl.exists() else "kubectl",
+    )
+    ready = c.kubectl("get", "--raw", "/readyz", check=False)
+    if ready.returncode != 0:
+        pytest.fail(f"the cluster's API server is not ready: {ready.stderr}", pytrace=False)
+    return c
+
+
+@pytest.fixture(scope="session")
+def server_image(cluster: Cluster) -> str:
+    """``mlmodel-server:0.1.0``, with all images built and loaded into the cluster (``make images``).
+
+    Builds are cached by docker, and loading skips images the runtime already has, so this is
+    quick after ``make images``.
+    """
+    if os.environ.get("MLMODEL_E2E_NO_UP") != "1":
+        p = _harness("images")
+        if p.returncode != 0:
+            pytest.fail(f"building/loading the images failed:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}", pytrace=False)
+    return SERVER_IMAGE
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace; on failure its pods/logs/events are printed, then it is deleted."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    cluster.wait_until(
+        f"default ServiceAccount in {name}",
+        lambda: cluster.kubectl("-n", name, "get", "sa", "default", check=False).returncode == 0,
+        60,
+    )
+    yield name
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        print(f"\n===== cluster state of namespace {name} =====\n{cluster.dump(name)}")
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{TEARDOWN_MARK}: runs `make cluster-down`; ordered last")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda it: it.get_closest_marker(TEARDOWN_MARK) is not None)
