@@ -78,7 +78,9 @@ def fetch(
             raise
         except Exception as err:
             if attempt == retries:
-                raise ModelLoadError(f"could not download {uri} after {retries} attempts: {err}") from err
+                raise ModelLoadError(
+                    f"could not download {uri} after {retries} attempts: {type(err).__name__}: {err}"
+                ) from err
             delay = min(2.0 ** (attempt - 1), 10.0)
             log.warning(
                 "model download failed, retrying",
