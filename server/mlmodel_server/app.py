@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
-import uuid
 import warnings
 from typing import Any
 
@@ -140,9 +140,14 @@ def create_app(
     return app
 
 
+def _request_id() -> str:
+    """A random id, without a system call (``random`` is reseeded in every forked worker)."""
+    return f"{random.getrandbits(128):032x}"
+
+
 def _before() -> None:
     g.started = time.perf_counter()
-    g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    g.request_id = request.headers.get("X-Request-Id") or _request_id()
     state = serving()
     if state.api_keys is not None and request.path not in auth.OPEN_PATHS:
         auth.check(request.headers.get("Authorization", ""), request.headers.get("X-API-Key", ""), state.api_keys)
@@ -151,7 +156,7 @@ def _before() -> None:
 def _after(response: Response) -> Response:
     state = serving()
     settings = state.settings
-    request_id = g.get("request_id") or uuid.uuid4().hex
+    request_id = g.get("request_id") or _request_id()
     response.headers["X-Model-Name"] = settings.model_name
     response.headers["X-Model-Variant"] = settings.variant
     response.headers["X-Request-Id"] = request_id

@@ -10,9 +10,14 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from mlmodel_server.config import parse_settings
 from mlmodel_server.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from mlmodel_server.model import LoadedModel
 
 # One BLAS/OpenMP thread per worker: the server scales with workers and batches, and
 # oversubscribed OpenMP threads are slow. Set before numpy and scikit-learn are imported.
@@ -51,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 path, source=settings.model_uri, sha256=settings.model_sha256, skops_trusted=settings.skops_trusted
             )
             log.info("model loaded", extra={"fields": {**loaded.info(), "seconds": round(loaded.load_seconds, 3)}})
+            if settings.threads == 0:
+                settings = replace(settings, threads=_threads_for(loaded))
+                log.info("request threads sized to the model", extra={"fields": {"threads": settings.threads}})
         else:
             artifact = model.locate(path)
             fetch.check_digest(settings.model_uri, settings.model_sha256, fetch.file_sha256(artifact.path))
@@ -58,4 +66,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ModelLoadError as err:
         report_load_failure(err)
         sys.exit(2)
+    if settings.threads == 0:
+        settings = replace(settings, threads=16)  # loaded per worker: nothing to measure here
     ModelServer(settings, path, loaded, api_keys).run()
+
+
+def _threads_for(loaded: LoadedModel) -> int:
+    """Size the request threads to what one model call costs, alone and for a batch."""
+    from mlmodel_server.batching import PROBE_ROWS, threads_for
+
+    try:
+        return threads_for(loaded.call_seconds(1), loaded.call_seconds(PROBE_ROWS))
+    except Exception:  # noqa: BLE001 - a model that will not predict zeros fails verify() in the worker
+        return 16

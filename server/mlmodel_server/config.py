@@ -22,7 +22,7 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 8080
     workers: int = 1
-    threads: int = 16
+    threads: int = 0  # 0: sized to the model's call cost, see batching.threads_for
     max_batch_size: int = 10_000
     max_batch_wait_ms: float = 2.0
     max_body_bytes: int = 10 * 1024 * 1024
@@ -64,7 +64,7 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--host", "HOST", str, "address to listen on"),
     ("--port", "PORT", int, "port to listen on"),
     ("--workers", "WORKERS", int, "gunicorn worker processes (default: one per usable CPU)"),
-    ("--threads", "THREADS", int, "request threads per worker"),
+    ("--threads", "THREADS", int, "request threads per worker (default: 16 for a costly model, else 2)"),
     ("--max-batch-size", "MAX_BATCH_SIZE", int, "most rows in one request, and in one coalesced model call"),
     ("--max-batch-wait-ms", "MAX_BATCH_WAIT_MS", float, "longest wait for more requests to join a batch"),
     ("--max-body-bytes", "MAX_BODY_BYTES", int, "largest request body accepted"),
@@ -110,9 +110,11 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
     args = parser.parse_args(argv)
     if not args.model_uri:
         parser.error("--model-uri (or MODEL_URI) is required")
-    for flag in ("--port", "--workers", "--threads", "--max-batch-size", "--max-body-bytes", "--download-retries"):
+    for flag in ("--port", "--workers", "--max-batch-size", "--max-body-bytes", "--download-retries"):
         if getattr(args, _dest(flag)) < 1:
             parser.error(f"{flag} must be at least 1")
+    if args.threads < 0:
+        parser.error("--threads must not be negative (0 sizes it to the model)")
     if args.max_batch_wait_ms < 0:
         parser.error("--max-batch-wait-ms must not be negative")
     if args.model_sha256 == "":

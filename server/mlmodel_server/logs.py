@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -27,9 +28,35 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class StdoutHandler(logging.Handler):
+    """One ``os.write`` to stdout per record, and no lock.
+
+    ``StreamHandler`` holds a lock across format, write and flush: under load, request
+    threads queue on it behind whichever holder the GIL has paused. A line shorter than
+    PIPE_BUF written to a pipe lands whole.
+    """
+
+    def createLock(self) -> None:  # noqa: N802 - logging's naming
+        self.lock = None
+
+    def acquire(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = (self.format(record) + "\n").encode()
+            while data:
+                data = data[os.write(1, data) :]
+        except Exception:  # noqa: BLE001 - logging must never break a request
+            self.handleError(record)
+
+
 def logging_config(level: str) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` that sends every logger, gunicorn's included, to stdout as JSON."""
-    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}
+    handler = {"()": StdoutHandler, "formatter": "json"}
     return {
         "version": 1,
         "disable_existing_loggers": False,

@@ -142,11 +142,10 @@ class LoadedModel:
         try:
             if self._fused is not None:
                 xt = x if self._head is None else self._head.transform(x)
-                predictions, proba = self._fused(self._final, xt)
-                return Prediction(predictions, proba if want_proba else None)
-            predictions = np.asarray(self.estimator.predict(x))
+                predictions, probabilities = self._fused(self._final, xt)
+                return Prediction(predictions, probabilities if want_proba else None)
             proba = self.estimator.predict_proba(x) if want_proba and self.has_proba else None
-            return Prediction(predictions, proba)
+            return Prediction(np.asarray(self.estimator.predict(x)), proba)
         except ValueError as err:
             raise ModelRejectedInput(f"the model rejected the input: {err}") from err
 
@@ -158,6 +157,22 @@ class LoadedModel:
             self.predict(np.zeros((1, self.n_features)), want_proba=True)
         except Exception as err:
             raise ModelLoadError(f"{self.source} failed a test prediction on one row of zeros: {err}") from err
+
+    def call_seconds(self, rows: int) -> float:
+        """The fastest of a few calls on ``rows`` rows of zeros, with one OpenMP/BLAS thread.
+
+        One thread also keeps the process safe to fork: no pool of threads is started.
+        """
+        from threadpoolctl import threadpool_limits
+
+        x = np.zeros((rows, self.n_features or 1))
+        best = float("inf")
+        with threadpool_limits(limits=1):
+            for _ in range(5):
+                started = time.perf_counter()
+                self.predict(x, want_proba=True)
+                best = min(best, time.perf_counter() - started)
+        return best
 
     def info(self) -> dict[str, Any]:
         """The body of ``/model-info``."""

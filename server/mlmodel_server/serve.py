@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -99,7 +100,12 @@ class ModelServer(BaseApplication):  # type: ignore[misc]
 
 
 def _post_fork(server: Arbiter, worker: Worker) -> None:
-    """In each worker: check that a preloaded model predicts, before the worker takes requests."""
+    """In each worker: check that a preloaded model predicts, before the worker takes requests.
+
+    Everything inherited from the master is frozen out of the garbage collector first: the
+    collector then never walks (and never copies, page by page) the preloaded model and libraries.
+    """
+    gc.freeze()
     application: ModelServer = server.app
     if application.model is None:
         return

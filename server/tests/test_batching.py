@@ -110,3 +110,11 @@ def test_many_threads_all_get_correct_answers() -> None:
     with ThreadPoolExecutor(max_workers=32) as pool:
         results = list(pool.map(lambda x: _submit(batcher, x), inputs))
     assert [r.predictions.tolist() for r in results] == [[2.0 * i] for i in range(400)]
+
+
+def test_threads_follow_the_cost_of_a_model_call() -> None:
+    from mlmodel_server.batching import threads_for
+
+    assert threads_for(0.006, 0.007) == 16  # a forest: 16 rows cost about what one does
+    assert threads_for(0.0001, 0.0001) == 2  # a linear model: HTTP costs more than the model
+    assert threads_for(0.002, 0.03) == 2  # costly, but the cost grows with the rows: no gain in sharing
