@@ -1,0 +1,46 @@
+# mypy: disable-error-code="import-not-found, misc, untyped-decorator"
+"""Locust load test: users posting one iris row at a time to ``/predict``.
+
+Locust is not in the main venv; install it on its own (``bench/requirements.txt``)::
+
+    python3 -m venv .bench/locust-venv
+    .bench/locust-venv/bin/pip install -r bench/requirements.txt
+
+Start a server on the iris model (ours, or ``bench/naive_app.py``), then run
+headless for 60 seconds with 50 users, 10 new users a second::
+
+    .bench/locust-venv/bin/locust -f bench/locustfile.py --host http://127.0.0.1:8080 \\
+        --headless --users 50 --spawn-rate 10 --run-time 60s
+
+Drop ``--headless`` for the web UI on http://127.0.0.1:8089. Locust's users are
+Python greenlets: one Locust process tops out at roughly a thousand requests a
+second, so for the numbers in the README use ``bench/run.py`` (wrk) instead.
+"""
+
+from __future__ import annotations
+
+import random
+
+from locust import HttpUser, between, task
+
+# Real rows of the iris data set, one per class.
+IRIS_ROWS = [
+    [5.1, 3.5, 1.4, 0.2],
+    [7.0, 3.2, 4.7, 1.4],
+    [6.3, 3.3, 6.0, 2.5],
+]
+
+
+class PredictUser(HttpUser):
+    """Posts one row, then thinks for 0-100 ms."""
+
+    wait_time = between(0.0, 0.1)
+
+    @task
+    def predict(self) -> None:
+        row = random.choice(IRIS_ROWS)
+        with self.client.post("/predict", json={"features": [row]}, name="/predict", catch_response=True) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+            elif len(response.json().get("predictions", [])) != 1:
+                response.failure(f"expected one prediction, got {response.text[:200]}")
