@@ -27,6 +27,8 @@ lint: install ## ruff and mypy
 	cd server && ../$(BIN)/mypy --config-file ../pyproject.toml mlmodel_server tests examples
 	cd operator && ../$(BIN)/mypy --config-file ../pyproject.toml mlmodel_operator tests
 	$(BIN)/mypy bench
+	MYPYPATH=hack/cluster $(BIN)/mypy hack/cluster/mlcluster hack/cluster/cluster.py
+	cd tests/e2e && ../../$(BIN)/mypy --config-file ../../pyproject.toml .
 
 test-unit: install ## Tests that need no cluster: server (unit, Flask client, real gunicorn), operator core, bench
 	$(BIN)/pytest -q server/tests

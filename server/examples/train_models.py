@@ -45,7 +45,8 @@ def _iris_v2() -> Any:
 
 
 def _thirty_features() -> tuple[Any, Any]:
-    return make_classification(n_samples=5000, n_features=30, n_informative=10, n_classes=3, random_state=0)
+    x, y = make_classification(n_samples=5000, n_features=30, n_informative=10, n_classes=3, random_state=0)
+    return x, y
 
 
 def _hgb() -> Any:
