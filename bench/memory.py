@@ -38,7 +38,7 @@ from run import (
     free_port,
     markdown_table,
     model_rows,
-    ours_command,
+    ours_argv,
     train_models,
 )
 
@@ -134,19 +134,7 @@ def measure(model: str, path: Path, sha256: str, mode: str, args: argparse.Names
     result = ModeResult(model, mode)
     port = free_port()
     argv = [
-        *ours_command(),
-        "--model-uri",
-        path.as_uri(),
-        "--model-sha256",
-        sha256,
-        "--model-name",
-        model,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(args.workers),
+        *ours_argv(model, path, sha256, port, workers=args.workers),
         *(["--no-preload"] if mode == "no-preload" else []),
         *shlex.split(args.server_args),
     ]

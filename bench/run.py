@@ -240,8 +240,12 @@ def server_argv(
             "--port",
             str(port),
         ], "/health"
+    return [*pin, *ours_argv(model, path, sha256, port, workers=1), *server_args], "/readyz"
+
+
+def ours_argv(model: str, path: Path, sha256: str, port: int, *, workers: int) -> list[str]:
+    """Our server on loopback, serving ``path`` pinned to its digest."""
     return [
-        *pin,
         *ours_command(),
         "--model-uri",
         path.as_uri(),
@@ -254,9 +258,8 @@ def server_argv(
         "--port",
         str(port),
         "--workers",
-        "1",
-        *server_args,
-    ], "/readyz"
+        str(workers),
+    ]
 
 
 def post_json(url: str, body: str, timeout_s: float = 30.0) -> dict[str, Any]:

@@ -13,15 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kopf.testing import KopfRunner
 
 REPO = Path(__file__).resolve().parents[3]
+# Before kopf and the Kubernetes client are imported: the client reads KUBECONFIG once, on import.
+os.environ.setdefault("KUBECONFIG", str(REPO / ".cluster" / "kubeconfig"))
+
+from kopf.testing import KopfRunner  # noqa: E402
+
 CRD = REPO / "crds" / "modeldeployments.mlmodel.io.yaml"
 DEADLINE_S = 60.0
 
 
 def _kubeconfig() -> str:
-    path = os.environ.get("KUBECONFIG") or str(REPO / ".cluster" / "kubeconfig")
+    path = os.environ["KUBECONFIG"]
     if not Path(path).is_file():
         pytest.fail(f"no kubeconfig at {path}: run `make cluster-up` (or `make cluster-up-control-plane`) first")
     return path
@@ -72,9 +76,7 @@ def eventually(check: Callable[[], Any], what: str, deadline: float = DEADLINE_S
 
 @pytest.fixture(scope="session")
 def kubectl() -> Kubectl:
-    config = _kubeconfig()
-    os.environ["KUBECONFIG"] = config  # for the operator running in this process
-    kubectl = Kubectl(config)
+    kubectl = Kubectl(_kubeconfig())
     if kubectl("version", check=False).returncode != 0:
         pytest.fail("the API server in .cluster/kubeconfig does not answer: run `make cluster-up`")
     kubectl("apply", "--server-side", "-f", str(CRD))
