@@ -33,8 +33,8 @@ def threads_for(one_row_s: float, probe_rows_s: float) -> int:
     Threads pay only where requests can share a model call that costs more than the HTTP
     around it: then 16 threads let 16 requests coalesce into one call. For a cheap model, or
     one whose cost grows with its rows, extra threads only contend for the GIL and stretch
-    the latency tail (measured in bench/: logistic regression at 16 connections, p99 18 ms
-    with 2 threads against 36 ms with 16), so 2.
+    the latency tail (``bench/run.py``, logistic regression at 16 connections: p99 15.6 ms
+    with 2 threads against 40.5 ms with 16), so 2.
     """
     if one_row_s >= COSTLY_CALL_S and probe_rows_s < PROBE_ROWS / 2 * one_row_s:
         return 16
