@@ -28,27 +28,32 @@ class Outcome:
 
 
 def reconcile(md: ModelDeployment, previous: Mapping[str, Any], now: str) -> Outcome:
-    """Apply what drifted, delete what is no longer wanted, and compute the status."""
+    """Apply what drifted, delete what is no longer wanted, and compute the status.
+
+    One list per child kind serves both: what is wanted is compared with it, what is left
+    over (and owned by this ModelDeployment) is deleted.
+    """
+    api_versions = {kind: api_version for api_version, kind in kube.CHILD_KINDS}
+    found = {
+        (kind, live["metadata"]["name"]): live
+        for api_version, kind in kube.CHILD_KINDS
+        for live in kube.list_objects(api_version, kind, md.namespace, names.owned_labels(md.name))
+    }
     changes: list[str] = []
     deployments: dict[str, dict[str, Any] | None] = {}
-    wanted: set[tuple[str, str]] = set()
     for obj in render.children(md):
         kind, name = obj["kind"], obj["metadata"]["name"]
-        wanted.add((kind, name))
-        live = kube.get(obj["apiVersion"], kind, md.namespace, name)
-        where = "it was missing" if live is None else drift.drifted(obj, live)
+        live = found.pop((kind, name), None)
+        where = "it was missing (or had lost its labels)" if live is None else drift.drifted(obj, live)
         if where:
             changes.append(f"applied {kind} {name}: " + (where if live is None else f"drift at {where}"))
             live = kube.apply(obj)
         if kind == "Deployment":
             deployments[name] = live
-    for api_version, kind in kube.CHILD_KINDS:
-        for live in kube.list_objects(api_version, kind, md.namespace, names.owned_labels(md.name)):
-            name = live["metadata"]["name"]
-            owners = {ref.get("uid") for ref in live["metadata"].get("ownerReferences") or []}
-            if (kind, name) not in wanted and md.uid in owners:
-                kube.delete(api_version, kind, md.namespace, name)
-                changes.append(f"deleted {kind} {name}: no longer in the spec")
+    for (kind, name), live in found.items():  # in CHILD_KINDS order: HPAs before their Deployments
+        if md.uid in {ref.get("uid") for ref in live["metadata"].get("ownerReferences") or []}:
+            kube.delete(api_versions[kind], kind, md.namespace, name)
+            changes.append(f"deleted {kind} {name}: no longer in the spec")
     observed = [
         status.observe(
             v.name,

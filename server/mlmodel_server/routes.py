@@ -9,6 +9,7 @@ from flask import Blueprint, Response, request
 
 from mlmodel_server import __version__, protocol
 from mlmodel_server.app import json_response, serving
+from mlmodel_server.batching import Batcher
 from mlmodel_server.errors import ModelNotFound, UnsupportedMediaType
 from mlmodel_server.model import LoadedModel
 
@@ -30,12 +31,12 @@ def _body() -> bytes:
     return b"".join(parts)
 
 
-def _named(name: str) -> LoadedModel:
+def _named(name: str) -> tuple[LoadedModel, protocol.Schema, Batcher]:
+    """The model called ``name`` with its schema and batcher: 404 for another name, 503 while loading."""
     state = serving()
     if name != state.settings.model_name:
         raise ModelNotFound(f"no model named {name!r}; this server serves {state.settings.model_name!r}")
-    model, _, _ = state.ready()
-    return model
+    return state.ready()
 
 
 @blueprint.post("/predict")
@@ -49,8 +50,7 @@ def predict() -> Response:
 
 @blueprint.post("/v1/models/<name>:predict")
 def v1_predict(name: str) -> Response:
-    _named(name)
-    _, schema, batcher = serving().ready()
+    _, schema, batcher = _named(name)
     with batcher.arrival() as ticket:
         x = protocol.decode_v1(_payload(), schema)
         prediction = batcher.submit(ticket, x, want_proba=False)
@@ -65,8 +65,7 @@ def v1_model(name: str) -> Response:
 
 @blueprint.post("/v2/models/<name>/infer")
 def v2_infer(name: str) -> Response:
-    _named(name)
-    _, schema, batcher = serving().ready()
+    _, schema, batcher = _named(name)
     with batcher.arrival() as ticket:
         decoded = protocol.decode_v2(_payload(), schema)
         prediction = batcher.submit(ticket, decoded.x, want_proba="predict_proba" in decoded.outputs)
@@ -75,7 +74,7 @@ def v2_infer(name: str) -> Response:
 
 @blueprint.get("/v2/models/<name>")
 def v2_model(name: str) -> Response:
-    model = _named(name)
+    model, _, _ = _named(name)
     width = model.n_features if model.n_features is not None else -1
     outputs = [{"name": "predict", "datatype": _prediction_datatype(model), "shape": [-1]}]
     if model.has_proba:
