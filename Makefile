@@ -19,7 +19,14 @@ $(INSTALLED): server/pyproject.toml server/constraints.txt operator/pyproject.to
 	$(BIN)/pip install -q -c server/constraints.txt -c operator/constraints.txt -e './server[s3]' -e ./operator -r requirements-dev.txt
 	@touch $@
 
-install: $(INSTALLED) ## Create .venv with everything the repo needs
+# Debian's nginx with the Lua module, as in the router image: the operator's tests run `nginx -t` on rendered configs.
+ROUTER_DEPS := /usr/lib/nginx/modules/ngx_http_lua_module.so
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
+
+$(ROUTER_DEPS):
+	$(APT_INSTALL) nginx libnginx-mod-http-lua || { apt-get update -q && $(APT_INSTALL) nginx libnginx-mod-http-lua; }
+
+install: $(INSTALLED) $(ROUTER_DEPS) ## Create .venv with everything the repo needs (and Debian's nginx for router tests)
 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check $(PY_DIRS) hack tests

@@ -16,6 +16,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # The handlers module reads its settings from the environment when kopf imports it.
     os.environ.update(
         SERVER_IMAGE=cfg.server_image,
+        ROUTER_IMAGE=cfg.router_image,
         RESYNC_SECONDS=str(cfg.resync_seconds),
         METRICS_PORT=str(cfg.metrics_port),
     )

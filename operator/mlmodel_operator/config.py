@@ -7,11 +7,14 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+ROUTER_IMAGE = "openresty/openresty:1.27.1.2-bookworm"
+
 
 @dataclass(frozen=True)
 class Config:
     namespaces: tuple[str, ...]  # empty: every namespace
     server_image: str
+    router_image: str
     resync_seconds: float
     liveness: str | None
     metrics_port: int
@@ -32,6 +35,11 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         "--server-image",
         default=env.get("SERVER_IMAGE", "mlmodel-server:0.1.0"),
         help="image for variants that name none [SERVER_IMAGE]",
+    )
+    parser.add_argument(
+        "--router-image",
+        default=env.get("ROUTER_IMAGE", ROUTER_IMAGE),
+        help="image of the routers: nginx with the Lua module, e.g. stock OpenResty [ROUTER_IMAGE]",
     )
     parser.add_argument(
         "--resync-seconds",
@@ -58,6 +66,7 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
     return Config(
         namespaces=tuple(namespaces),
         server_image=args.server_image,
+        router_image=args.router_image,
         resync_seconds=args.resync_seconds,
         liveness=args.liveness,
         metrics_port=args.metrics_port,

@@ -14,7 +14,7 @@ from mlmodel_operator import config, metrics, names, reconcile
 
 CONFIG = config.parse([])
 MD = (names.GROUP, names.VERSION, names.PLURAL)
-WAIT_SECONDS = 5
+WAIT_SECONDS = 2  # while a rollout is under way: a ready variant gets its weight within seconds
 WAIT_TIMEOUT = 600  # then the timer alone keeps watching a slow rollout, without retry writes
 
 
@@ -56,7 +56,9 @@ def _sync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, trigger: str) -> 
     lock = memo.setdefault("lock", threading.Lock())  # one pass at a time per ModelDeployment
     try:
         with lock:
-            verdict = reconcile.sync(body, default_image=CONFIG.server_image, now=_now(), memory=memo)
+            verdict = reconcile.sync(
+                body, default_image=CONFIG.server_image, router_image=CONFIG.router_image, now=_now(), memory=memo
+            )
     except Exception as err:
         metrics.ERRORS.labels(type(err).__name__).inc()
         raise

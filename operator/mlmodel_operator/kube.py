@@ -16,8 +16,14 @@ from mlmodel_operator import names
 
 Obj = dict[str, Any]
 
-# The kinds the operator owns, in the order stale ones are deleted (HPAs before their targets).
-CHILD_KINDS = (("autoscaling/v2", "HorizontalPodAutoscaler"), ("apps/v1", "Deployment"), ("v1", "Service"))
+# The kinds the operator owns, in the order stale ones are deleted (HPAs and PDBs before their targets).
+CHILD_KINDS = (
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("v1", "ConfigMap"),
+)
 
 
 @cache

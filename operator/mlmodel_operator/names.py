@@ -23,11 +23,21 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_VARIANT = f"{GROUP}/variant"
 
 COMPONENT_PREDICTOR = "predictor"
+COMPONENT_ROUTER = "router"
+ROUTER_APP = "mlmodel-router"
+ANNOTATION_ROUTER_CONFIG = f"{GROUP}/router-config"
 
 SERVER_CONTAINER = "server"
 HTTP_PORT_NAME = "http"
 SERVER_PORT = 8080
 SERVICE_PORT = 80
+ROUTER_CONTAINER = "router"
+ROUTER_PORT = 8080
+ADMIN_PORT_NAME = "admin"
+ROUTER_ADMIN_PORT = 8081  # /ready and /metrics, never behind the entry Service
+ROUTER_CONFIG_DIR = "/etc/mlmodel-router"
+HEADER_VARIANT = "X-Model-Variant"  # pins a request to a variant; the server names the variant that answered
+HEADER_ROUTER_CONFIG = "X-Router-Config"  # the digest of the router configuration that routed a response
 MODEL_MOUNT = "/mnt/models"
 API_KEYS_MOUNT = "/etc/mlmodel/api-keys"
 MAX_NAME = 63
@@ -41,6 +51,26 @@ def child(md: str, variant: str) -> str:
 def entry_service(md: str) -> str:
     """The stable Service that clients call."""
     return _checked(md)
+
+
+def router(md: str) -> str:
+    """The router's Deployment and PodDisruptionBudget."""
+    return _checked(f"{md}-router")
+
+
+def router_config(md: str, digest: str) -> str:
+    """The router's ConfigMap for one configuration (immutable; a new configuration is a new ConfigMap)."""
+    return f"{router(md)}-{digest[:10]}"
+
+
+def router_selector(md: str) -> dict[str, str]:
+    """Labels that select the router pods of ``md``."""
+    return {LABEL_NAME: ROUTER_APP, LABEL_INSTANCE: md, LABEL_COMPONENT: COMPONENT_ROUTER}
+
+
+def router_labels(md: str) -> dict[str, str]:
+    """All labels of the router's objects and pods."""
+    return {**router_selector(md), LABEL_PART_OF: "mlmodel", LABEL_MANAGED_BY: FIELD_MANAGER}
 
 
 def selector(md: str, variant: str | None = None) -> dict[str, str]:

@@ -10,7 +10,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from mlmodel_operator import drift, kube, metrics, names, render, spec, status
+from mlmodel_operator import drift, kube, metrics, names, render, spec, status, traffic
 from mlmodel_operator.spec import ModelDeployment
 
 
@@ -21,17 +21,24 @@ class Outcome:
 
     @property
     def settled(self) -> bool:
-        """Nothing left to wait for: every variant is ready, or one has failed."""
+        """Nothing left to wait for: every variant is ready (or one has failed) and the router has rolled out."""
         ready = status.condition(self.status, status.READY)
         degraded = status.condition(self.status, status.DEGRADED)
+        progressing = status.condition(self.status, status.PROGRESSING)
+        if progressing and progressing["reason"] == status.ROUTING_UPDATE:
+            return False
         return bool(ready and ready["status"] == "True") or bool(degraded and degraded["status"] == "True")
 
 
-def reconcile(md: ModelDeployment, previous: Mapping[str, Any], now: str) -> Outcome:
+def reconcile(md: ModelDeployment, previous: Mapping[str, Any], now: str, router_image: str) -> Outcome:
     """Apply what drifted, delete what is no longer wanted, and compute the status.
 
-    One list per child kind serves both: what is wanted is compared with it, what is left
-    over (and owned by this ModelDeployment) is deleted.
+    One list per child kind serves both: what is wanted is compared with it, what is left over
+    (and owned by this ModelDeployment) is deleted. The order keeps traffic flowing: the variants
+    first; then the router, configured with the ready variants only; then the entry Service, moved
+    only to something ready; and what is no longer wanted but still serves (a removed variant, the
+    router of a ModelDeployment now down to one variant) is deleted only once traffic has moved
+    off it: the entry Service leads elsewhere, and the router runs a configuration without it.
     """
     api_versions = {kind: api_version for api_version, kind in kube.CHILD_KINDS}
     found = {
@@ -40,29 +47,71 @@ def reconcile(md: ModelDeployment, previous: Mapping[str, Any], now: str) -> Out
         for live in kube.list_objects(api_version, kind, md.namespace, names.owned_labels(md.name))
     }
     changes: list[str] = []
-    deployments: dict[str, dict[str, Any] | None] = {}
-    for obj in render.children(md):
+
+    def ensure(obj: dict[str, Any]) -> dict[str, Any]:
         kind, name = obj["kind"], obj["metadata"]["name"]
         live = found.pop((kind, name), None)
         where = "it was missing (or had lost its labels)" if live is None else drift.drifted(obj, live)
         if where:
             changes.append(f"applied {kind} {name}: " + (where if live is None else f"drift at {where}"))
-            live = kube.apply(obj)
-        if kind == "Deployment":
-            deployments[name] = live
-    for (kind, name), live in found.items():  # in CHILD_KINDS order: HPAs before their Deployments
-        if md.uid in {ref.get("uid") for ref in live["metadata"].get("ownerReferences") or []}:
-            kube.delete(api_versions[kind], kind, md.namespace, name)
-            changes.append(f"deleted {kind} {name}: no longer in the spec")
+            return kube.apply(obj)
+        assert live is not None
+        return live
+
+    live = {(o["kind"], o["metadata"]["name"]): ensure(o) for o in render.variant_children(md)}
     observed = [
         status.observe(
             v.name,
-            deployments.get(names.child(md.name, v.name)),
+            live.get(("Deployment", names.child(md.name, v.name))),
             kube.list_objects("v1", "Pod", md.namespace, names.selector(md.name, v.name)),
         )
         for v in md.variants
     ]
-    return Outcome(status.compute(md, observed, previous.get("conditions") or [], now), tuple(changes))
+    ready = [o.name for o in observed if o.ready > 0]
+    if md.routed:
+        upstreams = {name: live[("Service", names.child(md.name, name))]["spec"]["clusterIP"] for name in ready}
+        config = traffic.router_config(md, upstreams)
+        router_live = [ensure(obj) for obj in render.router_children(md, config, router_image)][1]
+        router = status.observe(
+            status.ROUTER,
+            router_live,
+            kube.list_objects("v1", "Pod", md.namespace, names.router_selector(md.name)),
+            container=names.ROUTER_CONTAINER,
+        )
+        weights, target, arrived = config.weights, None, router.ready > 0
+    else:
+        router, weights, target = None, traffic.applied_weights(md, ready), md.variants[0].name
+        arrived = bool(ready)
+    entry = ("Service", names.entry_service(md.name))
+    stale = {key: obj for key, obj in found.items() if key != entry and md.uid in _owners(obj)}
+    up = {o.name for o in observed if o.ready} | ({status.ROUTER} if router and router.ready else set())
+    up |= {
+        _target(obj["metadata"]["labels"]) for (kind, _), obj in stale.items() if kind == "Deployment" and _ready(obj)
+    }
+    if not arrived and entry in found and _target(found[entry]["spec"].get("selector") or {}) in up:
+        found.pop(entry)  # it keeps leading to pods that serve until what it should lead to is ready
+    else:
+        ensure(render.entry_service(md, target))
+    still_serving = any(kind == "Deployment" and _ready(obj) for (kind, _), obj in stale.items())
+    if not still_serving or (arrived and (router is None or router.rolled_out)):
+        for kind, name in stale:  # in CHILD_KINDS order: HPAs and PDBs before their targets
+            kube.delete(api_versions[kind], kind, md.namespace, name)
+            changes.append(f"deleted {kind} {name}: no longer wanted")
+    routing = status.Routing(weights, router, via_router=target is None and arrived)
+    return Outcome(status.compute(md, observed, previous.get("conditions") or [], now, routing), tuple(changes))
+
+
+def _owners(obj: Mapping[str, Any]) -> set[str]:
+    return {ref.get("uid", "") for ref in obj["metadata"].get("ownerReferences") or []}
+
+
+def _ready(deployment: Mapping[str, Any]) -> bool:
+    return bool((deployment.get("status") or {}).get("readyReplicas"))
+
+
+def _target(labels: Mapping[str, str]) -> str:
+    """What a selector (or a Deployment's labels) leads to: a variant's name, or the router."""
+    return labels.get(names.LABEL_VARIANT, status.ROUTER)
 
 
 @dataclass(frozen=True)
@@ -74,7 +123,9 @@ class Verdict:
     invalid: str | None = None
 
 
-def sync(body: Mapping[str, Any], *, default_image: str, now: str, memory: MutableMapping[str, Any]) -> Verdict:
+def sync(
+    body: Mapping[str, Any], *, default_image: str, router_image: str, now: str, memory: MutableMapping[str, Any]
+) -> Verdict:
     """Parse, reconcile, and record Events for every change and every new failure.
 
     ``memory`` outlives a pass (kopf's per-object memo): it holds the last status computed
@@ -92,7 +143,7 @@ def sync(body: Mapping[str, Any], *, default_image: str, now: str, memory: Mutab
             kube.event(body, "Warning", status.INVALID_SPEC, message, now)
         memory["status"] = new
         return Verdict(new if _changed(actual, new) else None, settled=True, invalid=message)
-    outcome = reconcile(md, previous, now)
+    outcome = reconcile(md, previous, now, router_image)
     for change in outcome.changes:
         metrics.CHANGES.labels(change.split()[0]).inc()
         kube.event(body, "Normal", "Applied" if change.startswith("applied") else "Deleted", change, now)

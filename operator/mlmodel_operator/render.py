@@ -8,8 +8,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from mlmodel_operator import names, traffic
+from mlmodel_operator import names
 from mlmodel_operator.spec import ModelDeployment, ProbeTuning, Variant
+from mlmodel_operator.traffic import RouterConfig
 
 Obj = dict[str, Any]
 
@@ -17,17 +18,28 @@ RUN_AS = 10001
 READINESS = ProbeTuning(initial_delay_seconds=0, period_seconds=5, timeout_seconds=2, failure_threshold=3)
 LIVENESS = ProbeTuning(initial_delay_seconds=0, period_seconds=10, timeout_seconds=2, failure_threshold=3)
 STARTUP_SECONDS = 600  # time allowed to download and load a model before liveness applies
+ROUTER_RUN_AS = 101  # nginx's uid in Debian and OpenResty images
+ROUTER_RESOURCES: Obj = {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
+ROUTER_DRAIN_SECONDS = 5  # endpoints converge before nginx stops accepting
+SCRAPE = "prometheus.io/"
 
 
-def children(md: ModelDeployment) -> list[Obj]:
-    """Every object the operator owns for ``md``, in apply order."""
+def variant_children(md: ModelDeployment) -> list[Obj]:
+    """Each variant's Deployment, Service and HPA, in apply order."""
     objects: list[Obj] = []
     for variant in md.variants:
         objects.append(deployment(md, variant))
         objects.append(service(md, variant))
         if variant.autoscaling is not None:
             objects.append(hpa(md, variant))
-    objects.append(entry_service(md))
+    return objects
+
+
+def router_children(md: ModelDeployment, config: RouterConfig, image: str) -> list[Obj]:
+    """The router's ConfigMap, Deployment and (with several replicas) PodDisruptionBudget, in apply order."""
+    objects = [router_config_map(md, config), router_deployment(md, config, image)]
+    if md.routing.replicas > 1:
+        objects.append(router_pdb(md))
     return objects
 
 
@@ -49,13 +61,12 @@ def _metadata(md: ModelDeployment, name: str, labels: dict[str, str]) -> Obj:
 def deployment(md: ModelDeployment, variant: Variant) -> Obj:
     """The variant's Deployment; no ``replicas`` while an HPA owns them."""
     labels = names.labels(md.name, variant.name)
+    annotations = {**_scrape(names.SERVER_PORT), **variant.pod_annotations}
     spec: Obj = {
         "selector": {"matchLabels": names.selector(md.name, variant.name)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-        "template": {"metadata": {"labels": dict(labels)}, "spec": _pod(md, variant)},
+        "template": {"metadata": {"labels": dict(labels), "annotations": annotations}, "spec": _pod(md, variant)},
     }
-    if variant.pod_annotations:
-        spec["template"]["metadata"]["annotations"] = dict(variant.pod_annotations)
     if variant.autoscaling is None:
         spec = {"replicas": variant.replicas, **spec}
     return {
@@ -107,6 +118,11 @@ def _pod(md: ModelDeployment, variant: Variant) -> Obj:
         "containers": [container],
         "volumes": volumes,
     }
+
+
+def _scrape(port: int) -> dict[str, str]:
+    """Pod annotations for a Prometheus without the Prometheus Operator (kubernetes_sd relabelling)."""
+    return {f"{SCRAPE}scrape": "true", f"{SCRAPE}port": str(port), f"{SCRAPE}path": "/metrics"}
 
 
 def _env(md: ModelDeployment, variant: Variant) -> list[Obj]:
@@ -165,6 +181,7 @@ def _probe(path: str, tuning: ProbeTuning) -> Obj:
 
 
 def _service(md: ModelDeployment, name: str, labels: dict[str, str], selector: dict[str, str]) -> Obj:
+    """A ClusterIP Service on port 80 to the pods' ``http`` port."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -194,10 +211,99 @@ def service(md: ModelDeployment, variant: Variant) -> Obj:
     )
 
 
-def entry_service(md: ModelDeployment) -> Obj:
-    """The stable Service ``<md>``: for now it selects the highest-weighted variant only."""
-    target = traffic.primary(md)
-    return _service(md, names.entry_service(md.name), names.entry_labels(md.name), names.selector(md.name, target.name))
+def entry_service(md: ModelDeployment, target: str | None) -> Obj:
+    """The stable Service ``<md>``: to the router (``target`` None) or straight to one variant's pods."""
+    selector = names.router_selector(md.name) if target is None else names.selector(md.name, target)
+    return _service(md, names.entry_service(md.name), names.entry_labels(md.name), selector)
+
+
+def router_config_map(md: ModelDeployment, config: RouterConfig) -> Obj:
+    """The router's files, immutable and named by their digest: a pod always mounts the config it was made for."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(md, names.router_config(md.name, config.digest), names.router_labels(md.name)),
+        "immutable": True,
+        "data": dict(config.files),
+    }
+
+
+def router_deployment(md: ModelDeployment, config: RouterConfig, image: str) -> Obj:
+    """nginx with the rendered config; a new config rolls out new pods before the old ones drain."""
+    labels = names.router_labels(md.name)
+    conf = f"{names.ROUTER_CONFIG_DIR}/nginx.conf"
+    container: Obj = {
+        "name": names.ROUTER_CONTAINER,
+        "image": image,
+        "command": ["nginx", "-c", conf, "-e", "stderr", "-g", "daemon off;"],
+        "ports": [
+            {"name": names.HTTP_PORT_NAME, "containerPort": names.ROUTER_PORT, "protocol": "TCP"},
+            {"name": names.ADMIN_PORT_NAME, "containerPort": names.ROUTER_ADMIN_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": names.ADMIN_PORT_NAME},
+            "periodSeconds": 1,
+            "timeoutSeconds": 1,
+            "failureThreshold": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/ready", "port": names.ADMIN_PORT_NAME},
+            "periodSeconds": 10,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "lifecycle": {"preStop": {"sleep": {"seconds": ROUTER_DRAIN_SECONDS}}},
+        "resources": dict(md.routing.resources) or ROUTER_RESOURCES,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": names.ROUTER_CONFIG_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    annotations = {names.ANNOTATION_ROUTER_CONFIG: config.digest, **_scrape(names.ROUTER_ADMIN_PORT)}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(md, names.router(md.name), labels),
+        "spec": {
+            "replicas": md.routing.replicas,
+            "selector": {"matchLabels": names.router_selector(md.name)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "100%"}},
+            "template": {
+                "metadata": {"labels": dict(labels), "annotations": annotations},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": ROUTER_RUN_AS,
+                        "runAsGroup": ROUTER_RUN_AS,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "terminationGracePeriodSeconds": ROUTER_DRAIN_SECONDS + 30,
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": names.router_config(md.name, config.digest)}},
+                        {"name": "tmp", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def router_pdb(md: ModelDeployment) -> Obj:
+    """Keep one router pod through voluntary disruptions (a drain, an upgrade)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(md, names.router(md.name), names.router_labels(md.name)),
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": names.router_selector(md.name)}},
+    }
 
 
 def hpa(md: ModelDeployment, variant: Variant) -> Obj:

@@ -7,11 +7,13 @@ names the field.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+_HEADER = re.compile(r"[A-Za-z0-9][-A-Za-z0-9]{0,63}")
 REMOTE_SCHEMES = frozenset({"http", "https", "s3"})
 SCHEMES = REMOTE_SCHEMES | {"file", "pvc"}
 
@@ -77,6 +79,35 @@ class ApiKeySecret:
 
 
 @dataclass(frozen=True)
+class Mirror:
+    """Copy ``percent`` % of the requests to ``variant`` and discard its answers."""
+
+    variant: str
+    percent: int
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Requests per second per client address, with a burst above it."""
+
+    requests_per_second: int
+    burst: int
+
+
+@dataclass(frozen=True)
+class Routing:
+    """``spec.routing``: the router in front of the variants."""
+
+    always: bool = False  # router: always (else only when a routing feature needs it)
+    replicas: int = 2
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    sticky_header: str | None = None
+    allow_override: bool = True
+    mirror: Mirror | None = None
+    rate_limit: RateLimit | None = None
+
+
+@dataclass(frozen=True)
 class ModelDeployment:
     name: str
     namespace: str
@@ -84,10 +115,17 @@ class ModelDeployment:
     generation: int
     variants: tuple[Variant, ...]
     api_key_secret: ApiKeySecret | None = None
+    routing: Routing = Routing()
 
     def variant(self, name: str) -> Variant:
         """The variant called ``name``."""
         return next(v for v in self.variants if v.name == name)
+
+    @property
+    def routed(self) -> bool:
+        """Traffic goes through a router: several variants, or a routing feature that needs one."""
+        r = self.routing
+        return len(self.variants) > 1 or r.always or bool(r.sticky_header or r.mirror or r.rate_limit)
 
 
 def parse(body: Mapping[str, Any], *, default_image: str) -> ModelDeployment:
@@ -109,6 +147,7 @@ def parse(body: Mapping[str, Any], *, default_image: str) -> ModelDeployment:
     if total != 100:
         raise SpecError(f"spec.variants[*].weight: weights must sum to 100, got {total}")
     secret = spec.get("apiKeySecret")
+    routing = _routing(spec.get("routing") or {}, names)
     return ModelDeployment(
         name=metadata["name"],
         namespace=metadata.get("namespace", "default"),
@@ -116,6 +155,26 @@ def parse(body: Mapping[str, Any], *, default_image: str) -> ModelDeployment:
         generation=int(metadata.get("generation", 0)),
         variants=variants,
         api_key_secret=ApiKeySecret(secret["name"], secret.get("key", "keys")) if secret else None,
+        routing=routing,
+    )
+
+
+def _routing(raw: Mapping[str, Any], variants: list[str]) -> Routing:
+    mirror = raw.get("mirror")
+    if mirror and mirror.get("variant") not in variants:
+        raise SpecError(f"spec.routing.mirror.variant: no variant is called {mirror.get('variant')!r}")
+    sticky = raw.get("stickyHeader")
+    if sticky is not None and not _HEADER.fullmatch(str(sticky)):
+        raise SpecError(f"spec.routing.stickyHeader: not an HTTP header name: {sticky!r}")
+    limit = raw.get("rateLimit")
+    return Routing(
+        always=raw.get("router", "auto") == "always",
+        replicas=int(raw.get("replicas", 2)),
+        resources=dict(raw.get("resources") or {}),
+        sticky_header=str(sticky) if sticky else None,
+        allow_override=bool(raw.get("allowOverride", True)),
+        mirror=Mirror(str(mirror["variant"]), int(mirror.get("percent", 100))) if mirror else None,
+        rate_limit=RateLimit(int(limit["requestsPerSecond"]), int(limit.get("burst", 0))) if limit else None,
     )
 
 

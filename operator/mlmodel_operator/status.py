@@ -12,6 +12,9 @@ from mlmodel_operator.spec import ModelDeployment
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
 INVALID_SPEC = "InvalidSpec"
 MODEL_LOAD_FAILED = "ModelLoadFailed"
+ROUTER_FAILED = "RouterFailed"
+ROUTING_UPDATE = "RoutingUpdate"
+ROUTER = "router"
 _IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 _CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
 
@@ -31,14 +34,35 @@ class Observed:
     desired: int = 0
     ready: int = 0
     updated: int = 0
+    total: int = 0  # pods of every revision, old ones included
     current: bool = False  # the Deployment controller has seen the latest spec
     failure: Failure | None = None
 
+    @property
+    def rolled_out(self) -> bool:
+        """Every pod runs the latest spec and is ready; no pod of an older revision is left."""
+        return _ready(self) and self.total <= self.desired
 
-def observe(name: str, deployment: Mapping[str, Any] | None, pods: Iterable[Mapping[str, Any]]) -> Observed:
-    """Summarize a variant's Deployment (``None`` if absent) and its pods."""
+
+@dataclass(frozen=True)
+class Routing:
+    """How traffic reaches the variants: the weights in effect, and the router if there is one."""
+
+    weights: Mapping[str, int]
+    router: Observed | None = None  # None: the entry Service selects a variant's pods itself
+    via_router: bool = False  # the entry Service selects the router's pods
+
+
+def observe(
+    name: str,
+    deployment: Mapping[str, Any] | None,
+    pods: Iterable[Mapping[str, Any]],
+    container: str = names.SERVER_CONTAINER,
+) -> Observed:
+    """Summarize a variant's (or the router's) Deployment (``None`` if absent) and its pods."""
+    crash = MODEL_LOAD_FAILED if container == names.SERVER_CONTAINER else ROUTER_FAILED
     if deployment is None:
-        return Observed(name, failure=pod_failure(pods))
+        return Observed(name, failure=pod_failure(pods, container, crash))
     spec, st, meta = deployment.get("spec", {}), deployment.get("status", {}), deployment.get("metadata", {})
     return Observed(
         name=name,
@@ -46,16 +70,19 @@ def observe(name: str, deployment: Mapping[str, Any] | None, pods: Iterable[Mapp
         desired=int(spec.get("replicas", 1)),
         ready=int(st.get("readyReplicas", 0)),
         updated=int(st.get("updatedReplicas", 0)),
+        total=int(st.get("replicas", 0)),
         current=int(st.get("observedGeneration", 0)) >= int(meta.get("generation", 0)),
-        failure=pod_failure(pods),
+        failure=pod_failure(pods, container, crash),
     )
 
 
-def pod_failure(pods: Iterable[Mapping[str, Any]]) -> Failure | None:
-    """Why the server containers of these pods fail, from their termination messages and waiting reasons."""
+def pod_failure(
+    pods: Iterable[Mapping[str, Any]], container: str = names.SERVER_CONTAINER, crash: str = MODEL_LOAD_FAILED
+) -> Failure | None:
+    """Why ``container`` fails in these pods, from termination messages and waiting reasons."""
     for pod in pods:
         for status in pod.get("status", {}).get("containerStatuses", []) or []:
-            if status.get("name") != names.SERVER_CONTAINER or status.get("ready"):
+            if status.get("name") != container or status.get("ready"):
                 continue
             state, last = status.get("state", {}), status.get("lastState", {})
             waiting = state.get("waiting") or {}
@@ -66,7 +93,7 @@ def pod_failure(pods: Iterable[Mapping[str, Any]]) -> Failure | None:
                 return Failure(waiting["reason"], waiting.get("message") or waiting["reason"])
             if terminated and terminated.get("exitCode", 0) != 0:
                 message = (terminated.get("message") or "").strip()
-                return Failure(MODEL_LOAD_FAILED, message or f"the server exited with code {terminated['exitCode']}")
+                return Failure(crash, message or f"{container} exited with code {terminated['exitCode']}")
     return None
 
 
@@ -75,33 +102,42 @@ def _ready(seen: Observed) -> bool:
     return seen.exists and seen.current and seen.updated >= seen.desired and seen.ready >= seen.desired
 
 
+def _label(seen: Observed) -> str:
+    return "the router" if seen.name == ROUTER else f"variant {seen.name}"  # no variant is called router (CRD)
+
+
 def compute(
     md: ModelDeployment,
     observed: Sequence[Observed],
     previous: Sequence[Mapping[str, Any]],
     now: str,
+    routing: Routing,
 ) -> dict[str, Any]:
     """The status to write: conditions (transition times kept when unchanged), variants, URL, columns."""
-    failing = [(o.name, o.failure) for o in observed if o.failure is not None]
-    waiting = [o for o in observed if not _ready(o)]
+    parts = [*observed, *([routing.router] if routing.router is not None else [])]
+    failing = [(_label(o), o.failure) for o in parts if o.failure is not None]
+    waiting = [o for o in parts if not _ready(o)]
+    held = f" ({traffic.routing_note(md, routing.weights, routing.via_router)})" if _held(md, routing) else ""
     if failing:
-        name, failure = failing[0]
+        where, failure = failing[0]
         assert failure is not None
-        text = f"variant {name}: {failure.message}"
+        text = f"{where}: {failure.message}{held}"
         ready = (False, failure.reason, text)
         degraded = (True, failure.reason, text)
     elif waiting:
-        text = "; ".join(f"variant {o.name}: {o.ready}/{o.desired} replicas ready" for o in waiting)
-        ready = (False, "Waiting", text)
+        text = "; ".join(f"{_label(o)}: {o.ready}/{o.desired} replicas ready" for o in waiting)
+        ready = (False, "Waiting", text + held)
         degraded = (False, "NoFailures", "no variant reports a failure")
     else:
         ready = (True, "AllVariantsReady", f"{len(observed)} variant(s) ready")
         degraded = (False, "NoFailures", "no variant reports a failure")
-    progressing = (
-        (True, "RollingOut", "waiting for " + ", ".join(o.name for o in waiting))
-        if waiting
-        else (False, "RolloutComplete", "every variant runs its latest spec")
-    )
+    if waiting:
+        progressing = (True, "RollingOut", "waiting for " + ", ".join(_label(o) for o in waiting))
+    elif routing.router is not None and not routing.router.rolled_out:
+        weights = traffic.weights(routing.weights)
+        progressing = (True, ROUTING_UPDATE, f"the router is rolling out the weights {weights}")
+    else:
+        progressing = (False, "RolloutComplete", "every variant runs its latest spec")
     conditions = [
         _condition(kind, value, md.generation, previous, now)
         for kind, value in ((READY, ready), (PROGRESSING, progressing), (DEGRADED, degraded))
@@ -112,7 +148,7 @@ def compute(
         "variants": [
             {
                 "name": v.name,
-                "weight": v.weight,
+                "weight": routing.weights[v.name],
                 "desiredReplicas": o.desired,
                 "readyReplicas": o.ready,
                 "modelUri": v.model_uri,
@@ -121,10 +157,15 @@ def compute(
             for v, o in zip(md.variants, observed, strict=True)
         ],
         "url": f"http://{names.entry_service(md.name)}.{md.namespace}.svc.cluster.local",
-        "weights": traffic.weights(md),
+        "weights": traffic.weights(routing.weights),
         "replicas": f"{sum(o.ready for o in observed)}/{sum(o.desired for o in observed)}",
-        "routing": traffic.routing_note(md),
+        "routing": traffic.routing_note(md, routing.weights, routing.via_router),
     }
+
+
+def _held(md: ModelDeployment, routing: Routing) -> bool:
+    """Some variant gets less than its spec weight, because it is not ready."""
+    return any(routing.weights[v.name] != v.weight for v in md.variants)
 
 
 def invalid(generation: int, message: str, previous: Sequence[Mapping[str, Any]], now: str) -> dict[str, Any]:

@@ -1,30 +1,292 @@
-"""How traffic is split across variants. Pure: a spec in, plain values out.
+"""How traffic is split across variants, and the router's nginx configuration. Pure: values in, text out.
 
-Until the weighted router lands, the entry Service selects only the highest-weighted
-variant (the first one on a tie), and the status says so.
+The router is nginx with the Lua module (Debian's nginx + libnginx-mod-http-lua in the test image,
+stock OpenResty for users). Native directives do the routing: ``split_clients`` picks a variant by
+weight (on the request id, or on the sticky header's value), ``map`` applies the override header,
+``mirror`` copies a sample of the requests, ``limit_req`` rate-limits. The Lua module
+(``router.lua``) only counts requests and upstream latency per variant for Prometheus.
 """
 
 from __future__ import annotations
 
-from mlmodel_operator.spec import ModelDeployment, Variant
+import hashlib
+import json
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from importlib import resources
+
+from mlmodel_operator import names
+from mlmodel_operator.spec import ModelDeployment
+
+LUA_MODULE = "mlmodel_router"
+_LUA = f'require("{LUA_MODULE}")'
+LUA = resources.files("mlmodel_operator").joinpath("router.lua").read_text()
+NGINX_CONF = "nginx.conf"
+UNKNOWN = '"?"'  # $mlmodel_variant when the override header names no variant
+NONE = '"-"'  # $mlmodel_variant when no variant can take a request (not a DNS label, so never a variant's name)
 
 
-def primary(md: ModelDeployment) -> Variant:
-    """The variant that takes the entry Service's traffic."""
-    return max(md.variants, key=lambda v: v.weight)  # max keeps the first of equals
+@dataclass(frozen=True)
+class RouterConfig:
+    """The files of the router's ConfigMap, and their digest (which names the ConfigMap)."""
+
+    files: Mapping[str, str]
+    digest: str
+    weights: Mapping[str, int]
 
 
-def weights(md: ModelDeployment) -> str:
+def applied_weights(md: ModelDeployment, ready: Collection[str]) -> dict[str, int]:
+    """The weights in effect: a variant that is not ready gets none, its share goes to the ready ones in proportion.
+
+    Integer percents that sum to 100 (largest remainder), or all zero when no ready variant has weight.
+    """
+    total = sum(v.weight for v in md.variants if v.name in ready)
+    if total == 0:
+        return {v.name: 0 for v in md.variants}
+    exact = {v.name: (v.weight * 100 / total if v.name in ready else 0.0) for v in md.variants}
+    out = {name: int(share) for name, share in exact.items()}
+    by_remainder = sorted(exact, key=lambda n: (-(exact[n] - out[n]), [v.name for v in md.variants].index(n)))
+    for name in by_remainder[: 100 - sum(out.values())]:
+        out[name] += 1
+    return out
+
+
+def weights(applied: Mapping[str, int]) -> str:
     """``stable=90,canary=10``, for the printer column."""
-    return ",".join(f"{v.name}={v.weight}" for v in md.variants)
+    return ",".join(f"{name}={weight}" for name, weight in applied.items())
 
 
-def routing_note(md: ModelDeployment) -> str:
-    """How traffic is routed today, for ``status.routing``."""
-    target = primary(md)
-    if len(md.variants) == 1:
-        return f"all traffic goes to {target.name}"
-    return (
-        f"weighted routing is not available yet: the entry Service sends all traffic to {target.name} "
-        f"(weight {target.weight}); the other variants are reachable through their own Services"
+def routing_note(md: ModelDeployment, applied: Mapping[str, int], via_router: bool) -> str:
+    """How traffic is routed, for ``status.routing``."""
+    held = [
+        f"{v.name} gets none of its weight {v.weight} (not ready)" for v in md.variants if v.weight > applied[v.name]
+    ]
+    how = "the router splits traffic" if via_router else "the entry Service sends traffic straight to the pods"
+    return f"{how}: {weights(applied)}" + (f"; {'; '.join(held)}" if held else "")
+
+
+def router_config(
+    md: ModelDeployment,
+    upstreams: Mapping[str, str],
+    config_dir: str = names.ROUTER_CONFIG_DIR,
+    run_dir: str = "/tmp",
+) -> RouterConfig:
+    """The router's files for ``md``, given the ClusterIPs of the ready variants' Services.
+
+    A variant missing from ``upstreams`` is not ready: it gets no weight, and a request pinned to it
+    gets a 503. nginx reads its files from ``config_dir`` and writes only to ``run_dir`` (the pod's
+    root filesystem is read-only). The digest covers every file, so a new configuration is a new ConfigMap and a new
+    pod template: the rollout is the reload.
+    """
+    applied = applied_weights(md, upstreams)
+    body = _nginx(md, upstreams, applied, config_dir, run_dir)
+    digest = hashlib.sha256((body + LUA).encode()).hexdigest()
+    conf = f"# config {digest[:16]}\n" + body.replace("@DIGEST@", digest[:16])
+    return RouterConfig({NGINX_CONF: conf, f"{LUA_MODULE}.lua": LUA}, digest, applied)
+
+
+def _nginx(
+    md: ModelDeployment, upstreams: Mapping[str, str], applied: Mapping[str, int], config_dir: str, run_dir: str
+) -> str:
+    weighted = [(name, weight) for name, weight in applied.items() if weight > 0]
+    mirror = md.routing.mirror if md.routing.mirror and md.routing.mirror.variant in upstreams else None
+    lines = [
+        f"# The router of ModelDeployment {md.namespace}/{md.name}, rendered by {names.FIELD_MANAGER}. Do not edit.",
+        "# Debian's nginx loads the Lua module from modules-enabled; OpenResty has it built in.",
+        "include /etc/nginx/modules-enabled/*.conf;",
+        "worker_processes auto;",
+        f"pid {run_dir}/nginx.pid;",
+        "events { worker_connections 4096; }",
+        "http {",
+        *_http_settings(md, applied, config_dir, run_dir),
+        *_error_maps(md, weighted),
+        *_choice(md, upstreams, weighted),
+        *(
+            f"    upstream {_upstream(name)} {{ server {_host(ip)}:{names.SERVICE_PORT}; keepalive 32; "
+            f"keepalive_timeout 60s; }}  # Service {names.child(md.name, name)}"
+            for name, ip in upstreams.items()
+        ),
+        *_rate_limit_zone(md),
+        *(_split("${request_id}mirror", "$mlmodel_mirror", [(mirror.variant, mirror.percent)], '""') if mirror else []),
+        *_data_server(md, mirror.variant if mirror else None),
+        "    server {",
+        f"        listen {names.ROUTER_ADMIN_PORT};",
+        "        access_log off;",
+        '        location = /ready { return 200 \'{"status":"ready","config":"@DIGEST@"}\'; }',
+        f"        location = /metrics {{ content_by_lua_block {{ {_LUA}.render() }} }}",
+        "    }",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _http_settings(md: ModelDeployment, applied: Mapping[str, int], config_dir: str, run_dir: str) -> list[str]:
+    log = {
+        "time": "$time_iso8601",
+        "status": "$status",
+        "variant": "$mlmodel_variant",
+        "upstream_status": "$upstream_status",
+        "upstream_latency": "$upstream_response_time",
+        "request_time": "$request_time",
+        "request_id": "$mlmodel_request_id",
+        "method": "$request_method",
+        "path": "$uri",
+        "client": "$remote_addr",
+        "config": "@DIGEST@",
+    }
+    return [
+        "    server_tokens off;",
+        "    default_type application/json;",
+        "    client_max_body_size 0;  # the server enforces its own limit, with its own error body",
+        *(f"    {kind}_temp_path {run_dir}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
+        f'    lua_package_path "{config_dir}/?.lua;;";',
+        "    lua_shared_dict mlmodel_metrics 4m;",
+        f"    init_by_lua_block {{ {_LUA}.init({_lua_table({'model': md.name, 'config': '@DIGEST@'})}, "
+        f"{_lua_table(dict(applied))}) }}",
+        f"    log_format mlmodel escape=json {_quoted(log)};",
+        "    access_log /dev/stdout mlmodel;",
+        '    map $http_x_request_id $mlmodel_request_id { "" $request_id; default $http_x_request_id; }',
+        "    map $uri $mlmodel_protocol { ~^/v[12]/ open_inference; default predict; }",
+    ]
+
+
+def _rate_limit_zone(md: ModelDeployment) -> list[str]:
+    limit = md.routing.rate_limit
+    if limit is None:
+        return []
+    return [f"    limit_req_zone $binary_remote_addr zone=mlmodel_rate:10m rate={limit.requests_per_second}r/s;"]
+
+
+def _data_server(md: ModelDeployment, mirror: str | None) -> list[str]:
+    """Port 8080, behind the entry Service: refuse what must be refused, then proxy to the chosen variant."""
+    r = md.routing
+    location = [
+        *(
+            [
+                f"            limit_req zone=mlmodel_rate burst={r.rate_limit.burst} nodelay;",
+                "            limit_req_status 429;",
+            ]
+            if r.rate_limit
+            else []
+        ),
+        *(
+            ['            if ($mlmodel_variant = "?") { return 400 $mlmodel_unknown_variant; }']
+            if r.allow_override
+            else []
+        ),
+        f"            if ($mlmodel_variant = {NONE}) {{ return 503 $mlmodel_no_variant; }}",
+        *(["            mirror /-/mirror;"] if mirror else []),
+        "            proxy_pass http://mlmodel_$mlmodel_variant;",
+        f"            log_by_lua_block {{ {_LUA}.observe() }}",
+    ]
+    mirrored = (
+        [
+            "        location = /-/mirror {",
+            "            internal;",
+            '            if ($mlmodel_mirror = "") { return 204; }',
+            f"            proxy_pass http://{_upstream(mirror)}$request_uri;",
+            "            proxy_connect_timeout 1s;",
+            f"            header_filter_by_lua_block {{ {_LUA}.mirrored({_lua(mirror)}) }}",
+            "        }",
+        ]
+        if mirror
+        else []
     )
+    return [
+        "    server {",
+        f"        listen {names.ROUTER_PORT};",
+        f"        add_header {names.HEADER_ROUTER_CONFIG} @DIGEST@ always;",
+        "        error_page 429 = @rate_limited;",
+        "        error_page 502 504 = @upstream_failed;",
+        "        proxy_http_version 1.1;",
+        '        proxy_set_header Connection "";',
+        "        proxy_set_header X-Request-Id $mlmodel_request_id;",
+        "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "        proxy_next_upstream error non_idempotent;  # a kept-alive connection the server closed: retry once",
+        "        proxy_read_timeout 120s;",
+        "        location / {",
+        *location,
+        "        }",
+        *mirrored,
+        "        location @rate_limited { return 429 $mlmodel_rate_limited; }",
+        "        location @upstream_failed { return 502 $mlmodel_upstream_failed; }",
+        "    }",
+    ]
+
+
+def _choice(md: ModelDeployment, upstreams: Mapping[str, str], weighted: list[tuple[str, int]]) -> list[str]:
+    """``$mlmodel_variant``: the pinned variant, else the sticky or random pick by weight, else ``none``."""
+    r = md.routing
+    random = "$mlmodel_random" if r.sticky_header else "$mlmodel_weighted"
+    lines = _split("${request_id}", random, weighted, default=NONE)
+    if r.sticky_header:
+        key = "$http_" + r.sticky_header.lower().replace("-", "_")
+        lines += _split(key, "$mlmodel_sticky", weighted, default=NONE)
+        lines.append(f'    map {key} $mlmodel_weighted {{ "" $mlmodel_random; default $mlmodel_sticky; }}')
+    if not r.allow_override:
+        return [*lines, "    map $mlmodel_weighted $mlmodel_variant { default $mlmodel_weighted; }"]
+    pinned = " ".join(f"{v.name} {v.name if v.name in upstreams else NONE};" for v in md.variants)
+    return [
+        *lines,
+        f'    map $http_x_model_variant $mlmodel_variant {{ "" $mlmodel_weighted; {pinned} default {UNKNOWN}; }}',
+    ]
+
+
+def _split(key: str, variable: str, shares: list[tuple[str, int]], default: str) -> list[str]:
+    """A ``split_clients`` on ``key``: MurmurHash2 into contiguous buckets in spec order, so that when the
+    weights move, only the keys in the buckets that moved change variant."""
+    if not shares:
+        return [f"    map $request_id {variable} {{ default {default}; }}"]
+    parts = [f"{percent}% {name};" for name, percent in shares]
+    if sum(percent for _, percent in shares) < 100:
+        parts.append(f"* {default};")
+    return [f'    split_clients "{key}" {variable} {{ {" ".join(parts)} }}']
+
+
+def _error_maps(md: ModelDeployment, weighted: list[tuple[str, int]]) -> list[str]:
+    """Error bodies in each protocol's shape: ``/predict`` nests code and message, V1 and V2 give a string."""
+    known = ", ".join(v.name for v in md.variants)
+    errors = {
+        "unknown_variant": f"the {names.HEADER_VARIANT} header names no variant of {md.name} (variants: {known})",
+        "no_variant": f"no variant of {md.name} is ready to serve"
+        + ("" if weighted else " (a variant with no ready replicas gets no traffic)"),
+        "rate_limited": f"too many requests: over the rate limit of {md.name}",
+        "upstream_failed": f"the variant chosen for this request did not answer ({md.name} router)",
+    }
+    return [
+        f"    map $mlmodel_protocol $mlmodel_{code} {{ predict {_quoted({'error': {'code': code, 'message': text}})}; "
+        f"default {_quoted({'error': text, 'code': code})}; }}"
+        for code, text in errors.items()
+    ]
+
+
+def _proxy(indent: str) -> list[str]:
+    return [
+        f"{indent}proxy_http_version 1.1;",
+        f'{indent}proxy_set_header Connection "";',
+        f"{indent}proxy_set_header X-Request-Id $mlmodel_request_id;",
+        f"{indent}proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        f"{indent}proxy_next_upstream error non_idempotent;  # a kept-alive connection the server closed: retry once",
+        f"{indent}proxy_read_timeout 120s;",
+    ]
+
+
+def _upstream(variant: str) -> str:
+    return f"mlmodel_{variant}"
+
+
+def _host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
+
+
+def _quoted(value: object) -> str:
+    """A JSON document as an nginx single-quoted string."""
+    return "'" + json.dumps(value, separators=(",", ":")).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _lua(text: str) -> str:
+    return json.dumps(text)  # a JSON string is a valid Lua string literal for these names
+
+
+def _lua_table(values: Mapping[str, object]) -> str:
+    return "{" + ", ".join(f"[{_lua(k)}] = {json.dumps(v)}" for k, v in values.items()) + "}"

@@ -51,6 +51,19 @@ def parsed(**overrides: Any) -> spec.ModelDeployment:
     return spec.parse(resource(**overrides), default_image="mlmodel-server:0.1.0")
 
 
+ROUTER_IMAGE = "mlmodel-router:0.1.0"
+CLUSTER_IPS = {"stable": "10.96.0.10", "canary": "10.96.0.11", "shadow": "10.96.0.12"}
+
+
+def children(md: spec.ModelDeployment) -> list[dict[str, Any]]:
+    """Everything the operator applies for ``md`` once every variant is ready."""
+    objects = render.variant_children(md)
+    if md.routed:
+        config = traffic.router_config(md, {v.name: CLUSTER_IPS[v.name] for v in md.variants})
+        objects += render.router_children(md, config, ROUTER_IMAGE)
+    return [*objects, render.entry_service(md, None if md.routed else md.variants[0].name)]
+
+
 @pytest.mark.parametrize("case", ["iris-canary", "iris-single"])
 def test_children_match_golden_yaml(case: str) -> None:
     md = (
@@ -58,7 +71,7 @@ def test_children_match_golden_yaml(case: str) -> None:
         if case == "iris-canary"
         else parsed(variants=[{"name": "stable", "modelUri": "file:///m/iris.joblib"}])
     )
-    rendered = yaml.safe_dump_all(render.children(md), sort_keys=False)
+    rendered = yaml.safe_dump_all(children(md), sort_keys=False)
     path = GOLDEN / f"{case}.yaml"
     if os.environ.get("UPDATE_GOLDEN"):
         path.write_text(rendered)
@@ -70,7 +83,7 @@ def test_hpa_owns_replicas() -> None:
     canary = render.deployment(md, md.variant("canary"))
     assert "replicas" not in canary["spec"]
     assert render.deployment(md, md.variant("stable"))["spec"]["replicas"] == 2
-    assert [o["kind"] for o in render.children(md)].count("HorizontalPodAutoscaler") == 1
+    assert [o["kind"] for o in render.variant_children(md)].count("HorizontalPodAutoscaler") == 1
 
 
 def test_environment_and_volumes() -> None:
@@ -86,18 +99,40 @@ def test_environment_and_volumes() -> None:
     assert stable_env["MODEL_SHA256"] == SHA and stable_env["WORKERS"] == "1"
 
 
-def test_single_variant_takes_all_traffic() -> None:
+def test_a_single_variant_is_served_without_a_router() -> None:
     md = parsed(variants=[{"name": "only", "modelUri": "file:///m.joblib"}])
-    assert md.variants[0].weight == 100
-    assert traffic.weights(md) == "only=100"
-    assert traffic.routing_note(md) == "all traffic goes to only"
+    assert md.variants[0].weight == 100 and not md.routed
+    applied = traffic.applied_weights(md, ["only"])
+    assert traffic.weights(applied) == "only=100"
+    assert traffic.routing_note(md, applied, via_router=False) == (
+        "the entry Service sends traffic straight to the pods: only=100"
+    )
+    assert render.entry_service(md, "only")["spec"]["selector"][names.LABEL_VARIANT] == "only"
 
 
-def test_entry_service_selects_the_heaviest_variant() -> None:
+@pytest.mark.parametrize(
+    "routing", [{"router": "always"}, {"stickyHeader": "X-User-Id"}, {"rateLimit": {"requestsPerSecond": 5}}]
+)
+def test_a_routing_feature_brings_a_router_for_one_variant(routing: dict[str, Any]) -> None:
+    assert parsed(variants=[{"name": "only", "modelUri": "file:///m.joblib"}], routing=routing).routed
+
+
+def test_several_variants_are_routed_through_the_router() -> None:
     md = parsed()
-    assert render.entry_service(md)["spec"]["selector"][names.LABEL_VARIANT] == "stable"
-    assert "not available yet" in traffic.routing_note(md)
-    assert traffic.weights(md) == "stable=90,canary=10"
+    assert md.routed
+    assert render.entry_service(md, None)["spec"]["selector"] == names.router_selector("iris")
+    config = traffic.router_config(md, CLUSTER_IPS)
+    deployment = render.router_deployment(md, config, ROUTER_IMAGE)
+    volume = deployment["spec"]["template"]["spec"]["volumes"][0]
+    assert volume["configMap"]["name"] == render.router_config_map(md, config)["metadata"]["name"]
+    assert deployment["spec"]["template"]["metadata"]["annotations"][names.ANNOTATION_ROUTER_CONFIG] == config.digest
+    assert [o["kind"] for o in render.router_children(md, config, ROUTER_IMAGE)] == [
+        "ConfigMap",
+        "Deployment",
+        "PodDisruptionBudget",
+    ]
+    one = parsed(routing={"replicas": 1})
+    assert [o["kind"] for o in render.router_children(one, config, ROUTER_IMAGE)] == ["ConfigMap", "Deployment"]
 
 
 @pytest.mark.parametrize(
@@ -142,6 +177,8 @@ def test_entry_service_selects_the_heaviest_variant() -> None:
             {"variants": [{"name": "a", "modelUri": "file:///a", "autoscaling": {"maxReplicas": 2}}]},
             "spec.variants[0].resources.requests.cpu: required with autoscaling",
         ),
+        ({"routing": {"mirror": {"variant": "shadow"}}}, "spec.routing.mirror.variant: no variant is called 'shadow'"),
+        ({"routing": {"stickyHeader": "X User"}}, "spec.routing.stickyHeader: not an HTTP header name"),
     ],
 )
 def test_specs_the_operator_refuses(overrides: dict[str, Any], message: str) -> None:

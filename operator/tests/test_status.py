@@ -16,12 +16,16 @@ def _conditions(st: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 def ready(name: str, n: int) -> status.Observed:
-    return status.Observed(name, exists=True, desired=n, ready=n, updated=n, current=True)
+    return status.Observed(name, exists=True, desired=n, ready=n, updated=n, total=n, current=True)
+
+
+def routed(weights: dict[str, int] | None = None, router: status.Observed | None = None) -> status.Routing:
+    return status.Routing(weights or {"stable": 90, "canary": 10}, router or ready("router", 2), via_router=True)
 
 
 def test_all_ready() -> None:
     md = parsed()
-    st = status.compute(md, [ready("stable", 2), ready("canary", 1)], [], NOW)
+    st = status.compute(md, [ready("stable", 2), ready("canary", 1)], [], NOW, routed())
     assert _conditions(st) == {
         "Ready": ("True", "AllVariantsReady"),
         "Progressing": ("False", "RolloutComplete"),
@@ -43,7 +47,7 @@ def test_all_ready() -> None:
 def test_rolling_out_is_progressing_not_ready() -> None:
     md = parsed()
     rolling = status.Observed("canary", exists=True, desired=1, ready=0, updated=1, current=True)
-    st = status.compute(md, [ready("stable", 2), rolling], [], NOW)
+    st = status.compute(md, [ready("stable", 2), rolling], [], NOW, routed())
     assert _conditions(st)["Ready"] == ("False", "Waiting")
     assert _conditions(st)["Progressing"] == ("True", "RollingOut")
     assert "variant canary: 0/1 replicas ready" in st["conditions"][0]["message"]
@@ -65,7 +69,7 @@ def test_a_model_that_fails_to_load_is_degraded_with_the_servers_words() -> None
     }
     failing = status.observe("canary", {"spec": {"replicas": 1}, "status": {}, "metadata": {"generation": 1}}, [pod])
     assert failing.failure == status.Failure(status.MODEL_LOAD_FAILED, DIGEST_TEXT)
-    st = status.compute(md, [ready("stable", 2), failing], [], NOW)
+    st = status.compute(md, [ready("stable", 2), failing], [], NOW, routed())
     assert _conditions(st)["Ready"] == ("False", "ModelLoadFailed")
     assert _conditions(st)["Degraded"] == ("True", "ModelLoadFailed")
     assert st["conditions"][0]["message"] == f"variant canary: {DIGEST_TEXT}"
@@ -101,10 +105,10 @@ def test_image_pull_failures_and_healthy_restarts() -> None:
 
 def test_transition_times_are_kept_while_a_condition_holds() -> None:
     md = parsed()
-    first = status.compute(md, [ready("stable", 2), ready("canary", 1)], [], NOW)
-    again = status.compute(md, [ready("stable", 2), ready("canary", 1)], first["conditions"], LATER)
+    first = status.compute(md, [ready("stable", 2), ready("canary", 1)], [], NOW, routed())
+    again = status.compute(md, [ready("stable", 2), ready("canary", 1)], first["conditions"], LATER, routed())
     assert again == first
-    broken = status.compute(md, [ready("stable", 2), status.Observed("canary")], first["conditions"], LATER)
+    broken = status.compute(md, [ready("stable", 2), status.Observed("canary")], first["conditions"], LATER, routed())
     times = {c["type"]: c["lastTransitionTime"] for c in broken["conditions"]}
     assert times == {"Ready": LATER, "Progressing": LATER, "Degraded": NOW}
 
@@ -133,5 +137,48 @@ def test_a_variant_scaled_to_zero_is_ready() -> None:
         },
         default_image="img",
     )
-    st = status.compute(md, [ready("a", 1), ready("b", 0)], [], NOW)
+    st = status.compute(md, [ready("a", 1), ready("b", 0)], [], NOW, routed({"a": 100, "b": 0}))
     assert _conditions(st)["Ready"] == ("True", "AllVariantsReady")
+
+
+def test_a_variant_that_is_not_ready_gets_none_of_its_weight_and_the_status_says_why() -> None:
+    md = parsed()
+    waiting = status.Observed("canary", exists=True, desired=1, ready=0, updated=1, total=1, current=True)
+    st = status.compute(md, [ready("stable", 2), waiting], [], NOW, routed({"stable": 100, "canary": 0}))
+    assert st["weights"] == "stable=100,canary=0"
+    assert [v["weight"] for v in st["variants"]] == [100, 0]
+    ready_condition = status.condition(st, "Ready")
+    assert ready_condition is not None
+    assert "canary gets none of its weight 10 (not ready)" in ready_condition["message"]
+    assert (
+        st["routing"] == "the router splits traffic: stable=100,canary=0; canary gets none of its weight 10 (not ready)"
+    )
+
+
+def test_a_router_rolling_out_new_weights_is_progressing() -> None:
+    md = parsed()
+    rolling = status.Observed("router", exists=True, desired=2, ready=2, updated=2, total=4, current=True)
+    st = status.compute(md, [ready("stable", 2), ready("canary", 1)], [], NOW, routed(router=rolling))
+    assert _conditions(st)["Progressing"] == ("True", "RoutingUpdate")
+    assert _conditions(st)["Ready"] == ("True", "AllVariantsReady")
+    assert "stable=90,canary=10" in st["conditions"][1]["message"]
+
+
+def test_a_router_that_crashes_is_degraded() -> None:
+    md = parsed()
+    pod = {
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "router",
+                    "ready": False,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "message": "nginx: [emerg] bad config"}},
+                }
+            ]
+        }
+    }
+    router = status.observe("router", None, [pod], container="router")
+    st = status.compute(md, [ready("stable", 2), ready("canary", 1)], [], NOW, routed(router=router))
+    assert _conditions(st)["Degraded"] == ("True", "RouterFailed")
+    assert "the router: nginx: [emerg] bad config" in st["conditions"][2]["message"]

@@ -39,6 +39,9 @@ HARNESS = [sys.executable, str(REPO / "hack" / "cluster" / "cluster.py")]
 STATE = Path(os.environ.get("MLMODEL_CLUSTER_DIR", str(REPO / ".cluster")))
 TEARDOWN_MARK = "tears_down_cluster"
 SERVER_IMAGE = "mlmodel-server:0.1.0"
+CRD = REPO / "crds" / "modeldeployments.mlmodel.io.yaml"
+OPERATOR = REPO / "manifests" / "operator" / "operator.yaml"
+MODEL_STORE = REPO / "manifests" / "examples" / "model-store.yaml"
 
 
 @dataclass
@@ -212,6 +215,69 @@ def server_image(cluster: Cluster) -> str:
         if p.returncode != 0:
             pytest.fail(f"building/loading the images failed:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}", pytrace=False)
     return SERVER_IMAGE
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, server_image: str) -> Iterator[None]:
+    """The CRD and the operator (images from ``make images``, which the server_image fixture ran)."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/modeldeployments.mlmodel.io")
+    cluster.kubectl("apply", "-f", str(OPERATOR))
+    cluster.kubectl("-n", "mlmodel-system", "rollout", "restart", "deployment/mlmodel-operator")
+    cluster.kubectl(
+        "-n", "mlmodel-system", "rollout", "status", "deployment/mlmodel-operator", "--timeout=240s", timeout=300
+    )
+    yield
+    cluster.kubectl("delete", "-f", str(OPERATOR), "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example models iris and iris-v2, trained here (``server/examples/train_models.py``)."""
+    out = tmp_path_factory.mktemp("models")
+    python = REPO / ".venv" / "bin" / "python"
+    subprocess.run(
+        [
+            str(python) if python.exists() else sys.executable,
+            str(REPO / "server/examples/train_models.py"),
+            "--out",
+            str(out),
+            "--only",
+            "iris",
+            "--only",
+            "iris-v2",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return out
+
+
+def deploy_model_store(cluster: Cluster, namespace: str, models: Path) -> None:
+    """The example models, served in ``namespace`` at http://model-store/<file>."""
+    cluster.kubectl(
+        "-n",
+        namespace,
+        "create",
+        "configmap",
+        "example-models",
+        f"--from-file={models / 'iris.joblib'}",
+        f"--from-file={models / 'iris-v2.joblib'}",
+    )
+    cluster.kubectl("-n", namespace, "apply", "-f", str(MODEL_STORE))
+
+
+def condition(cluster: Cluster, namespace: str, name: str, kind: str) -> dict[str, Any] | None:
+    """The condition ``kind`` of ModelDeployment ``name``, if it has one."""
+    md = cluster.kubectl_json("-n", namespace, "get", "modeldeployment", name)
+    return next((c for c in (md.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
+
+
+def is_true(cluster: Cluster, namespace: str, name: str, kind: str) -> dict[str, Any] | None:
+    """The condition ``kind`` if it is True, else None."""
+    found = condition(cluster, namespace, name, kind)
+    return found if found and found["status"] == "True" else None
 
 
 @pytest.fixture

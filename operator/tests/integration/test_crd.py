@@ -60,6 +60,15 @@ INVALID: dict[str, list[str]] = {
         "spec.variants[0].name: Invalid value",
         "spec.variants[].name 'router' is reserved",
     ],
+    "mirror-unknown-variant": [
+        "spec.routing.mirror.variant: Invalid value",
+        "spec.routing.mirror.variant must be the name of one of spec.variants",
+    ],
+    "sticky-header-with-space": [
+        'spec.routing.stickyHeader: Invalid value: "X User"',
+        "should match '^[A-Za-z0-9][-A-Za-z0-9]*$'",
+    ],
+    "router-sometimes": ['spec.routing.router: Unsupported value: "sometimes"', '"auto", "always"'],
     "weight-101": ["spec.variants[0].weight: Invalid value: 101", "should be less than or equal to 100"],
     "weight-negative": ["spec.variants[1].weight: Invalid value: -1", "should be greater than or equal to 0"],
     "weights-sum-90": ["spec.variants: Invalid value", "spec.variants[*].weight must sum to 100 (percent of traffic)"],

@@ -42,7 +42,8 @@ def test_create_update_remove_variant_and_garbage_collection(
 ) -> None:
     operator()
     kubectl.apply(md("iris", namespace, variant("stable", 90, replicas=2), variant("canary", 10)))
-    eventually(lambda: children(kubectl, namespace, "deployments") == {"iris-stable", "iris-canary"}, "deployments")
+    routed = {"iris-stable", "iris-canary", "iris-router"}
+    eventually(lambda: children(kubectl, namespace, "deployments") == routed, "deployments")
     eventually(lambda: children(kubectl, namespace, "services") == {"iris", "iris-stable", "iris-canary"}, "services")
     stable = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
     assert stable["spec"]["replicas"] == 2
@@ -51,31 +52,42 @@ def test_create_update_remove_variant_and_garbage_collection(
     env = {e["name"]: e.get("value") for e in stable["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["MODEL_SHA256"] == SHA and env["MODEL_VARIANT"] == "stable" and env["MODEL_NAME"] == "iris"
     entry = kubectl.json("get", "service", "iris", "-n", namespace)
-    assert entry["spec"]["selector"][names.LABEL_VARIANT] == "stable"
+    assert entry["spec"]["selector"] == names.router_selector("iris")
+    (config,) = children(kubectl, namespace, "configmaps")
+    assert config.startswith("iris-router-")
+    assert children(kubectl, namespace, "poddisruptionbudgets") == {"iris-router"}
     status = eventually(lambda: (kubectl.get("modeldeployment", "iris", namespace) or {}).get("status"), "status")
-    assert status["weights"] == "stable=90,canary=10" and status["observedGeneration"] == 1
+    # No pod serves here, so no variant gets traffic, and the status says why.
+    assert status["weights"] == "stable=0,canary=0" and status["observedGeneration"] == 1
+    assert "stable gets none of its weight 90 (not ready)" in status["routing"]
     assert {c["type"] for c in status["conditions"]} == {"Ready", "Progressing", "Degraded"}
 
-    # Update: weights flip, replicas change; the entry Service follows the heavier variant.
+    # Update: weights flip, replicas change.
     kubectl.apply(md("iris", namespace, variant("stable", 30, replicas=1), variant("canary", 70)))
-    eventually(
-        lambda: (
-            kubectl.json("get", "service", "iris", "-n", namespace)["spec"]["selector"][names.LABEL_VARIANT] == "canary"
-        ),
-        "entry Service to select canary",
-    )
     eventually(
         lambda: kubectl.json("get", "deployment", "iris-stable", "-n", namespace)["spec"]["replicas"] == 1,
         "stable scaled to 1",
     )
+    eventually(
+        lambda: (
+            "stable gets none of its weight 30"
+            in kubectl.json("get", "md", "iris", "-n", namespace)["status"]["routing"]
+        ),
+        "the status to follow the weights",
+    )
 
-    # Removing a variant deletes its children.
+    # Down to one variant: no router any more, and the removed variant's children are deleted
+    # (at once here: nothing of theirs serves, so no traffic has to move off them first).
     kubectl.apply(md("iris", namespace, variant("canary", 100)))
     eventually(lambda: children(kubectl, namespace, "deployments") == {"iris-canary"}, "iris-stable deleted")
     eventually(lambda: children(kubectl, namespace, "services") == {"iris", "iris-canary"}, "its Service deleted")
+    eventually(lambda: not children(kubectl, namespace, "configmaps"), "the router's config deleted")
+    entry = kubectl.json("get", "service", "iris", "-n", namespace)
+    assert entry["spec"]["selector"] == names.selector("iris", "canary")
     events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=iris")
     messages = [e["message"] for e in events["items"]]
     assert any(m.startswith("deleted Deployment iris-stable") for m in messages), messages
+    assert any(m.startswith("deleted Deployment iris-router") for m in messages), messages
     assert any(m.startswith("applied Deployment iris-canary") for m in messages), messages
 
     # Deleting the ModelDeployment garbage-collects every child through owner references.
@@ -152,6 +164,7 @@ def test_restart_in_the_middle_of_reconciling(kubectl: Kubectl, namespace: str, 
     kubectl("delete", "service", "iris-b", "-n", namespace, "--ignore-not-found")
     operator()
     eventually(lambda: children(kubectl, namespace, "services") == {"iris", "iris-a", "iris-b"}, "every child")
+    eventually(lambda: "iris-router" in children(kubectl, namespace, "deployments"), "the router")
     eventually(lambda: condition(kubectl, namespace, "iris", "Progressing"), "status after the restart")
 
 
@@ -180,7 +193,8 @@ def _write_requests(kubectl: Kubectl) -> dict[str, float]:
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
         resource, verb = labels.get("resource"), labels.get("verb")
-        ours = (resource in {"deployments", "services", "horizontalpodautoscalers"} and verb in {"APPLY", "PATCH"}) or (
+        children = {"deployments", "services", "horizontalpodautoscalers", "configmaps", "poddisruptionbudgets"}
+        ours = (resource in children and verb in {"APPLY", "PATCH"}) or (
             resource == "modeldeployments" and verb in {"PATCH", "PUT", "APPLY"}
         )
         if ours:

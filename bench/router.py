@@ -1,0 +1,162 @@
+"""What the router costs: the same variant called straight through its Service and through the router.
+
+On the test cluster (``make cluster-up images``; the CRD and operator are installed here if
+missing), one ModelDeployment ``iris`` with one variant and ``routing.router: always`` gets a
+router in front of its Service. wrk (pinned to CPU 1, 16 connections) then alternates between
+``iris-stable`` (direct) and ``iris`` (router), ``--rounds`` times each, and the script prints
+both side by side with the ratios: the router's added p50 and its share of direct throughput.
+Targets: at most 1 ms added at p50, at least 90 % of direct throughput.
+
+    .venv/bin/python bench/router.py                 # 3 rounds of 10 s each way, writes bench/ROUTER.md
+    .venv/bin/python bench/router.py --rounds 1 --duration 3 --markdown ''   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from wrk_output import WrkResult, lua_post_script, run_wrk
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / ".bench" / "router"
+KUBECONFIG = REPO / ".cluster" / "kubeconfig"
+KUBECTL = [str(REPO / ".cluster" / "bin" / "kubectl"), "--kubeconfig", str(KUBECONFIG)]
+NAMESPACE = "bench-router"
+BODY = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]})
+MAX_ADDED_P50_MS = 1.0
+MIN_THROUGHPUT_SHARE = 0.90
+
+
+def kubectl(*args: str, stdin: str | None = None) -> str:
+    proc = subprocess.run([*KUBECTL, *args], input=stdin, capture_output=True, text=True, timeout=300, check=False)
+    if proc.returncode:
+        raise SystemExit(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def wait_ready(timeout_s: float = 300) -> None:
+    ready = 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        proc = subprocess.run(
+            [*KUBECTL, "-n", NAMESPACE, "get", "md", "iris", "-o", ready], capture_output=True, text=True
+        )
+        if proc.stdout.strip() == "True":
+            return
+        time.sleep(2)
+    raise SystemExit(f"iris did not become Ready in {timeout_s:.0f} s")
+
+
+def deploy() -> None:
+    """The operator (if missing), the example model store and the ModelDeployment, until it is Ready."""
+    kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "modeldeployments.mlmodel.io.yaml")
+    )
+    kubectl("apply", "-f", str(REPO / "manifests" / "operator" / "operator.yaml"))
+    models = WORK / "models"
+    subprocess.run(
+        [sys.executable, str(REPO / "server/examples/train_models.py"), "--out", str(models), "--only", "iris"],
+        check=True,
+        capture_output=True,
+    )
+    digest = hashlib.sha256((models / "iris.joblib").read_bytes()).hexdigest()
+    kubectl("create", "namespace", NAMESPACE)
+    kubectl("-n", NAMESPACE, "create", "configmap", "example-models", f"--from-file={models / 'iris.joblib'}")
+    kubectl("-n", NAMESPACE, "apply", "-f", str(REPO / "manifests" / "examples" / "model-store.yaml"))
+    md = {
+        "apiVersion": "mlmodel.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "iris", "namespace": NAMESPACE},
+        "spec": {
+            "variants": [{"name": "stable", "modelUri": "http://model-store/iris.joblib", "modelSha256": digest}],
+            "routing": {"router": "always"},
+        },
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(md))
+    wait_ready()
+
+
+def cluster_ip(service: str) -> str:
+    return kubectl("-n", NAMESPACE, "get", "svc", service, "-o", "jsonpath={.spec.clusterIP}").strip()
+
+
+def measure(args: argparse.Namespace) -> dict[str, list[WrkResult]]:
+    script = WORK / "predict.lua"
+    script.write_text(lua_post_script(BODY))
+    urls = {"direct": f"http://{cluster_ip('iris-stable')}/predict", "router": f"http://{cluster_ip('iris')}/predict"}
+    for url in urls.values():  # warm both paths (connections, the model's first calls)
+        run_wrk(url, script, args.connections, 2, cpu=args.client_cpu)
+    runs: dict[str, list[WrkResult]] = {"direct": [], "router": []}
+    for _ in range(args.rounds):
+        for path, url in urls.items():
+            result, raw = run_wrk(url, script, args.connections, args.duration, cpu=args.client_cpu)
+            if not result.ok:
+                raise SystemExit(f"{path}: {result.problems()}\n{raw}")
+            runs[path].append(result)
+    return runs
+
+
+def report(runs: dict[str, list[WrkResult]], args: argparse.Namespace) -> tuple[str, bool]:
+    def median(path: str, value: str) -> float:
+        return float(statistics.median(getattr(r, value) for r in runs[path]))
+
+    rps = {p: median(p, "requests_per_sec") for p in runs}
+    p50 = {p: median(p, "p50_ms") for p in runs}
+    p99 = {p: median(p, "p99_ms") for p in runs}
+    added, share = p50["router"] - p50["direct"], rps["router"] / rps["direct"]
+    passed = added <= MAX_ADDED_P50_MS and share >= MIN_THROUGHPUT_SHARE
+    lines = [
+        f"Router overhead, {args.connections} connections, {args.rounds} rounds of {args.duration:.0f} s each way "
+        f"(medians), wrk on CPU {args.client_cpu}:",
+        "",
+        "| path | req/s | p50 | p99 |",
+        "| --- | ---: | ---: | ---: |",
+        *(f"| {p} | {rps[p]:,.0f} | {p50[p]:.2f} ms | {p99[p]:.2f} ms |" for p in runs),
+        "",
+        f"- added p50: {added:+.2f} ms (target ≤ {MAX_ADDED_P50_MS:.0f} ms): "
+        f"{'PASS' if added <= MAX_ADDED_P50_MS else 'MISS'}",
+        f"- throughput through the router: {share:.1%} of direct (target ≥ {MIN_THROUGHPUT_SHARE:.0%}): "
+        f"{'PASS' if share >= MIN_THROUGHPUT_SHARE else 'MISS'}",
+    ]
+    return "\n".join(lines) + "\n", passed
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating direct/router runs")
+    parser.add_argument("--client-cpu", default="1", help="CPU list for wrk (taskset -c)")
+    parser.add_argument("--markdown", default=str(REPO / "bench" / "ROUTER.md"), help="write the report here ('' not)")
+    parser.add_argument("--keep", action="store_true", help="leave the namespace for a look afterwards")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not KUBECONFIG.exists():
+        raise SystemExit("no test cluster: run `make cluster-up images` first")
+    WORK.mkdir(parents=True, exist_ok=True)
+    subprocess.run([*KUBECTL, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true"], check=False)
+    try:
+        deploy()
+        text, passed = report(measure(args), args)
+    finally:
+        if not args.keep:
+            subprocess.run([*KUBECTL, "delete", "namespace", NAMESPACE, "--wait=false"], check=False)
+    print(text, end="")
+    if args.markdown:
+        Path(args.markdown).write_text(f"# Router overhead (`bench/router.py`)\n\n{text}")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The split and the router's nginx configuration (against golden files)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlmodel_operator import spec, traffic
+from test_render import CLUSTER_IPS, parsed
+
+GOLDEN = Path(__file__).parent / "golden" / "router"
+TWO = [
+    {"name": "stable", "modelUri": "file:///m/v1.joblib", "weight": 90},
+    {"name": "canary", "modelUri": "file:///m/v2.joblib", "weight": 10},
+]
+THREE = [
+    {"name": "stable", "modelUri": "file:///m/v1.joblib", "weight": 50},
+    {"name": "canary", "modelUri": "file:///m/v2.joblib", "weight": 30},
+    {"name": "shadow", "modelUri": "file:///m/v3.joblib", "weight": 20},
+]
+WITH_SHADOW = [*TWO, {"name": "shadow", "modelUri": "file:///m/v3.joblib", "weight": 0}]
+CASES: dict[str, tuple[list[dict[str, Any]], dict[str, Any], list[str]]] = {
+    "two-variants": (TWO, {}, ["stable", "canary"]),
+    "three-variants": (THREE, {}, ["stable", "canary", "shadow"]),
+    "weight-zero": (WITH_SHADOW, {}, ["stable", "canary", "shadow"]),
+    "canary-not-ready": (TWO, {}, ["stable"]),
+    "none-ready": (TWO, {}, []),
+    "sticky": (TWO, {"stickyHeader": "X-User-Id"}, ["stable", "canary"]),
+    "override-off": (TWO, {"allowOverride": False}, ["stable", "canary"]),
+    "mirror": (WITH_SHADOW, {"mirror": {"variant": "shadow", "percent": 50}}, ["stable", "canary", "shadow"]),
+    "rate-limit": (TWO, {"rateLimit": {"requestsPerSecond": 20, "burst": 5}}, ["stable", "canary"]),
+}
+
+
+def config(case: str) -> traffic.RouterConfig:
+    variants, routing, ready = CASES[case]
+    md = parsed(variants=variants, routing=routing)
+    return traffic.router_config(md, {name: CLUSTER_IPS[name] for name in ready})
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_router_config_matches_golden(case: str) -> None:
+    rendered = config(case).files[traffic.NGINX_CONF]
+    path = GOLDEN / f"{case}.conf"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(rendered)
+    assert rendered == path.read_text(), f"run UPDATE_GOLDEN=1 pytest {__file__} and review the diff"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_nginx_accepts_the_config(case: str, tmp_path: Path) -> None:
+    """Debian's nginx with the Lua module, as in the router image (`make install` installs it)."""
+    variants, routing, ready = CASES[case]
+    md = parsed(variants=variants, routing=routing)
+    rendered = traffic.router_config(md, {n: CLUSTER_IPS[n] for n in ready}, str(tmp_path), str(tmp_path))
+    for name, text in rendered.files.items():
+        (tmp_path / name).write_text(text)
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    check = subprocess.run(
+        [nginx, "-t", "-c", str(tmp_path / traffic.NGINX_CONF), "-e", "stderr"], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.parametrize(
+    ("ready", "expected"),
+    [
+        (["stable", "canary", "shadow"], {"stable": 50, "canary": 30, "shadow": 20}),
+        (["stable", "canary"], {"stable": 63, "canary": 37, "shadow": 0}),  # 62.5 / 37.5: largest remainder
+        (["canary"], {"stable": 0, "canary": 100, "shadow": 0}),
+        ([], {"stable": 0, "canary": 0, "shadow": 0}),
+    ],
+)
+def test_a_variant_that_is_not_ready_gives_its_share_to_the_ready_ones(
+    ready: list[str], expected: dict[str, int]
+) -> None:
+    applied = traffic.applied_weights(parsed(variants=THREE), ready)
+    assert applied == expected
+    assert sum(applied.values()) in (0, 100)
+
+
+def test_weight_zero_variants_get_nothing_even_when_the_others_are_down() -> None:
+    md = parsed(variants=WITH_SHADOW)
+    assert traffic.applied_weights(md, ["shadow"]) == {"stable": 0, "canary": 0, "shadow": 0}
+
+
+def test_the_digest_names_the_config_and_changes_with_it() -> None:
+    a, b = config("two-variants"), config("canary-not-ready")
+    assert a.digest != b.digest
+    assert a.digest[:16] in a.files[traffic.NGINX_CONF]
+    assert config("two-variants") == a
+
+
+def test_parse_reads_routing() -> None:
+    md = parsed(
+        variants=WITH_SHADOW,
+        routing={
+            "router": "always",
+            "replicas": 3,
+            "stickyHeader": "X-User-Id",
+            "allowOverride": False,
+            "mirror": {"variant": "shadow", "percent": 25},
+            "rateLimit": {"requestsPerSecond": 10, "burst": 2},
+        },
+    )
+    assert md.routing == spec.Routing(
+        always=True,
+        replicas=3,
+        sticky_header="X-User-Id",
+        allow_override=False,
+        mirror=spec.Mirror("shadow", 25),
+        rate_limit=spec.RateLimit(10, 2),
+    )

@@ -1,0 +1,96 @@
+"""A constant-rate client for the e2e tests: one new connection per request, no retries.
+
+Each request's outcome is kept (when it was sent, its status, the variant that answered and the
+router configuration that routed it), so a test can assert on every single one.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+IRIS_BODY = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
+
+
+@dataclass(frozen=True)
+class Result:
+    sent: float  # time.monotonic() when the request was sent
+    status: int  # 0: no HTTP response (connection refused, reset, timeout)
+    variant: str | None
+    config: str | None
+    body: bytes = b""
+    error: str | None = None
+
+
+def call(
+    base: str, headers: Mapping[str, str] | None = None, path: str = "/predict", body: bytes = IRIS_BODY
+) -> Result:
+    """POST ``body`` to ``base + path`` on a new connection."""
+    url = urlsplit(base)
+    sent = time.monotonic()
+    conn = http.client.HTTPConnection(url.hostname or "", url.port or 80, timeout=10)
+    try:
+        conn.request("POST", path, body, {"Content-Type": "application/json", **(headers or {})})
+        reply = conn.getresponse()
+        data = reply.read()
+        return Result(sent, reply.status, reply.getheader("X-Model-Variant"), reply.getheader("X-Router-Config"), data)
+    except (OSError, http.client.HTTPException) as err:
+        return Result(sent, 0, None, None, error=f"{type(err).__name__}: {err}")
+    finally:
+        conn.close()
+
+
+@dataclass
+class Load:
+    """Requests sent at a constant rate in the background until stopped."""
+
+    base: str
+    rate: float
+    results: list[Result] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            start, n = time.monotonic(), 0
+            while not self._stop.is_set():
+                delay = start + n / self.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                pool.submit(lambda: self.results.append(call(self.base)))
+                n += 1
+
+    def since(self, t: float) -> list[Result]:
+        return [r for r in list(self.results) if r.sent >= t]
+
+
+@contextmanager
+def constant_load(base: str, rate: float) -> Iterator[Load]:
+    """Send ``rate`` requests per second to ``base`` for the duration of the block."""
+    load = Load(base, rate)
+    thread = threading.Thread(target=load.run, daemon=True)
+    thread.start()
+    try:
+        yield load
+    finally:
+        load._stop.set()
+        thread.join(30)
+
+
+def burst(base: str, n: int, headers: Mapping[str, str] | None = None, workers: int = 8) -> list[Result]:
+    """``n`` requests as fast as ``workers`` threads can send them."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda _: call(base, headers), range(n)))
+
+
+def shares(results: list[Result]) -> dict[str, float]:
+    """Each variant's share of the answers, in percent."""
+    counts = Counter(r.variant for r in results)
+    return {str(name): 100 * count / len(results) for name, count in counts.items()}

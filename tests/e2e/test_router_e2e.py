@@ -1,0 +1,273 @@
+"""The weighted router on real pods: the split, zero loss while weights move, only ready variants
+get traffic, sticky keys, the override header, shadow traffic and the rate limit.
+
+Every request here is a new connection with no retry (``load.call``); every number is asserted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from load import Load, Result, burst, call, constant_load, shares
+
+from conftest import Cluster, condition, deploy_model_store, is_true
+
+V1 = "http://model-store/iris.joblib"
+V2 = "http://model-store/iris-v2.joblib"
+IN_EFFECT_SECONDS = 15
+
+
+def variant(name: str, uri: str, sha: str, weight: int, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "modelUri": uri, "modelSha256": sha, "weight": weight, **extra}
+
+
+def md(namespace: str, variants: list[dict[str, Any]], routing: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"variants": variants}
+    if routing:
+        spec["routing"] = routing
+    return {
+        "apiVersion": "mlmodel.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "iris", "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def digests(models: Path) -> tuple[str, str]:
+    return tuple(  # type: ignore[return-value]
+        hashlib.sha256((models / f).read_bytes()).hexdigest() for f in ("iris.joblib", "iris-v2.joblib")
+    )
+
+
+def settled(cluster: Cluster, namespace: str) -> dict[str, Any] | None:
+    """The status once the operator has acted on the latest spec, every variant is ready and the router rolled out."""
+    found = cluster.kubectl_json("-n", namespace, "get", "modeldeployment", "iris")
+    status = found.get("status") or {}
+    if status.get("observedGeneration") != found["metadata"]["generation"]:
+        return None
+    progressing = condition(cluster, namespace, "iris", "Progressing")
+    ready = is_true(cluster, namespace, "iris", "Ready")
+    return status if ready and progressing and progressing["status"] == "False" else None
+
+
+def wait_settled(cluster: Cluster, namespace: str, timeout: float = 240) -> dict[str, Any]:
+    result: dict[str, Any] = cluster.wait_until("iris to settle", lambda: settled(cluster, namespace), timeout)
+    return result
+
+
+def router_digest(cluster: Cluster, namespace: str) -> str:
+    """The configuration the router runs now, as its responses name it (16 hex digits)."""
+    deployment = cluster.kubectl_json("-n", namespace, "get", "deployment", "iris-router")
+    return str(deployment["spec"]["template"]["metadata"]["annotations"]["mlmodel.io/router-config"])[:16]
+
+
+def deploy(cluster: Cluster, namespace: str, models: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    deploy_model_store(cluster, namespace, models)
+    cluster.apply(manifest)
+    return wait_settled(cluster, namespace)
+
+
+def assert_all_ok(results: list[Result]) -> None:
+    failed = [r for r in results if r.status != 200]
+    assert not failed, f"{len(failed)} of {len(results)} requests failed, e.g. {failed[:3]}"
+
+
+def test_split_90_10_is_exact_in_expectation(cluster: Cluster, namespace: str, operator: None, models: Path) -> None:
+    v1, v2 = digests(models)
+    status = deploy(
+        cluster, namespace, models, md(namespace, [variant("stable", V1, v1, 90), variant("canary", V2, v2, 10)])
+    )
+    assert status["weights"] == "stable=90,canary=10"
+    assert status["routing"] == "the router splits traffic: stable=90,canary=10"
+    with cluster.service_url(namespace, "iris", 80) as base:
+        results = burst(base, 2000)
+    assert_all_ok(results)
+    split = shares(results)
+    assert abs(split["stable"] - 90) <= 3 and abs(split["canary"] - 10) <= 3, split
+    assert {r.config for r in results} == {router_digest(cluster, namespace)}
+
+    # The router counted the same requests, per variant, and logged each as a JSON line.
+    counted: Counter[str] = Counter()
+    pods = cluster.kubectl_json("-n", namespace, "get", "pods", "-l", "app.kubernetes.io/component=router")["items"]
+    assert len(pods) == 2
+    for pod in pods:
+        proxy = f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}:8081/proxy/metrics"
+        text = cluster.kubectl("get", "--raw", proxy).stdout
+        for name, value in re.findall(
+            r'mlmodel_router_requests_total\{model="iris",variant="(\w+)",status_class="2xx"\} (\d+)', text
+        ):
+            counted[name] += int(value)
+        assert 'mlmodel_router_upstream_latency_seconds_count{model="iris",variant="stable"}' in text
+        assert 'mlmodel_router_weight{model="iris",variant="canary"} 10' in text
+    seen = Counter(r.variant for r in results)
+    assert counted["stable"] == seen["stable"] and counted["canary"] == seen["canary"], (counted, seen)
+    log = cluster.kubectl("-n", namespace, "logs", pods[0]["metadata"]["name"]).stdout.splitlines()
+    line = json.loads(next(ln for ln in log if ln.startswith("{")))
+    assert {"time", "status", "variant", "upstream_latency", "request_id"} <= line.keys()
+
+
+def test_zero_loss_while_weights_move_and_variants_come_and_go(
+    cluster: Cluster, namespace: str, operator: None, models: Path
+) -> None:
+    v1, v2 = digests(models)
+    stable, canary = variant("stable", V1, v1, 90), variant("canary", V2, v2, 10)
+    deploy(cluster, namespace, models, md(namespace, [stable, canary]))
+    steps: list[tuple[str, list[dict[str, Any]]]] = [
+        ("50/50", [{**stable, "weight": 50}, {**canary, "weight": 50}]),
+        ("0/100", [{**stable, "weight": 0}, {**canary, "weight": 100}]),
+        ("add v3", [{**stable, "weight": 0}, {**canary, "weight": 50}, variant("v3", V2, v2, 50)]),
+        ("remove stable", [{**canary, "weight": 50}, variant("v3", V2, v2, 50)]),
+    ]
+    timings: dict[str, float] = {}
+    with cluster.service_url(namespace, "iris", 80) as base, constant_load(base, rate=50) as load:
+        cluster.wait_until("traffic", lambda: len(load.results) > 100, 30)
+        for label, variants in steps:
+            edited = time.monotonic()
+            cluster.apply(md(namespace, variants))
+            status = wait_settled(cluster, namespace)
+            final = router_digest(cluster, namespace)
+            cluster.wait_until(f"{label}: the new config answers", _answered(load, edited, final), 30)
+            after = load.since(edited)
+            stale = [r.sent for r in after if r.config != final]
+            timings[label] = (max(stale) - edited) if stale else 0.0
+            new = _with(load, edited, final)
+            wanted = {v["name"]: v["weight"] for v in variants}
+            assert status["weights"] == ",".join(f"{k}={w}" for k, w in wanted.items())
+            assert {r.variant for r in new} <= {name for name, weight in wanted.items() if weight}, label
+        results = list(load.results)
+    assert_all_ok(results)
+    print(f"\nsplit in effect after each edit (s): {timings}; {len(results)} requests, all 200")
+    assert all(seconds <= IN_EFFECT_SECONDS for seconds in timings.values()), timings
+    # The removed variant's objects are gone once the router stopped routing to it.
+    names = cluster.kubectl("-n", namespace, "get", "deploy,svc", "-o", "name").stdout.split()
+    assert not [n for n in names if n.endswith("/iris-stable")], names
+
+
+def _with(load: Load, since: float, config: str) -> list[Result]:
+    return [r for r in load.since(since) if r.config == config]
+
+
+def _answered(load: Load, since: float, config: str) -> Callable[[], bool]:
+    """More than 50 answers routed by ``config`` since ``since``."""
+    return lambda: len(_with(load, since, config)) > 50
+
+
+def test_a_variant_that_is_not_ready_gets_no_traffic(
+    cluster: Cluster, namespace: str, operator: None, models: Path
+) -> None:
+    v1, _ = digests(models)
+    deploy_model_store(cluster, namespace, models)
+    cluster.apply(md(namespace, [variant("stable", V1, v1, 50), variant("canary", V2, "0" * 64, 50)]))
+    degraded = cluster.wait_until("iris to be Degraded", lambda: is_true(cluster, namespace, "iris", "Degraded"), 240)
+    assert degraded["reason"] == "ModelLoadFailed"
+    assert "canary gets none of its weight 50 (not ready)" in degraded["message"]
+    status = cluster.wait_until(
+        "the router to route around the canary",
+        lambda: (
+            (s := cluster.kubectl_json("-n", namespace, "get", "md", "iris")["status"])["weights"]
+            == "stable=100,canary=0"
+            and s
+        ),
+        120,
+    )
+    assert [v["weight"] for v in status["variants"]] == [100, 0]
+    with cluster.service_url(namespace, "iris", 80) as base:
+        cluster.wait_until("the router to serve", lambda: call(base).status == 200, 60)
+        results = burst(base, 300)
+    assert_all_ok(results)
+    assert Counter(r.variant for r in results) == {"stable": 300}
+
+
+def test_sticky_keys_stay_and_only_move_towards_the_variant_that_gained(
+    cluster: Cluster, namespace: str, operator: None, models: Path
+) -> None:
+    v1, v2 = digests(models)
+    sticky = {"stickyHeader": "X-User-Id"}
+    deploy(
+        cluster,
+        namespace,
+        models,
+        md(namespace, [variant("stable", V1, v1, 50), variant("canary", V2, v2, 50)], sticky),
+    )
+    keys = [f"user-{i}" for i in range(200)]
+    with cluster.service_url(namespace, "iris", 80) as base:
+        before = _by_key(base, keys, 10)
+        assert all(len(seen) == 1 for seen in before.values()), {k: v for k, v in before.items() if len(v) > 1}
+        on_stable = {k for k, seen in before.items() if seen == {"stable"}}
+        assert 70 <= len(on_stable) <= 130, len(on_stable)  # 50/50 of 200 keys
+        cluster.apply(md(namespace, [variant("stable", V1, v1, 60), variant("canary", V2, v2, 40)], sticky))
+        wait_settled(cluster, namespace)
+        final = router_digest(cluster, namespace)
+        cluster.wait_until("the 60/40 config", lambda: call(base).config == final, 30)
+        after = _by_key(base, keys, 3)
+    assert all(len(seen) == 1 for seen in after.values())
+    moved = [k for k in on_stable if after[k] != {"stable"}]
+    assert not moved, f"{len(moved)} keys left stable, which gained weight"
+    assert len([k for k, seen in after.items() if seen == {"stable"}]) >= len(on_stable)
+
+
+def _by_key(base: str, keys: list[str], repeat: int) -> dict[str, set[str | None]]:
+    seen: dict[str, set[str | None]] = defaultdict(set)
+    for key in keys:
+        for result in burst(base, repeat, {"X-User-Id": key}, workers=4):
+            assert result.status == 200, result
+            seen[key].add(result.variant)
+    return seen
+
+
+def test_override_reaches_a_weight_zero_variant_and_the_mirror_copies_half(
+    cluster: Cluster, namespace: str, operator: None, models: Path
+) -> None:
+    v1, v2 = digests(models)
+    variants = [variant("stable", V1, v1, 100), variant("canary", V2, v2, 0), variant("shadow", V2, v2, 0)]
+    deploy(cluster, namespace, models, md(namespace, variants, {"mirror": {"variant": "shadow", "percent": 50}}))
+    with cluster.service_url(namespace, "iris", 80) as base:
+        pinned = burst(base, 20, {"X-Model-Variant": "canary"})
+        assert {(r.status, r.variant) for r in pinned} == {(200, "canary")}
+        unknown = call(base, {"X-Model-Variant": "nope"})
+        assert unknown.status == 400
+        assert json.loads(unknown.body)["error"]["code"] == "unknown_variant"
+        v2_error = call(base, {"X-Model-Variant": "nope"}, path="/v2/models/iris/infer", body=b"{}")
+        assert v2_error.status == 400 and isinstance(json.loads(v2_error.body)["error"], str)
+        with cluster.service_url(namespace, "iris-shadow", 80) as shadow:
+            before = _predictions_served(shadow)
+            results = burst(base, 400)
+            assert_all_ok(results)
+            assert Counter(r.variant for r in results) == {"stable": 400}
+            copied = cluster.wait_until(
+                "the copies to arrive", lambda: (n := _predictions_served(shadow) - before) >= 150 and n, 30
+            )
+    assert 150 <= copied <= 250, copied  # 50 % of 400, binomial sd 10
+
+
+def _predictions_served(base: str) -> int:
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return sum(int(float(n)) for n in re.findall(r'mlmodel_requests_total\{endpoint="/predict",[^}]*\} (\S+)', text))
+
+
+def test_rate_limit_answers_429_json_over_the_limit_and_nothing_under_it(
+    cluster: Cluster, namespace: str, operator: None, models: Path
+) -> None:
+    v1, _ = digests(models)
+    limit = {"rateLimit": {"requestsPerSecond": 5, "burst": 5}}
+    deploy(cluster, namespace, models, md(namespace, [variant("stable", V1, v1, 100)], limit))
+    with cluster.service_url(namespace, "iris", 80) as base:
+        results = burst(base, 60, workers=12)
+        limited = [r for r in results if r.status == 429]
+        assert limited and all(json.loads(r.body)["error"]["code"] == "rate_limited" for r in limited)
+        assert {r.status for r in results} == {200, 429}
+        time.sleep(2)  # the limiter forgets the burst at 5 requests per second: 2 s drain it
+        calm = []
+        for _ in range(10):
+            calm.append(call(base))
+            time.sleep(0.5)  # paced at 2 requests per second, under the limit of 5
+    assert [r.status for r in calm] == [200] * 10
