@@ -66,4 +66,13 @@ def _sync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, trigger: str) -> 
         metrics.DURATION.observe(time.perf_counter() - started)
     if verdict.status is not None:
         patch.status.update(verdict.status)
+    metrics.passed(body.metadata.namespace or "", body.metadata.name or "", memo["status"])
     return verdict
+
+
+@kopf.on.event(*MD)
+def on_event(event: kopf.RawEvent, **_: Any) -> None:
+    """A deleted ModelDeployment's metrics go with it (an event handler, so no finalizer)."""
+    if event["type"] == "DELETED":
+        meta = event["object"]["metadata"]
+        metrics.gone(meta.get("namespace", ""), meta["name"])

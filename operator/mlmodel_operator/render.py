@@ -20,7 +20,7 @@ LIVENESS = ProbeTuning(initial_delay_seconds=0, period_seconds=10, timeout_secon
 STARTUP_SECONDS = 600  # time allowed to download and load a model before liveness applies
 ROUTER_RUN_AS = 101  # nginx's uid in Debian and OpenResty images
 ROUTER_RESOURCES: Obj = {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
-ROUTER_DRAIN_SECONDS = 5  # endpoints converge before nginx stops accepting
+DRAIN_SECONDS = 5  # a stopping pod keeps serving while endpoints converge, then drains
 SCRAPE = "prometheus.io/"
 
 
@@ -102,6 +102,7 @@ def _pod(md: ModelDeployment, variant: Variant) -> Obj:
             "capabilities": {"drop": ["ALL"]},
         },
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
         "volumeMounts": mounts,
     }
     if variant.resources:
@@ -114,7 +115,7 @@ def _pod(md: ModelDeployment, variant: Variant) -> Obj:
             "fsGroup": RUN_AS,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "terminationGracePeriodSeconds": 45,
+        "terminationGracePeriodSeconds": DRAIN_SECONDS + 40,  # the delay, then gunicorn's 30 s drain
         "containers": [container],
         "volumes": volumes,
     }
@@ -252,7 +253,7 @@ def router_deployment(md: ModelDeployment, config: RouterConfig, image: str) -> 
             "timeoutSeconds": 2,
             "failureThreshold": 3,
         },
-        "lifecycle": {"preStop": {"sleep": {"seconds": ROUTER_DRAIN_SECONDS}}},
+        "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
         "resources": dict(md.routing.resources) or ROUTER_RESOURCES,
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -284,7 +285,7 @@ def router_deployment(md: ModelDeployment, config: RouterConfig, image: str) -> 
                         "runAsGroup": ROUTER_RUN_AS,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
-                    "terminationGracePeriodSeconds": ROUTER_DRAIN_SECONDS + 30,
+                    "terminationGracePeriodSeconds": DRAIN_SECONDS + 30,
                     "containers": [container],
                     "volumes": [
                         {"name": "config", "configMap": {"name": names.router_config(md.name, config.digest)}},

@@ -151,6 +151,30 @@ def test_zero_loss_while_weights_move_and_variants_come_and_go(
     assert not [n for n in names if n.endswith("/iris-stable")], names
 
 
+def test_renaming_the_only_variant_never_leaves_the_entry_service_without_endpoints(
+    cluster: Cluster, namespace: str, operator: None, models: Path
+) -> None:
+    v1, v2 = digests(models)
+    deploy(cluster, namespace, models, md(namespace, [variant("stable", V1, v1, 100)]))
+    with cluster.service_url(namespace, "iris", 80) as base, constant_load(base, rate=50) as load:
+        cluster.wait_until("traffic", lambda: len(load.results) > 100, 30)
+        edited = time.monotonic()
+        cluster.apply(md(namespace, [variant("v2", V2, v2, 100)]))
+        wait_settled(cluster, namespace)
+        cluster.wait_until("v2 to answer", lambda: any(r.variant == "v2" for r in load.since(edited)), 60)
+        cluster.wait_until(
+            "iris-stable to be deleted",
+            lambda: not cluster.kubectl("-n", namespace, "get", "deploy", "iris-stable", check=False).stdout,
+            60,
+        )
+        switched = min(r.sent for r in load.since(edited) if r.variant == "v2")
+        cluster.wait_until("more answers", lambda: len(load.since(switched)) > 100, 30)
+        results = list(load.results)
+    assert_all_ok(results)
+    assert {r.variant for r in results} == {"stable", "v2"}
+    assert not [r for r in results if r.sent > switched + 10 and r.variant == "stable"]
+
+
 def _with(load: Load, since: float, config: str) -> list[Result]:
     return [r for r in load.since(since) if r.config == config]
 
