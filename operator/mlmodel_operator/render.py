@@ -15,7 +15,7 @@ from mlmodel_operator.traffic import RouterConfig
 Obj = dict[str, Any]
 
 RUN_AS = 10001
-READINESS = ProbeTuning(initial_delay_seconds=0, period_seconds=5, timeout_seconds=2, failure_threshold=3)
+READINESS = ProbeTuning(initial_delay_seconds=0, period_seconds=2, timeout_seconds=2, failure_threshold=3)
 LIVENESS = ProbeTuning(initial_delay_seconds=0, period_seconds=10, timeout_seconds=2, failure_threshold=3)
 STARTUP_SECONDS = 600  # time allowed to download and load a model before liveness applies
 ROUTER_RUN_AS = 101  # nginx's uid in Debian and OpenResty images
