@@ -1,7 +1,7 @@
 """What the router costs: the same variant called straight through its Service and through the router.
 
-On the test cluster (``make cluster-up images``; the CRD and operator are installed here if
-missing), one ModelDeployment ``iris`` with one variant and ``routing.router: always`` gets a
+On the test cluster (``make cluster-up images``; the chart is installed, or upgraded, with the
+local images), one ModelDeployment ``iris`` with one variant and ``routing.router: always`` gets a
 router in front of its Service. wrk (pinned to CPU 1, 16 connections) then alternates between
 ``iris-stable`` (direct) and ``iris`` (router), ``--rounds`` times each, and the script prints
 both side by side with the ratios: the router's added p50 and its share of direct throughput.
@@ -30,6 +30,7 @@ WORK = REPO / ".bench" / "router"
 KUBECONFIG = REPO / ".cluster" / "kubeconfig"
 KUBECTL = [str(REPO / ".cluster" / "bin" / "kubectl"), "--kubeconfig", str(KUBECONFIG)]
 NAMESPACE = "bench-router"
+IMAGES = {"image": "operator", "serverImage": "server", "routerImage": "router"}  # chart value -> local image
 BODY = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]})
 MAX_ADDED_P50_MS = 1.0
 MIN_THROUGHPUT_SHARE = 0.90
@@ -56,11 +57,11 @@ def wait_ready(timeout_s: float = 300) -> None:
 
 
 def deploy() -> None:
-    """The operator (if missing), the example model store and the ModelDeployment, until it is Ready."""
-    kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "modeldeployments.mlmodel.io.yaml")
-    )
-    kubectl("apply", "-f", str(REPO / "manifests" / "operator" / "operator.yaml"))
+    """The chart with the local images, the example model store and the ModelDeployment, until it is Ready."""
+    helm = [str(REPO / ".venv" / "bin" / "helm"), "--kubeconfig", str(KUBECONFIG)]
+    release = ["upgrade", "--install", "mlmodel", str(REPO / "charts" / "mlmodel"), "--namespace", "mlmodel-system"]
+    images = [f"{kind}.repository=mlmodel-{name},{kind}.tag=0.1.0" for kind, name in IMAGES.items()]
+    subprocess.run([*helm, *release, "--create-namespace", "--wait", "--set", ",".join(images)], check=True)
     models = WORK / "models"
     subprocess.run(
         [sys.executable, str(REPO / "server/examples/train_models.py"), "--out", str(models), "--only", "iris"],

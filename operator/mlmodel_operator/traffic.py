@@ -94,7 +94,7 @@ def _nginx(
         f"# The router of ModelDeployment {md.namespace}/{md.name}, rendered by {names.FIELD_MANAGER}. Do not edit.",
         "# Debian's nginx loads the Lua module from modules-enabled; OpenResty has it built in.",
         "include /etc/nginx/modules-enabled/*.conf;",
-        "worker_processes auto;",
+        "worker_processes 1;  # one event loop per pod is thousands of requests per second: scale with replicas",
         f"pid {run_dir}/nginx.pid;",
         "events { worker_connections 4096; }",
         "http {",
@@ -144,7 +144,7 @@ def _http_settings(md: ModelDeployment, applied: Mapping[str, int], config_dir: 
         f"    init_by_lua_block {{ {_LUA}.init({_lua_table({'model': md.name, 'config': '@DIGEST@'})}, "
         f"{_lua_table(dict(applied))}) }}",
         f"    log_format mlmodel escape=json {_quoted(log)};",
-        "    access_log /dev/stdout mlmodel;",
+        "    access_log /dev/stdout mlmodel buffer=64k flush=1s;",
         '    map $http_x_request_id $mlmodel_request_id { "" $request_id; default $http_x_request_id; }',
         "    map $uri $mlmodel_protocol { ~^/v[12]/ open_inference; default predict; }",
     ]
