@@ -114,9 +114,10 @@ def compute(
     routing: Routing,
 ) -> dict[str, Any]:
     """The status to write: conditions (transition times kept when unchanged), variants, URL, columns."""
-    parts = [*observed, *([routing.router] if routing.router is not None else [])]
-    failing = [(_label(o), o.failure) for o in parts if o.failure is not None]
-    waiting = [o for o in parts if not _ready(o)]
+    router = [routing.router] if routing.router is not None else []
+    failing = [(_label(o), o.failure) for o in [*observed, *router] if o.failure is not None]
+    # A router rolling out a new configuration still serves: it is waited for only when short of pods.
+    waiting = [o for o in observed if not _ready(o)] + [r for r in router if not r.exists or r.ready < r.desired]
     held = f" ({traffic.routing_note(md, routing.weights, routing.via_router)})" if _held(md, routing) else ""
     if failing:
         where, failure = failing[0]

@@ -157,11 +157,13 @@ def test_a_variant_that_is_not_ready_gets_none_of_its_weight_and_the_status_says
 
 def test_a_router_rolling_out_new_weights_is_progressing() -> None:
     md = parsed()
-    rolling = status.Observed("router", exists=True, desired=2, ready=2, updated=2, total=4, current=True)
-    st = status.compute(md, [ready("stable", 2), ready("canary", 1)], [], NOW, routed(router=rolling))
-    assert _conditions(st)["Progressing"] == ("True", "RoutingUpdate")
-    assert _conditions(st)["Ready"] == ("True", "AllVariantsReady")
-    assert "stable=90,canary=10" in st["conditions"][1]["message"]
+    just_applied = status.Observed("router", exists=True, desired=2, ready=2, updated=0, total=2, current=False)
+    surging = status.Observed("router", exists=True, desired=2, ready=3, updated=2, total=4, current=True)
+    for rolling in (just_applied, surging):
+        st = status.compute(md, [ready("stable", 2), ready("canary", 1)], [], NOW, routed(router=rolling))
+        assert _conditions(st)["Progressing"] == ("True", "RoutingUpdate")
+        assert _conditions(st)["Ready"] == ("True", "AllVariantsReady")  # the old pods serve meanwhile
+        assert "stable=90,canary=10" in st["conditions"][1]["message"]
 
 
 def test_a_router_that_crashes_is_degraded() -> None:
