@@ -206,8 +206,11 @@ def test_a_variant_that_is_not_ready_gets_no_traffic(
     with cluster.service_url(namespace, "iris", 80) as base:
         cluster.wait_until("the router to serve", lambda: call(base).status == 200, 60)
         results = burst(base, 300)
+        pinned = call(base, {"X-Model-Variant": "canary"})
     assert_all_ok(results)
     assert Counter(r.variant for r in results) == {"stable": 300}
+    # Pinned to the variant that is not ready: the router answers for it, in JSON.
+    assert pinned.status == 503 and json.loads(pinned.body)["error"]["code"] == "no_variant", pinned
 
 
 def test_sticky_keys_stay_and_only_move_towards_the_variant_that_gained(
