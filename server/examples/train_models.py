@@ -5,6 +5,8 @@ on named features), ``iris-v2.joblib`` (its successor for canary examples: 200
 trees, depth 5), ``hgb.joblib`` (HistGradientBoostingClassifier, 30
 features) and ``logreg.joblib`` (LogisticRegression, 30 features) into
 ``--out``, then prints one JSON object per model with its path and sha256.
+
+Needs only ``./server`` installed, plus pandas for the iris models (fitted on a DataFrame).
 """
 
 from __future__ import annotations
@@ -32,7 +34,13 @@ IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
 def _iris_data() -> tuple[Any, Any]:
-    iris = load_iris(as_frame=True)
+    try:
+        iris = load_iris(as_frame=True)  # named features need a DataFrame
+    except ImportError:
+        raise SystemExit(
+            "the iris models are fitted on named features, which needs pandas: "
+            "pip install pandas (or train only --only hgb --only logreg)"
+        ) from None
     return iris.data.set_axis(IRIS_FEATURES, axis=1), iris.target
 
 

@@ -6,16 +6,12 @@ import logging
 import random
 import time
 import warnings
-from typing import Any
 
-import numpy as np
-import orjson
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 from werkzeug.exceptions import MethodNotAllowed as HTTPMethodNotAllowed
 
 from mlmodel_server import auth
-from mlmodel_server.batching import Batcher
 from mlmodel_server.config import Settings
 from mlmodel_server.errors import (
     MethodNotAllowed,
@@ -27,8 +23,9 @@ from mlmodel_server.errors import (
     status_for,
 )
 from mlmodel_server.metrics import Metrics
-from mlmodel_server.model import LoadedModel, Prediction
-from mlmodel_server.protocol import Schema
+from mlmodel_server.model import LoadedModel
+from mlmodel_server.routes import blueprint
+from mlmodel_server.serving import Serving, json_response, serving
 
 log = logging.getLogger("mlmodel_server")
 access_log = logging.getLogger("mlmodel_server.access")
@@ -50,67 +47,6 @@ class _ServerFlask(Flask):
             raise RuntimeError("mlmodel-server never runs in Flask debug mode")
 
 
-class Serving:
-    """Everything a request handler needs: settings, the model once loaded, its batcher, metrics."""
-
-    def __init__(self, settings: Settings, metrics: Metrics, api_keys: tuple[bytes, ...] | None) -> None:
-        self.settings = settings
-        self.metrics = metrics
-        self.api_keys = api_keys
-        self.model: LoadedModel | None = None
-        self.schema: Schema | None = None
-        self.batcher: Batcher | None = None
-
-    def set_model(self, model: LoadedModel) -> None:
-        """Start serving ``model``."""
-        variant = self.settings.variant
-        self.schema = Schema(
-            n_features=model.n_features,
-            feature_names=model.feature_names,
-            allow_nan=model.allow_nan,
-            max_rows=self.settings.max_batch_size,
-            has_proba=model.has_proba,
-        )
-        rows = self.metrics.rows.labels(variant)
-        batch_rows = self.metrics.batch_rows.labels(variant)
-
-        def predict(x: np.ndarray, want_proba: bool) -> Prediction:
-            prediction = model.predict(x, want_proba=want_proba)
-            rows.inc(len(x))
-            batch_rows.observe(len(x))
-            return prediction
-
-        self.batcher = Batcher(
-            predict, max_rows=self.settings.max_batch_size, max_wait_s=self.settings.max_batch_wait_ms / 1000
-        )
-        self.metrics.load_seconds.labels(variant).set(model.load_seconds)
-        self.metrics.info.labels(
-            self.settings.model_name,
-            variant,
-            model.sha256,
-            model.runtime_sklearn_version,
-            model.saved_sklearn_version or "unknown",
-        ).set(1)
-        self.model = model
-
-    def ready(self) -> tuple[LoadedModel, Schema, Batcher]:
-        """The model, its schema and batcher, or ``NotReady`` while it loads."""
-        if self.model is None or self.schema is None or self.batcher is None:
-            raise NotReady("the model is still loading")
-        return self.model, self.schema, self.batcher
-
-
-def serving() -> Serving:
-    """The ``Serving`` of the current app."""
-    state: Serving = current_app.extensions["mlmodel"]
-    return state
-
-
-def json_response(body: Any, status: int = 200) -> Response:
-    """A JSON response, encoded with orjson."""
-    return Response(orjson.dumps(body), status=status, mimetype="application/json")
-
-
 def create_app(
     settings: Settings,
     model: LoadedModel | None = None,
@@ -118,8 +54,6 @@ def create_app(
     api_keys: tuple[bytes, ...] | None = None,
 ) -> Flask:
     """Build the app; with ``model`` None it answers 503 on /readyz until ``Serving.set_model``."""
-    from mlmodel_server.routes import blueprint
-
     app = _ServerFlask("mlmodel_server")
     app.config.update(
         TESTING=False,
@@ -185,7 +119,13 @@ def _server_error(error: ServerError) -> Response:
     status = status_for(error)
     if status >= 500 and not isinstance(error, NotReady):
         log.error(error.message, extra={"fields": {"request_id": g.get("request_id"), "code": error.code}})
-    return json_response(body_for(error), status)
+    return _error_response(error, status)
+
+
+def _error_response(error: ServerError, status: int) -> Response:
+    """The error in the shape of the route's protocol: KServe's and V2's flat one under ``/``, ``/v1``, ``/v2``."""
+    flat = request.path.split("/")[1] in {"", "v1", "v2"}
+    return json_response(body_for(error, flat=flat), status)
 
 
 def _http_error(error: HTTPException) -> Response:
@@ -199,8 +139,9 @@ def _http_error(error: HTTPException) -> Response:
     elif isinstance(error, NotFound):
         mapped = RouteNotFound(f"no such endpoint: {request.method} {request.path}")
     else:
-        code = (error.name or "error").lower().replace(" ", "_")
-        return json_response({"error": {"code": code, "message": error.description}}, error.code or 500)
+        mapped = ServerError(error.description or error.name)
+        mapped.code = (error.name or "error").lower().replace(" ", "_")
+        return _error_response(mapped, error.code or 500)
     response = _server_error(mapped)
     if isinstance(error, HTTPMethodNotAllowed) and error.valid_methods:
         response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
@@ -210,5 +151,4 @@ def _http_error(error: HTTPException) -> Response:
 def _unexpected_error(error: Exception) -> Response:
     request_id = g.get("request_id")
     log.exception("unhandled error", extra={"fields": {"request_id": request_id}})
-    body = {"error": {"code": "internal_error", "message": f"internal server error (request id {request_id})"}}
-    return json_response(body, 500)
+    return _error_response(ServerError(f"internal server error (request id {request_id})"), 500)

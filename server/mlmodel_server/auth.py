@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mlmodel_server.errors import ModelLoadError, Unauthorized
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 
 
 def read_keys(path: Path) -> tuple[bytes, ...]:

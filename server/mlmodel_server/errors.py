@@ -132,6 +132,12 @@ def status_for(error: ServerError) -> int:
     return 500
 
 
-def body_for(error: ServerError) -> dict[str, Any]:
-    """The JSON body every error response carries."""
+def body_for(error: ServerError, *, flat: bool) -> dict[str, Any]:
+    """The JSON body of an error response.
+
+    ``{"error": {"code", "message"}}`` (``/predict`` and the server's own routes), or with ``flat``
+    the KServe V1 / Open Inference Protocol shape ``{"error": message, "code": code}``.
+    """
+    if flat:
+        return {"error": error.message, "code": error.code}
     return {"error": {"code": error.code, "message": error.message}}

@@ -128,6 +128,11 @@ class LoadedModel:
         self._fused = _fused_for(self._final) if self.has_proba else None
 
     @property
+    def version(self) -> str:
+        """The model's version in V2 URLs and metadata: a short prefix of its sha256."""
+        return self.sha256[:12]
+
+    @property
     def version_mismatch(self) -> bool:
         """True when the artifact was saved with another scikit-learn than the one running."""
         return self.saved_sklearn_version not in (None, self.runtime_sklearn_version)

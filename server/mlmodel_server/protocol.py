@@ -1,8 +1,8 @@
-"""Decode requests into feature matrices and encode predictions, for three protocols.
+"""Decode rows into feature matrices and encode predictions, and what every protocol shares.
 
 - ``/predict``: ``{"features": rows}`` or ``{"instances": rows}`` (the tutorials' shape);
 - KServe / TF-Serving V1: ``{"instances": rows}`` or ``{"inputs": rows}``;
-- Open Inference Protocol (V2): ``{"inputs": [{"name", "shape", "datatype", "data"}]}``.
+- the Open Inference Protocol (V2) lives in ``v2``, and checks its matrix with ``check_matrix``.
 
 Rows are lists of numbers, or objects keyed by feature name. No Flask here: every
 problem is raised as a domain error whose message names the row, feature or field.
@@ -29,11 +29,6 @@ from mlmodel_server.errors import (
 )
 from mlmodel_server.model import Prediction
 
-V2_OUTPUTS = ("predict", "predict_proba")
-V2_NUMERIC_TYPES = frozenset(
-    {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
-)
-
 
 @dataclass(frozen=True)
 class Schema:
@@ -46,15 +41,6 @@ class Schema:
     has_proba: bool
 
 
-@dataclass(frozen=True)
-class V2Request:
-    """A decoded Open Inference Protocol request."""
-
-    x: np.ndarray
-    outputs: tuple[str, ...]
-    request_id: str | None
-
-
 def parse_json(body: bytes) -> dict[str, Any]:
     """Parse a request body that must be a JSON object."""
     if not body:
@@ -64,7 +50,7 @@ def parse_json(body: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError as err:
         raise MalformedJSON(f"request body is not valid JSON: {err}") from None
     if not isinstance(payload, dict):
-        raise InvalidPayload(f"request body must be a JSON object, got {_kind(payload)}")
+        raise InvalidPayload(f"request body must be a JSON object, got {kind(payload)}")
     return payload
 
 
@@ -76,28 +62,6 @@ def decode_predict(payload: dict[str, Any], schema: Schema) -> np.ndarray:
 def decode_v1(payload: dict[str, Any], schema: Schema) -> np.ndarray:
     """KServe V1: ``{"instances": rows}`` or ``{"inputs": rows}``."""
     return _rows_field(payload, ("instances", "inputs"), schema)
-
-
-def decode_v2(payload: dict[str, Any], schema: Schema) -> V2Request:
-    """Open Inference Protocol: one ``[rows, features]`` tensor, or one ``[rows]`` tensor per named feature."""
-    inputs = payload.get("inputs")
-    if not isinstance(inputs, list) or not inputs:
-        raise InvalidPayload('"inputs" must be a non-empty list of tensors {"name", "shape", "datatype", "data"}')
-    tensors = [_v2_tensor(i, tensor) for i, tensor in enumerate(inputs)]
-    if len(tensors) == 1:
-        name, x = tensors[0]
-        if x.ndim == 1:
-            x = x.reshape(1, -1)
-        elif x.ndim != 2:
-            raise InvalidPayload(f'input "{name}": expected shape [rows, features], got {list(x.shape)}')
-    else:
-        x = _stack_named_columns(tensors, schema)
-    request_id = payload.get("id")
-    return V2Request(
-        x=check_matrix(x, schema, where="inputs"),
-        outputs=_v2_outputs(payload.get("outputs"), schema),
-        request_id=str(request_id) if request_id is not None else None,
-    )
 
 
 def check_matrix(x: np.ndarray, schema: Schema, *, where: str) -> np.ndarray:
@@ -134,40 +98,6 @@ def encode_v1(prediction: Prediction) -> dict[str, Any]:
     return {"predictions": prediction.predictions.tolist()}
 
 
-def encode_v2(prediction: Prediction, request: V2Request, model_name: str) -> dict[str, Any]:
-    """Open Inference Protocol response with the requested outputs."""
-    outputs = []
-    for name in request.outputs:
-        values = prediction.predictions if name == "predict" else prediction.probabilities
-        assert values is not None  # decode_v2 only lets predict_proba through when the model has it
-        outputs.append(
-            {
-                "name": name,
-                "shape": list(values.shape),
-                "datatype": v2_datatype(values),
-                "data": values.ravel().tolist(),
-            }
-        )
-    body: dict[str, Any] = {"model_name": model_name, "outputs": outputs}
-    if request.request_id is not None:
-        body["id"] = request.request_id
-    return body
-
-
-def v2_datatype(values: np.ndarray) -> str:
-    """The V2 datatype name of a numpy array."""
-    kind, size = values.dtype.kind, values.dtype.itemsize
-    if kind == "b":
-        return "BOOL"
-    if kind == "i":
-        return f"INT{size * 8}"
-    if kind == "u":
-        return f"UINT{size * 8}"
-    if kind == "f":
-        return f"FP{size * 8}"
-    return "BYTES"
-
-
 def _rows_field(payload: dict[str, Any], fields: tuple[str, ...], schema: Schema) -> np.ndarray:
     present = [f for f in fields if f in payload]
     if len(present) != 1:
@@ -177,7 +107,7 @@ def _rows_field(payload: dict[str, Any], fields: tuple[str, ...], schema: Schema
     field = present[0]
     rows = payload[field]
     if not isinstance(rows, list):
-        raise InvalidPayload(f'"{field}" must be a list of rows, got {_kind(rows)}')
+        raise InvalidPayload(f'"{field}" must be a list of rows, got {kind(rows)}')
     if rows and all(_is_scalar(v) for v in rows):
         rows = [rows]  # one flat row, as many tutorials send it
     if len(rows) > schema.max_rows:
@@ -209,7 +139,7 @@ def _to_matrix(rows: list[Any], schema: Schema) -> np.ndarray:
 
 def _width(row: Any, r: int) -> int:
     if not isinstance(row, list):
-        raise InvalidPayload(f"row {r}: expected a list of numbers or an object, got {_kind(row)}")
+        raise InvalidPayload(f"row {r}: expected a list of numbers or an object, got {kind(row)}")
     return len(row)
 
 
@@ -222,8 +152,8 @@ def _number(value: Any, r: int, c: int, schema: Schema) -> float:
         except OverflowError:
             raise NonNumericValue(f"row {r}, {_feature(c, schema)}: {value} is out of range") from None
     if isinstance(value, list | dict):
-        raise InvalidPayload(f"row {r}, {_feature(c, schema)}: expected a number, got {_kind(value)}")
-    raise NonNumericValue(f"row {r}, {_feature(c, schema)}: expected a number, got {_kind(value)} {value!r:.40}")
+        raise InvalidPayload(f"row {r}, {_feature(c, schema)}: expected a number, got {kind(value)}")
+    raise NonNumericValue(f"row {r}, {_feature(c, schema)}: expected a number, got {kind(value)} {value!r:.40}")
 
 
 def _named_rows(rows: list[Any], schema: Schema) -> list[list[Any]]:
@@ -237,7 +167,7 @@ def _named_rows(rows: list[Any], schema: Schema) -> list[list[Any]]:
     out = []
     for r, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise InvalidPayload(f"row {r}: expected an object like row 0, got {_kind(row)}")
+            raise InvalidPayload(f"row {r}: expected an object like row 0, got {kind(row)}")
         if len(row) != len(names) or not known.issuperset(row):
             missing = [n for n in names if n not in row]
             unknown = [k for k in row if k not in known]
@@ -251,69 +181,6 @@ def _named_rows(rows: list[Any], schema: Schema) -> list[list[Any]]:
     return out
 
 
-def _v2_tensor(index: int, tensor: Any) -> tuple[str, np.ndarray]:
-    if not isinstance(tensor, dict):
-        raise InvalidPayload(f"inputs[{index}] must be an object, got {_kind(tensor)}")
-    name = tensor.get("name")
-    label = f'input "{name}"' if isinstance(name, str) else f"inputs[{index}]"
-    if not isinstance(name, str):
-        raise InvalidPayload(f'{label}: "name" must be a string')
-    shape, datatype, data = tensor.get("shape"), tensor.get("datatype"), tensor.get("data")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise InvalidPayload(f'{label}: "shape" must be a list of non-negative integers, got {shape!r:.60}')
-    if datatype not in V2_NUMERIC_TYPES:
-        raise NonNumericValue(
-            f"{label}: datatype {datatype!r} is not supported; use one of {', '.join(sorted(V2_NUMERIC_TYPES))}"
-        )
-    if not isinstance(data, list):
-        raise InvalidPayload(f'{label}: "data" must be a list, got {_kind(data)}')
-    try:
-        flat = np.array(data).ravel()
-    except (ValueError, TypeError, OverflowError):
-        raise InvalidPayload(f'{label}: "data" must be a flat or evenly nested list of numbers') from None
-    if flat.size and flat.dtype.kind not in "biuf":
-        raise NonNumericValue(f'{label}: "data" must hold only numbers')
-    expected = math.prod(shape)
-    if flat.size != expected:
-        raise InvalidPayload(f"{label}: shape {shape} needs {expected} values, got {flat.size}")
-    return name, flat.astype(np.float64, copy=False).reshape(shape)
-
-
-def _stack_named_columns(tensors: list[tuple[str, np.ndarray]], schema: Schema) -> np.ndarray:
-    names = schema.feature_names
-    given = [name for name, _ in tensors]
-    if names is None:
-        raise FeatureNameError(
-            "several inputs were sent, one per feature, but the model was fitted without feature names: "
-            "send one input of shape [rows, features]"
-        )
-    if sorted(given) != sorted(names):
-        missing = [n for n in names if n not in given]
-        unknown = [n for n in given if n not in names]
-        raise FeatureNameError(
-            f"inputs must be one per feature: missing {', '.join(missing) or 'none'}; "
-            f"unknown {', '.join(unknown) or 'none'}; expected {', '.join(names)}"
-        )
-    columns = dict(tensors)
-    lengths = {name: columns[name].size for name in names}
-    if len(set(lengths.values())) != 1:
-        raise InvalidPayload(f"inputs differ in length: {lengths}")
-    return np.column_stack([columns[name].ravel() for name in names])
-
-
-def _v2_outputs(requested: Any, schema: Schema) -> tuple[str, ...]:
-    if requested is None:
-        return ("predict",)
-    offered = V2_OUTPUTS if schema.has_proba else V2_OUTPUTS[:1]
-    if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):
-        raise InvalidPayload('"outputs" must be a list of objects with a "name"')
-    names = tuple(str(o["name"]) for o in requested)
-    for name in names:
-        if name not in offered:
-            raise InvalidPayload(f'unknown output "{name}"; this model offers {", ".join(offered)}')
-    return names or ("predict",)
-
-
 def _feature(col: int, schema: Schema) -> str:
     if schema.feature_names is not None and col < len(schema.feature_names):
         return f'feature {col} ("{schema.feature_names[col]}")'
@@ -324,7 +191,8 @@ def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, bool | int | float | str)
 
 
-def _kind(value: Any) -> str:
+def kind(value: Any) -> str:
+    """How to name the JSON type of ``value`` in a message."""
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
         type(value), "a number"
     )

@@ -7,20 +7,38 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, request
 
-from mlmodel_server import __version__, protocol
-from mlmodel_server.app import json_response, serving
+from mlmodel_server import __version__, protocol, tensors, v2
 from mlmodel_server.batching import Batcher
 from mlmodel_server.errors import ModelNotFound, UnsupportedMediaType
 from mlmodel_server.model import LoadedModel
+from mlmodel_server.serving import json_response, serving
 
 blueprint = Blueprint("mlmodel", __name__)
 
+# A body without a Content-Type, or with curl's default form type, is read as JSON.
+READ_AS_JSON = frozenset({"", "application/json", "application/x-www-form-urlencoded"})
+BINARY_TYPE = "application/octet-stream"
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
 
 def _payload() -> dict[str, Any]:
-    mimetype = request.mimetype
-    if mimetype != "application/json" and not mimetype.endswith("+json"):
-        raise UnsupportedMediaType(f"Content-Type must be application/json, got {mimetype or 'none'}")
+    if not _json_type(request.mimetype):
+        raise UnsupportedMediaType(f"Content-Type must be application/json (or none), got {request.mimetype}")
     return protocol.parse_json(_body())
+
+
+def _v2_payload() -> tuple[dict[str, Any], memoryview]:
+    """The JSON header and the binary part of a V2 request (binary tensor data extension)."""
+    if not _json_type(request.mimetype) and request.mimetype != BINARY_TYPE:
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, or {BINARY_TYPE} with the binary tensor data extension; "
+            f"got {request.mimetype}"
+        )
+    return v2.split_body(_body(), request.headers.get(HEADER_LENGTH))
+
+
+def _json_type(mimetype: str) -> bool:
+    return mimetype in READ_AS_JSON or mimetype.endswith("+json")
 
 
 def _body() -> bytes:
@@ -31,12 +49,18 @@ def _body() -> bytes:
     return b"".join(parts)
 
 
-def _named(name: str) -> tuple[LoadedModel, protocol.Schema, Batcher]:
-    """The model called ``name`` with its schema and batcher: 404 for another name, 503 while loading."""
+def _named(name: str, version: str | None = None) -> tuple[LoadedModel, protocol.Schema, Batcher]:
+    """The model called ``name`` (at ``version``, when given) with its schema and batcher.
+
+    404 for another name or version, 503 while loading.
+    """
     state = serving()
     if name != state.settings.model_name:
         raise ModelNotFound(f"no model named {name!r}; this server serves {state.settings.model_name!r}")
-    return state.ready()
+    model, schema, batcher = state.ready()
+    if version is not None and version != model.version:
+        raise ModelNotFound(f"model {name!r} has no version {version!r}; it serves version {model.version!r}")
+    return model, schema, batcher
 
 
 @blueprint.post("/predict")
@@ -63,26 +87,38 @@ def v1_model(name: str) -> Response:
     return json_response({"name": name, "ready": True})
 
 
+@blueprint.get("/v1/models")
+def v1_models() -> Response:
+    return json_response({"models": [serving().settings.model_name]})
+
+
 @blueprint.post("/v2/models/<name>/infer")
-def v2_infer(name: str) -> Response:
-    _, schema, batcher = _named(name)
+@blueprint.post("/v2/models/<name>/versions/<version>/infer")
+def v2_infer(name: str, version: str | None = None) -> Response:
+    model, schema, batcher = _named(name, version)
     with batcher.arrival() as ticket:
-        decoded = protocol.decode_v2(_payload(), schema)
-        prediction = batcher.submit(ticket, decoded.x, want_proba="predict_proba" in decoded.outputs)
-    return json_response(protocol.encode_v2(prediction, decoded, name))
+        decoded = v2.decode(*_v2_payload(), schema)
+        prediction = batcher.submit(ticket, decoded.x, want_proba=decoded.wants_proba)
+    body, header_length = v2.encode(prediction, decoded, model_name=name, model_version=model.version)
+    if header_length is None:
+        return Response(body, mimetype="application/json")
+    return Response(body, mimetype=BINARY_TYPE, headers={HEADER_LENGTH: str(header_length)})
 
 
 @blueprint.get("/v2/models/<name>")
-def v2_model(name: str) -> Response:
-    model, _, _ = _named(name)
+@blueprint.get("/v2/models/<name>/versions/<version>")
+def v2_model(name: str, version: str | None = None) -> Response:
+    model, _, _ = _named(name, version)
     width = model.n_features if model.n_features is not None else -1
-    outputs = [{"name": "predict", "datatype": _prediction_datatype(model), "shape": [-1]}]
-    if model.has_proba:
-        outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(model.classes or []) or -1]})
+    described = {
+        "predict": {"datatype": _prediction_datatype(model), "shape": [-1]},
+        "predict_proba": {"datatype": "FP64", "shape": [-1, len(model.classes or []) or -1]},
+    }
+    outputs = [{"name": name, **described[name]} for name in v2.offered_outputs(model.has_proba)]
     return json_response(
         {
             "name": name,
-            "versions": [],
+            "versions": [model.version],
             "platform": "sklearn",
             "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, width]}],
             "outputs": outputs,
@@ -91,14 +127,15 @@ def v2_model(name: str) -> Response:
 
 
 @blueprint.get("/v2/models/<name>/ready")
-def v2_model_ready(name: str) -> Response:
-    _named(name)
+@blueprint.get("/v2/models/<name>/versions/<version>/ready")
+def v2_model_ready(name: str, version: str | None = None) -> Response:
+    _named(name, version)
     return json_response({"name": name, "ready": True})
 
 
 @blueprint.get("/v2")
 def v2_server() -> Response:
-    return json_response({"name": "mlmodel-server", "version": __version__, "extensions": []})
+    return json_response({"name": "mlmodel-server", "version": __version__, "extensions": list(v2.EXTENSIONS)})
 
 
 @blueprint.get("/v2/health/live")
@@ -110,6 +147,12 @@ def v2_live() -> Response:
 def v2_ready() -> Response:
     serving().ready()
     return json_response({"ready": True})
+
+
+@blueprint.get("/")
+def live() -> Response:
+    """KServe V1 liveness."""
+    return json_response({"status": "alive"})
 
 
 @blueprint.get("/healthz")
@@ -139,4 +182,4 @@ def metrics() -> Response:
 def _prediction_datatype(model: LoadedModel) -> str:
     if model.classes is None:
         return "FP64"
-    return protocol.v2_datatype(np.asarray(model.classes))
+    return tensors.datatype_of(np.asarray(model.classes))

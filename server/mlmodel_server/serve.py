@@ -18,10 +18,11 @@ from gunicorn.workers.base import Worker
 from prometheus_client import multiprocess
 
 from mlmodel_server import model as model_lib
-from mlmodel_server.app import Serving, create_app
+from mlmodel_server.app import create_app
 from mlmodel_server.config import Settings
 from mlmodel_server.errors import ModelLoadError
 from mlmodel_server.logs import logging_config
+from mlmodel_server.serving import Serving
 
 log = logging.getLogger("mlmodel_server")
 

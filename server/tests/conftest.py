@@ -1,9 +1,15 @@
-"""Small real models, fitted once per session, and helpers shared by the server tests."""
+"""Small real models, fitted once per session, the real server under gunicorn, and shared helpers."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +17,7 @@ from typing import Any
 import joblib
 import numpy as np
 import pytest
+import requests
 from sklearn.datasets import load_iris, make_classification
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
@@ -85,3 +92,78 @@ def rows_for(name: str) -> np.ndarray:
     """Deterministic rows of the right width for a session model."""
     width = 4 if name == "iris" else 6
     return np.random.RandomState(1).uniform(0, 7, size=(25, width))
+
+
+HERE = Path(__file__).parent
+DEADLINE_S = 30.0
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def logs(self) -> str:
+        return self.log.read_text()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    log = tmp_path / f"server-{port}.log"
+    full_env = {**os.environ, "PYTHONPATH": str(HERE), "TMPDIR": str(tmp_path), **(env or {})}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlmodel_server", "--host", "127.0.0.1", "--port", str(port), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            start_new_session=True,
+        )
+    return Server(proc, port, log)
+
+
+def wait_ready(server: Server) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise AssertionError(f"server exited with {server.proc.returncode}:\n{server.logs()}")
+        try:
+            if requests.get(server.url + "/readyz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"server not ready within {DEADLINE_S}s:\n{server.logs()}")
+
+
+def stop(server: Server) -> None:
+    if server.proc.poll() is None:
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[object]:
+    started: list[Server] = []
+
+    def run(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> Server:
+        server = start(tmp_path, *args, env=env)
+        started.append(server)
+        if ready:
+            wait_ready(server)
+        return server
+
+    yield run
+    for server in started:
+        stop(server)

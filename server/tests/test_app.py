@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from mlmodel_server.model import LoadedModel
@@ -23,12 +24,18 @@ def _post(client: Client, path: str, body: Any = None, **kw: Any) -> Any:
 
 
 def _error(response: Any, status: int, code: str, *words: str) -> None:
+    """An error in the shape of its route: flat (KServe, V2) under /, /v1 and /v2, else nested."""
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.mimetype == "application/json"
-    error = response.get_json()["error"]
-    assert error["code"] == code
+    body = response.get_json()
+    if response.request.path.split("/")[1] in {"", "v1", "v2"}:
+        assert isinstance(body["error"], str) and body["code"] == code
+        message = body["error"]
+    else:
+        assert body["error"]["code"] == code
+        message = body["error"]["message"]
     for word in words:
-        assert word in error["message"]
+        assert word in message
     assert "Traceback" not in response.get_data(as_text=True)
 
 
@@ -70,7 +77,10 @@ def test_v1(make_client: Callable[..., Client]) -> None:
     client = make_client()
     response = _post(client, "/v1/models/iris:predict", {"instances": IRIS_ROWS})
     assert response.get_json() == {"predictions": [0, 2, 1]}
+    assert _post(client, "/v1/models/iris:predict", {"inputs": IRIS_ROWS}).get_json() == {"predictions": [0, 2, 1]}
     assert client.get("/v1/models/iris").get_json() == {"name": "iris", "ready": True}
+    assert client.get("/v1/models").get_json() == {"models": ["iris"]}
+    assert client.get("/").get_json() == {"status": "alive"}
     _error(_post(client, "/v1/models/other:predict", {"instances": IRIS_ROWS}), 404, "model_not_found", "'other'")
     _error(client.get("/v1/models/other"), 404, "model_not_found")
 
@@ -92,8 +102,91 @@ def test_v2(make_client: Callable[..., Client]) -> None:
     assert client.get("/v2/models/iris/ready").get_json() == {"name": "iris", "ready": True}
     assert client.get("/v2/health/live").get_json() == {"live": True}
     assert client.get("/v2/health/ready").get_json() == {"ready": True}
-    assert client.get("/v2").get_json()["name"] == "mlmodel-server"
+    server = client.get("/v2").get_json()
+    assert server["name"] == "mlmodel-server" and server["extensions"] == ["binary_tensor_data"]
     _error(_post(client, "/v2/models/nope/infer", request), 404, "model_not_found", "'nope'", "'iris'")
+    unnamed = _post(client, "/v2/models/iris/infer", {"inputs": request["inputs"]}).get_json()
+    assert [o["name"] for o in unnamed["outputs"]] == ["predict", "predict_proba"]
+    _error(
+        _post(client, "/v2/models/iris/infer", {**request, "outputs": [{"name": "proba"}]}),
+        400,
+        "invalid_payload",
+        'unknown output "proba"',
+    )
+
+
+def test_v2_versioned_urls(make_client: Callable[..., Client], loaded: Callable[[str], LoadedModel]) -> None:
+    client = make_client()
+    version = loaded("iris").sha256[:12]
+    assert client.get("/v2/models/iris").get_json()["versions"] == [version]
+    base = f"/v2/models/iris/versions/{version}"
+    assert client.get(base).get_json()["name"] == "iris"
+    assert client.get(base + "/ready").status_code == 200
+    inputs = [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": IRIS_ROWS[0]}]
+    body = _post(client, base + "/infer", {"inputs": inputs}).get_json()
+    assert body["model_version"] == version and body["outputs"][0]["data"] == [0]
+    for path in ("/v2/models/iris/versions/1", "/v2/models/iris/versions/1/ready"):
+        _error(client.get(path), 404, "model_not_found", "no version '1'", version)
+    _error(_post(client, "/v2/models/iris/versions/1/infer", {"inputs": inputs}), 404, "model_not_found")
+
+
+def test_v2_binary_request_and_response(make_client: Callable[..., Client]) -> None:
+    x = np.array(IRIS_ROWS, dtype="<f4")
+    tensor = {"name": "x", "shape": [3, 4], "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}
+    header = orjson.dumps({"inputs": [tensor], "outputs": [{"name": "predict", "parameters": {"binary_data": True}}]})
+    response = make_client().post(
+        "/v2/models/iris/infer",
+        data=header + x.tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "application/octet-stream"
+    length = int(response.headers["Inference-Header-Content-Length"])
+    body = response.get_data()
+    output = orjson.loads(body[:length])["outputs"][0]
+    assert output["parameters"] == {"binary_data_size": 24} and "data" not in output
+    assert np.frombuffer(body[length:], "<i8").tolist() == [0, 2, 1]
+
+
+def test_v2_null_where_the_model_accepts_missing_values(make_client: Callable[..., Client]) -> None:
+    row: list[Any] = [1.0] * 6
+    row[2] = None
+    request = {"inputs": [{"name": "x", "shape": [1, 6], "datatype": "FP64", "data": row}]}
+    assert _post(make_client("hgb"), "/v2/models/hgb/infer", request).status_code == 200
+    _error(_post(make_client("logreg"), "/v2/models/logreg/infer", request), 400, "missing_value", 'input "x"')
+
+
+def test_error_shapes_follow_the_protocol(make_client: Callable[..., Client]) -> None:
+    client = make_client()
+    short = [[5.1, 3.5, 1.4]]
+    v2 = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": short[0]}]}
+    for path, body in (("/v2/models/iris/infer", v2), ("/v1/models/iris:predict", {"instances": short})):
+        flat = _post(client, path, body).get_json()
+        assert flat == {"error": "row 0: expected 4 features, got 3", "code": "wrong_feature_count"}
+    nested = _post(client, "/predict", {"features": short}).get_json()
+    assert nested == {"error": {"code": "wrong_feature_count", "message": "row 0: expected 4 features, got 3"}}
+    assert isinstance(client.get("/v2/nothing").get_json()["error"], str)
+    assert isinstance(client.get("/nothing").get_json()["error"], dict)
+
+
+@pytest.mark.parametrize("path", ["/predict", "/v1/models/iris:predict", "/v2/models/iris/infer"])
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "application/vnd.api+json"])
+def test_a_body_without_a_json_content_type_is_read_as_json(
+    make_client: Callable[..., Client], path: str, content_type: str | None
+) -> None:
+    body: dict[str, Any] = {"instances": IRIS_ROWS}
+    if path.startswith("/v2"):
+        body = {"inputs": [{"name": "x", "shape": [3, 4], "datatype": "FP64", "data": IRIS_ROWS}]}
+    client = make_client()
+    response = client.post(path, data=orjson.dumps(body), content_type=content_type)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    _error(client.post(path, data="{oops", content_type=content_type), 400, "malformed_json")
+
+
+@pytest.mark.parametrize("path", ["/predict", "/v1/models/iris:predict"])
+def test_binary_is_only_for_v2(make_client: Callable[..., Client], path: str) -> None:
+    response = make_client().post(path, data=b"{}", content_type="application/octet-stream")
+    _error(response, 415, "unsupported_media_type", "application/octet-stream")
 
 
 def test_health_and_model_info(make_client: Callable[..., Client]) -> None:
@@ -130,7 +223,6 @@ def test_not_ready_until_a_model_is_set(
             "unsupported_media_type",
             ["application/json", "text/plain"],
         ),
-        ({"data": '{"features": [[1,2,3,4]]}'}, 415, "unsupported_media_type", ["none"]),
         ({"json": {"features": []}}, 400, "empty_batch", ["no rows"]),
         ({"json": {"features": [[1, 2, 3, 4]] * 11}}, 400, "batch_too_large", ["11 rows", "limit is 10"]),
         (
@@ -219,7 +311,7 @@ def test_api_keys(make_client: Callable[..., Client], tmp_path: Path) -> None:
     ok = _post(client, "/predict", {"features": IRIS_ROWS}, headers={"Authorization": "Bearer second-key"})
     assert ok.status_code == 200
     _error(client.get("/model-info"), 401, "unauthorized")
-    for path in ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"):
+    for path in ("/", "/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"):
         assert client.get(path).status_code == 200, path
 
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_gunicorn import free_port
+from conftest import free_port
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.py"
 

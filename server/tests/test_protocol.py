@@ -88,56 +88,6 @@ def test_v1_takes_instances_or_inputs() -> None:
         protocol.decode_v1({"features": [[1, 2, 3]]}, SCHEMA)
 
 
-def _tensor(**overrides: Any) -> dict[str, Any]:
-    return {"name": "x", "shape": [2, 3], "datatype": "FP32", "data": [1, 2, 3, 4, 5, 6], **overrides}
-
-
-def test_v2_one_tensor_flat_or_nested() -> None:
-    flat = protocol.decode_v2({"inputs": [_tensor()], "id": "r1"}, SCHEMA)
-    nested = protocol.decode_v2({"inputs": [_tensor(data=[[1, 2, 3], [4, 5, 6]])]}, SCHEMA)
-    assert flat.x.tolist() == nested.x.tolist() == [[1, 2, 3], [4, 5, 6]]
-    assert flat.outputs == ("predict",)
-    assert flat.request_id == "r1"
-
-
-def test_v2_one_tensor_per_named_feature() -> None:
-    inputs = [{"name": n, "shape": [2], "datatype": "FP64", "data": [i, i + 10]} for i, n in enumerate("cab")]
-    decoded = protocol.decode_v2({"inputs": inputs}, SCHEMA)
-    assert decoded.x.tolist() == [[1, 2, 0], [11, 12, 10]]
-
-
-@pytest.mark.parametrize(
-    ("payload", "error", "words"),
-    [
-        ({"inputs": []}, errors.InvalidPayload, ['"inputs"', "non-empty"]),
-        ({"inputs": [_tensor(datatype="BYTES")]}, errors.NonNumericValue, ['input "x"', "BYTES"]),
-        ({"inputs": [_tensor(shape=[2, 2])]}, errors.InvalidPayload, ['input "x"', "needs 4 values, got 6"]),
-        ({"inputs": [_tensor(shape="2x3")]}, errors.InvalidPayload, ['input "x"', '"shape"']),
-        ({"inputs": [_tensor(data=["a"] * 6)]}, errors.NonNumericValue, ['input "x"', "only numbers"]),
-        ({"inputs": [_tensor(shape=[1, 2, 3])]}, errors.InvalidPayload, ["[rows, features]"]),
-        ({"inputs": [_tensor(shape=[3, 2])]}, errors.FeatureCountMismatch, ["expected 3 features, got 2"]),
-        ({"inputs": [_tensor()], "outputs": [{"name": "nope"}]}, errors.InvalidPayload, ['unknown output "nope"']),
-        (
-            {"inputs": [_tensor(name="a"), _tensor(name="z")]},
-            errors.FeatureNameError,
-            ["missing b, c", "unknown z"],
-        ),
-    ],
-)
-def test_v2_bad_requests(payload: dict[str, Any], error: type[Exception], words: list[str]) -> None:
-    with pytest.raises(error) as caught:
-        protocol.decode_v2(payload, SCHEMA)
-    for word in words:
-        assert word in str(caught.value)
-
-
-def test_v2_predict_proba_only_where_offered() -> None:
-    payload = {"inputs": [_tensor()], "outputs": [{"name": "predict_proba"}]}
-    assert protocol.decode_v2(payload, SCHEMA).outputs == ("predict_proba",)
-    with pytest.raises(errors.InvalidPayload, match=r"offers predict$"):
-        protocol.decode_v2(payload, NAN_OK)
-
-
 def test_encodings() -> None:
     prediction = Prediction(np.array([0, 2]), np.array([[0.9, 0.1, 0.0], [0.0, 0.2, 0.8]]))
     assert protocol.encode_predict(prediction) == {
@@ -145,23 +95,3 @@ def test_encodings() -> None:
         "probabilities": [[0.9, 0.1, 0.0], [0.0, 0.2, 0.8]],
     }
     assert protocol.encode_v1(prediction) == {"predictions": [0, 2]}
-    request = protocol.V2Request(np.zeros((2, 3)), ("predict", "predict_proba"), "id-7")
-    body = protocol.encode_v2(prediction, request, "iris")
-    assert body["id"] == "id-7"
-    assert body["outputs"][0] == {"name": "predict", "shape": [2], "datatype": "INT64", "data": [0, 2]}
-    assert body["outputs"][1]["shape"] == [2, 3]
-    assert body["outputs"][1]["data"] == [0.9, 0.1, 0.0, 0.0, 0.2, 0.8]
-
-
-@pytest.mark.parametrize(
-    ("values", "datatype"),
-    [
-        (np.array([True]), "BOOL"),
-        (np.array([1], dtype=np.int32), "INT32"),
-        (np.array([1.0]), "FP64"),
-        (np.array(["a"]), "BYTES"),
-        (np.array([1], dtype=np.uint8), "UINT8"),
-    ],
-)
-def test_v2_datatypes(values: np.ndarray, datatype: str) -> None:
-    assert protocol.v2_datatype(values) == datatype

@@ -1,0 +1,77 @@
+"""What the app and its routes share: the served model's state, and JSON responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+from flask import Response, current_app
+
+from mlmodel_server.batching import Batcher
+from mlmodel_server.config import Settings
+from mlmodel_server.errors import NotReady
+from mlmodel_server.metrics import Metrics
+from mlmodel_server.model import LoadedModel, Prediction
+from mlmodel_server.protocol import Schema
+
+
+class Serving:
+    """Everything a request handler needs: settings, the model once loaded, its batcher, metrics."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, api_keys: tuple[bytes, ...] | None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.api_keys = api_keys
+        self.model: LoadedModel | None = None
+        self.schema: Schema | None = None
+        self.batcher: Batcher | None = None
+
+    def set_model(self, model: LoadedModel) -> None:
+        """Start serving ``model``."""
+        variant = self.settings.variant
+        self.schema = Schema(
+            n_features=model.n_features,
+            feature_names=model.feature_names,
+            allow_nan=model.allow_nan,
+            max_rows=self.settings.max_batch_size,
+            has_proba=model.has_proba,
+        )
+        rows = self.metrics.rows.labels(variant)
+        batch_rows = self.metrics.batch_rows.labels(variant)
+
+        def predict(x: np.ndarray, want_proba: bool) -> Prediction:
+            prediction = model.predict(x, want_proba=want_proba)
+            rows.inc(len(x))
+            batch_rows.observe(len(x))
+            return prediction
+
+        self.batcher = Batcher(
+            predict, max_rows=self.settings.max_batch_size, max_wait_s=self.settings.max_batch_wait_ms / 1000
+        )
+        self.metrics.load_seconds.labels(variant).set(model.load_seconds)
+        self.metrics.info.labels(
+            self.settings.model_name,
+            variant,
+            model.sha256,
+            model.runtime_sklearn_version,
+            model.saved_sklearn_version or "unknown",
+        ).set(1)
+        self.model = model
+
+    def ready(self) -> tuple[LoadedModel, Schema, Batcher]:
+        """The model, its schema and batcher, or ``NotReady`` while it loads."""
+        if self.model is None or self.schema is None or self.batcher is None:
+            raise NotReady("the model is still loading")
+        return self.model, self.schema, self.batcher
+
+
+def serving() -> Serving:
+    """The ``Serving`` of the current app."""
+    state: Serving = current_app.extensions["mlmodel"]
+    return state
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    """A JSON response, encoded with orjson."""
+    return Response(orjson.dumps(body), status=status, mimetype="application/json")
