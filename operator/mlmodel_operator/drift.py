@@ -8,6 +8,7 @@ may be missing, since the server omits empty ``omitempty`` fields.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -57,6 +58,19 @@ def drifted(desired: Any, live: Any, path: str = "") -> str | None:
     if desired == live or _same_quantity(desired, live):
         return None
     return path
+
+
+def manages(live: Mapping[str, Any], manager: str, *path: str) -> bool:
+    """``manager`` applied the field at ``path`` of ``live`` (per its managedFields) and still owns it."""
+    for entry in live.get("metadata", {}).get("managedFields") or []:
+        if entry.get("manager") != manager or entry.get("operation") != "Apply":
+            continue
+        fields: Mapping[str, Any] | None = entry.get("fieldsV1") or {}
+        for key in path:
+            fields = (fields or {}).get(f"f:{key}")
+        if fields is not None:
+            return True
+    return False
 
 
 def _same_quantity(a: Any, b: Any) -> bool:

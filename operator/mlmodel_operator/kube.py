@@ -1,15 +1,19 @@
-"""The only module that talks to the Kubernetes API: reads, server-side apply under one field manager, deletes."""
+"""The only module that talks to the Kubernetes API: reads, server-side apply under one field manager, deletes.
+
+A write the API server refuses raises ``Refused`` with its HTTP code and message, so that a pass
+can record it and go on with the other children.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import cache
 from typing import Any
 
 from kubernetes import config, dynamic
 from kubernetes.client import ApiClient
-from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
 from kubernetes.dynamic.resource import Resource
 
 from mlmodel_operator import names
@@ -24,6 +28,25 @@ CHILD_KINDS = (
     ("v1", "Service"),
     ("v1", "ConfigMap"),
 )
+
+
+class Refused(Exception):
+    """The API server refused a write: ``code`` is its HTTP status, ``message`` its explanation."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    try:
+        yield
+    except NotFoundError:
+        raise
+    except DynamicApiError as err:
+        raise Refused(int(err.status), str(err.summary())) from err
 
 
 @cache
@@ -42,9 +65,10 @@ def _resource(api_version: str, kind: str) -> Resource:
 
 
 def get(api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
-    """One object, or ``None`` when it does not exist."""
+    """One object, or ``None`` when it does not exist; ``Refused`` if the read is refused."""
     try:
-        found: Obj = _resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
+        with _refusals():
+            found: Obj = _resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
     except NotFoundError:
         return None
     return found
@@ -57,26 +81,27 @@ def list_objects(api_version: str, kind: str, namespace: str, labels: Mapping[st
     return [item.to_dict() for item in found.items]
 
 
-def apply(obj: Obj) -> Obj:
-    """Server-side apply ``obj`` as the operator's field manager, taking over conflicting fields."""
+def apply(obj: Obj, manager: str = names.FIELD_MANAGER) -> Obj:
+    """Server-side apply ``obj`` as ``manager``, taking over conflicting fields; ``Refused`` if refused."""
     meta = obj["metadata"]
-    applied: Obj = (
-        _resource(obj["apiVersion"], obj["kind"])
-        .server_side_apply(
-            body=obj,
-            name=meta["name"],
-            namespace=meta["namespace"],
-            field_manager=names.FIELD_MANAGER,
-            force_conflicts=True,
+    with _refusals():
+        applied: Obj = (
+            _resource(obj["apiVersion"], obj["kind"])
+            .server_side_apply(
+                body=obj,
+                name=meta["name"],
+                namespace=meta["namespace"],
+                field_manager=manager,
+                force_conflicts=True,
+            )
+            .to_dict()
         )
-        .to_dict()
-    )
     return applied
 
 
 def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
-    """Delete one object; already gone is fine."""
-    with contextlib.suppress(NotFoundError):
+    """Delete one object; already gone is fine; ``Refused`` if refused."""
+    with contextlib.suppress(NotFoundError), _refusals():
         _resource(api_version, kind).delete(name=name, namespace=namespace)
 
 

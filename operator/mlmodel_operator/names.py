@@ -13,6 +13,9 @@ KIND = "ModelDeployment"
 PLURAL = "modeldeployments"
 
 FIELD_MANAGER = "mlmodel-operator"
+# Applies a Deployment's current replicas once, so that the operator can stop applying them
+# while an HPA takes over without the field being removed (SSA's "transferring ownership").
+HANDOVER_MANAGER = "mlmodel-operator-handover"
 APP = "mlmodel-server"
 
 LABEL_NAME = "app.kubernetes.io/name"
@@ -42,9 +45,25 @@ MODEL_MOUNT = "/mnt/models"
 API_KEYS_MOUNT = "/etc/mlmodel/api-keys"
 MAX_NAME = 63
 
+# The server's environment that the operator sets; a spec's env must not override them.
+ENV_MODEL_URI = "MODEL_URI"
+ENV_MODEL_SHA256 = "MODEL_SHA256"
+ENV_MODEL_NAME = "MODEL_NAME"
+ENV_MODEL_VARIANT = "MODEL_VARIANT"
+ENV_ALLOW_UNPINNED = "ALLOW_UNPINNED"
+ENV_API_KEYS_FILE = "API_KEYS_FILE"
+RESERVED_ENV = (
+    ENV_MODEL_URI,
+    ENV_MODEL_SHA256,
+    ENV_MODEL_NAME,
+    ENV_MODEL_VARIANT,
+    ENV_ALLOW_UNPINNED,
+    ENV_API_KEYS_FILE,
+)
+
 
 def child(md: str, variant: str) -> str:
-    """The Deployment, Service and HPA of one variant."""
+    """The Deployment, Service, HPA and PodDisruptionBudget of one variant."""
     return _checked(f"{md}-{variant}")
 
 

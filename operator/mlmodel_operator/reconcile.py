@@ -47,16 +47,35 @@ def reconcile(md: ModelDeployment, previous: Mapping[str, Any], now: str, router
         for live in kube.list_objects(api_version, kind, md.namespace, names.owned_labels(md.name))
     }
     changes: list[str] = []
+    problems: list[status.Failure] = []
 
-    def ensure(obj: dict[str, Any]) -> dict[str, Any]:
+    def ensure(obj: dict[str, Any]) -> dict[str, Any] | None:
+        """The live object once it holds ``obj``; ``None`` (and a problem) if it is someone else's or refused."""
         kind, name = obj["kind"], obj["metadata"]["name"]
         live = found.pop((kind, name), None)
-        where = "it was missing (or had lost its labels)" if live is None else drift.drifted(obj, live)
-        if where:
-            changes.append(f"applied {kind} {name}: " + (where if live is None else f"drift at {where}"))
+        try:
+            if live is None:  # missing, or without our labels: never take over what we did not make
+                live = kube.get(obj["apiVersion"], kind, md.namespace, name)
+            if live is not None and not _controlled(live, md.uid):
+                problems.append(status.conflict(kind, name))
+                return None
+            replicas = _handover(obj, live)
+            if live is None:
+                where: str | None = "it was missing"
+            elif replicas is not None:
+                where = f"handed its {replicas} replicas over to the autoscaler"
+            else:
+                drifted = drift.drifted(obj, live)
+                where = drifted and f"drift at {drifted}"
+            if not where:
+                return live
+            if replicas is not None:
+                kube.apply(render.replicas_handover(obj, replicas), names.HANDOVER_MANAGER)
+            changes.append(f"applied {kind} {name}: {where}")
             return kube.apply(obj)
-        assert live is not None
-        return live
+        except kube.Refused as err:
+            problems.append(status.refused("apply", kind, name, err.code, err.message))
+            return None
 
     live = {(o["kind"], o["metadata"]["name"]): ensure(o) for o in render.variant_children(md)}
     observed = [
@@ -69,7 +88,8 @@ def reconcile(md: ModelDeployment, previous: Mapping[str, Any], now: str, router
     ]
     ready = [o.name for o in observed if o.ready > 0]
     if md.routed:
-        upstreams = {name: live[("Service", names.child(md.name, name))]["spec"]["clusterIP"] for name in ready}
+        services = {name: live[("Service", names.child(md.name, name))] for name in ready}
+        upstreams = {name: svc["spec"]["clusterIP"] for name, svc in services.items() if svc is not None}
         config = traffic.router_config(md, upstreams)
         router_live = [ensure(obj) for obj in render.router_children(md, config, router_image)][1]
         router = status.observe(
@@ -88,21 +108,43 @@ def reconcile(md: ModelDeployment, previous: Mapping[str, Any], now: str, router
     up |= {
         _target(obj["metadata"]["labels"]) for (kind, _), obj in stale.items() if kind == "Deployment" and _ready(obj)
     }
-    if not arrived and entry in found and _target(found[entry]["spec"].get("selector") or {}) in up:
+    keep = entry in found and _controlled(found[entry], md.uid)
+    if not arrived and keep and _target(found[entry]["spec"].get("selector") or {}) in up:
         found.pop(entry)  # it keeps leading to pods that serve until what it should lead to is ready
     else:
         ensure(render.entry_service(md, target))
     still_serving = any(kind == "Deployment" and _ready(obj) for (kind, _), obj in stale.items())
     if not still_serving or (arrived and (router is None or router.rolled_out)):
         for kind, name in stale:  # in CHILD_KINDS order: HPAs and PDBs before their targets
-            kube.delete(api_versions[kind], kind, md.namespace, name)
+            try:
+                kube.delete(api_versions[kind], kind, md.namespace, name)
+            except kube.Refused as err:
+                problems.append(status.refused("delete", kind, name, err.code, err.message))
+                continue
             changes.append(f"deleted {kind} {name}: no longer wanted")
     routing = status.Routing(weights, router, via_router=target is None and arrived)
-    return Outcome(status.compute(md, observed, previous.get("conditions") or [], now, routing), tuple(changes))
+    conditions = previous.get("conditions") or []
+    return Outcome(status.compute(md, observed, conditions, now, routing, problems), tuple(changes))
 
 
 def _owners(obj: Mapping[str, Any]) -> set[str]:
     return {ref.get("uid", "") for ref in obj["metadata"].get("ownerReferences") or []}
+
+
+def _controlled(obj: Mapping[str, Any], uid: str) -> bool:
+    """``obj`` is this ModelDeployment's: its controller reference has the ModelDeployment's uid."""
+    refs = obj["metadata"].get("ownerReferences") or []
+    return any(ref.get("controller") and ref.get("uid") == uid for ref in refs)
+
+
+def _handover(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> int | None:
+    """The live replicas to hand over when the operator stops applying a Deployment's replicas (an HPA
+    now owns them) but still owns the field: applying without them would drop the Deployment to 1."""
+    if live is None or desired["kind"] != "Deployment" or "replicas" in desired["spec"]:
+        return None
+    if not drift.manages(live, names.FIELD_MANAGER, "spec", "replicas"):
+        return None
+    return int(live["spec"].get("replicas", 1))
 
 
 def _ready(deployment: Mapping[str, Any]) -> bool:

@@ -21,18 +21,30 @@ STARTUP_SECONDS = 600  # time allowed to download and load a model before livene
 ROUTER_RUN_AS = 101  # nginx's uid in Debian and OpenResty images
 ROUTER_RESOURCES: Obj = {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
 DRAIN_SECONDS = 5  # a stopping pod keeps serving while endpoints converge, then drains
+# A server container's resources when the spec gives none (the CRD's description says so): one
+# gunicorn worker, room for a small scikit-learn model, no CPU limit (throttling hurts latency).
+SERVER_RESOURCES: Obj = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+# /tmp holds the model cache (a model file, and the next one while it downloads) and scratch space.
+TMP_SIZE = "2Gi"
 SCRAPE = "prometheus.io/"
 
 
 def variant_children(md: ModelDeployment) -> list[Obj]:
-    """Each variant's Deployment, Service and HPA, in apply order."""
+    """Each variant's Deployment, Service, HPA and PodDisruptionBudget (where wanted), in apply order."""
     objects: list[Obj] = []
     for variant in md.variants:
         objects.append(deployment(md, variant))
         objects.append(service(md, variant))
         if variant.autoscaling is not None:
             objects.append(hpa(md, variant))
+        if _least_replicas(variant) > 1:
+            objects.append(variant_pdb(md, variant))
     return objects
+
+
+def _least_replicas(variant: Variant) -> int:
+    """The fewest pods the variant runs: its replicas, or the autoscaler's minimum."""
+    return variant.replicas if variant.autoscaling is None else variant.autoscaling.min_replicas
 
 
 def router_children(md: ModelDeployment, config: RouterConfig, image: str) -> list[Obj]:
@@ -77,9 +89,20 @@ def deployment(md: ModelDeployment, variant: Variant) -> Obj:
     }
 
 
+def replicas_handover(deployment: Obj, replicas: int) -> Obj:
+    """``deployment``'s current ``replicas`` alone, to be applied by ``names.HANDOVER_MANAGER``.
+
+    Once that manager shares the field, the operator can stop applying it without server-side
+    apply removing it (which would fall back to 1 replica); the HPA takes the field over when it
+    first scales.
+    """
+    meta = {key: deployment["metadata"][key] for key in ("name", "namespace")}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": {"replicas": replicas}}
+
+
 def _pod(md: ModelDeployment, variant: Variant) -> Obj:
     mounts: list[Obj] = [{"name": "tmp", "mountPath": "/tmp"}]
-    volumes: list[Obj] = [{"name": "tmp", "emptyDir": {}}]
+    volumes: list[Obj] = [{"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}}]
     pvc = variant.pvc
     if pvc is not None:
         mounts.append({"name": "model", "mountPath": names.MODEL_MOUNT, "readOnly": True})
@@ -104,10 +127,10 @@ def _pod(md: ModelDeployment, variant: Variant) -> Obj:
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
         "volumeMounts": mounts,
+        "resources": dict(variant.resources) or SERVER_RESOURCES,
     }
-    if variant.resources:
-        container["resources"] = dict(variant.resources)
     return {
+        "automountServiceAccountToken": False,  # these pods unpickle models: no API credentials in reach
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUN_AS,
@@ -116,6 +139,14 @@ def _pod(md: ModelDeployment, variant: Variant) -> Obj:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "terminationGracePeriodSeconds": DRAIN_SECONDS + 40,  # the delay, then gunicorn's 30 s drain
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": names.selector(md.name, variant.name)},
+            }
+        ],
         "containers": [container],
         "volumes": volumes,
     }
@@ -134,17 +165,17 @@ def _env(md: ModelDeployment, variant: Variant) -> list[Obj]:
     def put(name: str, value: str) -> None:
         env[name] = {"name": name, "value": value}
 
-    put("MODEL_URI", uri)
+    put(names.ENV_MODEL_URI, uri)
     if variant.model_sha256:
-        put("MODEL_SHA256", variant.model_sha256)
-    put("MODEL_NAME", md.name)
-    put("MODEL_VARIANT", variant.name)
+        put(names.ENV_MODEL_SHA256, variant.model_sha256)
+    put(names.ENV_MODEL_NAME, md.name)
+    put(names.ENV_MODEL_VARIANT, variant.name)
     put("WORKERS", str(_workers(variant)))
     if variant.allow_unpinned:
-        put("ALLOW_UNPINNED", "true")
+        put(names.ENV_ALLOW_UNPINNED, "true")
     if md.api_key_secret is not None:
-        put("API_KEYS_FILE", f"{names.API_KEYS_MOUNT}/{md.api_key_secret.key}")
-    for item in variant.env:  # the user's entries win
+        put(names.ENV_API_KEYS_FILE, f"{names.API_KEYS_MOUNT}/{md.api_key_secret.key}")
+    for item in variant.env:  # the user's entries win (none of them is one of names.RESERVED_ENV)
         env[str(item["name"])] = dict(item)
     return list(env.values())
 
@@ -294,6 +325,17 @@ def router_deployment(md: ModelDeployment, config: RouterConfig, image: str) -> 
                 },
             },
         },
+    }
+
+
+def variant_pdb(md: ModelDeployment, variant: Variant) -> Obj:
+    """Keep one of the variant's pods through voluntary disruptions; only while it always runs several,
+    since a budget of one over a single pod would block every node drain."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(md, names.child(md.name, variant.name), names.labels(md.name, variant.name)),
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": names.selector(md.name, variant.name)}},
     }
 
 

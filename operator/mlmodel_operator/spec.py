@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from mlmodel_operator import names
+
 _HEADER = re.compile(r"[A-Za-z0-9][-A-Za-z0-9]{0,63}")
 REMOTE_SCHEMES = frozenset({"http", "https", "s3"})
 SCHEMES = REMOTE_SCHEMES | {"file", "pvc"}
@@ -206,6 +208,13 @@ def _variant(index: int, item: Mapping[str, Any], image: str, *, single: bool) -
             raise SpecError(
                 f"{where}.resources.requests.cpu: required with autoscaling, which scales on CPU utilization"
             )
+    env = tuple(dict(e) for e in item.get("env") or ())
+    for i, entry in enumerate(env):
+        if entry.get("name") in names.RESERVED_ENV:
+            raise SpecError(
+                f"{where}.env[{i}].name: {entry['name']} is set by the operator; "
+                f"env must not set any of {', '.join(names.RESERVED_ENV)}"
+            )
     probes = item.get("probes") or {}
     return Variant(
         name=str(item["name"]),
@@ -217,7 +226,7 @@ def _variant(index: int, item: Mapping[str, Any], image: str, *, single: bool) -
         image=item.get("image") or image,
         autoscaling=autoscaling,
         resources=dict(item.get("resources") or {}),
-        env=tuple(dict(e) for e in item.get("env") or ()),
+        env=env,
         pod_annotations=dict(item.get("podAnnotations") or {}),
         readiness=_tuning(probes.get("readiness")),
         liveness=_tuning(probes.get("liveness")),

@@ -14,15 +14,39 @@ INVALID_SPEC = "InvalidSpec"
 MODEL_LOAD_FAILED = "ModelLoadFailed"
 ROUTER_FAILED = "RouterFailed"
 ROUTING_UPDATE = "RoutingUpdate"
+NAME_CONFLICT = "NameConflict"
+APPLY_FAILED = "ApplyFailed"
+DELETE_FAILED = "DeleteFailed"
+QUOTA_EXCEEDED = "QuotaExceeded"
+UNSCHEDULABLE = "Unschedulable"
+REPLICA_FAILURE = "ReplicaFailure"
 ROUTER = "router"
 _IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 _CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
+_QUOTA = "exceeded quota"
 
 
 @dataclass(frozen=True)
 class Failure:
     reason: str
     message: str
+
+
+def conflict(kind: str, name: str) -> Failure:
+    """An object the operator wants exists, but another owner (or none) controls it: it is left alone."""
+    return Failure(
+        NAME_CONFLICT,
+        f"{kind} {name} already exists and is not controlled by this ModelDeployment: "
+        "it is left untouched; delete or rename it",
+    )
+
+
+def refused(verb: str, kind: str, name: str, code: int, message: str) -> Failure:
+    """The API server refused to ``verb`` (apply, delete) an object: a quota's 403, or any other refusal."""
+    reason = APPLY_FAILED if verb == "apply" else DELETE_FAILED
+    if code == 403 and _QUOTA in message:
+        reason = QUOTA_EXCEEDED
+    return Failure(reason, f"{verb} {kind} {name}: {message}")
 
 
 @dataclass(frozen=True)
@@ -72,15 +96,28 @@ def observe(
         updated=int(st.get("updatedReplicas", 0)),
         total=int(st.get("replicas", 0)),
         current=int(st.get("observedGeneration", 0)) >= int(meta.get("generation", 0)),
-        failure=pod_failure(pods, container, crash),
+        failure=_replica_failure(st) or pod_failure(pods, container, crash),
     )
+
+
+def _replica_failure(deployment_status: Mapping[str, Any]) -> Failure | None:
+    """Pods that could not be created at all (a quota, an admission webhook), from the Deployment's conditions."""
+    for cond in deployment_status.get("conditions") or []:
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            message = str(cond.get("message") or cond.get("reason") or "pods cannot be created")
+            return Failure(QUOTA_EXCEEDED if _QUOTA in message else REPLICA_FAILURE, message)
+    return None
 
 
 def pod_failure(
     pods: Iterable[Mapping[str, Any]], container: str = names.SERVER_CONTAINER, crash: str = MODEL_LOAD_FAILED
 ) -> Failure | None:
-    """Why ``container`` fails in these pods, from termination messages and waiting reasons."""
+    """Why ``container`` fails in these pods, from termination messages and waiting reasons, or why a pod
+    cannot be scheduled."""
     for pod in pods:
+        for cond in pod.get("status", {}).get("conditions", []) or []:
+            if (cond.get("type"), cond.get("status"), cond.get("reason")) == ("PodScheduled", "False", UNSCHEDULABLE):
+                return Failure(UNSCHEDULABLE, cond.get("message") or UNSCHEDULABLE)
         for status in pod.get("status", {}).get("containerStatuses", []) or []:
             if status.get("name") != container or status.get("ready"):
                 continue
@@ -112,14 +149,23 @@ def compute(
     previous: Sequence[Mapping[str, Any]],
     now: str,
     routing: Routing,
+    problems: Sequence[Failure] = (),
 ) -> dict[str, Any]:
-    """The status to write: conditions (transition times kept when unchanged), variants, URL, columns."""
+    """The status to write: conditions (transition times kept when unchanged), variants, URL, columns.
+
+    ``problems`` are the children the pass could not write (each message names its object); they
+    come before what the variants report, and every one of them is in the message.
+    """
     router = [routing.router] if routing.router is not None else []
     failing = [(_label(o), o.failure) for o in [*observed, *router] if o.failure is not None]
     # A router rolling out a new configuration still serves: it is waited for only when short of pods.
     waiting = [o for o in observed if not _ready(o)] + [r for r in router if not r.exists or r.ready < r.desired]
     held = f" ({traffic.routing_note(md, routing.weights, routing.via_router)})" if _held(md, routing) else ""
-    if failing:
+    if problems:
+        text = "; ".join(p.message for p in problems) + held
+        ready = (False, problems[0].reason, text)
+        degraded = (True, problems[0].reason, text)
+    elif failing:
         where, failure = failing[0]
         assert failure is not None
         text = f"{where}: {failure.message}{held}"

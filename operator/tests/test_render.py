@@ -179,6 +179,13 @@ def test_several_variants_are_routed_through_the_router() -> None:
         ),
         ({"routing": {"mirror": {"variant": "shadow"}}}, "spec.routing.mirror.variant: no variant is called 'shadow'"),
         ({"routing": {"stickyHeader": "X User"}}, "spec.routing.stickyHeader: not an HTTP header name"),
+        *(
+            (
+                {"variants": [{"name": "a", "modelUri": "file:///a", "env": [{"name": "X"}, {"name": name}]}]},
+                f"spec.variants[0].env[1].name: {name} is set by the operator",
+            )
+            for name in names.RESERVED_ENV
+        ),
     ],
 )
 def test_specs_the_operator_refuses(overrides: dict[str, Any], message: str) -> None:
@@ -214,3 +221,39 @@ def test_drift_ignores_defaults_and_quantity_spelling() -> None:
 def test_child_names_are_capped_at_63() -> None:
     with pytest.raises(ValueError, match="longer than 63"):
         names.child("m" * 40, "v" * 30)
+
+
+@pytest.mark.parametrize(
+    ("variant", "budget"),
+    [
+        ({"replicas": 1}, False),
+        ({"replicas": 2}, True),
+        # With an HPA the pods can go down to minReplicas: a budget of one over one pod blocks drains.
+        ({"replicas": 3, "autoscaling": {"minReplicas": 1, "maxReplicas": 5}}, False),
+        ({"replicas": 1, "autoscaling": {"minReplicas": 2, "maxReplicas": 5}}, True),
+    ],
+)
+def test_a_variant_that_always_runs_several_pods_gets_a_disruption_budget(
+    variant: dict[str, Any], budget: bool
+) -> None:
+    item = {"name": "a", "modelUri": "file:///a", "resources": {"requests": {"cpu": "1"}}, **variant}
+    md = parsed(variants=[item])
+    pdbs = [o for o in render.variant_children(md) if o["kind"] == "PodDisruptionBudget"]
+    assert bool(pdbs) is budget
+    if budget:
+        assert pdbs[0]["metadata"]["name"] == "iris-a"
+        assert pdbs[0]["spec"] == {"minAvailable": 1, "selector": {"matchLabels": names.selector("iris", "a")}}
+
+
+def test_serving_pods_are_hardened_and_get_default_resources() -> None:
+    md = parsed(variants=[{"name": "a", "modelUri": "file:///a"}])
+    pod = render.deployment(md, md.variants[0])["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["containers"][0]["resources"] == render.SERVER_RESOURCES
+    assert pod["volumes"][0] == {"name": "tmp", "emptyDir": {"sizeLimit": render.TMP_SIZE}}
+    (spread,) = pod["topologySpreadConstraints"]
+    assert (spread["topologyKey"], spread["whenUnsatisfiable"]) == ("kubernetes.io/hostname", "ScheduleAnyway")
+    assert spread["labelSelector"]["matchLabels"] == names.selector("iris", "a")
+    given = parsed()
+    canary = render.deployment(given, given.variant("canary"))["spec"]["template"]["spec"]["containers"][0]
+    assert canary["resources"] == {"requests": {"cpu": "500m"}, "limits": {"cpu": "2", "memory": "1Gi"}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from mlmodel_operator import spec, status
 from test_render import parsed
 
@@ -184,3 +185,36 @@ def test_a_router_that_crashes_is_degraded() -> None:
     st = status.compute(md, [ready("stable", 2), ready("canary", 1)], [], NOW, routed(router=router))
     assert _conditions(st)["Degraded"] == ("True", "RouterFailed")
     assert "the router: nginx: [emerg] bad config" in st["conditions"][2]["message"]
+
+
+def test_pods_that_cannot_be_scheduled_are_unschedulable() -> None:
+    message = "0/1 nodes are available: 1 Insufficient memory."
+    pod = {
+        "status": {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}],
+        }
+    }
+    failure = status.pod_failure([pod])
+    assert failure == status.Failure(status.UNSCHEDULABLE, message)
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ('pods "iris-stable-1" is forbidden: exceeded quota: q, requested: pods=1', status.QUOTA_EXCEEDED),
+        ('admission webhook "x" denied the request', status.REPLICA_FAILURE),
+    ],
+)
+def test_pods_that_cannot_be_created_are_reported(message: str, reason: str) -> None:
+    deployment = {
+        "spec": {"replicas": 2},
+        "status": {
+            "conditions": [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": message}]
+        },
+    }
+    observed = status.observe("stable", deployment, [])
+    assert observed.failure == status.Failure(reason, message)
+    md = parsed(variants=[{"name": "stable", "modelUri": "file:///m.joblib"}])
+    st = status.compute(md, [observed], [], NOW, status.Routing({"stable": 0}))
+    assert _conditions(st)["Ready"] == ("False", reason)

@@ -79,7 +79,7 @@ def kubectl() -> Kubectl:
     kubectl = Kubectl(_kubeconfig())
     if kubectl("version", check=False).returncode != 0:
         pytest.fail("the API server in .cluster/kubeconfig does not answer: run `make cluster-up`")
-    kubectl("apply", "--server-side", "-f", str(CRD))
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))  # a Helm install may own it
     kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/modeldeployments.mlmodel.io")
     return kubectl
 

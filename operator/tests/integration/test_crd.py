@@ -33,6 +33,10 @@ EXAMPLES = REPO / "manifests" / "examples"
 NAMESPACE = "mlmodel-crd-test"
 FIELD_MANAGER = "mlmodel-crd-test"
 
+ENV_RESERVED = (
+    "env[].name must not be MODEL_URI, MODEL_SHA256, MODEL_NAME, MODEL_VARIANT, ALLOW_UNPINNED or API_KEYS_FILE"
+)
+
 # Each invalid sample and the fragments its error must contain: the field path and the message.
 INVALID: dict[str, list[str]] = {
     "no-variants": ["spec.variants", "should have at least 1 items"],
@@ -111,6 +115,18 @@ INVALID: dict[str, list[str]] = {
     "unknown-field-in-spec": ['strict decoding error: unknown field "spec.replica"'],
     "unknown-field-in-variant": ['strict decoding error: unknown field "spec.variants[0].modelSHA256"'],
     "bad-quantity": ['spec.variants[0].resources.requests.memory: Invalid value: "1 GB"'],
+    "negative-quantity": ['spec.variants[0].resources.requests.cpu: Invalid value: "-500m"', "should match"],
+    "requests-above-limits": [
+        "spec.variants[0].resources.requests: Invalid value",
+        "resources.requests must not exceed resources.limits of the same resource",
+    ],
+    "router-requests-above-limits": [
+        "spec.routing.resources.requests: Invalid value",
+        "routing.resources.requests must not exceed routing.resources.limits of the same resource",
+    ],
+    "env-overrides-model-uri": ["spec.variants[0].env[1].name: Forbidden", ENV_RESERVED],
+    "env-overrides-model-sha256": ["spec.variants[0].env[1].name: Forbidden", ENV_RESERVED],
+    "env-overrides-allow-unpinned": ["spec.variants[0].env[1].name: Forbidden", ENV_RESERVED],
     "env-value-and-valuefrom": [
         "spec.variants[0].env[0]: Forbidden",
         "env[].value and env[].valueFrom are mutually exclusive",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -55,7 +56,8 @@ def test_create_update_remove_variant_and_garbage_collection(
     assert entry["spec"]["selector"] == names.router_selector("iris")
     (config,) = children(kubectl, namespace, "configmaps")
     assert config.startswith("iris-router-")
-    assert children(kubectl, namespace, "poddisruptionbudgets") == {"iris-router"}
+    # The router's budget, and stable's (2 replicas); canary runs one pod, and a budget would block drains.
+    assert children(kubectl, namespace, "poddisruptionbudgets") == {"iris-router", "iris-stable"}
     status = eventually(lambda: (kubectl.get("modeldeployment", "iris", namespace) or {}).get("status"), "status")
     # No pod serves here, so no variant gets traffic, and the status says why.
     assert status["weights"] == "stable=0,canary=0" and status["observedGeneration"] == 1
@@ -68,6 +70,7 @@ def test_create_update_remove_variant_and_garbage_collection(
         lambda: kubectl.json("get", "deployment", "iris-stable", "-n", namespace)["spec"]["replicas"] == 1,
         "stable scaled to 1",
     )
+    eventually(lambda: children(kubectl, namespace, "poddisruptionbudgets") == {"iris-router"}, "stable's PDB gone")
     eventually(
         lambda: (
             "stable gets none of its weight 30"
@@ -115,26 +118,23 @@ def test_drift_is_repaired(kubectl: Kubectl, namespace: str, operator: Callable[
 
 def test_hpa_owns_replicas(kubectl: Kubectl, namespace: str, operator: Callable[[], Any]) -> None:
     operator()
-    scaling = {"minReplicas": 1, "maxReplicas": 5, "targetCPUUtilizationPercentage": 60}
     resources = {"requests": {"cpu": "100m"}}
+    kubectl.apply(md("iris", namespace, variant("stable", 100, replicas=1, resources=resources)))
+    eventually(lambda: kubectl.get("deployment", "iris-stable", namespace), "deployment")
+    assert names.FIELD_MANAGER in _replicas_managers(kubectl, namespace)
+
+    # Autoscaling switched on (and nothing else): the HPA appears and the operator lets go of replicas.
+    scaling = {"minReplicas": 1, "maxReplicas": 5, "targetCPUUtilizationPercentage": 60}
     kubectl.apply(md("iris", namespace, variant("stable", 100, replicas=1, autoscaling=scaling, resources=resources)))
     hpa = eventually(lambda: kubectl.get("hpa", "iris-stable", namespace), "HPA")
     assert hpa["spec"]["maxReplicas"] == 5
     assert hpa["spec"]["scaleTargetRef"]["name"] == "iris-stable"
-    eventually(lambda: kubectl.get("deployment", "iris-stable", namespace), "deployment")
+    eventually(lambda: names.FIELD_MANAGER not in _replicas_managers(kubectl, namespace), "replicas handed over")
     kubectl("scale", "deployment/iris-stable", "--replicas=3", "-n", namespace)
-    # Several resync periods later the operator has not fought the scale-up.
-    for _ in range(3):
-        eventually(lambda: _reconciled_after(kubectl, namespace), "a fresh resync", deadline=15)
+    # Several passes later the operator has not fought the scale-up.
+    _passes(3)
     assert kubectl.json("get", "deployment", "iris-stable", "-n", namespace)["spec"]["replicas"] == 3
-    managers = {
-        m["manager"]
-        for m in kubectl.json("get", "deployment", "iris-stable", "-n", namespace, "--show-managed-fields")["metadata"][
-            "managedFields"
-        ]
-        if "f:replicas" in str(m.get("fieldsV1", {}).get("f:spec", {}))
-    }
-    assert names.FIELD_MANAGER not in managers
+    assert names.FIELD_MANAGER not in _replicas_managers(kubectl, namespace)
 
     # Turning autoscaling off removes the HPA and gives replicas back to the spec.
     kubectl.apply(md("iris", namespace, variant("stable", 100, replicas=2)))
@@ -145,15 +145,65 @@ def test_hpa_owns_replicas(kubectl: Kubectl, namespace: str, operator: Callable[
     )
 
 
-_seen: dict[str, int] = {}
+def _replicas_managers(kubectl: Kubectl, namespace: str) -> set[str]:
+    """The field managers that own the spec.replicas of Deployment iris-stable."""
+    dep = kubectl.json("get", "deployment", "iris-stable", "-n", namespace, "--show-managed-fields")
+    return {
+        m["manager"]
+        for m in dep["metadata"]["managedFields"]
+        if "f:replicas" in (m.get("fieldsV1") or {}).get("f:spec", {})
+    }
 
 
-def _reconciled_after(kubectl: Kubectl, namespace: str) -> bool:
-    """True once the operator's reconcile counter moved on from the last call (it runs in this process)."""
-    count = int(REGISTRY.get_sample_value("mlmodel_operator_reconciles_total", {"trigger": "timer"}) or 0)
-    moved = count > _seen.get(namespace, -1)
-    _seen[namespace] = count
-    return moved
+def test_switching_autoscaling_on_keeps_the_replicas(
+    kubectl: Kubectl, namespace: str, operator: Callable[[], Any]
+) -> None:
+    """Autoscaling on together with a pod-template change: server-side apply must not drop replicas to 1.
+
+    There is no metrics-server here, so the HPA cannot act: any drop would be the operator's.
+    """
+    operator()
+    resources = {"requests": {"cpu": "100m"}}
+    kubectl.apply(md("iris", namespace, variant("stable", 100, replicas=3, resources=resources)))
+    eventually(
+        lambda: (kubectl.get("deployment", "iris-stable", namespace) or {}).get("spec", {}).get("replicas") == 3,
+        "3 replicas",
+    )
+    scaling = {"minReplicas": 1, "maxReplicas": 5}
+    env = [{"name": "LOG_LEVEL", "value": "debug"}]
+    kubectl.apply(
+        md("iris", namespace, variant("stable", 100, replicas=3, autoscaling=scaling, resources=resources, env=env))
+    )
+    seen: list[int] = []
+
+    def template_changed() -> bool:
+        dep = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
+        seen.append(dep["spec"]["replicas"])
+        container = dep["spec"]["template"]["spec"]["containers"][0]
+        return any(e["name"] == "LOG_LEVEL" for e in container.get("env") or [])
+
+    eventually(template_changed, "the new pod template")
+    eventually(lambda: kubectl.get("hpa", "iris-stable", namespace), "the HPA")
+    end = time.monotonic() + 8  # several passes after the change
+    while time.monotonic() < end:
+        template_changed()
+        time.sleep(0.25)
+    assert min(seen) >= 3, seen
+    assert names.FIELD_MANAGER not in _replicas_managers(kubectl, namespace)
+
+
+def _passes(count: int) -> None:
+    """Wait until ``count`` whole passes have run after this call (a pass under way now does not count).
+
+    Counted by the passes that finished (the duration histogram is observed at the end of each pass;
+    the operator runs in this process).
+    """
+    start = _finished()
+    eventually(lambda: _finished() >= start + count + 1, f"{count} fresh passes", deadline=15 * count)
+
+
+def _finished() -> int:
+    return int(REGISTRY.get_sample_value("mlmodel_operator_reconcile_seconds_count") or 0)
 
 
 def test_restart_in_the_middle_of_reconciling(kubectl: Kubectl, namespace: str, operator: Callable[[], Any]) -> None:
@@ -175,8 +225,7 @@ def test_invalid_spec_is_reported_once(kubectl: Kubectl, namespace: str, operato
     ready = eventually(lambda: condition(kubectl, namespace, "bad", "Ready"), "a Ready condition")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     assert "spec.variants[0].resources.requests.cpu" in ready["message"]
-    for _ in range(3):
-        eventually(lambda: _reconciled_after(kubectl, namespace), "a fresh resync", deadline=15)
+    _passes(3)
     events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=bad")["items"]
     assert [e["reason"] for e in events] == ["InvalidSpec"]
     assert not children(kubectl, namespace, "deployments")
@@ -208,9 +257,78 @@ def test_no_writes_at_idle(kubectl: Kubectl, namespace: str, operator: Callable[
     # No pods (replicas 0, and one variant: no router), so nothing the operator reads changes on its own.
     kubectl.apply(md("idle", namespace, variant("stable", 100, replicas=0)))
     eventually(lambda: condition(kubectl, namespace, "idle", "Progressing"), "status")
-    for _ in range(2):  # let it settle
-        eventually(lambda: _reconciled_after(kubectl, namespace), "a fresh resync", deadline=15)
+    _passes(2)  # let it settle
     settled = _write_requests(kubectl)
-    for _ in range(4):
-        eventually(lambda: _reconciled_after(kubectl, namespace), "a fresh resync", deadline=15)
+    _passes(4)
     assert _write_requests(kubectl) == settled
+
+
+def test_objects_we_do_not_control_are_left_alone(
+    kubectl: Kubectl, namespace: str, operator: Callable[[], Any]
+) -> None:
+    """A user's Service ``iris``, and ModelDeployment ``iris-stable``'s entry Service, which variant
+    ``stable`` of ``iris`` would also want: neither is taken over."""
+    kubectl("create", "service", "clusterip", "iris", "--tcp=80:8080", "-n", namespace)
+    user_service = kubectl.json("get", "service", "iris", "-n", namespace)
+    operator()
+    kubectl.apply(md("iris-stable", namespace, variant("v", 100, replicas=0)))
+    other = eventually(lambda: kubectl.get("service", "iris-stable", namespace), "iris-stable's entry Service")
+    kubectl.apply(md("iris", namespace, variant("stable", 100, replicas=0)))
+
+    def conflict() -> dict[str, Any] | None:
+        ready = condition(kubectl, namespace, "iris", "Ready")
+        return ready if ready and ready["reason"] == "NameConflict" else None
+
+    ready = eventually(conflict, "Ready=False, NameConflict")
+    assert ready["status"] == "False"
+    assert "Service iris already exists and is not controlled by this ModelDeployment" in ready["message"]
+    assert "Service iris-stable already exists" in ready["message"]
+    _passes(2)
+    mine = kubectl.json("get", "service", "iris", "-n", namespace)
+    assert mine["spec"]["selector"] == user_service["spec"]["selector"]
+    assert not mine["metadata"].get("ownerReferences")
+    theirs = kubectl.json("get", "service", "iris-stable", "-n", namespace)
+    assert theirs["metadata"]["ownerReferences"] == other["metadata"]["ownerReferences"]
+    assert theirs["spec"]["selector"] == other["spec"]["selector"]
+    # The rest of the pass went on.
+    assert kubectl.get("deployment", "iris-stable", namespace) is not None
+
+
+def test_a_refusal_reaches_the_status(kubectl: Kubectl, namespace: str, operator: Callable[[], Any]) -> None:
+    """A quota refuses the HPA: Ready turns False with the API server's words, and the rest is applied."""
+    operator()
+    resources = {"requests": {"cpu": "100m"}}
+    kubectl.apply(md("iris", namespace, variant("stable", 100, replicas=0, resources=resources)))
+    eventually(
+        lambda: (condition(kubectl, namespace, "iris", "Ready") or {}).get("status") == "True", "Ready=True (0/0)"
+    )
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-hpa", "namespace": namespace},
+        "spec": {"hard": {"count/horizontalpodautoscalers.autoscaling": "0"}},
+    }
+    kubectl.apply(quota)
+    eventually(
+        lambda: (kubectl.json("get", "resourcequota", "no-hpa", "-n", namespace).get("status") or {}).get("hard"),
+        "the quota to be counted",
+    )
+    scaling = {"minReplicas": 1, "maxReplicas": 2}
+    env = [{"name": "LOG_LEVEL", "value": "debug"}]
+    kubectl.apply(
+        md("iris", namespace, variant("stable", 100, replicas=0, resources=resources, autoscaling=scaling, env=env))
+    )
+
+    def refused() -> dict[str, Any] | None:
+        ready = condition(kubectl, namespace, "iris", "Ready")
+        return ready if ready and ready["reason"] == "QuotaExceeded" else None
+
+    ready = eventually(refused, "Ready=False, QuotaExceeded")
+    assert ready["status"] == "False"
+    assert "apply HorizontalPodAutoscaler iris-stable:" in ready["message"]
+    assert "exceeded quota: no-hpa" in ready["message"]
+    degraded = condition(kubectl, namespace, "iris", "Degraded")
+    assert degraded is not None and degraded["status"] == "True"
+    # The Deployment's new template was applied all the same.
+    dep = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
+    assert any(e["name"] == "LOG_LEVEL" for e in dep["spec"]["template"]["spec"]["containers"][0]["env"])

@@ -1,0 +1,193 @@
+"""One pass against an in-memory API whose writes can be made to fail: refusals, name conflicts, the
+replicas handover. The fake stands in for ``kube`` only to inject those faults."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from mlmodel_operator import kube, names, reconcile, spec, status
+from test_render import parsed
+
+NOW = "2026-01-01T00:00:00Z"
+UID = "uid-1"
+Key = tuple[str, str]
+
+
+class FakeApi:
+    """Objects by (kind, name); ``refuse`` maps a key to the (code, message) the API answers a write with."""
+
+    def __init__(self, *objects: dict[str, Any]) -> None:
+        self.objects: dict[Key, dict[str, Any]] = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+        self.refuse: dict[Key, tuple[int, str]] = {}
+        self.refuse_only: str | None = None  # refuse the writes of this field manager only
+        self.applied: list[tuple[str, Key, dict[str, Any]]] = []
+        self.deleted: list[Key] = []
+
+    def list_objects(self, api_version: str, kind: str, namespace: str, labels: Mapping[str, str]) -> list[Any]:
+        return [
+            o
+            for (k, _), o in self.objects.items()
+            if k == kind and labels.items() <= (o["metadata"].get("labels") or {}).items()
+        ]
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.objects.get((kind, name))
+
+    def apply(self, obj: dict[str, Any], manager: str = names.FIELD_MANAGER) -> dict[str, Any]:
+        key = (obj["kind"], obj["metadata"]["name"])
+        if key in self.refuse and self.refuse_only in (None, manager):
+            raise kube.Refused(*self.refuse[key])
+        self.applied.append((manager, key, obj))
+        if manager != names.FIELD_MANAGER:
+            return self.objects[key]
+        live = copy.deepcopy(obj)
+        if obj["kind"] == "Service":
+            live["spec"]["clusterIP"] = "10.96.0.1"
+        self.objects[key] = live
+        return live
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        if (kind, name) in self.refuse:
+            raise kube.Refused(*self.refuse[(kind, name)])
+        self.deleted.append((kind, name))
+        self.objects.pop((kind, name), None)
+
+    def event(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
+    fake = FakeApi()
+    for name in ("list_objects", "get", "apply", "delete", "event"):
+        monkeypatch.setattr(kube, name, getattr(fake, name))
+    return fake
+
+
+def run(md: spec.ModelDeployment, previous: Mapping[str, Any] | None = None) -> reconcile.Outcome:
+    return reconcile.reconcile(md, previous or {}, NOW, "mlmodel-router:0.1.0")
+
+
+def ready_condition(outcome: reconcile.Outcome) -> Mapping[str, Any]:
+    found = status.condition(outcome.status, status.READY)
+    assert found is not None
+    return found
+
+
+def single(**variant: Any) -> spec.ModelDeployment:
+    return parsed(variants=[{"name": "stable", "modelUri": "file:///m.joblib", **variant}])
+
+
+UNPROCESSABLE = (
+    'Deployment.apps "iris-stable" is invalid: spec.template.spec.containers[0].resources.limits[gpu]: '
+    'Invalid value: "gpu": must be a standard resource type or fully qualified'
+)
+
+
+def test_a_refused_child_is_reported_and_the_pass_goes_on(api: FakeApi) -> None:
+    api.refuse[("Deployment", "iris-stable")] = (422, UNPROCESSABLE)
+    previous = {"conditions": [{"type": "Ready", "status": "True", "reason": "AllVariantsReady", "message": "ok"}]}
+    outcome = run(parsed(), previous)
+    ready = ready_condition(outcome)
+    assert (ready["status"], ready["reason"]) == ("False", status.APPLY_FAILED)
+    assert ready["message"].startswith(f"apply Deployment iris-stable: {UNPROCESSABLE}")
+    degraded = status.condition(outcome.status, status.DEGRADED)
+    assert degraded is not None and degraded["status"] == "True"
+    # Every other child was still applied: the canary, the variant's Service, the router, the entry Service.
+    written = {key for _, key, _ in api.applied}
+    assert {("Deployment", "iris-canary"), ("Service", "iris-stable"), ("Service", "iris")} <= written
+    assert ("Deployment", "iris-router") in written
+
+
+def test_a_quota_refusal_is_quota_exceeded(api: FakeApi) -> None:
+    message = 'services "iris-stable" is forbidden: exceeded quota: q, requested: services=1, used: services=1'
+    api.refuse[("Service", "iris-stable")] = (403, message)
+    ready = ready_condition(run(single()))
+    assert (ready["status"], ready["reason"]) == ("False", status.QUOTA_EXCEEDED)
+    assert f"apply Service iris-stable: {message}" in ready["message"]
+    assert ("Deployment", "iris-stable") in {key for _, key, _ in api.applied}
+
+
+def test_a_webhook_refusal_is_apply_failed(api: FakeApi) -> None:
+    api.refuse[("Service", "iris")] = (403, 'admission webhook "deny.example.com" denied the request: no')
+    ready = ready_condition(run(single()))
+    assert ready["reason"] == status.APPLY_FAILED and "denied the request" in ready["message"]
+
+
+def test_a_refused_delete_is_reported(api: FakeApi) -> None:
+    run(single(replicas=2))  # with a PodDisruptionBudget
+    api.refuse[("PodDisruptionBudget", "iris-stable")] = (403, "forbidden by policy")
+    ready = ready_condition(run(single(replicas=1)))
+    assert ready["reason"] == status.DELETE_FAILED
+    assert "delete PodDisruptionBudget iris-stable: forbidden by policy" in ready["message"]
+
+
+def service(name: str, owner_uid: str | None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "ml", "labels": labels or {"app": "mine"}}
+    if owner_uid:
+        meta["ownerReferences"] = [{"kind": names.KIND, "name": "other", "uid": owner_uid, "controller": True}]
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {"selector": {"app": "mine"}}}
+
+
+@pytest.mark.parametrize(
+    ("existing", "name"),
+    [
+        (service("iris", None), "iris"),  # a user's own Service
+        (service("iris-stable", "uid-other", names.owned_labels("iris-stable")), "iris-stable"),  # another MD's
+        (service("iris-stable", "uid-other", names.owned_labels("iris")), "iris-stable"),  # our labels, not ours
+    ],
+)
+def test_an_object_we_do_not_control_is_never_touched(api: FakeApi, existing: dict[str, Any], name: str) -> None:
+    api.objects[("Service", name)] = existing
+    before = copy.deepcopy(existing)
+    outcome = run(single())
+    ready = ready_condition(outcome)
+    assert (ready["status"], ready["reason"]) == ("False", status.NAME_CONFLICT)
+    assert f"Service {name} already exists and is not controlled by this ModelDeployment" in ready["message"]
+    assert ("Service", name) not in {key for _, key, _ in api.applied}
+    assert api.objects[("Service", name)] == before and not api.deleted
+    assert ("Deployment", "iris-stable") in {key for _, key, _ in api.applied}
+
+
+AUTOSCALING = {"autoscaling": {"minReplicas": 1, "maxReplicas": 5}, "resources": {"requests": {"cpu": "100m"}}}
+
+
+def test_replicas_are_handed_over_before_the_operator_stops_applying_them(api: FakeApi) -> None:
+    run(single(replicas=3))
+    live = api.objects[("Deployment", "iris-stable")]
+    owned: dict[str, Any] = {"f:spec": {"f:replicas": {}, "f:template": {}}}
+    live["metadata"]["managedFields"] = [{"manager": names.FIELD_MANAGER, "operation": "Apply", "fieldsV1": owned}]
+    api.applied.clear()
+
+    run(single(replicas=3, **AUTOSCALING))
+    deployments = [(manager, obj) for manager, key, obj in api.applied if key == ("Deployment", "iris-stable")]
+    assert [manager for manager, _ in deployments] == [names.HANDOVER_MANAGER, names.FIELD_MANAGER]
+    assert deployments[0][1]["spec"] == {"replicas": 3}
+    assert "replicas" not in deployments[1][1]["spec"]
+
+    # Once the operator no longer owns replicas, nothing is handed over again.
+    api.objects[("Deployment", "iris-stable")]["metadata"]["managedFields"] = [
+        {"manager": names.HANDOVER_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    ]
+    api.applied.clear()
+    run(single(replicas=3, **AUTOSCALING))
+    assert not [m for m, key, _ in api.applied if m == names.HANDOVER_MANAGER]
+
+
+def test_a_refused_handover_keeps_applying_replicas(api: FakeApi) -> None:
+    """Without the handover the operator must not drop replicas: the Deployment is left as it is."""
+    run(single(replicas=3))
+    live = api.objects[("Deployment", "iris-stable")]
+    live["metadata"]["managedFields"] = [
+        {"manager": names.FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    ]
+    api.refuse[("Deployment", "iris-stable")] = (500, "etcdserver: request timed out")
+    api.refuse_only = names.HANDOVER_MANAGER
+    api.applied.clear()
+    ready = ready_condition(run(single(replicas=3, **AUTOSCALING)))
+    assert ready["reason"] == status.APPLY_FAILED
+    assert ("Deployment", "iris-stable") not in {key for _, key, _ in api.applied}
+    assert api.objects[("Deployment", "iris-stable")]["spec"]["replicas"] == 3
