@@ -5,7 +5,9 @@ leader and runs the call itself, taking with it every request queued by then (up
 ``max_rows``). Requests that arrive while the model runs wait, and the oldest of them
 leads the next call. With no concurrency a request runs at once, with no hand-off.
 While other requests are still being decoded, a leader waits up to ``max_wait`` for
-them to join, so that a burst becomes one call rather than two.
+them to join, so that a burst becomes one call rather than two. For a model cheaper than
+``COSTLY_CALL_S`` a call, batching cannot pay for its bookkeeping: a direct batcher calls
+the model at once for every request.
 """
 
 from __future__ import annotations
@@ -59,10 +61,11 @@ class Ticket:
 
 
 class Batcher:
-    """Coalesces concurrent ``submit`` calls into calls of ``predict``."""
+    """Coalesces concurrent ``submit`` calls into calls of ``predict``; with ``direct``, calls it for each."""
 
-    def __init__(self, predict: PredictFn, *, max_rows: int, max_wait_s: float) -> None:
+    def __init__(self, predict: PredictFn, *, max_rows: int, max_wait_s: float, direct: bool = False) -> None:
         self._predict = predict
+        self.direct = direct
         self._max_rows = max_rows
         self._max_wait_s = max_wait_s
         self._cond = threading.Condition()
@@ -74,6 +77,9 @@ class Batcher:
     def arrival(self) -> Iterator[Ticket]:
         """Count a request as arriving while it is read and decoded."""
         ticket = Ticket()
+        if self.direct:
+            yield ticket
+            return
         with self._cond:
             self._arriving += 1
         try:
@@ -86,6 +92,8 @@ class Batcher:
 
     def submit(self, ticket: Ticket, x: np.ndarray, *, want_proba: bool) -> Prediction:
         """Predict ``x``, possibly in one call with other requests' rows."""
+        if self.direct:
+            return self._predict(x, want_proba)
         job = _Job(x, want_proba)
         with self._cond:
             ticket.submitted = True

@@ -53,7 +53,21 @@ def _hist_gradient_boosting(final: Any, x: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def _multiclass_logistic(final: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Multiclass LogisticRegression: one ``decision_function``, then argmax and softmax as scikit-learn does."""
+    """Multiclass LogisticRegression: one ``decision_function``, then argmax and softmax as scikit-learn does.
+
+    A finite float64 matrix of the right width, which is what the protocol decodes, skips
+    scikit-learn's input validation (about 0.4 ms a call, far more than the model): the
+    scores are its own product ``x @ coef_.T + intercept_``, and the softmax its own steps.
+    """
+    coef = final.coef_
+    clean = isinstance(x, np.ndarray) and x.dtype == np.float64 and x.ndim == 2 and x.shape[1] == coef.shape[1]
+    if clean and np.isfinite(x).all():
+        scores = x @ coef.T + final.intercept_
+        predictions = final.classes_.take(scores.argmax(axis=1), axis=0)
+        scores -= scores.max(axis=1).reshape(-1, 1)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(axis=1).reshape(-1, 1)
+        return predictions, scores
     scores = final.decision_function(x)
     return final.classes_.take(scores.argmax(axis=1), axis=0), softmax(scores, copy=False)
 

@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 from flask import Response, current_app
 
-from mlmodel_server.batching import Batcher
+from mlmodel_server.batching import COSTLY_CALL_S, Batcher
 from mlmodel_server.config import Settings
 from mlmodel_server.errors import NotReady
 from mlmodel_server.metrics import Metrics
@@ -47,7 +47,10 @@ class Serving:
             return prediction
 
         self.batcher = Batcher(
-            predict, max_rows=self.settings.max_batch_size, max_wait_s=self.settings.max_batch_wait_ms / 1000
+            predict,
+            max_rows=self.settings.max_batch_size,
+            max_wait_s=self.settings.max_batch_wait_ms / 1000,
+            direct=_cheap(model),
         )
         self.metrics.load_seconds.labels(variant).set(model.load_seconds)
         self.metrics.info.labels(
@@ -64,6 +67,14 @@ class Serving:
         if self.model is None or self.schema is None or self.batcher is None:
             raise NotReady("the model is still loading")
         return self.model, self.schema, self.batcher
+
+
+def _cheap(model: LoadedModel) -> bool:
+    """Whether one row costs the model less than batching's bookkeeping can save."""
+    try:
+        return model.call_seconds(1) < COSTLY_CALL_S
+    except Exception:  # noqa: BLE001 - a model that cannot predict zeros keeps the batcher; verify() reports it
+        return False
 
 
 def serving() -> Serving:

@@ -118,3 +118,17 @@ def test_threads_follow_the_cost_of_a_model_call() -> None:
     assert threads_for(0.006, 0.007) == 16  # a forest: 16 rows cost about what one does
     assert threads_for(0.0001, 0.0001) == 2  # a linear model: HTTP costs more than the model
     assert threads_for(0.002, 0.03) == 2  # costly, but the cost grows with the rows: no gain in sharing
+
+
+def test_a_direct_batcher_calls_the_model_for_each_request() -> None:
+    recorder = Recorder()
+    recorder.release.clear()
+    batcher = Batcher(recorder, max_rows=1000, max_wait_s=1.0, direct=True)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(_submit, batcher, np.array([[float(i)]])) for i in range(4)]
+        assert recorder.entered.wait(10)
+        recorder.release.set()
+        assert [f.result().predictions.tolist() for f in futures] == [[2.0 * i] for i in range(4)]
+    assert recorder.sizes == [1, 1, 1, 1]
+    with pytest.raises(ValueError, match="negative"):
+        _submit(batcher, np.array([[-1.0]]))
