@@ -8,7 +8,7 @@ PY_DIRS := server operator bench
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install lint test test-unit test-integration demo bench clean
+.PHONY: help install tools manifests lint test test-unit test-chart test-mlserver test-integration demo bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-24s %s\n", $$1, $$2}'
@@ -26,21 +26,42 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install
 $(ROUTER_DEPS):
 	$(APT_INSTALL) nginx libnginx-mod-http-lua || { apt-get update -q && $(APT_INSTALL) nginx libnginx-mod-http-lua; }
 
-install: $(INSTALLED) $(ROUTER_DEPS) ## Create .venv with everything the repo needs (and Debian's nginx for router tests)
+install: $(INSTALLED) $(ROUTER_DEPS) tools ## Create .venv with everything the repo needs (and Debian's nginx for router tests)
+
+tools: ## helm, promtool, prometheus, kubeconform: built from their Go modules (cached), linked into .venv/bin
+	@mkdir -p $(BIN)
+	@python3 hack/tools.py --link $(BIN) helm promtool prometheus kubeconform
+
+manifests: install ## Regenerate the chart's CRD template and README, and manifests/install.yaml
+	$(BIN)/python hack/chart.py
 
 lint: install ## ruff and mypy
-	$(BIN)/ruff check $(PY_DIRS) hack tests
-	$(BIN)/ruff format --check $(PY_DIRS) hack tests
+	$(BIN)/ruff check $(PY_DIRS) hack tests charts
+	$(BIN)/ruff format --check $(PY_DIRS) hack tests charts
 	cd server && ../$(BIN)/mypy --config-file ../pyproject.toml mlmodel_server tests examples
 	cd operator && ../$(BIN)/mypy --config-file ../pyproject.toml mlmodel_operator tests
 	$(BIN)/mypy bench
-	MYPYPATH=hack/cluster $(BIN)/mypy hack/cluster/mlcluster hack/cluster/cluster.py
+	MYPYPATH=hack/cluster $(BIN)/mypy hack/cluster/mlcluster hack/cluster/cluster.py hack/tools.py hack/kubeschemas.py hack/chart.py
+	cd charts/tests && MYPYPATH=../../hack ../../$(BIN)/mypy --config-file ../../pyproject.toml .
 	cd tests/e2e && ../../$(BIN)/mypy --config-file ../../pyproject.toml .
 
-test-unit: install ## Tests that need no cluster: server (unit, Flask client, real gunicorn), operator core, bench
-	$(BIN)/pytest -q server/tests
+test-unit: install test-chart test-mlserver ## Tests that need no cluster: server (unit, Flask client, real gunicorn), operator core, bench, chart
+	$(BIN)/pytest -q server/tests --ignore=server/tests/test_mlserver.py
 	$(BIN)/pytest -q operator/tests --ignore=operator/tests/integration
 	$(BIN)/pytest -q bench
+
+test-chart: install ## The Helm chart: lint, templates, RBAC, schemas (kubeconform), alerts (promtool)
+	$(BIN)/pytest -q charts/tests
+
+# MLServer pins a starlette that kserve cannot share: its contract test gets a venv of its own, kept in .venv/.
+MLSERVER_VENV := $(VENV)/mlserver
+$(MLSERVER_VENV)/.installed: server/pyproject.toml server/constraints.txt server/tests/requirements-mlserver.txt
+	@test -x $(MLSERVER_VENV)/bin/python || $(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/pip install -q -c server/constraints.txt -e ./server -r server/tests/requirements-mlserver.txt
+	@touch $@
+
+test-mlserver: $(MLSERVER_VENV)/.installed ## MLServer's codecs and types against the real server (its own venv)
+	$(MLSERVER_VENV)/bin/pytest -q server/tests/test_mlserver.py
 
 test-integration: install cluster-up ## The CRD and the operator (KopfRunner) against the cluster's real API server
 	$(BIN)/pytest -q operator/tests/integration

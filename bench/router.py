@@ -3,7 +3,9 @@
 On the test cluster (``make cluster-up images``; the chart is installed, or upgraded, with the
 local images), one ModelDeployment ``iris`` with one variant and ``routing.router: always`` gets a
 router in front of its Service. wrk (pinned to CPU 1, 16 connections) then alternates between
-``iris-stable`` (direct) and ``iris`` (router), ``--rounds`` times each, and the script prints
+``iris-stable`` (direct) and ``iris`` (router), ``--rounds`` times each (the server limited to
+one CPU on both paths, so that the router's CPU does not come out of the server's on a 2-core
+machine), and the script prints
 both side by side with the ratios: the router's added p50 and its share of direct throughput.
 Targets: at most 1 ms added at p50, at least 90 % of direct throughput.
 
@@ -77,7 +79,15 @@ def deploy() -> None:
         "kind": "ModelDeployment",
         "metadata": {"name": "iris", "namespace": NAMESPACE},
         "spec": {
-            "variants": [{"name": "stable", "modelUri": "http://model-store/iris.joblib", "modelSha256": digest}],
+            "variants": [
+                {
+                    "name": "stable",
+                    "modelUri": "http://model-store/iris.joblib",
+                    "modelSha256": digest,
+                    # One core for the server on either path, as if the router ran on other cores.
+                    "resources": {"limits": {"cpu": "1"}},
+                }
+            ],
             "routing": {"router": "always"},
         },
     }

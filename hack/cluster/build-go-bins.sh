@@ -5,6 +5,10 @@
 #                                             # kubelet, kube-proxy, kubectl from k8s.io/kubernetes
 #   build-go-bins.sh etcd    VERSION OUTDIR   # etcd from go.etcd.io/etcd/server/v3
 #   build-go-bins.sh coredns VERSION OUTDIR   # coredns (trimmed plugin set) from github.com/coredns/coredns
+#   build-go-bins.sh helm    VERSION OUTDIR   # helm from helm.sh/helm/v3
+#   build-go-bins.sh prometheus VERSION OUTDIR  # prometheus and promtool (Kubernetes SD only, no web UI
+#                                             # assets) from github.com/prometheus/prometheus (v0.3XX.Y)
+#   build-go-bins.sh kubeconform VERSION OUTDIR  # kubeconform from github.com/yannh/kubeconform
 #
 # Each build happens in a throwaway module next to OUTDIR (OUTDIR/../src) that requires the wanted
 # version. Binaries are written to OUTDIR.tmp and renamed to OUTDIR only when all succeeded, so a
@@ -19,6 +23,11 @@ cd "$src"
 export GOFLAGS="${GOFLAGS:--buildvcs=false} -mod=mod"
 export CGO_ENABLED=0
 ldflags="-s -w"
+tags=""
+
+requiring() {  # the throwaway module: requires module $1 at $version
+    printf 'module mlmodel.local/%sbuild\n\ngo 1.26\n\nrequire %s %s\n' "$kind" "$1" "$version" >go.mod
+}
 
 case $kind in
 k8s)
@@ -102,6 +111,23 @@ func main() { coremain.Run() }
 GO
     pkgs="./coredns"
     ;;
+helm)
+    requiring helm.sh/helm/v3
+    pkgs="helm.sh/helm/v3/cmd/helm"
+    ldflags="$ldflags -X helm.sh/helm/v3/internal/version.version=$version -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+    ;;
+prometheus)
+    requiring github.com/prometheus/prometheus
+    pkgs="github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool"
+    # Module version v0.3XX.Y is Prometheus 3.XX.Y.
+    minor=${version#v0.}; minor=${minor%%.*}
+    ldflags="$ldflags -X github.com/prometheus/common/version.Version=3.$((minor - 300)).${version##*.}"
+    tags="netgo,remove_all_sd,enable_kubernetes_sd"
+    ;;
+kubeconform)
+    requiring github.com/yannh/kubeconform
+    pkgs="github.com/yannh/kubeconform/cmd/kubeconform"
+    ;;
 *)
     echo "unknown kind $kind" >&2
     exit 2
@@ -111,13 +137,25 @@ esac
 echo "[build-go-bins] $kind $version: resolving modules in $src"
 if [ "$kind" = coredns ]; then
     go mod tidy
+elif [ "$kind" = prometheus ]; then
+    # Only the module: `go build -mod=mod` then fetches just what the tagged build imports
+    # (resolving every package would download the SDK of each service discovery left out).
+    go get "github.com/prometheus/prometheus@$version"
 else
     # shellcheck disable=SC2086
     go get $(for p in $pkgs; do echo "$p@$version"; done)
 fi
+if [ "$kind" = helm ]; then
+    # Helm's default Kubernetes version (`helm template`, lint) is that of its client-go, as its
+    # own Makefile stamps it; unstamped it would be v1.20.
+    kminor=$(go list -m -f '{{.Version}}' k8s.io/client-go | cut -d. -f2)
+    for p in pkg/lint/rules pkg/chartutil; do
+        ldflags="$ldflags -X helm.sh/helm/v3/$p.k8sVersionMajor=1 -X helm.sh/helm/v3/$p.k8sVersionMinor=$kminor"
+    done
+fi
 echo "[build-go-bins] $kind $version: compiling"
 # shellcheck disable=SC2086
-go build -trimpath -ldflags="$ldflags" -o "$out.tmp/" $pkgs
+go build -trimpath -tags="$tags" -ldflags="$ldflags" -o "$out.tmp/" $pkgs
 if [ "$kind" = etcd ]; then mv "$out.tmp/server" "$out.tmp/etcd"; fi
 rm -rf "$out"
 mkdir -p "$(dirname "$out")"

@@ -175,6 +175,11 @@ def compute(
         text = "; ".join(f"{_label(o)}: {o.ready}/{o.desired} replicas ready" for o in waiting)
         ready = (False, "Waiting", text + held)
         degraded = (False, "NoFailures", "no variant reports a failure")
+    elif routing.router is not None and not routing.router.rolled_out and not _was_ready(previous):
+        # Ready only once every router pod routes to the ready variants; once Ready, a new split
+        # rolling out keeps it (the old router pods serve meanwhile).
+        ready = (False, "Waiting", "the router is rolling out a configuration with every variant ready")
+        degraded = (False, "NoFailures", "no variant reports a failure")
     else:
         ready = (True, "AllVariantsReady", f"{len(observed)} variant(s) ready")
         degraded = (False, "NoFailures", "no variant reports a failure")
@@ -208,6 +213,10 @@ def compute(
         "replicas": f"{sum(o.ready for o in observed)}/{sum(o.desired for o in observed)}",
         "routing": traffic.routing_note(md, routing.weights, routing.via_router),
     }
+
+
+def _was_ready(previous: Sequence[Mapping[str, Any]]) -> bool:
+    return any(c.get("type") == READY and c.get("status") == "True" for c in previous)
 
 
 def _held(md: ModelDeployment, routing: Routing) -> bool:

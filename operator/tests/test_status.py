@@ -160,11 +160,15 @@ def test_a_router_rolling_out_new_weights_is_progressing() -> None:
     md = parsed()
     just_applied = status.Observed("router", exists=True, desired=2, ready=2, updated=0, total=2, current=False)
     surging = status.Observed("router", exists=True, desired=2, ready=3, updated=2, total=4, current=True)
+    before = status.compute(md, [ready("stable", 2), ready("canary", 1)], [], NOW, routed())["conditions"]
     for rolling in (just_applied, surging):
-        st = status.compute(md, [ready("stable", 2), ready("canary", 1)], [], NOW, routed(router=rolling))
+        st = status.compute(md, [ready("stable", 2), ready("canary", 1)], before, NOW, routed(router=rolling))
         assert _conditions(st)["Progressing"] == ("True", "RoutingUpdate")
         assert _conditions(st)["Ready"] == ("True", "AllVariantsReady")  # the old pods serve meanwhile
         assert "stable=90,canary=10" in st["conditions"][1]["message"]
+        # Not yet Ready, the first configuration with every variant must be out before it is.
+        first = status.compute(md, [ready("stable", 2), ready("canary", 1)], [], NOW, routed(router=rolling))
+        assert _conditions(first)["Ready"] == ("False", "Waiting")
 
 
 def test_a_router_that_crashes_is_degraded() -> None:

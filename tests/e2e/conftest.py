@@ -39,8 +39,6 @@ HARNESS = [sys.executable, str(REPO / "hack" / "cluster" / "cluster.py")]
 STATE = Path(os.environ.get("MLMODEL_CLUSTER_DIR", str(REPO / ".cluster")))
 TEARDOWN_MARK = "tears_down_cluster"
 SERVER_IMAGE = "mlmodel-server:0.1.0"
-CRD = REPO / "crds" / "modeldeployments.mlmodel.io.yaml"
-OPERATOR = REPO / "manifests" / "operator" / "operator.yaml"
 MODEL_STORE = REPO / "manifests" / "examples" / "model-store.yaml"
 
 
@@ -219,16 +217,17 @@ def server_image(cluster: Cluster) -> str:
 
 @pytest.fixture(scope="session")
 def operator(cluster: Cluster, server_image: str) -> Iterator[None]:
-    """The CRD and the operator (images from ``make images``, which the server_image fixture ran)."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/modeldeployments.mlmodel.io")
-    cluster.kubectl("apply", "-f", str(OPERATOR))
-    cluster.kubectl("-n", "mlmodel-system", "rollout", "restart", "deployment/mlmodel-operator")
-    cluster.kubectl(
-        "-n", "mlmodel-system", "rollout", "status", "deployment/mlmodel-operator", "--timeout=240s", timeout=300
-    )
+    """The CRD and the operator: ``helm upgrade --install`` of charts/mlmodel (release ``mlmodel``
+    in ``mlmodel-system``, see ``release.py``; idempotent), restarted onto the images ``make
+    images`` loaded (their tags do not change). Uninstalled at the end, so that no operator is
+    left to fight another (the integration tests run their own); the CRD stays (``crds.keep``)."""
+    from release import NAMESPACE, OPERATOR, RELEASE, helm, install
+
+    install(cluster)
+    cluster.kubectl("-n", NAMESPACE, "rollout", "restart", f"deployment/{OPERATOR}")
+    cluster.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{OPERATOR}", "--timeout=240s", timeout=300)
     yield
-    cluster.kubectl("delete", "-f", str(OPERATOR), "--wait=false", check=False)
+    helm(cluster, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", check=False)
 
 
 @pytest.fixture(scope="session")

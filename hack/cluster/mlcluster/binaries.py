@@ -7,7 +7,8 @@ Kubernetes binaries are looked up in this order:
      ``MLMODEL_K8S_DOWNLOAD=0``),
   4. ``go build`` from the k8s.io/kubernetes module through the Go module proxy
      (``hack/cluster/build-go-bins.sh``), into the cache.
-etcd and CoreDNS come from the cache or are built the same way.
+etcd and CoreDNS come from the cache or are built the same way, and so are the chart's tools
+(helm, promtool, prometheus, kubeconform: ``ensure_go_tool``, pinned in ``hack/tools.py``).
 """
 
 from __future__ import annotations
@@ -125,6 +126,17 @@ def etcd_bin_dir() -> Path:
 
 def coredns_bin_dir() -> Path:
     return CACHE / "coredns" / versions.COREDNS / "bin"
+
+
+def ensure_go_tool(kind: str, version: str, names: tuple[str, ...]) -> Path:
+    """The cache directory holding ``names`` of tool ``kind``; built first when missing."""
+    dest = CACHE / kind / version / "bin"
+    if not _complete(dest, names):
+        log(f"building {kind} {version} from its Go module; log: {LOGS / f'build-{kind}.log'}")
+        with step(f"go build {kind} {version}"):
+            if _go_build(kind, version, dest).wait() != 0:
+                raise ClusterError(f"building {kind} failed\n{tail(LOGS / f'build-{kind}.log')}")
+    return dest
 
 
 def ensure_binaries(need_coredns: bool = True) -> Path:

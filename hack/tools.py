@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""The chart's Go tools, pinned, built once from their Go modules and cached like the Kubernetes
+binaries (``~/.cache/mlmodel/<kind>/<version>/bin``, see ``hack/cluster/build-go-bins.sh``).
+
+    python3 hack/tools.py [--link DIR] TOOL...   # build what is missing; print (or link) the paths
+
+helm v3.22.0
+    The newest Helm 3 on the module proxy when pinned; Helm 3 because the chart is an apiVersion
+    v2 chart that Helm 3 users install, and ``helm.sh/helm/v3`` builds with ``go build`` alone.
+prometheus v0.313.5 (Prometheus 3.13.5)
+    Not the newest: the module proxy here answers 403 for some dependencies of v0.316.0.
+    ``prometheus`` and ``promtool`` in one build, with only the Kubernetes service discovery
+    (``remove_all_sd,enable_kubernetes_sd``) and no web UI assets, to keep the cold build short.
+kubeconform v0.8.0
+    Validates rendered manifests against JSON schemas made offline by ``hack/kubeschemas.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
+
+from mlcluster.binaries import ensure_go_tool
+from mlcluster.common import ClusterError
+
+# tool -> (build kind of build-go-bins.sh, version, binaries that build makes)
+BUILDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "helm": ("helm", "v3.22.0", ("helm",)),
+    "promtool": ("prometheus", "v0.313.5", ("prometheus", "promtool")),
+    "prometheus": ("prometheus", "v0.313.5", ("prometheus", "promtool")),
+    "kubeconform": ("kubeconform", "v0.8.0", ("kubeconform",)),
+}
+
+
+def path(tool: str) -> Path:
+    """The tool's binary, built first if the cache lacks it."""
+    kind, version, names = BUILDS[tool]
+    return ensure_go_tool(kind, version, names) / tool
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--link", type=Path, help="symlink each tool into this directory")
+    parser.add_argument("tools", nargs="+", choices=sorted(BUILDS))
+    args = parser.parse_args(argv)
+    try:
+        for tool in args.tools:
+            binary = path(tool)
+            if args.link:
+                target = args.link / tool
+                target.unlink(missing_ok=True)
+                target.symlink_to(binary)
+            print(binary)
+    except ClusterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

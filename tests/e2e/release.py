@@ -1,0 +1,97 @@
+"""The e2e tests' operator: the Helm release ``mlmodel`` of ``charts/mlmodel`` in ``mlmodel-system``,
+with the images ``make images`` loads. One operator runs in the cluster; every test shares it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+from conftest import REPO, Cluster
+
+HELM = REPO / ".venv" / "bin" / "helm"
+CHART = REPO / "charts" / "mlmodel"
+RELEASE = "mlmodel"
+NAMESPACE = "mlmodel-system"
+OPERATOR = "mlmodel-operator"  # its Deployment and ServiceAccount
+CRD = "modeldeployments.mlmodel.io"
+VALUES = [
+    "--set",
+    "image.repository=mlmodel-operator,image.tag=0.1.0,image.pullPolicy=IfNotPresent",
+    "--set",
+    "serverImage.repository=mlmodel-server,serverImage.tag=0.1.0",
+    "--set",
+    "routerImage.repository=mlmodel-router,routerImage.tag=0.1.0",
+]
+# The namespace refuses, and warns about, any pod that is not restricted.
+RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
+
+
+def helm(cluster: Cluster, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    if not HELM.exists():
+        raise AssertionError(f"{HELM} is missing: run `make install`")
+    p = subprocess.run(
+        [str(HELM), "--kubeconfig", str(cluster.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and p.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def restricted_namespace(cluster: Cluster, name: str) -> None:
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": RESTRICTED}})
+
+
+def install(cluster: Cluster, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``helm upgrade --install`` of the e2e release (idempotent), and wait for the operator."""
+    restricted_namespace(cluster, NAMESPACE)
+    _adopt_unmanaged(cluster)
+    return helm(
+        cluster,
+        "upgrade",
+        "--install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--wait",
+        "--timeout",
+        "5m",
+        *VALUES,
+        *extra,
+    )
+
+
+def _owned(obj: dict[str, Any]) -> bool:
+    return (obj["metadata"].get("annotations") or {}).get("meta.helm.sh/release-name") == RELEASE
+
+
+def _adopt_unmanaged(cluster: Cluster) -> None:
+    """Clusters set up before the chart have the operator from plain manifests: Helm refuses to
+    take over objects it did not make. The operator's are replaced; the CRD, which holds every
+    ModelDeployment, is adopted in place (Helm's labels and annotations)."""
+    for kind, namespace in (
+        ("deployment", NAMESPACE),
+        ("serviceaccount", NAMESPACE),
+        ("clusterrole", None),
+        ("clusterrolebinding", None),
+    ):
+        scope = ["-n", namespace] if namespace else []
+        found = cluster.kubectl(*scope, "get", kind, OPERATOR, "-o", "json", check=False)
+        if found.returncode == 0 and not _owned(json.loads(found.stdout)):
+            cluster.kubectl(*scope, "delete", kind, OPERATOR, "--wait=true")
+    found = cluster.kubectl("get", "crd", CRD, "-o", "json", check=False)
+    if found.returncode == 0 and not _owned(json.loads(found.stdout)):
+        cluster.kubectl("label", "--overwrite", "crd", CRD, "app.kubernetes.io/managed-by=Helm")
+        cluster.kubectl(
+            "annotate",
+            "--overwrite",
+            "crd",
+            CRD,
+            f"meta.helm.sh/release-name={RELEASE}",
+            f"meta.helm.sh/release-namespace={NAMESPACE}",
+        )

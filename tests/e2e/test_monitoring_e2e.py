@@ -1,0 +1,238 @@
+"""Monitoring against a real Prometheus: the pinned server (``.venv/bin/prometheus``) runs on this
+host, finds the cluster's pods through Kubernetes service discovery and scrapes those annotated
+``prometheus.io/scrape`` (the operator, the servers, the router), with the chart's alerts loaded.
+After traffic to a two-variant ModelDeployment and a model that fails to load, every expression of
+the dashboard and every alert's signal returns data, for each variant where it is per variant,
+and names only metrics that something exports.
+
+Pod IPs are reached directly: on the local provider the host is the node.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from load import burst
+from release import CHART, helm, restricted_namespace
+from test_operator_e2e import WRONG
+
+from conftest import REPO, Cluster, deploy_model_store, is_true
+
+PROMETHEUS = REPO / ".venv" / "bin" / "prometheus"
+DASHBOARD = CHART / "files" / "dashboard.json"
+CANARY = REPO / "manifests" / "examples" / "iris-canary.yaml"
+VARIANTS = {"stable", "canary"}
+# An alert's expression is `<signal> <comparison> <number>` or `absent(<signal>)`.
+THRESHOLD = re.compile(r"(?s)(?P<signal>.*\S)\s*(?:>|<|==|!=|>=|<=)\s*[0-9.e+-]+")
+ABSENT = re.compile(r"(?s)absent\((?P<signal>.*)\)")
+
+
+def scrape_config(kubeconfig: Path) -> dict[str, Any]:
+    """The job a Prometheus without the Prometheus Operator needs (see the chart's README)."""
+    return {
+        "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+        "rule_files": ["rules.yaml"],
+        "scrape_configs": [
+            {
+                "job_name": "kubernetes-pods",
+                # The operator's series carry the ModelDeployment's namespace: it wins over the pod's.
+                "honor_labels": True,
+                "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": str(kubeconfig)}],
+                "relabel_configs": [
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+                        "regex": "true",
+                        "action": "keep",
+                    },
+                    {
+                        "source_labels": ["__address__", "__meta_kubernetes_pod_annotation_prometheus_io_port"],
+                        "regex": r"([^:]+)(?::\d+)?;(\d+)",
+                        "replacement": "$1:$2",
+                        "target_label": "__address__",
+                    },
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
+                        "regex": "(.+)",
+                        "target_label": "__metrics_path__",
+                    },
+                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                    {
+                        "source_labels": [
+                            "__meta_kubernetes_pod_label_app_kubernetes_io_name",
+                            "__meta_kubernetes_pod_label_app_kubernetes_io_instance",
+                        ],
+                        "regex": "mlmodel-server;(.+)",
+                        "target_label": "model",
+                    },
+                ],
+            }
+        ],
+    }
+
+
+def alert_rules(cluster: Cluster) -> dict[str, Any]:
+    """The chart's PrometheusRule, as a rules file."""
+    out = helm(cluster, "template", "mlmodel", str(CHART), "--set", "monitoring.prometheusRule.enabled=true").stdout
+    (rule,) = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "PrometheusRule"]
+    return rule["spec"]  # type: ignore[no-any-return]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def prometheus(cluster: Cluster, tmp_path: Path) -> Iterator[str]:
+    """A Prometheus server on this host; yields its base URL, prints its log on failure."""
+    if not PROMETHEUS.exists():
+        pytest.fail(f"{PROMETHEUS} is missing: run `make install`", pytrace=False)
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(scrape_config(cluster.kubeconfig)))
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(alert_rules(cluster)))
+    port = _free_port()
+    log = (tmp_path / "prometheus.log").open("w")
+    proc = subprocess.Popen(
+        [
+            str(PROMETHEUS),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        cluster.wait_until("Prometheus to be ready", lambda: _get(f"{base}/-/ready"), 60)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+        print(f"\n===== prometheus log (last lines) =====\n{(tmp_path / 'prometheus.log').read_text()[-4000:]}")
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        return str(reply.read().decode())
+
+
+def query(base: str, expr: str) -> list[dict[str, Any]]:
+    """The instant vector ``expr`` returns now (an error is a failure, not an empty result)."""
+    reply = json.loads(_get(f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"))
+    assert reply["status"] == "success", reply
+    return reply["data"]["result"]  # type: ignore[no-any-return]
+
+
+def signal(expr: str) -> str:
+    """What an alert watches: its expression without the threshold, or inside ``absent``."""
+    for pattern in (ABSENT, THRESHOLD):
+        found = pattern.fullmatch(expr.strip())
+        if found:
+            return found.group("signal")
+    raise AssertionError(f"an alert expression of unknown shape: {expr}")
+
+
+def dashboard_queries(namespace: str) -> dict[str, str]:
+    """Every query of the dashboard (panels and variables), with its variables filled in."""
+    board = json.loads(DASHBOARD.read_text())
+    out = {}
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            out[f"{panel['title']} {target['refId']}"] = target["expr"]
+    for variable in board["templating"]["list"]:
+        if variable["type"] == "query":
+            found = re.fullmatch(r"label_values\((.*), (\w+)\)", variable["query"]["query"])
+            assert found, variable
+            out[f"variable {variable['name']}"] = f"count by ({found.group(2)}) ({found.group(1)})"
+    fill = {"$namespace": namespace, "$model": "iris", "$__rate_interval": "1m"}
+    for name, expr in out.items():
+        for var, value in fill.items():
+            expr = expr.replace(var, value)
+        out[name] = expr
+    return out
+
+
+def missing(base: str, expr: str, namespace: str) -> str | None:
+    """Why ``expr`` fails the test; None when it passes. A per-variant result needs every variant
+    of the test's ModelDeployment, a per-ModelDeployment one the test's namespace."""
+    result = [r["metric"] for r in query(base, expr)]
+    if not result:
+        return "no data"
+    if any("variant" in r for r in result):
+        variants = {r["variant"] for r in result if r.get("namespace", namespace) == namespace and "variant" in r}
+        return None if variants >= VARIANTS else f"data only for variants {sorted(variants)}"
+    if any("name" in r for r in result) and not any(r.get("namespace") == namespace for r in result):
+        return f"no data for namespace {namespace}: {result[:3]}"
+    return None
+
+
+def test_dashboard_and_alerts_have_data_for_every_variant(
+    cluster: Cluster, operator: None, namespace: str, models: Path, prometheus: str
+) -> None:
+    restricted_namespace(cluster, namespace)
+    deploy_model_store(cluster, namespace, models)
+    cluster.kubectl("-n", namespace, "apply", "-f", str(CANARY))
+    broken = {
+        "apiVersion": "mlmodel.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "broken", "namespace": namespace},
+        "spec": {"variants": [{"name": "v1", "modelUri": "http://model-store/iris.joblib", "modelSha256": WRONG}]},
+    }
+    cluster.apply(broken)
+    cluster.wait_until("iris to be Ready", lambda: is_true(cluster, namespace, "iris", "Ready"), 300, interval=2)
+    cluster.wait_until("broken to be Degraded", lambda: is_true(cluster, namespace, "broken", "Degraded"), 240)
+
+    rules = alert_rules(cluster)
+    expressions = dashboard_queries(namespace)
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            expressions[f"alert {rule['alert']}"] = signal(rule["expr"])
+
+    # 11 panel queries, the 2 variables, the 7 alerts.
+    assert len(expressions) == 20, sorted(expressions)
+
+    # Traffic through the router (90/10) and straight to each variant, until every query has data.
+    failures: dict[str, str] = {}
+
+    def all_have_data() -> bool:
+        with cluster.service_url(namespace, "iris", 80) as router:
+            assert all(r.status == 200 for r in burst(router, 100)), "a request through the router failed"
+        for variant in VARIANTS:
+            with cluster.service_url(namespace, f"iris-{variant}", 80) as base:
+                assert all(r.status == 200 for r in burst(base, 10)), f"a request to {variant} failed"
+        failures.clear()
+        for name, expr in expressions.items():
+            why = missing(prometheus, expr, namespace)
+            if why:
+                failures[name] = f"{why}: {expr}"
+        return not failures
+
+    try:
+        cluster.wait_until("every dashboard and alert expression to have data", all_have_data, 240, interval=5)
+    except AssertionError:
+        lines = "\n".join(f"{name}: {why}" for name, why in failures.items())
+        raise AssertionError(f"expressions without data:\n{lines}") from None
+
+    # Every metric named anywhere is exported by something that was scraped.
+    exported = set(json.loads(_get(f"{prometheus}/api/v1/label/__name__/values"))["data"])
+    named = set(re.findall(r"\bmlmodel_[a-z0-9_]+", json.dumps(expressions)))
+    assert named <= exported, named - exported
+    # The alerts load and evaluate without error, and none fires on a healthy ModelDeployment.
+    loaded = json.loads(_get(f"{prometheus}/api/v1/rules"))["data"]["groups"]
+    states = {r["name"]: (r["health"], r["state"]) for g in loaded for r in g["rules"]}
+    assert len(states) == 7 and all(health == "ok" for health, _ in states.values()), states
+    firing = query(prometheus, 'ALERTS{alertstate="firing"}')
+    assert all(a["metric"].get("name") == "broken" for a in firing), firing
