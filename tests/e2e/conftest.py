@@ -42,6 +42,16 @@ SERVER_IMAGE = "mlmodel-server:0.1.0"
 MODEL_STORE = REPO / "manifests" / "examples" / "model-store.yaml"
 
 
+def run(
+    argv: list[str], input: str | None = None, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run a tool (kubectl, helm) and, with ``check``, fail the test with its output when it fails."""
+    p = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
 @dataclass
 class Cluster:
     provider: str
@@ -55,17 +65,7 @@ class Cluster:
         check: bool = True,
         timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run(
-            [self.kubectl_bin, "--kubeconfig", str(self.kubeconfig), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check and p.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-        return p
+        return run([self.kubectl_bin, "--kubeconfig", str(self.kubeconfig), *args], input, check, timeout)
 
     def kubectl_json(self, *args: str) -> Any:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
@@ -265,6 +265,21 @@ def deploy_model_store(cluster: Cluster, namespace: str, models: Path) -> None:
         f"--from-file={models / 'iris-v2.joblib'}",
     )
     cluster.kubectl("-n", namespace, "apply", "-f", str(MODEL_STORE))
+
+
+WRONG_DIGEST = "0" * 64
+
+
+def broken_model(namespace: str) -> dict[str, Any]:
+    """ModelDeployment ``broken``: the example iris model with a digest that does not match it."""
+    return {
+        "apiVersion": "mlmodel.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "broken", "namespace": namespace},
+        "spec": {
+            "variants": [{"name": "v1", "modelUri": "http://model-store/iris.joblib", "modelSha256": WRONG_DIGEST}]
+        },
+    }
 
 
 def condition(cluster: Cluster, namespace: str, name: str, kind: str) -> dict[str, Any] | None:

@@ -7,7 +7,7 @@ import json
 import subprocess
 from typing import Any
 
-from conftest import REPO, Cluster
+from conftest import REPO, Cluster, run
 
 HELM = REPO / ".venv" / "bin" / "helm"
 CHART = REPO / "charts" / "mlmodel"
@@ -30,16 +30,7 @@ RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("e
 def helm(cluster: Cluster, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     if not HELM.exists():
         raise AssertionError(f"{HELM} is missing: run `make install`")
-    p = subprocess.run(
-        [str(HELM), "--kubeconfig", str(cluster.kubeconfig), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check and p.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return p
+    return run([str(HELM), "--kubeconfig", str(cluster.kubeconfig), *args], check=check, timeout=timeout)
 
 
 def restricted_namespace(cluster: Cluster, name: str) -> None:

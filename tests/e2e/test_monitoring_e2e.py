@@ -24,9 +24,8 @@ import pytest
 import yaml
 from load import burst
 from release import CHART, helm, restricted_namespace
-from test_operator_e2e import WRONG
 
-from conftest import REPO, Cluster, deploy_model_store, is_true
+from conftest import REPO, Cluster, broken_model, deploy_model_store, is_true
 
 PROMETHEUS = REPO / ".venv" / "bin" / "prometheus"
 DASHBOARD = CHART / "files" / "dashboard.json"
@@ -185,13 +184,7 @@ def test_dashboard_and_alerts_have_data_for_every_variant(
     restricted_namespace(cluster, namespace)
     deploy_model_store(cluster, namespace, models)
     cluster.kubectl("-n", namespace, "apply", "-f", str(CANARY))
-    broken = {
-        "apiVersion": "mlmodel.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": "broken", "namespace": namespace},
-        "spec": {"variants": [{"name": "v1", "modelUri": "http://model-store/iris.joblib", "modelSha256": WRONG}]},
-    }
-    cluster.apply(broken)
+    cluster.apply(broken_model(namespace))
     cluster.wait_until("iris to be Ready", lambda: is_true(cluster, namespace, "iris", "Ready"), 300, interval=2)
     cluster.wait_until("broken to be Degraded", lambda: is_true(cluster, namespace, "broken", "Degraded"), 240)
 

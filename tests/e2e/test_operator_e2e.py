@@ -12,10 +12,9 @@ from typing import Any
 
 from test_server_deployment import IRIS_ROW, client_pod
 
-from conftest import REPO, Cluster, condition, deploy_model_store, is_true
+from conftest import REPO, WRONG_DIGEST, Cluster, broken_model, condition, deploy_model_store, is_true
 
 EXAMPLES = REPO / "manifests" / "examples"
-WRONG = "0" * 64
 
 
 def predict(base: str) -> tuple[dict[str, Any], str]:
@@ -62,19 +61,13 @@ def test_canary_serves_and_a_bad_model_is_degraded(
     assert cluster.wait_until("the in-cluster client", client_result, 180, interval=2)["predictions"] == [0]
 
     # A model whose digest does not match: Degraded, with both digests, and never Ready.
-    broken = {
-        "apiVersion": "mlmodel.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": "broken", "namespace": namespace},
-        "spec": {"variants": [{"name": "v1", "modelUri": "http://model-store/iris.joblib", "modelSha256": WRONG}]},
-    }
-    cluster.apply(broken)
+    cluster.apply(broken_model(namespace))
     degraded = cluster.wait_until(
         "broken to be Degraded", lambda: is_true(cluster, namespace, "broken", "Degraded"), 240, interval=2
     )
     real = hashlib.sha256((models / "iris.joblib").read_bytes()).hexdigest()
     assert degraded["reason"] == "ModelLoadFailed", degraded
-    assert WRONG in degraded["message"] and real in degraded["message"], degraded
+    assert WRONG_DIGEST in degraded["message"] and real in degraded["message"], degraded
     ready_condition = condition(cluster, namespace, "broken", "Ready")
     assert ready_condition is not None and ready_condition["status"] == "False"
     assert ready_condition["reason"] == "ModelLoadFailed"
