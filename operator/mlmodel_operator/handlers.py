@@ -14,7 +14,7 @@ from mlmodel_operator import config, metrics, names, reconcile
 
 CONFIG = config.parse([])
 MD = (names.GROUP, names.VERSION, names.PLURAL)
-WAIT_SECONDS = 2  # while a rollout is under way: a ready variant gets its weight within seconds
+WAIT_SECONDS = 1  # while a rollout is under way: a variant that became ready gets its weight at once
 WAIT_TIMEOUT = 600  # then the timer alone keeps watching a slow rollout, without retry writes
 
 

@@ -15,7 +15,7 @@ from mlmodel_operator.traffic import RouterConfig
 Obj = dict[str, Any]
 
 RUN_AS = 10001
-READINESS = ProbeTuning(initial_delay_seconds=0, period_seconds=2, timeout_seconds=2, failure_threshold=3)
+READINESS = ProbeTuning(initial_delay_seconds=0, period_seconds=1, timeout_seconds=2, failure_threshold=5)
 LIVENESS = ProbeTuning(initial_delay_seconds=0, period_seconds=10, timeout_seconds=2, failure_threshold=3)
 STARTUP_SECONDS = 600  # time allowed to download and load a model before liveness applies
 ROUTER_RUN_AS = 101  # nginx's uid in Debian and OpenResty images
@@ -115,7 +115,7 @@ def _pod(md: ModelDeployment, variant: Variant) -> Obj:
         "image": variant.image,
         "ports": [{"name": names.HTTP_PORT_NAME, "containerPort": names.SERVER_PORT, "protocol": "TCP"}],
         "env": _env(md, variant),
-        "startupProbe": _probe("/healthz", ProbeTuning(0, 2, 2, STARTUP_SECONDS // 2)),
+        "startupProbe": _probe("/healthz", ProbeTuning(0, 1, 2, STARTUP_SECONDS)),
         "readinessProbe": _probe("/readyz", _tuned(READINESS, variant.readiness)),
         "livenessProbe": _probe("/healthz", _tuned(LIVENESS, variant.liveness)),
         "securityContext": {
