@@ -24,6 +24,7 @@ ROUTER = "router"
 _IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 _CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
 _QUOTA = "exceeded quota"
+_DONE = frozenset({"Succeeded", "Failed"})  # pod phases of pods that will never serve again
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class Observed:
     desired: int = 0
     ready: int = 0
     updated: int = 0
-    total: int = 0  # pods of every revision, old ones included
+    total: int = 0  # pods of every revision, old and terminating ones included
     current: bool = False  # the Deployment controller has seen the latest spec
     failure: Failure | None = None
 
@@ -83,7 +84,12 @@ def observe(
     pods: Iterable[Mapping[str, Any]],
     container: str = names.SERVER_CONTAINER,
 ) -> Observed:
-    """Summarize a variant's (or the router's) Deployment (``None`` if absent) and its pods."""
+    """Summarize a variant's (or the router's) Deployment (``None`` if absent) and its pods.
+
+    A terminating pod counts until it is gone: until then it may still take connections (its
+    preStop waits for kube-proxy to stop sending them), so a rollout is not over before.
+    """
+    pods = list(pods)
     crash = MODEL_LOAD_FAILED if container == names.SERVER_CONTAINER else ROUTER_FAILED
     if deployment is None:
         return Observed(name, failure=pod_failure(pods, container, crash))
@@ -94,7 +100,7 @@ def observe(
         desired=int(spec.get("replicas", 1)),
         ready=int(st.get("readyReplicas", 0)),
         updated=int(st.get("updatedReplicas", 0)),
-        total=int(st.get("replicas", 0)),
+        total=max(int(st.get("replicas", 0)), sum(p.get("status", {}).get("phase") not in _DONE for p in pods)),
         current=int(st.get("observedGeneration", 0)) >= int(meta.get("generation", 0)),
         failure=_replica_failure(st) or pod_failure(pods, container, crash),
     )

@@ -171,6 +171,19 @@ def test_a_router_rolling_out_new_weights_is_progressing() -> None:
         assert _conditions(first)["Ready"] == ("False", "Waiting")
 
 
+def test_a_router_pod_that_is_still_terminating_keeps_the_rollout_going() -> None:
+    deployment = {
+        "spec": {"replicas": 2},
+        "status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2, "observedGeneration": 3},
+        "metadata": {"generation": 3},
+    }
+    running = {"status": {"phase": "Running"}}
+    done = {"status": {"phase": "Succeeded"}}
+    terminating = {"metadata": {"deletionTimestamp": NOW}, "status": {"phase": "Running"}}
+    assert status.observe("router", deployment, [running, running, done]).rolled_out
+    assert not status.observe("router", deployment, [running, running, terminating]).rolled_out
+
+
 def test_a_router_that_crashes_is_degraded() -> None:
     md = parsed()
     pod = {

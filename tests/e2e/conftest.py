@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -97,9 +98,14 @@ class Cluster:
 
     @contextlib.contextmanager
     def service_url(self, namespace: str, name: str, port: int) -> Iterator[str]:
-        """A base URL reaching Service namespace/name:port from this host."""
+        """A base URL reaching Service namespace/name:port from this host, once it takes connections.
+
+        On the local cluster that wait matters: kube-proxy rejects connections to a Service until it
+        has synced the Service's first ready endpoint, a moment after the API shows it.
+        """
         if self.provider == "local":
             ip = self.kubectl("-n", namespace, "get", "svc", name, "-o", "jsonpath={.spec.clusterIP}").stdout.strip()
+            self.wait_until(f"{ip}:{port} (Service {name}) to take connections", lambda: _connects(ip, port), 30, 0.1)
             yield f"http://{ip}:{port}"
             return
         proc = subprocess.Popen(
@@ -161,6 +167,12 @@ class Cluster:
             )
             parts.append(f"$ kubectl -n {namespace} logs {pod}\n{p.stdout}{p.stderr}")
         return "\n".join(parts)
+
+
+def _connects(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=2):
+        return True
+    return False
 
 
 def _harness(*args: str) -> subprocess.CompletedProcess[str]:

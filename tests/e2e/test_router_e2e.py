@@ -80,7 +80,9 @@ def deploy(cluster: Cluster, namespace: str, models: Path, manifest: dict[str, A
 
 def assert_all_ok(results: list[Result]) -> None:
     failed = [r for r in results if r.status != 200]
-    assert not failed, f"{len(failed)} of {len(results)} requests failed, e.g. {failed[:3]}"
+    start = min((r.sent for r in results), default=0.0)
+    when = sorted({round(r.sent - start, 1) for r in failed})
+    assert not failed, f"{len(failed)} of {len(results)} requests failed, at +{when} s, e.g. {failed[:3]}"
 
 
 def test_split_90_10_is_exact_in_expectation(cluster: Cluster, namespace: str, operator: None, models: Path) -> None:
@@ -207,14 +209,32 @@ def test_a_variant_that_is_not_ready_gets_no_traffic(
         120,
     )
     assert [v["weight"] for v in status["variants"]] == [100, 0]
+    # Ready stays False (the canary fails), so nothing in the status says when every router pod runs
+    # these weights: the first router pods, from before any variant was ready, answer 503 until then.
+    final = router_digest(cluster, namespace)
+    cluster.wait_until("the router's rollout", lambda: _rolled_out(cluster, namespace, "iris-router"), 120)
     with cluster.service_url(namespace, "iris", 80) as base:
-        cluster.wait_until("the router to serve", lambda: call(base).status == 200, 60)
+        cluster.wait_until(
+            "every router pod to route by it", lambda: {r.config for r in burst(base, 20)} == {final}, 60
+        )
         results = burst(base, 300)
         pinned = call(base, {"X-Model-Variant": "canary"})
     assert_all_ok(results)
     assert Counter(r.variant for r in results) == {"stable": 300}
     # Pinned to the variant that is not ready: the router answers for it, in JSON.
     assert pinned.status == 503 and json.loads(pinned.body)["error"]["code"] == "no_variant", pinned
+
+
+def _rolled_out(cluster: Cluster, namespace: str, name: str) -> bool:
+    """Every pod of Deployment ``name`` runs its latest template and is ready; none is left from before."""
+    found = cluster.kubectl_json("-n", namespace, "get", "deployment", name)
+    want, got = found["spec"]["replicas"], found.get("status") or {}
+    counts = [got.get(k, 0) for k in ("replicas", "updatedReplicas", "readyReplicas")]
+    return (
+        got.get("observedGeneration") == found["metadata"]["generation"]
+        and counts == [want] * 3
+        and not got.get("terminatingReplicas")
+    )
 
 
 def test_sticky_keys_stay_and_only_move_towards_the_variant_that_gained(
