@@ -2,11 +2,14 @@
 
 This test tears the cluster down, so it is ordered last (marker ``tears_down_cluster``).
 The checks here are independent of the harness's own bookkeeping: they look at /proc, the
-mount table, the links, network namespaces and iptables of the host.
+mount table, the links, network namespaces and iptables of the host. Mounts and processes are
+this cluster's: under its state directory and its socket directory. Another clone's cluster on
+the same host (a killed session's, say) has a socket directory of its own and is not ours to judge.
 """
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 
@@ -49,7 +52,9 @@ def _sh(cmd: list[str]) -> str:
 
 def host_leftovers() -> dict[str, list[str]]:
     state = str(STATE.resolve())
-    ours = (state, "/run/mlmodel-")
+    # The harness keys its socket directory off the state directory (Unix sockets' path limit).
+    sockdir = "/run/mlmodel-" + hashlib.sha256(state.encode()).hexdigest()[:10]
+    ours = (state, sockdir)
     procs = [
         f"{pid} {cmd[:160]}"
         for pid, name, cmd in _cmdlines()
@@ -59,7 +64,7 @@ def host_leftovers() -> dict[str, list[str]]:
     mounts = [
         line.split()[4]
         for line in Path("/proc/self/mountinfo").read_text().splitlines()
-        if line.split()[4].startswith((state, "/run/mlmodel-", "/run/netns/cni-"))
+        if line.split()[4].startswith((*ours, "/run/netns/cni-"))
     ]
     links = [ln for ln in _sh(["ip", "-o", "link"]).splitlines() if "mlbr0" in ln]
     netns = [n for n in _sh(["ip", "netns", "list"]).split() if n.startswith("cni-")]
