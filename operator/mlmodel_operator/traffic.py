@@ -21,6 +21,7 @@ from mlmodel_operator.spec import ModelDeployment
 LUA_MODULE = "mlmodel_router"
 _LUA = f'require("{LUA_MODULE}")'
 LUA = resources.files("mlmodel_operator").joinpath("router.lua").read_text()
+_OBSERVE = f"            log_by_lua_block {{ {_LUA}.observe() }}"
 NGINX_CONF = "nginx.conf"
 UNKNOWN = '"?"'  # $mlmodel_variant when the override header names no variant
 NONE = '"-"'  # $mlmodel_variant when no variant can take a request (not a DNS label, so never a variant's name)
@@ -177,7 +178,7 @@ def _data_server(md: ModelDeployment, mirror: str | None) -> list[str]:
         f"            if ($mlmodel_variant = {NONE}) {{ return 503 $mlmodel_no_variant; }}",
         *(["            mirror /-/mirror;"] if mirror else []),
         "            proxy_pass http://mlmodel_$mlmodel_variant;",
-        f"            log_by_lua_block {{ {_LUA}.observe() }}",
+        _OBSERVE,
     ]
     mirrored = (
         [
@@ -198,18 +199,14 @@ def _data_server(md: ModelDeployment, mirror: str | None) -> list[str]:
         f"        add_header {names.HEADER_ROUTER_CONFIG} @DIGEST@ always;",
         "        error_page 429 = @rate_limited;",
         "        error_page 502 504 = @upstream_failed;",
-        "        proxy_http_version 1.1;",
-        '        proxy_set_header Connection "";',
-        "        proxy_set_header X-Request-Id $mlmodel_request_id;",
-        "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-        "        proxy_next_upstream error non_idempotent;  # a kept-alive connection the server closed: retry once",
-        "        proxy_read_timeout 120s;",
+        *_proxy("        "),
         "        location / {",
         *location,
         "        }",
         *mirrored,
-        "        location @rate_limited { return 429 $mlmodel_rate_limited; }",
-        "        location @upstream_failed { return 502 $mlmodel_upstream_failed; }",
+        # The router's own answers are counted too: log_by_lua does not follow error_page's redirect.
+        f"        location @rate_limited {{ return 429 $mlmodel_rate_limited; {_OBSERVE.strip()} }}",
+        f"        location @upstream_failed {{ return 502 $mlmodel_upstream_failed; {_OBSERVE.strip()} }}",
         "    }",
     ]
 
