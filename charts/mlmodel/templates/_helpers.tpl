@@ -117,30 +117,35 @@ capabilities:
 - apiGroups: [mlmodel.io]
   resources: [modeldeployments/status]
   verbs: [get, patch]
-# The children it owns.
+# Children carry an owner reference with blockOwnerDeletion: clusters that enforce owner
+# references (OwnerReferencesPermissionEnforcement, on in the test cluster) require this.
+- apiGroups: [mlmodel.io]
+  resources: [modeldeployments/finalizers]
+  verbs: [update]
+# The children it owns: listed by label each pass, read by name, applied and deleted (never watched).
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, list, create, patch, delete]
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, list, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, list, create, patch, delete]
 # The weighted router: its configuration and its disruption budget.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, list, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, list, watch, create, patch, delete]
-# Pods are read for failures (termination messages); Events are written.
+  verbs: [get, list, create, patch, delete]
+# Pods are listed for failures (termination messages); Events are created (core/v1 only).
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
-- apiGroups: ["", events.k8s.io]
+  verbs: [list]
+- apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end }}
 
 {{/* Refuse settings that cannot work together. */}}

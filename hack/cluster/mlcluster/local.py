@@ -277,7 +277,9 @@ class Local:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
                 "--authorization-mode=Node,RBAC",
-                "--enable-admission-plugins=NodeRestriction",
+                # Owner references with blockOwnerDeletion need update on the owner's finalizers, as on
+                # clusters (OpenShift's among them) that enforce it: the operator's RBAC is tested against it.
+                "--enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement",
                 f"--client-ca-file={p / 'ca.crt'}",
                 f"--tls-cert-file={p / 'apiserver.crt'}",
                 f"--tls-private-key-file={p / 'apiserver.key'}",
