@@ -28,7 +28,7 @@ UP, DOWN = "127.0.0.2", "127.0.0.3"
 
 
 class _Variant(http.server.BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         body = b'{"predictions":[0]}'
         self.send_response(200)
@@ -101,7 +101,8 @@ def _post(base: str, variant: str) -> tuple[int, bytes]:
 def _counted(metrics: str) -> dict[tuple[str, str], int]:
     with urllib.request.urlopen(metrics, timeout=5) as r:
         text = r.read().decode()
-    found = re.findall(r'mlmodel_router_requests_total\{model="iris",variant="([^"]+)",status_class="(\dxx)"\} (\d+)', text)
+    series = r'mlmodel_router_requests_total\{model="iris",variant="([^"]+)",status_class="(\dxx)"\} (\d+)'
+    found = re.findall(series, text)
     return {(variant, status): int(n) for variant, status, n in found}
 
 
