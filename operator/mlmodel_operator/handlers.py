@@ -1,21 +1,42 @@
-"""kopf handlers: when to reconcile. What reconciling means lives in ``reconcile``."""
+"""kopf handlers: when to reconcile. What reconciling means lives in ``reconcile``.
+
+No handler here needs kopf's finalizer, so deleting a ModelDeployment (or its namespace) never
+waits for the operator: the children go with it through their owner references. That is why
+drift and status are refreshed by one resync loop over the ModelDeployments kopf has seen,
+and not by a per-object ``@kopf.timer``, for which kopf puts its finalizer on every object
+(and takes it off again once no handler needs it).
+"""
 
 from __future__ import annotations
 
+import logging
+import random
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
 
-from mlmodel_operator import config, metrics, names, reconcile
+from mlmodel_operator import config, kube, metrics, names, reconcile
 
 CONFIG = config.parse([])
+LOG = logging.getLogger(__name__)
 MD = (names.GROUP, names.VERSION, names.PLURAL)
 WAIT_SECONDS = 1  # while a rollout is under way: a variant that became ready gets its weight at once
-WAIT_TIMEOUT = 600  # then the timer alone keeps watching a slow rollout, without retry writes
+WAIT_TIMEOUT = 600  # then the resync loop alone keeps watching a slow rollout, without retry writes
+
+
+@dataclass
+class Watched:
+    """The ModelDeployments kopf has seen (uid -> latest body and its per-object memo), for the resync
+    loop, which runs until ``stop`` is set. One per run of the operator, in kopf's operator memo."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    objects: dict[str, tuple[dict[str, Any], kopf.Memo]] = field(default_factory=dict)
 
 
 def _now() -> str:
@@ -23,13 +44,21 @@ def _now() -> str:
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Handler progress goes to annotations: the status schema is strict and belongs to us.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=names.GROUP)
     settings.posting.enabled = False  # reconcile posts its own Events, only for real changes
     if CONFIG.metrics_port:
         start_http_server(CONFIG.metrics_port)
+    # kopf copies the operator's memo into each object's: every object's memo shares this one.
+    memo.watched = Watched()
+    threading.Thread(target=_resync, args=(memo.watched,), name="resync", daemon=True).start()
+
+
+@kopf.on.cleanup()
+def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.watched.stop.set()
 
 
 @kopf.on.resume(*MD, timeout=WAIT_TIMEOUT)
@@ -37,20 +66,33 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.update(*MD, timeout=WAIT_TIMEOUT)
 def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """A new or changed spec: reconcile, then keep retrying until every variant is ready or has failed."""
-    verdict = _sync(body, patch, memo, "change")
+    verdict = _sync(body, memo, "change")
+    if verdict.status is not None:
+        patch.status.update(verdict.status)
     if verdict.invalid is not None:
         raise kopf.PermanentError(verdict.invalid)
     if not verdict.settled:
         raise kopf.TemporaryError("waiting for the variants to become ready", delay=WAIT_SECONDS)
 
 
-@kopf.timer(*MD, interval=CONFIG.resync_seconds, sharp=False)
-def on_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    """Every few seconds: repair drift and refresh the status, writing only what changed."""
-    _sync(body, patch, memo, "timer")
+def _resync(watched: Watched) -> None:
+    """Every resync period (jittered by ±20 %, so that operators and objects spread out), a pass over
+    each ModelDeployment seen: repair drift and refresh the status, writing only what changed."""
+    while not watched.stop.wait(CONFIG.resync_seconds * random.uniform(0.8, 1.2)):
+        for body, memo in list(watched.objects.values()):
+            if watched.stop.is_set():
+                return
+            if body["metadata"].get("deletionTimestamp"):
+                continue  # being deleted (in the foreground, say): its children must not come back
+            try:
+                verdict = _sync(body, memo, "resync")
+                if verdict.status is not None:
+                    kube.patch_status(body, verdict.status)
+            except Exception:  # the next round tries again; kopf's handlers are not held up
+                LOG.exception("resync of %s/%s failed", body["metadata"]["namespace"], body["metadata"]["name"])
 
 
-def _sync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, trigger: str) -> reconcile.Verdict:
+def _sync(body: Mapping[str, Any], memo: kopf.Memo, trigger: str) -> reconcile.Verdict:
     metrics.RECONCILES.labels(trigger).inc()
     started = time.perf_counter()
     lock = memo.setdefault("lock", threading.Lock())  # one pass at a time per ModelDeployment
@@ -64,15 +106,17 @@ def _sync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, trigger: str) -> 
         raise
     finally:
         metrics.DURATION.observe(time.perf_counter() - started)
-    if verdict.status is not None:
-        patch.status.update(verdict.status)
-    metrics.passed(body.metadata.namespace or "", body.metadata.name or "", memo["status"])
+    metrics.passed(body["metadata"]["namespace"], body["metadata"]["name"], memo["status"])
     return verdict
 
 
 @kopf.on.event(*MD)
-def on_event(event: kopf.RawEvent, **_: Any) -> None:
-    """A deleted ModelDeployment's metrics go with it (an event handler, so no finalizer)."""
+def on_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Every body kopf sees (the first listing too) is the one the resync loop checks next; a deleted
+    ModelDeployment leaves the loop, and its metrics go with it."""
+    body, meta = event["object"], event["object"]["metadata"]
     if event["type"] == "DELETED":
-        meta = event["object"]["metadata"]
+        memo.watched.objects.pop(meta["uid"], None)
         metrics.gone(meta.get("namespace", ""), meta["name"])
+    else:
+        memo.watched.objects[meta["uid"]] = (body, memo)

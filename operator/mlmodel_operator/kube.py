@@ -99,6 +99,18 @@ def apply(obj: Obj, manager: str = names.FIELD_MANAGER) -> Obj:
     return applied
 
 
+def patch_status(md: Mapping[str, Any], status: Obj) -> None:
+    """Merge ``status`` into the ModelDeployment ``md``'s status subresource; ``Refused`` if refused."""
+    meta = md["metadata"]
+    with contextlib.suppress(NotFoundError), _refusals():
+        _resource(names.API_VERSION, names.KIND).status.patch(
+            body={"status": status},
+            name=meta["name"],
+            namespace=meta["namespace"],
+            content_type="application/merge-patch+json",
+        )
+
+
 def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
     """Delete one object; already gone is fine; ``Refused`` if refused."""
     with contextlib.suppress(NotFoundError), _refusals():

@@ -89,7 +89,7 @@ def namespace(kubectl: Kubectl) -> Iterator[str]:
     name = f"it-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", name)
     yield name
-    kubectl("delete", "namespace", name, "--wait=false")
+    kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
 
 
 @pytest.fixture

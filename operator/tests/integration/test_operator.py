@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from prometheus_client import REGISTRY
 from conftest import Kubectl, eventually
 
 SHA = "d466fded41c4a559228ec0a59d7fab20d29353302d76491af19d4ce400b63cb4"
+KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"  # kopf's, for handlers that need one
 
 
 def md(name: str, namespace: str, *variants: dict[str, Any]) -> dict[str, Any]:
@@ -332,3 +334,36 @@ def test_a_refusal_reaches_the_status(kubectl: Kubectl, namespace: str, operator
     # The Deployment's new template was applied all the same.
     dep = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
     assert any(e["name"] == "LOG_LEVEL" for e in dep["spec"]["template"]["spec"]["containers"][0]["env"])
+
+
+def test_deleting_needs_no_operator(kubectl: Kubectl, namespace: str, operator: Callable[[], Any]) -> None:
+    """No finalizer, so with the operator stopped (or uninstalled) ``kubectl delete md`` and deleting
+    the namespace finish. kopf's finalizer on an object from before (a per-object timer put it
+    there) is taken off."""
+    kubectl.apply(md("old", namespace, variant("v", 100, replicas=0)))
+    kubectl(
+        "patch",
+        "md",
+        "old",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"metadata": {"finalizers": [KOPF_FINALIZER]}}),
+    )
+    running = operator()
+    kubectl.apply(md("iris", namespace, variant("v", 100, replicas=0)))
+    eventually(lambda: children(kubectl, namespace, "deployments") == {"iris-v", "old-v"}, "the children of both")
+
+    def finalizers() -> dict[str, list[str]]:
+        items = kubectl.json("get", "md", "-n", namespace)["items"]
+        return {i["metadata"]["name"]: i["metadata"].get("finalizers", []) for i in items}
+
+    eventually(lambda: finalizers() == {"iris": [], "old": []}, "no finalizer on either")
+    _passes(2)  # resync passes put none on either
+    assert finalizers() == {"iris": [], "old": []}
+    running.__exit__(None, None, None)
+    kubectl("delete", "md", "iris", "-n", namespace, "--timeout=30s")
+    assert kubectl.get("md", "iris", namespace) is None
+    kubectl("delete", "namespace", namespace, "--timeout=60s")
+    assert kubectl("get", "namespace", namespace, check=False).returncode != 0
