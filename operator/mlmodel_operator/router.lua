@@ -1,24 +1,97 @@
--- mlmodel router metrics: requests and upstream latency per variant, counted at the router so that
--- connection failures and nginx's own 502/504 are seen too. The counts live in a shared dict (all
--- nginx workers add to it) and /metrics renders them in the Prometheus text format.
+-- mlmodel router: metrics and shadow copies.
+--
+-- Metrics: requests and upstream latency per variant, counted at the router so that connection
+-- failures and nginx's own 502/504 are seen too. The counts live in a shared dict (all nginx
+-- workers add to it) and /metrics renders them in the Prometheus text format.
+--
+-- Shadow copies: a sampled request is sent again to the mirror variant from a timer, after the
+-- client has its answer, and the copy's answer is counted and dropped. nginx's own `mirror` holds
+-- a kept-alive client connection until the copy is answered, so a slow shadow would slow every
+-- next request on it; here it cannot. When too many copies are pending, new ones are dropped.
 local M = {}
 local dict = ngx.shared.mlmodel_metrics
 local BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
 local CLASSES = { "1xx", "2xx", "3xx", "4xx", "5xx" }
+local MIRRORED = { "1xx", "2xx", "3xx", "4xx", "5xx", "dropped" } -- dropped: too many copies pending
 local ALWAYS = { ["2xx"] = true, ["4xx"] = true, ["5xx"] = true } -- shown at 0 before the first request
-local labels, weights = {}, {}
+local HOP_BY_HOP = {
+    connection = true, ["keep-alive"] = true, te = true, trailer = true, ["transfer-encoding"] = true,
+    upgrade = true, ["proxy-connection"] = true, host = true, ["content-length"] = true, ["x-request-id"] = true,
+}
+local labels, weights, mirror = {}, {}, nil
 
--- Called once at start: the ModelDeployment's name and config digest, and the applied weights.
-function M.init(settings, applied)
-    labels, weights = settings, applied
+-- Called once at start: the ModelDeployment's name and config digest, the applied weights, and the
+-- mirror ({variant, host, port}, or nil).
+function M.init(settings, applied, shadow)
+    labels, weights, mirror = settings, applied, shadow
 end
 
 local function class(status)
     return string.sub(tostring(status), 1, 1) .. "xx"
 end
 
+-- The access phase of a request sampled for the mirror: keep what its copy needs.
+function M.capture()
+    ngx.req.read_body()
+    local body = ngx.req.get_body_data()
+    local path = not body and ngx.req.get_body_file()
+    if path then -- a big body nginx buffered to a file
+        local file = io.open(path, "rb")
+        if file then
+            body = file:read("*a")
+            file:close()
+        end
+    end
+    ngx.ctx.copy = {
+        method = ngx.req.get_method(),
+        uri = ngx.var.request_uri,
+        headers = ngx.req.get_headers(100),
+        request_id = ngx.var.mlmodel_request_id,
+        body = body or "",
+    }
+end
+
+local function mirrored(outcome)
+    dict:incr("mirrored\t" .. mirror.variant .. "\t" .. outcome, 1, 0)
+end
+
+-- A timer: one copy to the mirror over HTTP/1.1, its status line read, the connection closed.
+local function send(premature, copy)
+    if premature then
+        return
+    end
+    local lines = {
+        copy.method .. " " .. copy.uri .. " HTTP/1.1",
+        "Host: " .. mirror.host,
+        "Connection: close",
+        "Content-Length: " .. #copy.body,
+        "X-Request-Id: " .. copy.request_id,
+    }
+    for name, value in pairs(copy.headers) do
+        if not HOP_BY_HOP[name] then
+            for _, v in ipairs(type(value) == "table" and value or { value }) do
+                lines[#lines + 1] = name .. ": " .. v
+            end
+        end
+    end
+    lines[#lines + 1] = ""
+    lines[#lines + 1] = copy.body
+    local sock = ngx.socket.tcp()
+    sock:settimeouts(1000, 10000, 120000) -- connect, send, read (ms)
+    local status
+    if sock:connect(mirror.host, mirror.port) and sock:send(table.concat(lines, "\r\n")) then
+        local line = sock:receive("*l")
+        status = line and tonumber(string.match(line, "^HTTP/%d%.%d (%d%d%d)"))
+    end
+    sock:close()
+    mirrored(status and class(status) or "5xx") -- no answer is counted as nginx would: a 5xx
+end
+
 -- The log phase of every request: which variant answered (none if the router answered itself).
 function M.observe()
+    if ngx.ctx.copy and not ngx.timer.at(0, send, ngx.ctx.copy) then
+        mirrored("dropped")
+    end
     local variant = ngx.var.mlmodel_variant
     if not ngx.var.upstream_addr then
         variant = "none"
@@ -38,11 +111,6 @@ function M.observe()
     end
     dict:incr("sum\t" .. variant, seconds, 0)
     dict:incr("count\t" .. variant, 1, 0)
-end
-
--- The header filter of a mirrored copy: its status, then nginx discards it.
-function M.mirrored(variant)
-    dict:incr("mirrored\t" .. variant .. "\t" .. class(ngx.status), 1, 0)
 end
 
 local function series(name, variant, extra, value)
@@ -86,7 +154,7 @@ function M.render()
         out[#out + 1] = "# HELP " .. name .. " Requests by variant and status class, counted at the router."
         out[#out + 1] = "# TYPE " .. name .. " counter"
         for _, variant in ipairs(names) do
-            for _, c in ipairs(CLASSES) do
+            for _, c in ipairs(kind == "requests" and CLASSES or MIRRORED) do
                 local value = dict:get(kind .. "\t" .. variant .. "\t" .. c)
                 if value or (kind == "requests" and weights[variant] and ALWAYS[c]) then
                     out[#out + 1] = series(name, variant, ',status_class="' .. c .. '"', value or 0)

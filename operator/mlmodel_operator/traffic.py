@@ -3,8 +3,9 @@
 The router is nginx with the Lua module (Debian's nginx + libnginx-mod-http-lua in the test image,
 stock OpenResty for users). Native directives do the routing: ``split_clients`` picks a variant by
 weight (on the request id, or on the sticky header's value), ``map`` applies the override header,
-``mirror`` copies a sample of the requests, ``limit_req`` rate-limits. The Lua module
-(``router.lua``) only counts requests and upstream latency per variant for Prometheus.
+``limit_req`` rate-limits. The Lua module (``router.lua``) counts requests and upstream latency
+per variant for Prometheus, and sends the copies of the requests ``split_clients`` samples for
+the mirror, after the response, so that a slow shadow never holds up a client.
 """
 
 from __future__ import annotations
@@ -99,7 +100,9 @@ def _nginx(
         f"pid {run_dir}/nginx.pid;",
         "events { worker_connections 4096; }",
         "http {",
-        *_http_settings(md, applied, config_dir, run_dir),
+        *_http_settings(
+            md, applied, config_dir, run_dir, (mirror.variant, upstreams[mirror.variant]) if mirror else None
+        ),
         *_error_maps(md, weighted),
         *_choice(md, upstreams, weighted),
         *(
@@ -109,7 +112,7 @@ def _nginx(
         ),
         *_rate_limit_zone(md),
         *(_split("${request_id}mirror", "$mlmodel_mirror", [(mirror.variant, mirror.percent)], '""') if mirror else []),
-        *_data_server(md, mirror.variant if mirror else None),
+        *_data_server(md, mirrored=mirror is not None),
         "    server {",
         f"        listen {names.ROUTER_ADMIN_PORT};",
         "        access_log off;",
@@ -121,7 +124,9 @@ def _nginx(
     return "\n".join(lines) + "\n"
 
 
-def _http_settings(md: ModelDeployment, applied: Mapping[str, int], config_dir: str, run_dir: str) -> list[str]:
+def _http_settings(
+    md: ModelDeployment, applied: Mapping[str, int], config_dir: str, run_dir: str, mirror: tuple[str, str] | None
+) -> list[str]:
     log = {
         "time": "$time_iso8601",
         "status": "$status",
@@ -135,6 +140,10 @@ def _http_settings(md: ModelDeployment, applied: Mapping[str, int], config_dir: 
         "client": "$remote_addr",
         "config": "@DIGEST@",
     }
+    shadow = "nil"
+    if mirror is not None:
+        variant, ip = mirror
+        shadow = _lua_table({"variant": variant, "host": _host(ip), "port": names.SERVICE_PORT})
     return [
         "    server_tokens off;",
         "    default_type application/json;",
@@ -143,7 +152,7 @@ def _http_settings(md: ModelDeployment, applied: Mapping[str, int], config_dir: 
         f'    lua_package_path "{config_dir}/?.lua;;";',
         "    lua_shared_dict mlmodel_metrics 4m;",
         f"    init_by_lua_block {{ {_LUA}.init({_lua_table({'model': md.name, 'config': '@DIGEST@'})}, "
-        f"{_lua_table(dict(applied))}) }}",
+        f"{_lua_table(dict(applied))}, {shadow}) }}",
         f"    log_format mlmodel escape=json {_quoted(log)};",
         "    access_log /dev/stdout mlmodel buffer=64k flush=1s;",
         '    map $http_x_request_id $mlmodel_request_id { "" $request_id; default $http_x_request_id; }',
@@ -158,7 +167,7 @@ def _rate_limit_zone(md: ModelDeployment) -> list[str]:
     return [f"    limit_req_zone $binary_remote_addr zone=mlmodel_rate:10m rate={limit.requests_per_second}r/s;"]
 
 
-def _data_server(md: ModelDeployment, mirror: str | None) -> list[str]:
+def _data_server(md: ModelDeployment, mirrored: bool) -> list[str]:
     """Port 8080, behind the entry Service: refuse what must be refused, then proxy to the chosen variant."""
     r = md.routing
     location = [
@@ -176,23 +185,14 @@ def _data_server(md: ModelDeployment, mirror: str | None) -> list[str]:
             else []
         ),
         f"            if ($mlmodel_variant = {NONE}) {{ return 503 $mlmodel_no_variant; }}",
-        *(["            mirror /-/mirror;"] if mirror else []),
+        *(
+            [f'            access_by_lua_block {{ if ngx.var.mlmodel_mirror ~= "" then {_LUA}.capture() end }}']
+            if mirrored
+            else []
+        ),
         "            proxy_pass http://mlmodel_$mlmodel_variant;",
         _OBSERVE,
     ]
-    mirrored = (
-        [
-            "        location = /-/mirror {",
-            "            internal;",
-            '            if ($mlmodel_mirror = "") { return 204; }',
-            f"            proxy_pass http://{_upstream(mirror)}$request_uri;",
-            "            proxy_connect_timeout 1s;",
-            f"            header_filter_by_lua_block {{ {_LUA}.mirrored({_lua(mirror)}) }}",
-            "        }",
-        ]
-        if mirror
-        else []
-    )
     return [
         "    server {",
         f"        listen {names.ROUTER_PORT};",
@@ -203,7 +203,6 @@ def _data_server(md: ModelDeployment, mirror: str | None) -> list[str]:
         "        location / {",
         *location,
         "        }",
-        *mirrored,
         # The router's own answers are counted too: log_by_lua does not follow error_page's redirect.
         f"        location @rate_limited {{ return 429 $mlmodel_rate_limited; {_OBSERVE.strip()} }}",
         f"        location @upstream_failed {{ return 502 $mlmodel_upstream_failed; {_OBSERVE.strip()} }}",
