@@ -18,14 +18,14 @@ from typing import Any
 
 from load import Load, Result, burst, call, constant_load, shares
 
-from conftest import Cluster, condition, deploy_model_store, is_true
+from conftest import REPO, Cluster, condition, deploy_model_store, is_true
 
+EXAMPLE = REPO / "manifests" / "examples" / "iris-canary.yaml"
 V1 = "http://model-store/iris.joblib"
 V2 = "http://model-store/iris-v2.joblib"
-IN_EFFECT_SECONDS = 15  # issue 7's bound for a weight change, a removed variant or a mirror switched on
-# A new variant's weight waits for its pod to start and load the model, then for a router rollout:
-# measured 13 to 16 s in full CI runs here, over issue 7's 15 s, which stays open for it.
-NEW_VARIANT_IN_EFFECT_SECONDS = 25
+# Issue 7's bound for every edit: weights, a variant added (its pod starts and loads the model
+# first) or removed, a mirror switched on. Measured on its own: 2-4 s, and 7-11 s for a new variant.
+IN_EFFECT_SECONDS = 15
 
 
 def variant(name: str, uri: str, sha: str, weight: int, **extra: Any) -> dict[str, Any]:
@@ -85,11 +85,13 @@ def assert_all_ok(results: list[Result]) -> None:
     assert not failed, f"{len(failed)} of {len(results)} requests failed, at +{when} s, e.g. {failed[:3]}"
 
 
-def test_split_90_10_is_exact_in_expectation(cluster: Cluster, namespace: str, operator: None, models: Path) -> None:
-    v1, v2 = digests(models)
-    status = deploy(
-        cluster, namespace, models, md(namespace, [variant("stable", V1, v1, 90), variant("canary", V2, v2, 10)])
-    )
+def test_the_example_splits_90_10_exactly_in_expectation(
+    cluster: Cluster, namespace: str, operator: None, models: Path
+) -> None:
+    """``manifests/examples/iris-canary.yaml`` as it is in the repo."""
+    deploy_model_store(cluster, namespace, models)
+    cluster.kubectl("-n", namespace, "apply", "-f", str(EXAMPLE))
+    status = wait_settled(cluster, namespace)
     assert status["weights"] == "stable=90,canary=10"
     assert status["routing"] == "the router splits traffic: stable=90,canary=10"
     with cluster.service_url(namespace, "iris", 80) as base:
@@ -143,6 +145,12 @@ def test_zero_loss_while_weights_move_and_variants_come_and_go(
         for label, variants, routing in steps:
             edited = time.monotonic()
             cluster.apply(md(namespace, variants, routing))
+            cluster.wait_until(
+                f"{label}: Progressing=True, RoutingUpdate",
+                lambda: _routing_update(cluster, namespace),
+                IN_EFFECT_SECONDS,
+                0.2,
+            )
             status = wait_settled(cluster, namespace)
             final = router_digest(cluster, namespace)
             cluster.wait_until(f"{label}: the new config answers", _answered(load, edited, final), 30)
@@ -156,11 +164,18 @@ def test_zero_loss_while_weights_move_and_variants_come_and_go(
         results = list(load.results)
     assert_all_ok(results)
     print(f"\nsplit in effect after each edit (s): {timings}; {len(results)} requests, all 200")
-    limits = {label: NEW_VARIANT_IN_EFFECT_SECONDS if label == "add v3" else IN_EFFECT_SECONDS for label in timings}
-    assert all(timings[label] <= limits[label] for label in timings), (timings, limits)
+    assert max(timings.values()) <= IN_EFFECT_SECONDS, timings
     # The removed variant's objects are gone once the router stopped routing to it.
     names = cluster.kubectl("-n", namespace, "get", "deploy,svc", "-o", "name").stdout.split()
     assert not [n for n in names if n.endswith("/iris-stable")], names
+
+
+def _routing_update(cluster: Cluster, namespace: str) -> bool:
+    """The status says the router rolls out a new configuration for the latest spec."""
+    found = cluster.kubectl_json("-n", namespace, "get", "modeldeployment", "iris")
+    progressing = next(c for c in found["status"]["conditions"] if c["type"] == "Progressing")
+    current = found["status"].get("observedGeneration") == found["metadata"]["generation"]
+    return current and (progressing["status"], progressing["reason"]) == ("True", "RoutingUpdate")
 
 
 def test_renaming_the_only_variant_never_leaves_the_entry_service_without_endpoints(
