@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import http.server
+import json
 import re
 import shutil
 import socket
@@ -179,3 +180,12 @@ def test_a_slow_failing_mirror_neither_slows_nor_fails_the_primary(tmp_path: Pat
             time.sleep(0.1)
         assert _counted(metrics)[("stable", "2xx")] == 6
     assert _Slow.received == [("/v2/models/iris/infer", "application/json", BODY)] * 6
+
+
+def test_with_no_variant_ready_the_router_answers_503_json(tmp_path: Path) -> None:
+    with _nginx(tmp_path, parsed(variants=TWO), {}) as (base, metrics):
+        status, body = _post(base, "")  # an empty header: no pin, the weights choose
+        assert status == 503, (status, body)
+        error = json.loads(body)
+        assert error["code"] == "no_variant" and "no variant of iris is ready" in error["error"], error
+        assert _counted(metrics)[("none", "5xx")] == 1

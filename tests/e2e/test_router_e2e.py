@@ -103,11 +103,9 @@ def test_the_example_splits_90_10_exactly_in_expectation(
 
     # The router counted the same requests, per variant, and logged each as a JSON line.
     counted: Counter[str] = Counter()
-    pods = cluster.kubectl_json("-n", namespace, "get", "pods", "-l", "app.kubernetes.io/component=router")["items"]
+    pods = _router_pods(cluster, namespace)
     assert len(pods) == 2
-    for pod in pods:
-        proxy = f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}:8081/proxy/metrics"
-        text = cluster.kubectl("get", "--raw", proxy).stdout
+    for text in _router_metrics(cluster, namespace, pods).values():
         for name, value in re.findall(
             r'mlmodel_router_requests_total\{model="iris",variant="(\w+)",status_class="2xx"\} (\d+)', text
         ):
@@ -116,7 +114,7 @@ def test_the_example_splits_90_10_exactly_in_expectation(
         assert 'mlmodel_router_weight{model="iris",variant="canary"} 10' in text
     seen = Counter(r.variant for r in results)
     assert counted["stable"] == seen["stable"] and counted["canary"] == seen["canary"], (counted, seen)
-    log = cluster.kubectl("-n", namespace, "logs", pods[0]["metadata"]["name"]).stdout.splitlines()
+    log = cluster.kubectl("-n", namespace, "logs", pods[0]).stdout.splitlines()
     line = json.loads(next(ln for ln in log if ln.startswith("{")))
     assert {"time", "status", "variant", "upstream_latency", "request_id"} <= line.keys()
 
@@ -310,14 +308,42 @@ def test_override_reaches_a_weight_zero_variant_and_the_mirror_copies_half(
         v2_error = call(base, {"X-Model-Variant": "nope"}, path="/v2/models/iris/infer", body=b"{}")
         assert v2_error.status == 400 and isinstance(json.loads(v2_error.body)["error"], str)
         with cluster.service_url(namespace, "iris-shadow", 80) as shadow:
-            before = _predictions_served(shadow)
+            before = (_predictions_served(shadow), _copies_sent(cluster, namespace))
             results = burst(base, 400)
             assert_all_ok(results)
             assert Counter(r.variant for r in results) == {"stable": 400}
-            copied = cluster.wait_until(
-                "the copies to arrive", lambda: (n := _predictions_served(shadow) - before) >= 150 and n, 30
-            )
+            last: list[int] = []
+
+            def every_copy_answered() -> int:
+                """Copies the shadow served, once they equal the copies the router sent, twice in a row."""
+                served = _predictions_served(shadow) - before[0]
+                agreed = served == _copies_sent(cluster, namespace) - before[1]
+                settled = agreed and last == [served]
+                last[:] = [served] if agreed else []
+                return served if settled else 0
+
+            copied = cluster.wait_until("every copy to be answered", every_copy_answered, 30)
     assert 150 <= copied <= 250, copied  # 50 % of 400, binomial sd 10
+
+
+def _router_pods(cluster: Cluster, namespace: str) -> list[str]:
+    selector = "app.kubernetes.io/component=router"
+    return [
+        p["metadata"]["name"] for p in cluster.kubectl_json("-n", namespace, "get", "pods", "-l", selector)["items"]
+    ]
+
+
+def _router_metrics(cluster: Cluster, namespace: str, pods: list[str]) -> dict[str, str]:
+    """Each router pod's /metrics (the admin port, through the API server's pod proxy)."""
+    proxy = f"/api/v1/namespaces/{namespace}/pods/{{}}:8081/proxy/metrics"
+    return {pod: cluster.kubectl("get", "--raw", proxy.format(pod)).stdout for pod in pods}
+
+
+def _copies_sent(cluster: Cluster, namespace: str) -> int:
+    """Copies the routers sent to the mirror and got an answer to, whatever its status."""
+    texts = _router_metrics(cluster, namespace, _router_pods(cluster, namespace)).values()
+    series = r'mlmodel_router_mirrored_requests_total\{model="iris",variant="shadow",status_class="\dxx"\} (\d+)'
+    return sum(int(n) for text in texts for n in re.findall(series, text))
 
 
 def _predictions_served(base: str) -> int:
