@@ -1,13 +1,12 @@
-"""``create_app()``: the Flask application, its error handling, headers, metrics and access log."""
+"""``create_app()``: the Flask app and its error handling; ``observe`` adds headers, metrics, the access log."""
 
 from __future__ import annotations
 
 import logging
-import random
-import time
 import warnings
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, request
+from flask.globals import request_ctx
 from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 from werkzeug.exceptions import MethodNotAllowed as HTTPMethodNotAllowed
 
@@ -24,18 +23,19 @@ from mlmodel_server.errors import (
 )
 from mlmodel_server.metrics import Metrics
 from mlmodel_server.model import LoadedModel
+from mlmodel_server.observe import REQUEST, REQUEST_ID, Observed
 from mlmodel_server.routes import blueprint
 from mlmodel_server.serving import Serving, json_response, serving
 
 log = logging.getLogger("mlmodel_server")
-access_log = logging.getLogger("mlmodel_server.access")
 
 # The server maps named rows to columns itself and hands the estimator plain arrays.
 warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
 
 class _ServerFlask(Flask):
-    """Flask whose debug mode (and so its interactive debugger) cannot be switched on."""
+    """Flask whose debug mode (and so its interactive debugger) cannot be switched on, and which
+    leaves each request in the environ for ``Observed``."""
 
     @property
     def debug(self) -> bool:
@@ -45,6 +45,11 @@ class _ServerFlask(Flask):
     def debug(self, value: bool) -> None:
         if value:
             raise RuntimeError("mlmodel-server never runs in Flask debug mode")
+
+    def full_dispatch_request(self) -> Response:
+        """Flask's, with the request left in the environ for ``Observed``: its route, method and path."""
+        request.environ[REQUEST] = request_ctx.request
+        return super().full_dispatch_request()
 
 
 def create_app(
@@ -66,59 +71,29 @@ def create_app(
     if model is not None:
         state.set_model(model)
     app.register_blueprint(blueprint)
-    app.before_request(_before)
-    app.after_request(_after)
+    if api_keys is not None:
+        app.before_request(_authenticate)
+    app.wsgi_app = Observed(app.wsgi_app, settings, state.metrics)  # type: ignore[method-assign]
     app.register_error_handler(ServerError, _server_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
 
 
-def _request_id() -> str:
-    """A random id, without a system call (``random`` is reseeded in every forked worker)."""
-    return f"{random.getrandbits(128):032x}"
+def _authenticate() -> None:
+    keys = serving().api_keys
+    if keys is not None and request.path not in auth.OPEN_PATHS:
+        auth.check(request.headers.get("Authorization", ""), request.headers.get("X-API-Key", ""), keys)
 
 
-def _before() -> None:
-    g.started = time.perf_counter()
-    g.request_id = request.headers.get("X-Request-Id") or _request_id()
-    state = serving()
-    if state.api_keys is not None and request.path not in auth.OPEN_PATHS:
-        auth.check(request.headers.get("Authorization", ""), request.headers.get("X-API-Key", ""), state.api_keys)
-
-
-def _after(response: Response) -> Response:
-    state = serving()
-    settings = state.settings
-    request_id = g.get("request_id") or _request_id()
-    response.headers["X-Model-Name"] = settings.model_name
-    response.headers["X-Model-Variant"] = settings.variant
-    response.headers["X-Request-Id"] = request_id
-    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-    endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    state.metrics.requests.labels(endpoint, str(response.status_code), settings.variant).inc()
-    state.metrics.latency.labels(endpoint, settings.variant).observe(elapsed)
-    access_log.info(
-        "request",
-        extra={
-            "fields": {
-                "request_id": request_id,
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": round(elapsed * 1000, 3),
-                "model": settings.model_name,
-                "variant": settings.variant,
-            }
-        },
-    )
-    return response
+def _request_id() -> str | None:
+    return request.environ.get(REQUEST_ID)
 
 
 def _server_error(error: ServerError) -> Response:
     status = status_for(error)
     if status >= 500 and not isinstance(error, NotReady):
-        log.error(error.message, extra={"fields": {"request_id": g.get("request_id"), "code": error.code}})
+        log.error(error.message, extra={"fields": {"request_id": _request_id(), "code": error.code}})
     return _error_response(error, status)
 
 
@@ -149,6 +124,6 @@ def _http_error(error: HTTPException) -> Response:
 
 
 def _unexpected_error(error: Exception) -> Response:
-    request_id = g.get("request_id")
+    request_id = _request_id()
     log.exception("unhandled error", extra={"fields": {"request_id": request_id}})
     return _error_response(ServerError(f"internal server error (request id {request_id})"), 500)
