@@ -14,12 +14,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from mlmodel_server.config import Settings
+from mlmodel_server.logs import AccessLog
 from mlmodel_server.metrics import Metrics
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-access_log = logging.getLogger("mlmodel_server.access")
+access_log = AccessLog(logging.getLogger("mlmodel_server.access"))
 
 REQUEST_ID = "mlmodel.request_id"  # environ keys: the request's id,
 REQUEST = "mlmodel.request"  # and its Flask request, which Flask unbinds from the environ at its end
@@ -62,19 +63,16 @@ class Observed:
         rule = getattr(request, "url_rule", None)
         endpoint = rule.rule if rule is not None else "unmatched"
         self._count(endpoint, status, elapsed)
-        access_log.info(
-            "request",
-            extra={
-                "fields": {
-                    "request_id": request_id,
-                    "method": request.method if request is not None else environ.get("REQUEST_METHOD"),
-                    "path": request.path if request is not None else environ.get("PATH_INFO"),
-                    "status": int(status),
-                    "duration_ms": round(elapsed * 1000, 3),
-                    "model": self._model,
-                    "variant": self._variant,
-                }
-            },
+        access_log.request(
+            {
+                "request_id": request_id,
+                "method": request.method if request is not None else environ.get("REQUEST_METHOD"),
+                "path": request.path if request is not None else environ.get("PATH_INFO"),
+                "status": int(status),
+                "duration_ms": round(elapsed * 1000, 3),
+                "model": self._model,
+                "variant": self._variant,
+            }
         )
         return body
 
