@@ -9,17 +9,17 @@ and not by a per-object ``@kopf.timer``, for which kopf puts its finalizer on ev
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from prometheus_client import start_http_server
 
 from mlmodel_operator import config, kube, metrics, names, reconcile
 
@@ -49,8 +49,6 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=names.GROUP)
     settings.posting.enabled = False  # reconcile posts its own Events, only for real changes
-    if CONFIG.metrics_port:
-        start_http_server(CONFIG.metrics_port)
     # kopf copies the operator's memo into each object's: every object's memo shares this one.
     memo.watched = Watched()
     threading.Thread(target=_resync, args=(memo.watched,), name="resync", daemon=True).start()
@@ -66,9 +64,8 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.update(*MD, timeout=WAIT_TIMEOUT)
 def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """A new or changed spec: reconcile, then keep retrying until every variant is ready or has failed."""
-    verdict = _sync(body, memo, "change")
-    if verdict.status is not None:
-        patch.status.update(verdict.status)
+    verdict = _sync(memo, "change", lambda: body, patch.status.update)
+    assert verdict is not None  # kopf's body is there
     if verdict.invalid is not None:
         raise kopf.PermanentError(verdict.invalid)
     if not verdict.settled:
@@ -79,35 +76,52 @@ def _resync(watched: Watched) -> None:
     """Every resync period (jittered by ±20 %, so that operators and objects spread out), a pass over
     each ModelDeployment seen: repair drift and refresh the status, writing only what changed."""
     while not watched.stop.wait(CONFIG.resync_seconds * random.uniform(0.8, 1.2)):
-        for body, memo in list(watched.objects.values()):
+        for uid, (body, memo) in list(watched.objects.items()):
             if watched.stop.is_set():
                 return
-            if body["metadata"].get("deletionTimestamp"):
-                continue  # being deleted (in the foreground, say): its children must not come back
             try:
-                verdict = _sync(body, memo, "resync")
-                if verdict.status is not None:
-                    kube.patch_status(body, verdict.status)
+                _sync(
+                    memo, "resync", functools.partial(_latest, watched, uid), functools.partial(kube.patch_status, body)
+                )
             except Exception:  # the next round tries again; kopf's handlers are not held up
                 LOG.exception("resync of %s/%s failed", body["metadata"]["namespace"], body["metadata"]["name"])
 
 
-def _sync(body: Mapping[str, Any], memo: kopf.Memo, trigger: str) -> reconcile.Verdict:
-    metrics.RECONCILES.labels(trigger).inc()
-    started = time.perf_counter()
-    lock = memo.setdefault("lock", threading.Lock())  # one pass at a time per ModelDeployment
-    try:
-        with lock:
+def _latest(watched: Watched, uid: str) -> Mapping[str, Any] | None:
+    """The newest body seen of ``uid``; ``None`` once it is gone or being deleted (in the foreground, say:
+    its children must not come back)."""
+    body = watched.objects.get(uid, ({}, None))[0]
+    return body if body and not body["metadata"].get("deletionTimestamp") else None
+
+
+def _sync(
+    memo: kopf.Memo,
+    trigger: str,
+    body_of: Callable[[], Mapping[str, Any] | None],
+    write_status: Callable[[dict[str, Any]], object],
+) -> reconcile.Verdict | None:
+    """One pass, one at a time per ModelDeployment, on the body that is newest once it is this pass's
+    turn (a resync that waited for a pass of a new spec must not apply the spec it had before), and
+    its status written before the next pass starts."""
+    with memo.setdefault("lock", threading.Lock()):
+        body = body_of()
+        if body is None:
+            return None
+        metrics.RECONCILES.labels(trigger).inc()
+        started = time.perf_counter()
+        try:
             verdict = reconcile.sync(
                 body, default_image=CONFIG.server_image, router_image=CONFIG.router_image, now=_now(), memory=memo
             )
-    except Exception as err:
-        metrics.ERRORS.labels(type(err).__name__).inc()
-        raise
-    finally:
-        metrics.DURATION.observe(time.perf_counter() - started)
-    metrics.passed(body["metadata"]["namespace"], body["metadata"]["name"], memo["status"])
-    return verdict
+            if verdict.status is not None:
+                write_status(verdict.status)
+        except Exception as err:
+            metrics.ERRORS.labels(type(err).__name__).inc()
+            raise
+        finally:
+            metrics.DURATION.observe(time.perf_counter() - started)
+        metrics.passed(body["metadata"]["namespace"], body["metadata"]["name"], memo["status"])
+        return verdict
 
 
 @kopf.on.event(*MD)
