@@ -114,16 +114,22 @@ def _golden() -> dict[str, Any]:
 
 
 def test_rbac_cluster_scope_matches_the_golden_allowlist() -> None:
+    golden = _golden()["cluster"]
     cluster, namespaced = operator_permissions(render())
-    assert cluster == _golden()["cluster"]["cluster-wide"]
-    assert namespaced == {}
+    assert cluster == golden["cluster-wide"]
+    assert namespaced == {NAMESPACE: golden["release-namespace"]}
+    assert operator_permissions(render("--set", "replicaCount=1"))[1] == {}  # no leader election, no Lease
 
 
 def test_rbac_namespace_scope_matches_the_golden_allowlist() -> None:
     golden = _golden()["namespace"]
     cluster, namespaced = operator_permissions(render(*NAMESPACE_SCOPE))
     assert cluster == golden["cluster-wide"]
-    assert namespaced == {"team-a": golden["watched"], "team-b": golden["watched"]}
+    assert namespaced == {
+        "team-a": golden["watched"],
+        "team-b": golden["watched"],
+        NAMESPACE: golden["release-namespace"],
+    }
 
 
 def test_rbac_has_no_wildcards_and_aggregates_user_roles() -> None:
@@ -198,8 +204,12 @@ def test_operator_gets_its_images_and_settings() -> None:
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"healthz": 8080, "metrics": 9090}
     defaults = find(render(), "Deployment")[0]["spec"]
-    assert defaults["replicas"] == 1 and defaults["strategy"] == {"type": "Recreate"}
-    default_env = {e["name"]: e["value"] for e in defaults["template"]["spec"]["containers"][0]["env"]}
+    assert defaults["replicas"] == 2
+    assert defaults["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    default_env = {e["name"]: e.get("value") for e in defaults["template"]["spec"]["containers"][0]["env"]}
+    assert (default_env["LEADER_ELECTION"], default_env["LEADER_ELECTION_ID"]) == ("true", "mlmodel-operator")
+    single = find(render("--set", "replicaCount=1"), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e.get("value") for e in single["env"]}["LEADER_ELECTION"] == "false"
     assert default_env["ROUTER_IMAGE"] == "openresty/openresty:1.27.1.2-bookworm"
     assert default_env["SERVER_IMAGE"] == "mlmodel-server:0.1.0"
     annotations = defaults["template"]["metadata"]["annotations"]
@@ -216,7 +226,7 @@ def test_operator_gets_its_images_and_settings() -> None:
         (["--set", "imge.tag=1"], "additional properties 'imge' not allowed"),
         (["--set", "monitoring.serviceMonitor.enbled=true"], "additional properties 'enbled' not allowed"),
         (["--set", "rbac.scope=cluster-wide"], "rbac/scope"),
-        (["--set", "replicaCount=2"], "replicaCount"),
+        (["--set", "replicaCount=-1"], "replicaCount"),
         (["--set", "rbac.scope=namespace"], "rbac.scope=namespace needs watchNamespaces"),
     ],
 )

@@ -19,6 +19,9 @@ class Config:
     liveness: str | None
     metrics_port: int
     json_logs: bool
+    leader_election: bool
+    lease_namespace: str
+    lease_name: str
 
 
 def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -61,6 +64,22 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         default=env.get("LOG_FORMAT", "json"),
         help="log format [LOG_FORMAT]",
     )
+    parser.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=env.get("LEADER_ELECTION", "false").lower() == "true",
+        help="run as one of several replicas: only the holder of a Lease reconciles [LEADER_ELECTION]",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        default=env.get("POD_NAMESPACE", "default"),
+        help="namespace of the Lease [POD_NAMESPACE]",
+    )
+    parser.add_argument(
+        "--leader-election-id",
+        default=env.get("LEADER_ELECTION_ID", "mlmodel-operator"),
+        help="name of the Lease [LEADER_ELECTION_ID]",
+    )
     args = parser.parse_args(argv)
     namespaces = args.namespaces or [n.strip() for n in env.get("WATCH_NAMESPACES", "").split(",") if n.strip()]
     return Config(
@@ -71,4 +90,7 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         liveness=args.liveness,
         metrics_port=args.metrics_port,
         json_logs=args.log_format == "json",
+        leader_election=args.leader_election,
+        lease_namespace=args.leader_election_namespace,
+        lease_name=args.leader_election_id,
     )

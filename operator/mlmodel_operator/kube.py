@@ -111,6 +111,41 @@ def patch_status(md: Mapping[str, Any], status: Obj) -> None:
         )
 
 
+def read_lease(namespace: str, name: str) -> tuple[Obj, str] | None:
+    """A Lease's spec and resourceVersion, or ``None`` when there is none."""
+    found = get("coordination.k8s.io/v1", "Lease", namespace, name)
+    return (found.get("spec") or {}, found["metadata"]["resourceVersion"]) if found else None
+
+
+def write_lease(namespace: str, name: str, spec: Obj, resource_version: str | None) -> bool:
+    """Create the Lease (no ``resource_version``) or replace the one read at ``resource_version``.
+
+    ``False`` when another writer got there first (a conflict, or it already exists).
+    """
+    body = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            **({"resourceVersion": resource_version} if resource_version else {}),
+        },
+        "spec": spec,
+    }
+    lease = _resource("coordination.k8s.io/v1", "Lease")
+    try:
+        with _refusals():
+            if resource_version is None:
+                lease.create(body=body, namespace=namespace)
+            else:
+                lease.replace(body=body, name=name, namespace=namespace)
+    except Refused as err:
+        if err.code == 409:
+            return False
+        raise
+    return True
+
+
 def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
     """Delete one object; already gone is fine; ``Refused`` if refused."""
     with contextlib.suppress(NotFoundError), _refusals():

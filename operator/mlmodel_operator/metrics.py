@@ -13,6 +13,7 @@ RECONCILES = Counter("mlmodel_operator_reconciles_total", "Reconcile passes", ["
 ERRORS = Counter("mlmodel_operator_reconcile_errors_total", "Reconcile passes that failed", ["reason"])
 CHANGES = Counter("mlmodel_operator_changes_total", "Objects applied or deleted", ["action"])
 DURATION = Histogram("mlmodel_operator_reconcile_seconds", "Time per reconcile pass")
+LEADER = Gauge("mlmodel_operator_leader", "1 while this replica reconciles (it holds the Lease, or runs alone)")
 LAST_PASS = Gauge("mlmodel_operator_last_reconcile_timestamp_seconds", "When the last reconcile pass finished")
 READY = Gauge("mlmodel_operator_ready", "1 while the ModelDeployment is Ready, else 0", ["namespace", "name"])
 CONDITION = Gauge(

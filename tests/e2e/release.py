@@ -86,3 +86,25 @@ def _adopt_unmanaged(cluster: Cluster) -> None:
             f"meta.helm.sh/release-name={RELEASE}",
             f"meta.helm.sh/release-namespace={NAMESPACE}",
         )
+
+
+def leader_pod(cluster: Cluster) -> str | None:
+    """The operator pod that holds the leader-election Lease (its identity is ``<pod>_<suffix>``), if it runs."""
+    lease = cluster.kubectl("-n", NAMESPACE, "get", "lease", OPERATOR, "-o", "json", check=False)
+    if lease.returncode != 0:
+        return None
+    holder = json.loads(lease.stdout)["spec"].get("holderIdentity") or ""
+    pod = cluster.kubectl("-n", NAMESPACE, "get", "pod", holder.rpartition("_")[0], "-o", "json", check=False)
+    if pod.returncode != 0:
+        return None
+    found = json.loads(pod.stdout)
+    running = found["status"].get("phase") == "Running" and not found["metadata"].get("deletionTimestamp")
+    return str(found["metadata"]["name"]) if running else None
+
+
+def leader_metrics(cluster: Cluster) -> str:
+    """The leader's /metrics, through the API server's pod proxy (a standby serves none)."""
+    pod = leader_pod(cluster)
+    if pod is None:
+        return ""
+    return cluster.kubectl("get", "--raw", f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}:9090/proxy/metrics").stdout

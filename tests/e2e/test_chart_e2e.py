@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,18 @@ from typing import Any
 import pytest
 import yaml
 from load import burst, call, constant_load
-from release import CHART, CRD, NAMESPACE, OPERATOR, RELEASE, helm, install, restricted_namespace
+from release import (
+    CHART,
+    CRD,
+    NAMESPACE,
+    OPERATOR,
+    RELEASE,
+    helm,
+    install,
+    leader_metrics,
+    leader_pod,
+    restricted_namespace,
+)
 from test_router_e2e import router_digest, wait_settled
 
 from conftest import REPO, Cluster, deploy_model_store, is_true
@@ -76,24 +86,25 @@ def test_upgrade_under_load_fails_no_request(cluster: Cluster, operator: None, r
             lambda: all(r.status == 200 and r.config == digest for r in burst(base, 20)),
             60,
         )
-    before = _operator_pod(cluster)
+    before = leader_pod(cluster)
+    assert before is not None
     ready = f'mlmodel_operator_ready{{name="iris",namespace="{restricted}"}} 1.0'
     with (
         cluster.service_url(restricted, "iris", 80) as base,
-        cluster.service_url(NAMESPACE, OPERATOR, 9090) as metrics,
         constant_load(base, UPGRADE_RATE) as load,
     ):
         start = time.monotonic()
         try:
-            # A changed value: the operator is replaced (Recreate) and reconciles everything anew;
-            # the load goes on for at least 30 s, until the new operator has reconciled iris.
+            # A changed value: the operator pods are replaced one by one, a new one leads and
+            # reconciles everything anew; the load goes on for at least 30 s, until it has
+            # reconciled iris.
             install(cluster, "--set", "resyncSeconds=11")
             upgraded = time.monotonic() - start
             cluster.wait_until(
-                "the new operator to report iris Ready, after 30 s of load",
+                "a new leader to report iris Ready, after 30 s of load",
                 lambda: (
-                    _operator_pod(cluster) not in (None, before)
-                    and ready in _get(metrics + "/metrics")
+                    leader_pod(cluster) not in (None, before)
+                    and ready in leader_metrics(cluster)
                     and time.monotonic() - start >= 30
                 ),
                 180,
@@ -112,21 +123,6 @@ def test_upgrade_under_load_fails_no_request(cluster: Cluster, operator: None, r
         [(round(r.sent - start, 1), r) for r in failed[:10]],
     )
     assert len(results) >= 0.9 * UPGRADE_RATE * elapsed, (len(results), elapsed)
-
-
-def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as reply:
-        return str(reply.read().decode())
-
-
-def _operator_pod(cluster: Cluster) -> str | None:
-    pods = cluster.kubectl_json("-n", NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/component=operator")
-    running = [
-        p["metadata"]["name"]
-        for p in pods["items"]
-        if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
-    ]
-    return running[0] if len(running) == 1 else None
 
 
 def can_i(cluster: Cluster, account: str, namespace: str) -> Permissions:
@@ -156,9 +152,9 @@ def test_operator_permissions_are_the_golden_allowlist_in_cluster_scope(
     cluster: Cluster, operator: None, namespace: str
 ) -> None:
     account = f"system:serviceaccount:{NAMESPACE}:{OPERATOR}"
-    expected = _expected(GOLDEN["cluster"]["cluster-wide"])
-    assert can_i(cluster, account, namespace) == expected
-    assert can_i(cluster, account, NAMESPACE) == expected
+    golden = GOLDEN["cluster"]
+    assert can_i(cluster, account, namespace) == _expected(golden["cluster-wide"])
+    assert can_i(cluster, account, NAMESPACE) == _expected(golden["cluster-wide"], golden["release-namespace"])
 
 
 @pytest.fixture

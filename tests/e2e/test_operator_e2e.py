@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from release import NAMESPACE, leader_pod
+from test_router_e2e import wait_settled
 from test_server_deployment import IRIS_ROW, client_pod
 
 from conftest import REPO, WRONG_DIGEST, Cluster, broken_model, condition, deploy_model_store, is_true
@@ -71,3 +75,41 @@ def test_canary_serves_and_a_bad_model_is_degraded(
     ready_condition = condition(cluster, namespace, "broken", "Ready")
     assert ready_condition is not None and ready_condition["status"] == "False"
     assert ready_condition["reason"] == "ModelLoadFailed"
+
+
+TAKEOVER_SECONDS = 30  # issue 9: a standby takes over within 30 s of the leader's loss
+
+
+def test_a_standby_takes_over_when_the_leader_dies_under_a_spec_change(
+    cluster: Cluster, namespace: str, operator: None, models: Path
+) -> None:
+    """Two operator replicas: the leader is killed (no grace, so it cannot release the Lease) right
+    after a spec change; the standby takes over within 30 s and the change converges, with no
+    Event posted twice."""
+    deploy_model_store(cluster, namespace, models)
+    cluster.kubectl("-n", namespace, "apply", "-f", str(EXAMPLES / "iris-canary.yaml"))
+    wait_settled(cluster, namespace)
+    old = leader_pod(cluster)
+    assert old is not None
+    pods = cluster.kubectl_json("-n", NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/component=operator")
+    running = [p["metadata"]["name"] for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
+    assert len(running) == 2 and old in running, running
+    before = {e["metadata"]["name"] for e in cluster.kubectl_json("-n", namespace, "get", "events")["items"]}
+    patch = [{"op": "replace", "path": f"/spec/variants/{i}/weight", "value": 50} for i in (0, 1)]
+    cluster.kubectl("-n", namespace, "patch", "md", "iris", "--type=json", "-p", json.dumps(patch))
+    killed = time.monotonic()
+    cluster.kubectl("-n", NAMESPACE, "delete", "pod", old, "--grace-period=0", "--force")
+    new = cluster.wait_until(
+        "a standby to lead", lambda: (pod := leader_pod(cluster)) != old and pod, TAKEOVER_SECONDS, 0.5
+    )
+    took_over = time.monotonic() - killed
+    status = wait_settled(cluster, namespace, timeout=120)
+    assert status["weights"] == "stable=50,canary=50", status
+    events = [
+        e
+        for e in cluster.kubectl_json("-n", namespace, "get", "events")["items"]
+        if e["metadata"]["name"] not in before
+    ]
+    ours = Counter((e["reason"], e["message"]) for e in events if e.get("reportingComponent") == "mlmodel-operator")
+    assert ours and max(ours.values()) == 1, ours
+    print(f"\nnew leader {new} {took_over:.1f} s after the old one was killed; events: {dict(ours)}")

@@ -101,7 +101,6 @@ def operator(namespace: str, kubectl: Kubectl, monkeypatch: pytest.MonkeyPatch) 
     """
     monkeypatch.setenv("RESYNC_SECONDS", "2")
     monkeypatch.setenv("ROUTER_IMAGE", "mlmodel-router:absent")
-    monkeypatch.setenv("METRICS_PORT", "0")
     runners: list[KopfRunner] = []
 
     def start() -> KopfRunner:
