@@ -139,8 +139,9 @@ class Elector:
         if self.held is None:
             return
         found = kube.read_lease(self.namespace, self.name)
-        if found and from_spec(found[0]).holder == self.identity:
-            kube.write_lease(self.namespace, self.name, to_spec(released(from_spec(found[0]))), found[1])
+        record = from_spec(found[0]) if found else None
+        if found and record and record.holder == self.identity:
+            kube.write_lease(self.namespace, self.name, to_spec(released(record)), found[1])
             LOG.info("released the Lease %s/%s", self.namespace, self.name)
         self.held = None
 

@@ -22,7 +22,7 @@ from mlmodel_operator.spec import ModelDeployment
 LUA_MODULE = "mlmodel_router"
 _LUA = f'require("{LUA_MODULE}")'
 LUA = resources.files("mlmodel_operator").joinpath("router.lua").read_text()
-_OBSERVE = f"            log_by_lua_block {{ {_LUA}.observe() }}"
+_OBSERVE = f"log_by_lua_block {{ {_LUA}.observe() }}"
 NGINX_CONF = "nginx.conf"
 UNKNOWN = '"?"'  # $mlmodel_variant when the override header names no variant
 NONE = '"-"'  # $mlmodel_variant when no variant can take a request (not a DNS label, so never a variant's name)
@@ -191,7 +191,7 @@ def _data_server(md: ModelDeployment, mirrored: bool) -> list[str]:
             else []
         ),
         "            proxy_pass http://mlmodel_$mlmodel_variant;",
-        _OBSERVE,
+        f"            {_OBSERVE}",
     ]
     return [
         "    server {",
@@ -204,8 +204,8 @@ def _data_server(md: ModelDeployment, mirrored: bool) -> list[str]:
         *location,
         "        }",
         # The router's own answers are counted too: log_by_lua does not follow error_page's redirect.
-        f"        location @rate_limited {{ return 429 $mlmodel_rate_limited; {_OBSERVE.strip()} }}",
-        f"        location @upstream_failed {{ return 502 $mlmodel_upstream_failed; {_OBSERVE.strip()} }}",
+        f"        location @rate_limited {{ return 429 $mlmodel_rate_limited; {_OBSERVE} }}",
+        f"        location @upstream_failed {{ return 502 $mlmodel_upstream_failed; {_OBSERVE} }}",
         "    }",
     ]
 
