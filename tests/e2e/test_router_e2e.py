@@ -327,9 +327,14 @@ def test_override_reaches_a_weight_zero_variant_and_the_mirror_copies_half(
 
 
 def _router_pods(cluster: Cluster, namespace: str) -> list[str]:
+    """The router pods that serve: running and not being deleted (a pod of an earlier rollout can
+    linger a moment after nginx exited, with no address to reach)."""
     selector = "app.kubernetes.io/component=router"
+    pods = cluster.kubectl_json("-n", namespace, "get", "pods", "-l", selector)["items"]
     return [
-        p["metadata"]["name"] for p in cluster.kubectl_json("-n", namespace, "get", "pods", "-l", selector)["items"]
+        p["metadata"]["name"]
+        for p in pods
+        if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
     ]
 
 
