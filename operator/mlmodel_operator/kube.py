@@ -75,9 +75,10 @@ def get(api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
 
 
 def list_objects(api_version: str, kind: str, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
-    """Objects of a kind in ``namespace`` that carry all ``labels``."""
+    """Objects of a kind in ``namespace`` that carry all ``labels``; ``Refused`` if the read is refused."""
     selector = ",".join(f"{k}={v}" for k, v in labels.items())
-    found = _resource(api_version, kind).get(namespace=namespace, label_selector=selector)
+    with _refusals():
+        found = _resource(api_version, kind).get(namespace=namespace, label_selector=selector)
     return [item.to_dict() for item in found.items]
 
 
@@ -153,7 +154,7 @@ def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
 
 
 def event(md: Mapping[str, Any], kind: str, reason: str, message: str, now: str) -> None:
-    """Record a Kubernetes Event on the ModelDeployment ``md`` (kind ``Normal`` or ``Warning``)."""
+    """Record an Event on the ModelDeployment ``md`` (kind ``Normal`` or ``Warning``); ``Refused`` if refused."""
     meta = md["metadata"]
     body = {
         "apiVersion": "v1",
@@ -175,4 +176,5 @@ def event(md: Mapping[str, Any], kind: str, reason: str, message: str, now: str)
         "lastTimestamp": now,
         "count": 1,
     }
-    _resource("v1", "Event").create(body=body, namespace=meta["namespace"])
+    with _refusals():
+        _resource("v1", "Event").create(body=body, namespace=meta["namespace"])

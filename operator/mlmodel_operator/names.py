@@ -29,6 +29,8 @@ COMPONENT_PREDICTOR = "predictor"
 COMPONENT_ROUTER = "router"
 ROUTER_APP = "mlmodel-router"
 ANNOTATION_ROUTER_CONFIG = f"{GROUP}/router-config"
+# A digest of what the operator applied to a child: a change means the apply changes the child.
+ANNOTATION_APPLIED = f"{GROUP}/applied"
 
 SERVER_CONTAINER = "server"
 HTTP_PORT_NAME = "http"

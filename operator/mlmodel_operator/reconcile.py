@@ -6,12 +6,15 @@ ModelDeployment costs reads and nothing else.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from mlmodel_operator import drift, kube, metrics, names, render, spec, status, traffic
 from mlmodel_operator.spec import ModelDeployment
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,16 +44,24 @@ def reconcile(md: ModelDeployment, previous: Mapping[str, Any], now: str, router
     off it: the entry Service leads elsewhere, and the router runs a configuration without it.
     """
     api_versions = {kind: api_version for api_version, kind in kube.CHILD_KINDS}
-    found = {
-        (kind, live["metadata"]["name"]): live
-        for api_version, kind in kube.CHILD_KINDS
-        for live in kube.list_objects(api_version, kind, md.namespace, names.owned_labels(md.name))
-    }
     changes: list[str] = []
     problems: list[status.Failure] = []
 
-    def ensure(obj: dict[str, Any]) -> dict[str, Any] | None:
-        """The live object once it holds ``obj``; ``None`` (and a problem) if it is someone else's or refused."""
+    def listed(api_version: str, kind: str, labels: Mapping[str, str]) -> list[dict[str, Any]] | None:
+        """The objects of ``kind`` with ``labels``; ``None`` (and a problem) if the list is refused."""
+        try:
+            return kube.list_objects(api_version, kind, md.namespace, labels)
+        except kube.Refused as err:
+            problems.append(status.refused("list", kind, "", err.code, err.message))
+            return None
+
+    lists = {kind: listed(api_version, kind, names.owned_labels(md.name)) for api_version, kind in kube.CHILD_KINDS}
+    # A kind that could not be listed is read object by object, and nothing of it is deleted.
+    found = {(kind, live["metadata"]["name"]): live for kind, items in lists.items() for live in items or []}
+
+    def ensure(rendered: dict[str, Any]) -> dict[str, Any] | None:
+        """The live object once it holds ``rendered``; ``None`` (and a problem) if it is someone else's or refused."""
+        obj = drift.stamp(rendered)
         kind, name = obj["kind"], obj["metadata"]["name"]
         live = found.pop((kind, name), None)
         try:
@@ -65,8 +76,7 @@ def reconcile(md: ModelDeployment, previous: Mapping[str, Any], now: str, router
             elif replicas is not None:
                 where = f"handed its {replicas} replicas over to the autoscaler"
             else:
-                drifted = drift.drifted(obj, live)
-                where = drifted and f"drift at {drifted}"
+                where = drift.why(obj, live)
             if not where:
                 return live
             if replicas is not None:
@@ -82,7 +92,7 @@ def reconcile(md: ModelDeployment, previous: Mapping[str, Any], now: str, router
         status.observe(
             v.name,
             live.get(("Deployment", names.child(md.name, v.name))),
-            kube.list_objects("v1", "Pod", md.namespace, names.selector(md.name, v.name)),
+            listed("v1", "Pod", names.selector(md.name, v.name)) or [],
         )
         for v in md.variants
     ]
@@ -95,7 +105,7 @@ def reconcile(md: ModelDeployment, previous: Mapping[str, Any], now: str, router
         router = status.observe(
             status.ROUTER,
             router_live,
-            kube.list_objects("v1", "Pod", md.namespace, names.router_selector(md.name)),
+            listed("v1", "Pod", names.router_selector(md.name)) or [],
             container=names.ROUTER_CONTAINER,
         )
         weights, target, arrived = config.weights, None, router.ready > 0
@@ -103,7 +113,8 @@ def reconcile(md: ModelDeployment, previous: Mapping[str, Any], now: str, router
         router, weights, target = None, traffic.applied_weights(md, ready), md.variants[0].name
         arrived = bool(ready)
     entry = ("Service", names.entry_service(md.name))
-    stale = {key: obj for key, obj in found.items() if key != entry and md.uid in _owners(obj)}
+    complete = all(items is not None for items in lists.values())  # else what is stale is not known
+    stale = {key: obj for key, obj in found.items() if complete and key != entry and md.uid in _owners(obj)}
     up = {o.name for o in observed if o.ready} | ({status.ROUTER} if router and router.ready else set())
     up |= {
         _target(obj["metadata"]["labels"]) for (kind, _), obj in stale.items() if kind == "Deployment" and _ready(obj)
@@ -182,16 +193,26 @@ def sync(
         new = status.invalid(int(body["metadata"].get("generation", 0)), message, previous.get("conditions") or [], now)
         before = status.condition(previous, status.READY)
         if not before or before.get("message") != message:  # once per distinct problem, not per pass
-            kube.event(body, "Warning", status.INVALID_SPEC, message, now)
+            _event(body, "Warning", status.INVALID_SPEC, message, now)
         memory["status"] = new
         return Verdict(new if _changed(actual, new) else None, settled=True, invalid=message)
     outcome = reconcile(md, previous, now, router_image)
     for change in outcome.changes:
         metrics.CHANGES.labels(change.split()[0]).inc()
-        kube.event(body, "Normal", "Applied" if change.startswith("applied") else "Deleted", change, now)
+        _event(body, "Normal", "Applied" if change.startswith("applied") else "Deleted", change, now)
     _transition_events(body, previous, outcome.status, now)
     memory["status"] = outcome.status
     return Verdict(outcome.status if _changed(actual, outcome.status) else None, settled=outcome.settled)
+
+
+def _event(body: Mapping[str, Any], kind: str, reason: str, message: str, now: str) -> None:
+    """Record an Event; one the API server refuses (its namespace is being deleted, say) is logged,
+    and the pass goes on: the status still says what the Event would have."""
+    try:
+        kube.event(body, kind, reason, message, now)
+    except kube.Refused as err:
+        meta = body["metadata"]
+        LOG.warning("event %s on %s/%s refused: %s", reason, meta["namespace"], meta["name"], err)
 
 
 def _changed(previous: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
@@ -202,4 +223,4 @@ def _transition_events(body: Mapping[str, Any], previous: Mapping[str, Any], new
     for kind, wanted, event_type in ((status.DEGRADED, "True", "Warning"), (status.READY, "True", "Normal")):
         after, before = status.condition(new, kind), status.condition(previous, kind)
         if after and after["status"] == wanted and (before is None or before.get("status") != wanted):
-            kube.event(body, event_type, after["reason"], after["message"], now)
+            _event(body, event_type, after["reason"], after["message"], now)

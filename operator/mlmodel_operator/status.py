@@ -17,6 +17,7 @@ ROUTING_UPDATE = "RoutingUpdate"
 NAME_CONFLICT = "NameConflict"
 APPLY_FAILED = "ApplyFailed"
 DELETE_FAILED = "DeleteFailed"
+LIST_FAILED = "ListFailed"
 QUOTA_EXCEEDED = "QuotaExceeded"
 UNSCHEDULABLE = "Unschedulable"
 REPLICA_FAILURE = "ReplicaFailure"
@@ -43,11 +44,11 @@ def conflict(kind: str, name: str) -> Failure:
 
 
 def refused(verb: str, kind: str, name: str, code: int, message: str) -> Failure:
-    """The API server refused to ``verb`` (apply, delete) an object: a quota's 403, or any other refusal."""
-    reason = APPLY_FAILED if verb == "apply" else DELETE_FAILED
+    """The API server refused to ``verb`` (apply, delete, list) an object (or a kind): a quota's 403, or any other."""
+    reason = {"apply": APPLY_FAILED, "delete": DELETE_FAILED, "list": LIST_FAILED}[verb]
     if code == 403 and _QUOTA in message:
         reason = QUOTA_EXCEEDED
-    return Failure(reason, f"{verb} {kind} {name}: {message}")
+    return Failure(reason, f"{' '.join(filter(None, (verb, kind, name)))}: {message}")
 
 
 @dataclass(frozen=True)

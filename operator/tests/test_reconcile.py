@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from mlmodel_operator import kube, names, reconcile, spec, status
-from test_render import parsed
+from test_render import parsed, resource
 
 NOW = "2026-01-01T00:00:00Z"
 UID = "uid-1"
@@ -23,10 +23,15 @@ class FakeApi:
         self.objects: dict[Key, dict[str, Any]] = {(o["kind"], o["metadata"]["name"]): o for o in objects}
         self.refuse: dict[Key, tuple[int, str]] = {}
         self.refuse_only: str | None = None  # refuse the writes of this field manager only
+        self.refuse_list: dict[str, tuple[int, str]] = {}  # by kind
+        self.refuse_events: tuple[int, str] | None = None
+        self.events: list[str] = []
         self.applied: list[tuple[str, Key, dict[str, Any]]] = []
         self.deleted: list[Key] = []
 
     def list_objects(self, api_version: str, kind: str, namespace: str, labels: Mapping[str, str]) -> list[Any]:
+        if kind in self.refuse_list:
+            raise kube.Refused(*self.refuse_list[kind])
         return [
             o
             for (k, _), o in self.objects.items()
@@ -55,8 +60,10 @@ class FakeApi:
         self.deleted.append((kind, name))
         self.objects.pop((kind, name), None)
 
-    def event(self, *_: Any) -> None:
-        pass
+    def event(self, md: Any, kind: str, reason: str, *_: Any) -> None:
+        if self.refuse_events:
+            raise kube.Refused(*self.refuse_events)
+        self.events.append(reason)
 
 
 @pytest.fixture
@@ -123,6 +130,34 @@ def test_a_refused_delete_is_reported(api: FakeApi) -> None:
     ready = ready_condition(run(single(replicas=1)))
     assert ready["reason"] == status.DELETE_FAILED
     assert "delete PodDisruptionBudget iris-stable: forbidden by policy" in ready["message"]
+
+
+def test_a_refused_pod_list_is_reported_and_the_pass_goes_on(api: FakeApi) -> None:
+    api.refuse_list["Pod"] = (500, "etcdserver: request timed out")
+    ready = ready_condition(run(parsed()))
+    assert (ready["status"], ready["reason"]) == ("False", status.LIST_FAILED)
+    assert "list Pod: etcdserver: request timed out" in ready["message"]
+    assert {("Deployment", "iris-stable"), ("Service", "iris")} <= {key for _, key, _ in api.applied}
+
+
+def test_nothing_is_deleted_while_a_kind_cannot_be_listed(api: FakeApi) -> None:
+    run(single(replicas=2))  # with a PodDisruptionBudget, no longer wanted at 1 replica
+    api.refuse_list["Deployment"] = (403, 'deployments.apps is forbidden: User "x" cannot list')
+    ready = ready_condition(run(single(replicas=1)))
+    assert ready["reason"] == status.LIST_FAILED
+    assert "list Deployment: deployments.apps is forbidden" in ready["message"]
+    assert not api.deleted  # what is stale is not known without every list
+    del api.refuse_list["Deployment"]
+    run(single(replicas=1))
+    assert api.deleted == [("PodDisruptionBudget", "iris-stable")]
+
+
+def test_a_refused_event_does_not_stop_the_pass(api: FakeApi) -> None:
+    api.refuse_events = (403, "unable to create new content in namespace ml because it is being terminated")
+    memory: dict[str, Any] = {}
+    verdict = reconcile.sync(resource(), default_image="s:1", router_image="r:1", now=NOW, memory=memory)
+    assert verdict.status is not None and memory["status"] == verdict.status
+    assert ("Service", "iris") in {key for _, key, _ in api.applied}
 
 
 def service(name: str, owner_uid: str | None, labels: dict[str, str] | None = None) -> dict[str, Any]:

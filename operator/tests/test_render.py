@@ -213,9 +213,41 @@ def test_drift_ignores_defaults_and_quantity_spelling() -> None:
     del live["spec"]["template"]["spec"]["containers"][0]["startupProbe"]["initialDelaySeconds"]  # 0: omitted
     assert drift.drifted(desired, live) is None
     live["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:latest"
-    assert drift.drifted(desired, live) == ".spec.template.spec.containers[0].image"
+    assert drift.drifted(desired, live) == ".spec.template.spec.containers[server].image"
     del live["spec"]["template"]["metadata"]["labels"][names.LABEL_VARIANT]
     assert drift.drifted(desired, live) == ".spec.template.metadata.labels.mlmodel.io/variant"
+
+
+def test_drift_is_judged_the_way_server_side_apply_merges() -> None:
+    md = parsed()
+    desired = drift.stamp(render.deployment(md, md.variant("canary")))
+    live = copy.deepcopy(desired)
+    pod = live["spec"]["template"]["spec"]
+    # Other managers' additions are not drift: an injected sidecar (before ours), `kubectl set env`.
+    pod["containers"].insert(0, {"name": "istio-proxy", "image": "proxy:1"})
+    pod["containers"][1]["env"].append({"name": "DEBUG", "value": "1"})
+    pod["volumes"].append({"name": "istio-certs", "emptyDir": {}})
+    assert drift.why(desired, live) is None
+    # What the operator applied, changed or gone, is; an atomic list (of strings) must be equal.
+    pod["containers"][1]["env"] = [e for e in pod["containers"][1]["env"] if e["name"] != names.ENV_MODEL_NAME]
+    assert drift.why(desired, live) == f"drift at .spec.template.spec.containers[server].env[{names.ENV_MODEL_NAME}]"
+    live = copy.deepcopy(desired)
+    live["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]["drop"] = []
+    where = ".spec.template.spec.containers[server].securityContext.capabilities.drop"
+    assert drift.why(desired, live) == f"drift at {where}"
+
+
+def test_a_field_the_spec_no_longer_sets_changes_the_stamp() -> None:
+    """A subset check alone would leave a removed field on the child for good; the stamp tells the
+    pass to apply, and server-side apply then removes the field."""
+    with_env = parsed(variants=[{"name": "a", "modelUri": "file:///a", "env": [{"name": "FOO", "value": "1"}]}])
+    without = parsed(variants=[{"name": "a", "modelUri": "file:///a"}])
+    live = drift.stamp(render.deployment(with_env, with_env.variants[0]))
+    assert drift.drifted(render.deployment(without, without.variants[0]), live) is None  # FOO is only extra
+    desired = drift.stamp(render.deployment(without, without.variants[0]))
+    assert drift.why(desired, live) == "the desired state changed"
+    assert drift.why(live, live) is None
+    assert drift.stamp(live) == live  # stamping is idempotent
 
 
 def test_child_names_are_capped_at_63() -> None:

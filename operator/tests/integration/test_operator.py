@@ -367,3 +367,57 @@ def test_deleting_needs_no_operator(kubectl: Kubectl, namespace: str, operator: 
     assert kubectl.get("md", "iris", namespace) is None
     kubectl("delete", "namespace", namespace, "--timeout=60s")
     assert kubectl("get", "namespace", namespace, check=False).returncode != 0
+
+
+def _applied() -> float:
+    return REGISTRY.get_sample_value("mlmodel_operator_changes_total", {"action": "applied"}) or 0.0
+
+
+def test_a_field_removed_from_the_spec_leaves_the_child(
+    kubectl: Kubectl, namespace: str, operator: Callable[[], Any]
+) -> None:
+    """The live Deployment still holds everything a smaller spec wants, yet the removed env entry
+    and limit must go: the operator applies again, and server-side apply drops what it stopped applying."""
+    operator()
+    resources = {"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}}
+    env = [{"name": "LOG_LEVEL", "value": "debug"}]
+    kubectl.apply(md("iris", namespace, variant("stable", 100, replicas=0, env=env, resources=resources)))
+
+    def server() -> dict[str, Any]:
+        dep = kubectl.get("deployment", "iris-stable", namespace) or {"spec": {"template": {"spec": {}}}}
+        containers = dep["spec"]["template"]["spec"].get("containers") or [{}]
+        return dict(containers[0])
+
+    eventually(lambda: "LOG_LEVEL" in {e["name"] for e in server().get("env") or []}, "LOG_LEVEL set")
+    assert server()["resources"]["limits"] == {"memory": "1Gi"}
+    requests = {"requests": {"cpu": "100m"}}
+    kubectl.apply(md("iris", namespace, variant("stable", 100, replicas=0, env=env, resources=requests)))
+    eventually(lambda: "limits" not in server()["resources"], "the limit removed")
+    kubectl.apply(md("iris", namespace, variant("stable", 100, replicas=0, resources=requests)))
+    eventually(lambda: "LOG_LEVEL" not in {e["name"] for e in server()["env"]}, "LOG_LEVEL removed")
+    assert server()["resources"] == requests
+
+
+def test_an_injected_sidecar_causes_no_writes(kubectl: Kubectl, namespace: str, operator: Callable[[], Any]) -> None:
+    """Another manager's container (an injected sidecar) and env entry (``kubectl set env``) extend the
+    operator's lists; that is not drift: several passes later nothing was applied and both are still there."""
+    operator()
+    kubectl.apply(md("iris", namespace, variant("stable", 100, replicas=0)))
+    eventually(lambda: condition(kubectl, namespace, "iris", "Ready"), "status")
+    sidecar = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "iris-stable", "namespace": namespace},
+        "spec": {"template": {"spec": {"containers": [{"name": "sidecar", "image": "proxy:1"}]}}},
+    }
+    kubectl("apply", "--server-side", "--field-manager=injector", "-f", "-", stdin=json.dumps(sidecar))
+    kubectl("set", "env", "deployment/iris-stable", "-c", "server", "DEBUG=1", "-n", namespace)
+    before = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
+    applied = _applied()
+    _passes(3)
+    after = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
+    assert _applied() == applied
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    containers = {c["name"]: c for c in after["spec"]["template"]["spec"]["containers"]}
+    assert set(containers) == {"server", "sidecar"}
+    assert {"name": "DEBUG", "value": "1"} in containers["server"]["env"]
