@@ -163,3 +163,22 @@ def test_markdown_table_is_aligned() -> None:
     table = markdown_table(["a", "bb"], [["x", "1"], ["yyy", "22"]]).splitlines()
     assert len({len(line) for line in table}) == 1
     assert table[1].endswith(":|")
+
+
+def test_scale_counts_resource_requests_by_verb() -> None:
+    from scale import delta, request_counts
+
+    before = request_counts(
+        'apiserver_request_total{code="200",component="apiserver",group="apps",resource="deployments",'
+        'scope="namespace",subresource="",verb="APPLY",version="v1"} 4\n'
+        'apiserver_request_total{code="200",component="",group="",resource="",scope="",subresource="",'
+        'verb="GET",version=""} 99\n'  # /metrics and other non-resource URLs: not counted
+    )
+    after = request_counts(
+        'apiserver_request_total{code="200",component="apiserver",group="apps",resource="deployments",'
+        'scope="namespace",subresource="",verb="APPLY",version="v1"} 6\n'
+        'apiserver_request_total{code="201",component="apiserver",group="mlmodel.io",resource="modeldeployments",'
+        'scope="namespace",subresource="status",verb="PATCH",version="v1alpha1"} 1\n'
+    )
+    assert before == {("APPLY", "deployments"): 4}
+    assert delta(after, before) == {"APPLY deployments": 2, "PATCH modeldeployments/status": 1}

@@ -24,11 +24,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     renewing it while kopf runs, stop when it is lost (exit 1, to restart as a standby), and
     release it on a clean stop so that a standby takes over at once."""
     cfg = config.parse(argv)
-    # The handlers module reads its settings from the environment when kopf imports it.
+    # The handlers read their settings from the environment when the operator starts.
     os.environ.update(
         SERVER_IMAGE=cfg.server_image,
         ROUTER_IMAGE=cfg.router_image,
         RESYNC_SECONDS=str(cfg.resync_seconds),
+        API_QPS=str(cfg.api_qps),
+        API_BURST=str(cfg.api_burst),
+        WORKERS=str(cfg.workers),
+        WATCH_NAMESPACES=",".join(cfg.namespaces),
     )
     kopf.configure(log_format=kopf.LogFormat.JSON if cfg.json_logs else kopf.LogFormat.FULL)
     from mlmodel_operator import handlers  # noqa: F401 - registers the handlers

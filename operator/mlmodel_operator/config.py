@@ -16,6 +16,9 @@ class Config:
     server_image: str
     router_image: str
     resync_seconds: float
+    api_qps: float
+    api_burst: int
+    workers: int
     liveness: str | None
     metrics_port: int
     json_logs: bool
@@ -47,8 +50,27 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
     parser.add_argument(
         "--resync-seconds",
         type=float,
-        default=float(env.get("RESYNC_SECONDS", "10")),
-        help="how often each ModelDeployment is checked for drift and status [RESYNC_SECONDS]",
+        default=float(env.get("RESYNC_SECONDS", "300")),
+        help="how often every ModelDeployment is checked in full, besides on every change the watches see "
+        "[RESYNC_SECONDS]",
+    )
+    parser.add_argument(
+        "--api-qps",
+        type=float,
+        default=float(env.get("API_QPS", "100")),
+        help="the operator's own API requests per second, on average [API_QPS]",
+    )
+    parser.add_argument(
+        "--api-burst",
+        type=int,
+        default=int(env.get("API_BURST", "200")),
+        help="how many of them may go at once [API_BURST]",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(env.get("WORKERS", "4")),
+        help="passes run at once (of different ModelDeployments) [WORKERS]",
     )
     parser.add_argument(
         "--liveness",
@@ -87,6 +109,9 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         server_image=args.server_image,
         router_image=args.router_image,
         resync_seconds=args.resync_seconds,
+        api_qps=args.api_qps,
+        api_burst=args.api_burst,
+        workers=args.workers,
         liveness=args.liveness,
         metrics_port=args.metrics_port,
         json_logs=args.log_format == "json",

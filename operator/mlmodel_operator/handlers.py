@@ -1,10 +1,14 @@
-"""kopf handlers: when to reconcile. What reconciling means lives in ``reconcile``.
+"""kopf handlers, watches and workers: when to reconcile. What reconciling means lives in ``reconcile``.
+
+A pass runs when a spec changes (kopf's handlers), when the watches see one of a ModelDeployment's
+children or pods change (a pod turning ready, a hand edit), and for every ModelDeployment once per
+slow, jittered resync, the safety net. Passes read children and pods from the watches' cache, so a
+steady ModelDeployment costs no API request.
 
 No handler here needs kopf's finalizer, so deleting a ModelDeployment (or its namespace) never
-waits for the operator: the children go with it through their owner references. That is why
-drift and status are refreshed by one resync loop over the ModelDeployments kopf has seen,
-and not by a per-object ``@kopf.timer``, for which kopf puts its finalizer on every object
-(and takes it off again once no handler needs it).
+waits for the operator: the children go with it through their owner references. That is why the
+resync is one loop over the ModelDeployments kopf has seen, and not a per-object ``@kopf.timer``,
+for which kopf puts its finalizer on every object (and takes it off again once no handler needs it).
 """
 
 from __future__ import annotations
@@ -21,37 +25,63 @@ from typing import Any
 
 import kopf
 
-from mlmodel_operator import config, kube, metrics, names, reconcile
+from mlmodel_operator import cache, config, informer, kube, metrics, names, reconcile
 
-CONFIG = config.parse([])
 LOG = logging.getLogger(__name__)
 MD = (names.GROUP, names.VERSION, names.PLURAL)
-WAIT_SECONDS = 1  # while a rollout is under way: a variant that became ready gets its weight at once
-WAIT_TIMEOUT = 600  # then the resync loop alone keeps watching a slow rollout, without retry writes
+WATCHED_KINDS = (*kube.CHILD_KINDS, ("v1", "Pod"))
+SYNC_TIMEOUT = 60  # at start, how long passes wait for the watches' first lists
 
 
 @dataclass
 class Watched:
-    """The ModelDeployments kopf has seen (uid -> latest body and its per-object memo), for the resync
-    loop, which runs until ``stop`` is set. One per run of the operator, in kopf's operator memo."""
+    """The ModelDeployments kopf has seen (uid -> latest body and its per-object memo), the cache of their
+    children, and the queue of passes to run; all until ``stop`` is set. One per run of the operator,
+    in kopf's operator memo."""
 
+    config: config.Config  # from the environment, as __main__ sets it, when the operator starts
     stop: threading.Event = field(default_factory=threading.Event)
     objects: dict[str, tuple[dict[str, Any], kopf.Memo]] = field(default_factory=dict)
+    uids: dict[cache.Owner, str] = field(default_factory=dict)
+    store: cache.Store = field(default_factory=cache.Store)
+    queue: cache.WorkQueue = field(default_factory=cache.WorkQueue)
+    triggers: dict[str, str] = field(default_factory=dict)  # uid -> why it is queued
+
+    def enqueue(self, uid: str, trigger: str) -> None:
+        self.triggers[uid] = trigger
+        self.queue.add(uid)
 
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _thread(target: Any, *args: Any, name: str) -> None:
+    threading.Thread(target=target, args=args, name=name, daemon=True).start()
+
+
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Settings, then the watches of every child kind and pods (passes start once they have listed),
+    the workers and the resync loop."""
     # Handler progress goes to annotations: the status schema is strict and belongs to us.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=names.GROUP)
     settings.posting.enabled = False  # reconcile posts its own Events, only for real changes
     # kopf copies the operator's memo into each object's: every object's memo shares this one.
-    memo.watched = Watched()
-    threading.Thread(target=_resync, args=(memo.watched,), name="resync", daemon=True).start()
+    watched = memo.watched = Watched(config.parse([]))
+    settings.execution.max_workers = watched.config.workers
+    kube.limit(watched.config.api_qps, watched.config.api_burst)
+    for api_version, kind in WATCHED_KINDS:
+        for namespace in watched.config.namespaces or (None,):
+            args = (watched.store, api_version, kind, namespace, lambda owner: _changed(watched, owner), watched.stop)
+            _thread(informer.run, *args, name=f"watch-{kind}")
+    deadline = time.monotonic() + SYNC_TIMEOUT
+    while not all(watched.store.synced(kind) for _, kind in WATCHED_KINDS) and time.monotonic() < deadline:
+        watched.stop.wait(0.1)
+    for number in range(watched.config.workers):
+        _thread(_work, watched, name=f"worker-{number}")
+    _thread(_resync, watched, name="resync")
 
 
 @kopf.on.cleanup()
@@ -59,32 +89,63 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.watched.stop.set()
 
 
-@kopf.on.resume(*MD, timeout=WAIT_TIMEOUT)
-@kopf.on.create(*MD, timeout=WAIT_TIMEOUT)
-@kopf.on.update(*MD, timeout=WAIT_TIMEOUT)
-def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    """A new or changed spec: reconcile, then keep retrying until every variant is ready or has failed."""
-    verdict = _sync(memo, "change", lambda: body, patch.status.update)
+@kopf.on.resume(*MD)
+@kopf.on.create(*MD)
+@kopf.on.update(*MD)
+def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A new or changed spec: reconcile. Waiting for the variants needs no retries: each change of
+    their pods or Deployments queues a pass."""
+    verdict = _sync(memo, "change", lambda: body)
     assert verdict is not None  # kopf's body is there
     if verdict.invalid is not None:
         raise kopf.PermanentError(verdict.invalid)
-    if not verdict.settled:
-        raise kopf.TemporaryError("waiting for the variants to become ready", delay=WAIT_SECONDS)
+
+
+@kopf.on.event(*MD)
+def on_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Every body kopf sees (the first listing too) is the one the next queued pass uses; a deleted
+    ModelDeployment leaves the loop, and its metrics go with it."""
+    body, meta = event["object"], event["object"]["metadata"]
+    owner = (meta.get("namespace", ""), meta["name"])
+    if event["type"] == "DELETED":
+        memo.watched.objects.pop(meta["uid"], None)
+        memo.watched.uids.pop(owner, None)
+        metrics.gone(*owner)
+    else:
+        memo.watched.objects[meta["uid"]] = (body, memo)
+        memo.watched.uids[owner] = meta["uid"]
+
+
+def _changed(watched: Watched, owner: cache.Owner) -> None:
+    """One of ``owner``'s children or pods changed: queue a pass (once kopf has seen the owner)."""
+    uid = watched.uids.get(owner)
+    if uid is not None:
+        watched.enqueue(uid, "watch")
 
 
 def _resync(watched: Watched) -> None:
-    """Every resync period (jittered by ±20 %, so that operators and objects spread out), a pass over
-    each ModelDeployment seen: repair drift and refresh the status, writing only what changed."""
-    while not watched.stop.wait(CONFIG.resync_seconds * random.uniform(0.8, 1.2)):
-        for uid, (body, memo) in list(watched.objects.items()):
-            if watched.stop.is_set():
-                return
-            try:
-                _sync(
-                    memo, "resync", functools.partial(_latest, watched, uid), functools.partial(kube.patch_status, body)
-                )
-            except Exception:  # the next round tries again; kopf's handlers are not held up
-                LOG.exception("resync of %s/%s failed", body["metadata"]["namespace"], body["metadata"]["name"])
+    """Every resync period (jittered by ±20 %, so that operators spread out), queue a pass of every
+    ModelDeployment seen: repair what no watch reported, and refresh the status."""
+    while not watched.stop.wait(watched.config.resync_seconds * random.uniform(0.8, 1.2)):
+        for uid in list(watched.objects):
+            watched.enqueue(uid, "resync")
+
+
+def _work(watched: Watched) -> None:
+    """Run queued passes, one ModelDeployment at a time per worker, until stopped."""
+    while not watched.stop.is_set():
+        uid = watched.queue.get(timeout=1)
+        if uid is None:
+            continue
+        assert isinstance(uid, str)
+        try:
+            body, memo = watched.objects.get(uid, ({}, None))
+            if memo is not None:
+                _sync(memo, watched.triggers.get(uid, "watch"), functools.partial(_latest, watched, uid))
+        except Exception:  # the next change or resync tries again
+            LOG.exception("pass of %s/%s failed", *cache.owner(body) or ("", uid))
+        finally:
+            watched.queue.done(uid)
 
 
 def _latest(watched: Watched, uid: str) -> Mapping[str, Any] | None:
@@ -94,14 +155,9 @@ def _latest(watched: Watched, uid: str) -> Mapping[str, Any] | None:
     return body if body and not body["metadata"].get("deletionTimestamp") else None
 
 
-def _sync(
-    memo: kopf.Memo,
-    trigger: str,
-    body_of: Callable[[], Mapping[str, Any] | None],
-    write_status: Callable[[dict[str, Any]], object],
-) -> reconcile.Verdict | None:
+def _sync(memo: kopf.Memo, trigger: str, body_of: Callable[[], Mapping[str, Any] | None]) -> reconcile.Verdict | None:
     """One pass, one at a time per ModelDeployment, on the body that is newest once it is this pass's
-    turn (a resync that waited for a pass of a new spec must not apply the spec it had before), and
+    turn (a pass that waited for a pass of a new spec must not apply the spec it had before), and
     its status written before the next pass starts."""
     with memo.setdefault("lock", threading.Lock()):
         body = body_of()
@@ -110,11 +166,17 @@ def _sync(
         metrics.RECONCILES.labels(trigger).inc()
         started = time.perf_counter()
         try:
+            watched = memo.watched
             verdict = reconcile.sync(
-                body, default_image=CONFIG.server_image, router_image=CONFIG.router_image, now=_now(), memory=memo
+                body,
+                default_image=watched.config.server_image,
+                router_image=watched.config.router_image,
+                now=_now(),
+                memory=memo,
+                store=watched.store,
             )
-            if verdict.status is not None:
-                write_status(verdict.status)
+            if verdict.status is not None and not _written(memo, body, verdict.status):
+                memo["written"] = (kube.patch_status(body, verdict.status), verdict.status)
         except Exception as err:
             metrics.ERRORS.labels(type(err).__name__).inc()
             raise
@@ -124,13 +186,8 @@ def _sync(
         return verdict
 
 
-@kopf.on.event(*MD)
-def on_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """Every body kopf sees (the first listing too) is the one the resync loop checks next; a deleted
-    ModelDeployment leaves the loop, and its metrics go with it."""
-    body, meta = event["object"], event["object"]["metadata"]
-    if event["type"] == "DELETED":
-        memo.watched.objects.pop(meta["uid"], None)
-        metrics.gone(meta.get("namespace", ""), meta["name"])
-    else:
-        memo.watched.objects[meta["uid"]] = (body, memo)
+def _written(memo: kopf.Memo, body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """This status was written already, and ``body`` is from before that write (the watch has not
+    caught up): writing it again would change nothing."""
+    version, last = memo.get("written", (None, None))
+    return last == status and cache.revision(body["metadata"].get("resourceVersion")) < cache.revision(version)

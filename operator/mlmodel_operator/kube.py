@@ -1,7 +1,9 @@
-"""The only module that talks to the Kubernetes API: reads, server-side apply under one field manager, deletes.
+"""The only module that talks to the Kubernetes API: reads, watches, server-side apply under one field
+manager, deletes.
 
 A write the API server refuses raises ``Refused`` with its HTTP code and message, so that a pass
-can record it and go on with the other children.
+can record it and go on with the other children. Every request waits for the client-side rate
+limit (``limit``) first.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from kubernetes.client import ApiClient
 from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
 from kubernetes.dynamic.resource import Resource
 
-from mlmodel_operator import names
+from mlmodel_operator import names, ratelimit
 
 Obj = dict[str, Any]
 
@@ -39,8 +41,18 @@ class Refused(Exception):
         self.message = message
 
 
+_limiter = ratelimit.Limiter(qps=50, burst=100)
+
+
+def limit(qps: float, burst: int) -> None:
+    """At most ``qps`` requests a second on average from here on, ``burst`` at once."""
+    global _limiter
+    _limiter = ratelimit.Limiter(qps, burst)
+
+
 @contextlib.contextmanager
 def _refusals() -> Iterator[None]:
+    _limiter.wait()
     try:
         yield
     except NotFoundError:
@@ -74,12 +86,36 @@ def get(api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
     return found
 
 
-def list_objects(api_version: str, kind: str, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
-    """Objects of a kind in ``namespace`` that carry all ``labels``; ``Refused`` if the read is refused."""
-    selector = ",".join(f"{k}={v}" for k, v in labels.items())
+def list_objects(
+    api_version: str, kind: str, namespace: str | None, labels: Mapping[str, str]
+) -> tuple[list[Obj], str]:
+    """Objects of a kind in ``namespace`` (``None``: all) that carry all ``labels``, and the list's
+    resourceVersion to watch from; ``Refused`` if the read is refused."""
     with _refusals():
-        found = _resource(api_version, kind).get(namespace=namespace, label_selector=selector)
-    return [item.to_dict() for item in found.items]
+        found = _resource(api_version, kind).get(namespace=namespace, label_selector=_selector(labels))
+    return [item.to_dict() for item in found.items], str(found.metadata.resourceVersion)
+
+
+def watch(
+    api_version: str, kind: str, namespace: str | None, labels: Mapping[str, str], since: str, seconds: int
+) -> Iterator[tuple[str, Obj]]:
+    """The changes (``ADDED``, ``MODIFIED``, ``DELETED``, ``BOOKMARK``) after resourceVersion ``since``, as
+    the API server sends them, until it ends the watch after ``seconds``. Raises once ``since`` is too
+    old (410 Gone: list again) or the watch fails."""
+    with _refusals():
+        events = _resource(api_version, kind).watch(
+            namespace=namespace,
+            label_selector=_selector(labels),
+            resource_version=since,
+            timeout=seconds,
+            allow_watch_bookmarks=True,
+        )
+        for event in events:
+            yield event["type"], event["raw_object"]
+
+
+def _selector(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in labels.items())
 
 
 def apply(obj: Obj, manager: str = names.FIELD_MANAGER) -> Obj:
@@ -100,16 +136,21 @@ def apply(obj: Obj, manager: str = names.FIELD_MANAGER) -> Obj:
     return applied
 
 
-def patch_status(md: Mapping[str, Any], status: Obj) -> None:
-    """Merge ``status`` into the ModelDeployment ``md``'s status subresource; ``Refused`` if refused."""
+def patch_status(md: Mapping[str, Any], status: Obj) -> str | None:
+    """Merge ``status`` into the ModelDeployment ``md``'s status subresource: the resourceVersion it then
+    has (``None`` if it is gone); ``Refused`` if refused."""
     meta = md["metadata"]
-    with contextlib.suppress(NotFoundError), _refusals():
-        _resource(names.API_VERSION, names.KIND).status.patch(
-            body={"status": status},
-            name=meta["name"],
-            namespace=meta["namespace"],
-            content_type="application/merge-patch+json",
-        )
+    try:
+        with _refusals():
+            patched = _resource(names.API_VERSION, names.KIND).status.patch(
+                body={"status": status},
+                name=meta["name"],
+                namespace=meta["namespace"],
+                content_type="application/merge-patch+json",
+            )
+    except NotFoundError:
+        return None
+    return str(patched.metadata.resourceVersion)
 
 
 def read_lease(namespace: str, name: str) -> tuple[Obj, str] | None:

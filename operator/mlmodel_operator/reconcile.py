@@ -11,7 +11,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from mlmodel_operator import drift, kube, metrics, names, render, spec, status, traffic
+from mlmodel_operator import cache, drift, kube, metrics, names, render, spec, status, traffic
 from mlmodel_operator.spec import ModelDeployment
 
 LOG = logging.getLogger(__name__)
@@ -33,11 +33,15 @@ class Outcome:
         return bool(ready and ready["status"] == "True") or bool(degraded and degraded["status"] == "True")
 
 
-def reconcile(md: ModelDeployment, previous: Mapping[str, Any], now: str, router_image: str) -> Outcome:
+def reconcile(
+    md: ModelDeployment, previous: Mapping[str, Any], now: str, router_image: str, store: cache.Store
+) -> Outcome:
     """Apply what drifted, delete what is no longer wanted, and compute the status.
 
-    One list per child kind serves both: what is wanted is compared with it, what is left over
-    (and owned by this ModelDeployment) is deleted. The order keeps traffic flowing: the variants
+    The children and pods are read from ``store`` (what the watches saw), one list per child kind
+    for both: what is wanted is compared with it, what is left over (and owned by this
+    ModelDeployment) is deleted. A child missing there is read from the API server, since it may
+    exist without the operator's labels (someone else's). The order keeps traffic flowing: the variants
     first; then the router, configured with the ready variants only; then the entry Service, moved
     only to something ready; and what is no longer wanted but still serves (a removed variant, the
     router of a ModelDeployment now down to one variant) is deleted only once traffic has moved
@@ -48,12 +52,13 @@ def reconcile(md: ModelDeployment, previous: Mapping[str, Any], now: str, router
     problems: list[status.Failure] = []
 
     def listed(api_version: str, kind: str, labels: Mapping[str, str]) -> list[dict[str, Any]] | None:
-        """The objects of ``kind`` with ``labels``; ``None`` (and a problem) if the list is refused."""
-        try:
-            return kube.list_objects(api_version, kind, md.namespace, labels)
-        except kube.Refused as err:
-            problems.append(status.refused("list", kind, "", err.code, err.message))
+        """The objects of ``kind`` with ``labels``, as last watched; ``None`` (and a problem) while the
+        API server refuses to list the kind."""
+        refused = store.error(kind)
+        if refused is not None:
+            problems.append(status.refused("list", kind, "", *refused))
             return None
+        return store.list_objects(api_version, kind, md.namespace, labels)
 
     lists = {kind: listed(api_version, kind, names.owned_labels(md.name)) for api_version, kind in kube.CHILD_KINDS}
     # A kind that could not be listed is read object by object, and nothing of it is deleted.
@@ -82,7 +87,9 @@ def reconcile(md: ModelDeployment, previous: Mapping[str, Any], now: str, router
             if replicas is not None:
                 kube.apply(render.replicas_handover(obj, replicas), names.HANDOVER_MANAGER)
             changes.append(f"applied {kind} {name}: {where}")
-            return kube.apply(obj)
+            applied = kube.apply(obj)
+            store.put(kind, applied)  # the next pass must not wait for the watch to see it
+            return applied
         except kube.Refused as err:
             problems.append(status.refused("apply", kind, name, err.code, err.message))
             return None
@@ -132,6 +139,7 @@ def reconcile(md: ModelDeployment, previous: Mapping[str, Any], now: str, router
             except kube.Refused as err:
                 problems.append(status.refused("delete", kind, name, err.code, err.message))
                 continue
+            store.drop(kind, stale[(kind, name)])
             changes.append(f"deleted {kind} {name}: no longer wanted")
     routing = status.Routing(weights, router, via_router=target is None and arrived)
     conditions = previous.get("conditions") or []
@@ -177,7 +185,13 @@ class Verdict:
 
 
 def sync(
-    body: Mapping[str, Any], *, default_image: str, router_image: str, now: str, memory: MutableMapping[str, Any]
+    body: Mapping[str, Any],
+    *,
+    default_image: str,
+    router_image: str,
+    now: str,
+    memory: MutableMapping[str, Any],
+    store: cache.Store,
 ) -> Verdict:
     """Parse, reconcile, and record Events for every change and every new failure.
 
@@ -196,10 +210,13 @@ def sync(
             _event(body, "Warning", status.INVALID_SPEC, message, now)
         memory["status"] = new
         return Verdict(new if _changed(actual, new) else None, settled=True, invalid=message)
-    outcome = reconcile(md, previous, now, router_image)
+    outcome = reconcile(md, previous, now, router_image, store)
     for change in outcome.changes:
         metrics.CHANGES.labels(change.split()[0]).inc()
-        _event(body, "Normal", "Applied" if change.startswith("applied") else "Deleted", change, now)
+    for reason, verb in (("Applied", "applied"), ("Deleted", "deleted")):  # one Event each per pass
+        done = [change for change in outcome.changes if change.startswith(verb)]
+        if done:
+            _event(body, "Normal", reason, "; ".join(done), now)
     _transition_events(body, previous, outcome.status, now)
     memory["status"] = outcome.status
     return Verdict(outcome.status if _changed(actual, outcome.status) else None, settled=outcome.settled)

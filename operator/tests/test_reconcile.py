@@ -29,9 +29,17 @@ class FakeApi:
         self.applied: list[tuple[str, Key, dict[str, Any]]] = []
         self.deleted: list[Key] = []
 
+    # As the watches' cache (``cache.Store``): the fake's objects are always up to date.
+    def error(self, kind: str) -> tuple[int, str] | None:
+        return self.refuse_list.get(kind)
+
+    def put(self, kind: str, obj: dict[str, Any]) -> None:
+        pass
+
+    def drop(self, kind: str, obj: dict[str, Any]) -> None:
+        pass
+
     def list_objects(self, api_version: str, kind: str, namespace: str, labels: Mapping[str, str]) -> list[Any]:
-        if kind in self.refuse_list:
-            raise kube.Refused(*self.refuse_list[kind])
         return [
             o
             for (k, _), o in self.objects.items()
@@ -69,13 +77,13 @@ class FakeApi:
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
     fake = FakeApi()
-    for name in ("list_objects", "get", "apply", "delete", "event"):
+    for name in ("get", "apply", "delete", "event"):
         monkeypatch.setattr(kube, name, getattr(fake, name))
     return fake
 
 
-def run(md: spec.ModelDeployment, previous: Mapping[str, Any] | None = None) -> reconcile.Outcome:
-    return reconcile.reconcile(md, previous or {}, NOW, "mlmodel-router:0.1.0")
+def run(api: FakeApi, md: spec.ModelDeployment, previous: Mapping[str, Any] | None = None) -> reconcile.Outcome:
+    return reconcile.reconcile(md, previous or {}, NOW, "mlmodel-router:0.1.0", api)  # type: ignore[arg-type]
 
 
 def ready_condition(outcome: reconcile.Outcome) -> Mapping[str, Any]:
@@ -97,7 +105,7 @@ UNPROCESSABLE = (
 def test_a_refused_child_is_reported_and_the_pass_goes_on(api: FakeApi) -> None:
     api.refuse[("Deployment", "iris-stable")] = (422, UNPROCESSABLE)
     previous = {"conditions": [{"type": "Ready", "status": "True", "reason": "AllVariantsReady", "message": "ok"}]}
-    outcome = run(parsed(), previous)
+    outcome = run(api, parsed(), previous)
     ready = ready_condition(outcome)
     assert (ready["status"], ready["reason"]) == ("False", status.APPLY_FAILED)
     assert ready["message"].startswith(f"apply Deployment iris-stable: {UNPROCESSABLE}")
@@ -112,7 +120,7 @@ def test_a_refused_child_is_reported_and_the_pass_goes_on(api: FakeApi) -> None:
 def test_a_quota_refusal_is_quota_exceeded(api: FakeApi) -> None:
     message = 'services "iris-stable" is forbidden: exceeded quota: q, requested: services=1, used: services=1'
     api.refuse[("Service", "iris-stable")] = (403, message)
-    ready = ready_condition(run(single()))
+    ready = ready_condition(run(api, single()))
     assert (ready["status"], ready["reason"]) == ("False", status.QUOTA_EXCEEDED)
     assert f"apply Service iris-stable: {message}" in ready["message"]
     assert ("Deployment", "iris-stable") in {key for _, key, _ in api.applied}
@@ -120,42 +128,49 @@ def test_a_quota_refusal_is_quota_exceeded(api: FakeApi) -> None:
 
 def test_a_webhook_refusal_is_apply_failed(api: FakeApi) -> None:
     api.refuse[("Service", "iris")] = (403, 'admission webhook "deny.example.com" denied the request: no')
-    ready = ready_condition(run(single()))
+    ready = ready_condition(run(api, single()))
     assert ready["reason"] == status.APPLY_FAILED and "denied the request" in ready["message"]
 
 
 def test_a_refused_delete_is_reported(api: FakeApi) -> None:
-    run(single(replicas=2))  # with a PodDisruptionBudget
+    run(api, single(replicas=2))  # with a PodDisruptionBudget
     api.refuse[("PodDisruptionBudget", "iris-stable")] = (403, "forbidden by policy")
-    ready = ready_condition(run(single(replicas=1)))
+    ready = ready_condition(run(api, single(replicas=1)))
     assert ready["reason"] == status.DELETE_FAILED
     assert "delete PodDisruptionBudget iris-stable: forbidden by policy" in ready["message"]
 
 
 def test_a_refused_pod_list_is_reported_and_the_pass_goes_on(api: FakeApi) -> None:
     api.refuse_list["Pod"] = (500, "etcdserver: request timed out")
-    ready = ready_condition(run(parsed()))
+    ready = ready_condition(run(api, parsed()))
     assert (ready["status"], ready["reason"]) == ("False", status.LIST_FAILED)
     assert "list Pod: etcdserver: request timed out" in ready["message"]
     assert {("Deployment", "iris-stable"), ("Service", "iris")} <= {key for _, key, _ in api.applied}
 
 
 def test_nothing_is_deleted_while_a_kind_cannot_be_listed(api: FakeApi) -> None:
-    run(single(replicas=2))  # with a PodDisruptionBudget, no longer wanted at 1 replica
+    run(api, single(replicas=2))  # with a PodDisruptionBudget, no longer wanted at 1 replica
     api.refuse_list["Deployment"] = (403, 'deployments.apps is forbidden: User "x" cannot list')
-    ready = ready_condition(run(single(replicas=1)))
+    ready = ready_condition(run(api, single(replicas=1)))
     assert ready["reason"] == status.LIST_FAILED
     assert "list Deployment: deployments.apps is forbidden" in ready["message"]
     assert not api.deleted  # what is stale is not known without every list
     del api.refuse_list["Deployment"]
-    run(single(replicas=1))
+    run(api, single(replicas=1))
     assert api.deleted == [("PodDisruptionBudget", "iris-stable")]
 
 
 def test_a_refused_event_does_not_stop_the_pass(api: FakeApi) -> None:
     api.refuse_events = (403, "unable to create new content in namespace ml because it is being terminated")
     memory: dict[str, Any] = {}
-    verdict = reconcile.sync(resource(), default_image="s:1", router_image="r:1", now=NOW, memory=memory)
+    verdict = reconcile.sync(
+        resource(),
+        default_image="s:1",
+        router_image="r:1",
+        now=NOW,
+        memory=memory,
+        store=api,  # type: ignore[arg-type]
+    )
     assert verdict.status is not None and memory["status"] == verdict.status
     assert ("Service", "iris") in {key for _, key, _ in api.applied}
 
@@ -178,7 +193,7 @@ def service(name: str, owner_uid: str | None, labels: dict[str, str] | None = No
 def test_an_object_we_do_not_control_is_never_touched(api: FakeApi, existing: dict[str, Any], name: str) -> None:
     api.objects[("Service", name)] = existing
     before = copy.deepcopy(existing)
-    outcome = run(single())
+    outcome = run(api, single())
     ready = ready_condition(outcome)
     assert (ready["status"], ready["reason"]) == ("False", status.NAME_CONFLICT)
     assert f"Service {name} already exists and is not controlled by this ModelDeployment" in ready["message"]
@@ -191,13 +206,13 @@ AUTOSCALING = {"autoscaling": {"minReplicas": 1, "maxReplicas": 5}, "resources":
 
 
 def test_replicas_are_handed_over_before_the_operator_stops_applying_them(api: FakeApi) -> None:
-    run(single(replicas=3))
+    run(api, single(replicas=3))
     live = api.objects[("Deployment", "iris-stable")]
     owned: dict[str, Any] = {"f:spec": {"f:replicas": {}, "f:template": {}}}
     live["metadata"]["managedFields"] = [{"manager": names.FIELD_MANAGER, "operation": "Apply", "fieldsV1": owned}]
     api.applied.clear()
 
-    run(single(replicas=3, **AUTOSCALING))
+    run(api, single(replicas=3, **AUTOSCALING))
     deployments = [(manager, obj) for manager, key, obj in api.applied if key == ("Deployment", "iris-stable")]
     assert [manager for manager, _ in deployments] == [names.HANDOVER_MANAGER, names.FIELD_MANAGER]
     assert deployments[0][1]["spec"] == {"replicas": 3}
@@ -208,13 +223,13 @@ def test_replicas_are_handed_over_before_the_operator_stops_applying_them(api: F
         {"manager": names.HANDOVER_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
     ]
     api.applied.clear()
-    run(single(replicas=3, **AUTOSCALING))
+    run(api, single(replicas=3, **AUTOSCALING))
     assert not [m for m, key, _ in api.applied if m == names.HANDOVER_MANAGER]
 
 
 def test_a_refused_handover_keeps_applying_replicas(api: FakeApi) -> None:
     """Without the handover the operator must not drop replicas: the Deployment is left as it is."""
-    run(single(replicas=3))
+    run(api, single(replicas=3))
     live = api.objects[("Deployment", "iris-stable")]
     live["metadata"]["managedFields"] = [
         {"manager": names.FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
@@ -222,7 +237,7 @@ def test_a_refused_handover_keeps_applying_replicas(api: FakeApi) -> None:
     api.refuse[("Deployment", "iris-stable")] = (500, "etcdserver: request timed out")
     api.refuse_only = names.HANDOVER_MANAGER
     api.applied.clear()
-    ready = ready_condition(run(single(replicas=3, **AUTOSCALING)))
+    ready = ready_condition(run(api, single(replicas=3, **AUTOSCALING)))
     assert ready["reason"] == status.APPLY_FAILED
     assert ("Deployment", "iris-stable") not in {key for _, key, _ in api.applied}
     assert api.objects[("Deployment", "iris-stable")]["spec"]["replicas"] == 3

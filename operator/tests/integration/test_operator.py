@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from mlmodel_operator import names
 from prometheus_client import REGISTRY
 
@@ -90,10 +91,12 @@ def test_create_update_remove_variant_and_garbage_collection(
     entry = kubectl.json("get", "service", "iris", "-n", namespace)
     assert entry["spec"]["selector"] == names.selector("iris", "canary")
     events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=iris")
-    messages = [e["message"] for e in events["items"]]
-    assert any(m.startswith("deleted Deployment iris-stable") for m in messages), messages
-    assert any(m.startswith("deleted Deployment iris-router") for m in messages), messages
-    assert any(m.startswith("applied Deployment iris-canary") for m in messages), messages
+    # One Event per pass for what it applied, one for what it deleted, each naming every object.
+    changes = [change for e in events["items"] for change in e["message"].split("; ")]
+    assert {"Applied", "Deleted"} <= {e["reason"] for e in events["items"]}
+    assert any(change.startswith("deleted Deployment iris-stable:") for change in changes), changes
+    assert any(change.startswith("deleted Deployment iris-router:") for change in changes), changes
+    assert any(change.startswith("applied Deployment iris-canary:") for change in changes), changes
 
     # Deleting the ModelDeployment garbage-collects every child through owner references.
     kubectl("delete", "modeldeployment", "iris", "-n", namespace)
@@ -116,6 +119,36 @@ def test_drift_is_repaired(kubectl: Kubectl, namespace: str, operator: Callable[
         return image == "mlmodel-server:0.1.0" and kubectl.get("service", "iris-stable", namespace) is not None
 
     eventually(repaired, "image and Service restored", deadline=30)
+
+
+def test_a_change_to_a_child_is_seen_through_the_watches(
+    kubectl: Kubectl, namespace: str, operator: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no resync for an hour, a hand edit and a deleted child are repaired within seconds: the
+    watches on the children queue a pass of their owner, and no resync pass runs meanwhile."""
+    monkeypatch.setenv("RESYNC_SECONDS", "3600")
+    operator()
+    kubectl.apply(md("iris", namespace, variant("stable", 100, replicas=0)))
+    eventually(lambda: children(kubectl, namespace, "services") == {"iris", "iris-stable"}, "children")
+    resyncs = _count("mlmodel_operator_reconciles_total", trigger="resync")
+    watched = _count("mlmodel_operator_reconciles_total", trigger="watch")
+    started = time.monotonic()
+    kubectl("set", "image", "deployment/iris-stable", "server=tampered:1", "-n", namespace)
+    kubectl("delete", "service", "iris-stable", "-n", namespace)
+
+    def repaired() -> bool:
+        dep = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
+        image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
+        return image == "mlmodel-server:0.1.0" and kubectl.get("service", "iris-stable", namespace) is not None
+
+    eventually(repaired, "image and Service restored", deadline=10)
+    assert time.monotonic() - started < 10
+    assert _count("mlmodel_operator_reconciles_total", trigger="resync") == resyncs
+    assert _count("mlmodel_operator_reconciles_total", trigger="watch") > watched
+
+
+def _count(metric: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(metric, labels) or 0.0
 
 
 def test_hpa_owns_replicas(kubectl: Kubectl, namespace: str, operator: Callable[[], Any]) -> None:
@@ -370,7 +403,7 @@ def test_deleting_needs_no_operator(kubectl: Kubectl, namespace: str, operator: 
 
 
 def _applied() -> float:
-    return REGISTRY.get_sample_value("mlmodel_operator_changes_total", {"action": "applied"}) or 0.0
+    return _count("mlmodel_operator_changes_total", action="applied")
 
 
 def test_a_field_removed_from_the_spec_leaves_the_child(

@@ -1,0 +1,167 @@
+"""What the operator has made, as its watches last saw it: the children and their pods, by owner.
+
+A pass reads its children and pods from here instead of listing them, so a steady ModelDeployment
+costs no API request at all; a change to any of them (a pod turning ready, a hand edit) is seen
+through the watch and queues a pass of its owner. No I/O: ``informer`` feeds it from ``kube.watch``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+from mlmodel_operator import names
+
+Obj = dict[str, Any]
+Owner = tuple[str, str]  # namespace, ModelDeployment name
+_POD_STATUS = ("phase", "conditions", "containerStatuses")
+
+
+def trim(kind: str, obj: Mapping[str, Any]) -> Obj:
+    """Only what a pass reads: no other managers' managedFields (the bulk of an object), and of a
+    pod only its metadata and the parts of its status that ``status.observe`` looks at."""
+    meta = dict(obj["metadata"])
+    meta["managedFields"] = [m for m in meta.get("managedFields") or [] if m.get("manager") == names.FIELD_MANAGER]
+    if kind == "Pod":
+        meta.pop("managedFields")
+        found = obj.get("status") or {}
+        return {"metadata": meta, "status": {key: found[key] for key in _POD_STATUS if key in found}}
+    return {**obj, "metadata": meta}
+
+
+def owner(obj: Mapping[str, Any]) -> Owner | None:
+    """The ModelDeployment an object of the operator's belongs to, by its labels."""
+    meta = obj.get("metadata") or {}
+    instance = (meta.get("labels") or {}).get(names.LABEL_INSTANCE)
+    return (meta.get("namespace", ""), instance) if instance else None
+
+
+def revision(resource_version: str | None) -> int:
+    """A resourceVersion as a number, to order two versions of one object (0 if it is not one)."""
+    try:
+        return int(resource_version or 0)
+    except ValueError:  # resourceVersions are opaque; the API server's are etcd revisions
+        return 0
+
+
+def _version(obj: Mapping[str, Any]) -> int:
+    return revision(obj["metadata"].get("resourceVersion"))
+
+
+class Store:
+    """Objects by kind and owner; safe to use from several threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._objects: dict[tuple[str, str, str], dict[str, Obj]] = {}  # (kind, namespace, md) -> name -> object
+        self._synced: set[str] = set()
+        self._errors: dict[str, tuple[int, str]] = {}
+
+    def replace(self, kind: str, namespace: str | None, items: list[Obj]) -> set[Owner]:
+        """Everything of ``kind`` (in ``namespace``, or everywhere) is now ``items``, as a fresh list said.
+        Returns the owners whose objects changed."""
+        fresh: dict[tuple[str, str, str], dict[str, Obj]] = {}
+        for obj in items:
+            found = owner(obj)
+            if found:
+                fresh.setdefault((kind, *found), {})[obj["metadata"]["name"]] = trim(kind, obj)
+        with self._lock:
+            old = {
+                key: value
+                for key, value in self._objects.items()
+                if key[0] == kind and (namespace is None or key[1] == namespace)
+            }
+            for key in old:
+                del self._objects[key]
+            self._objects.update(fresh)
+            self._synced.add(kind)
+            self._errors.pop(kind, None)
+        return {(key[1], key[2]) for key in set(old) | set(fresh) if old.get(key) != fresh.get(key)}
+
+    def put(self, kind: str, obj: Mapping[str, Any]) -> Owner | None:
+        """Record ``obj`` unless a newer version is known; its owner, if that changed anything."""
+        found = owner(obj)
+        if found is None:
+            return None
+        trimmed = trim(kind, obj)
+        with self._lock:
+            bucket = self._objects.setdefault((kind, *found), {})
+            name = obj["metadata"]["name"]
+            known = bucket.get(name)
+            if known is not None and (known == trimmed or _version(known) > _version(trimmed)):
+                return None
+            bucket[name] = trimmed
+        return found
+
+    def drop(self, kind: str, obj: Mapping[str, Any]) -> Owner | None:
+        """Forget ``obj`` (deleted); its owner, if it was known."""
+        found = owner(obj)
+        if found is None:
+            return None
+        with self._lock:
+            bucket = self._objects.get((kind, *found), {})
+            gone = bucket.pop(obj["metadata"]["name"], None)
+        return found if gone is not None else None
+
+    def fail(self, kind: str, code: int, message: str) -> None:
+        """The API server refused to list ``kind``: what is known of it may be stale until a list succeeds."""
+        with self._lock:
+            self._errors[kind] = (code, message)
+
+    def error(self, kind: str) -> tuple[int, str] | None:
+        """The code and message of the last refused list of ``kind``, until a list succeeds."""
+        with self._lock:
+            return self._errors.get(kind)
+
+    def synced(self, kind: str) -> bool:
+        """A list of ``kind`` has succeeded (or been refused: waiting longer would not help)."""
+        with self._lock:
+            return kind in self._synced or kind in self._errors
+
+    def list_objects(self, api_version: str, kind: str, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
+        """Objects of ``kind`` in ``namespace`` that carry all ``labels`` (which name their ModelDeployment)."""
+        with self._lock:
+            bucket = self._objects.get((kind, namespace, labels[names.LABEL_INSTANCE]), {})
+            return [obj for obj in bucket.values() if labels.items() <= (obj["metadata"].get("labels") or {}).items()]
+
+
+class WorkQueue:
+    """Keys to reconcile, each at most once in the queue and never handed to two workers at once: a key
+    added while a worker has it is queued again when the worker is done (as client-go's workqueue)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: deque[Hashable] = deque()
+        self._queued: set[Hashable] = set()
+        self._active: set[Hashable] = set()
+        self._again: set[Hashable] = set()
+
+    def add(self, key: Hashable) -> None:
+        with self._cond:
+            if key in self._active:
+                self._again.add(key)
+            elif key not in self._queued:
+                self._queued.add(key)
+                self._queue.append(key)
+                self._cond.notify()
+
+    def get(self, timeout: float) -> Hashable | None:
+        """The next key (now this worker's until ``done``), or ``None`` after ``timeout`` seconds."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: bool(self._queue), timeout):
+                return None
+            key = self._queue.popleft()
+            self._queued.discard(key)
+            self._active.add(key)
+            return key
+
+    def done(self, key: Hashable) -> None:
+        with self._cond:
+            self._active.discard(key)
+            if key in self._again:
+                self._again.discard(key)
+                self._queued.add(key)
+                self._queue.append(key)
+                self._cond.notify()
