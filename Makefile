@@ -8,7 +8,7 @@ PY_DIRS := server operator bench
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install tools manifests lint test test-unit test-chart test-mlserver test-integration demo bench clean
+.PHONY: help install tools manifests locks lint test test-unit test-chart test-mlserver test-integration demo bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-24s %s\n", $$1, $$2}'
@@ -34,6 +34,17 @@ tools: ## helm, promtool, prometheus, kubeconform: built from their Go modules (
 
 manifests: install ## Regenerate the chart's CRD template and README, and manifests/install.yaml
 	$(BIN)/python hack/chart.py
+
+# pip-tools in a venv of its own. The locks pin the constraints' versions with the sha256 of every file the
+# index has for each, and setuptools to build the project with; the images install them with --require-hashes.
+LOCK_VENV := $(VENV)/pip-tools
+PIP_COMPILE := CUSTOM_COMPILE_COMMAND='make locks' $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --strip-extras --no-emit-find-links --build-deps-for=wheel
+
+locks: ## Regenerate server/ and operator/requirements.lock (the images' hashed pins) from the constraints
+	@test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install -q pip==26.3 pip-tools==7.6.2; }
+	$(PIP_COMPILE) --extra s3 -c server/constraints.txt -o server/requirements.lock server/pyproject.toml
+	$(PIP_COMPILE) -c operator/constraints.txt -o operator/requirements.lock operator/pyproject.toml
 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check $(PY_DIRS) hack tests charts

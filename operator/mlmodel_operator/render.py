@@ -24,8 +24,14 @@ DRAIN_SECONDS = 5  # a stopping pod keeps serving while endpoints converge, then
 # A server container's resources when the spec gives none (the CRD's description says so): one
 # gunicorn worker, room for a small scikit-learn model, no CPU limit (throttling hurts latency).
 SERVER_RESOURCES: Obj = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
-# /tmp holds the model cache (a model file, and the next one while it downloads) and scratch space.
-TMP_SIZE = "2Gi"
+STORAGE = "ephemeral-storage"
+# A server's /tmp (an emptyDir) holds scratch space (metrics files, gunicorn's heartbeats) and the
+# downloaded model. A pod serves one model for its life, but its /tmp outlives a container: after
+# a restart the download is written beside what the earlier container left there (the copy it
+# replaces, or the partial file of a download that was cut short), so the limit has room for two.
+TMP_SCRATCH = 256 << 20
+# A router's /tmp: nginx's pid, and the request and response bodies that outgrow its buffers.
+ROUTER_TMP_SIZE = "1Gi"
 SCRAPE = "prometheus.io/"
 
 
@@ -102,7 +108,7 @@ def replicas_handover(deployment: Obj, replicas: int) -> Obj:
 
 def _pod(md: ModelDeployment, variant: Variant) -> Obj:
     mounts: list[Obj] = [{"name": "tmp", "mountPath": "/tmp"}]
-    volumes: list[Obj] = [{"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}}]
+    volumes: list[Obj] = [{"name": "tmp", "emptyDir": {"sizeLimit": _tmp_size(variant)}}]
     pvc = variant.pvc
     if pvc is not None:
         mounts.append({"name": "model", "mountPath": names.MODEL_MOUNT, "readOnly": True})
@@ -127,7 +133,7 @@ def _pod(md: ModelDeployment, variant: Variant) -> Obj:
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
         "volumeMounts": mounts,
-        "resources": dict(variant.resources) or SERVER_RESOURCES,
+        "resources": _server_resources(variant),
     }
     return {
         "automountServiceAccountToken": False,  # these pods unpickle models: no API credentials in reach
@@ -150,6 +156,30 @@ def _pod(md: ModelDeployment, variant: Variant) -> Obj:
         "containers": [container],
         "volumes": volumes,
     }
+
+
+def _tmp_size(variant: Variant) -> str:
+    """The ``sizeLimit`` of the server's ``/tmp``: scratch, and two copies of a downloaded model."""
+    cache = variant.model_cache_bytes if variant.downloaded else 0
+    return _bytes_quantity(2 * cache + TMP_SCRATCH)
+
+
+def _server_resources(variant: Variant) -> Obj:
+    """The spec's resources (else the defaults); a downloaded model's pod also requests the disk its
+    cache takes, so that it is scheduled where the model fits, unless the spec sizes that itself."""
+    resources: Obj = dict(variant.resources) or SERVER_RESOURCES
+    if not variant.downloaded or any(STORAGE in (resources.get(kind) or {}) for kind in ("requests", "limits")):
+        return resources
+    requests = {**resources.get("requests", {}), STORAGE: _bytes_quantity(variant.model_cache_bytes)}
+    return {**resources, "requests": requests}
+
+
+def _bytes_quantity(size: int) -> str:
+    """``size`` bytes as a Quantity, in the largest binary unit that holds it exactly (e.g. 2304Mi)."""
+    for shift, unit in ((60, "Ei"), (50, "Pi"), (40, "Ti"), (30, "Gi"), (20, "Mi"), (10, "Ki")):
+        if size % (1 << shift) == 0:
+            return f"{size >> shift}{unit}"
+    return str(size)
 
 
 def _scrape(port: int) -> dict[str, str]:
@@ -320,7 +350,7 @@ def router_deployment(md: ModelDeployment, config: RouterConfig, image: str) -> 
                     "containers": [container],
                     "volumes": [
                         {"name": "config", "configMap": {"name": names.router_config(md.name, config.digest)}},
-                        {"name": "tmp", "emptyDir": {}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": ROUTER_TMP_SIZE}},
                     ],
                 },
             },

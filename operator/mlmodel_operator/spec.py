@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 from urllib.parse import urlparse
 
@@ -18,6 +19,14 @@ from mlmodel_operator import names
 _HEADER = re.compile(r"[A-Za-z0-9][-A-Za-z0-9]{0,63}")
 REMOTE_SCHEMES = frozenset({"http", "https", "s3"})
 SCHEMES = REMOTE_SCHEMES | {"file", "pvc"}
+DEFAULT_MODEL_CACHE = 1 << 30  # bytes: modelCacheSize when unset (the CRD's description says so)
+# A Quantity: a decimal number, then a binary or decimal multiple or an exponent.
+_QUANTITY = re.compile(r"\+?(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<suffix>[KMGTPE]i|[numkMGTPE]|[eE][-+]?[0-9]+)?")
+_DECIMAL = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+_MULTIPLES = {prefix: Decimal(10) ** power for prefix, power in _DECIMAL.items()} | {
+    f"{prefix}i": Decimal(2) ** (10 * power) for power, prefix in enumerate("KMGTPE", start=1)
+}
+_MAX_BYTES = 2**60  # 1Ei: more than any disk
 
 
 class SpecError(ValueError):
@@ -64,6 +73,12 @@ class Variant:
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
     readiness: ProbeTuning = ProbeTuning()
     liveness: ProbeTuning = ProbeTuning()
+    model_cache_bytes: int = DEFAULT_MODEL_CACHE  # room for the downloaded model (modelCacheSize)
+
+    @property
+    def downloaded(self) -> bool:
+        """The server downloads the model into its cache (``/tmp``) at start-up."""
+        return urlparse(self.model_uri).scheme in REMOTE_SCHEMES
 
     @property
     def pvc(self) -> PvcModel | None:
@@ -215,6 +230,9 @@ def _variant(index: int, item: Mapping[str, Any], image: str, *, single: bool) -
                 f"{where}.env[{i}].name: {entry['name']} is set by the operator; "
                 f"env must not set any of {', '.join(names.RESERVED_ENV)}"
             )
+    cache = item.get("modelCacheSize")
+    if cache is not None and scheme not in REMOTE_SCHEMES:
+        raise SpecError(f"{where}.modelCacheSize: only for a downloaded model (an http, https or s3 modelUri)")
     probes = item.get("probes") or {}
     return Variant(
         name=str(item["name"]),
@@ -230,7 +248,20 @@ def _variant(index: int, item: Mapping[str, Any], image: str, *, single: bool) -
         pod_annotations=dict(item.get("podAnnotations") or {}),
         readiness=_tuning(probes.get("readiness")),
         liveness=_tuning(probes.get("liveness")),
+        model_cache_bytes=DEFAULT_MODEL_CACHE if cache is None else _bytes(f"{where}.modelCacheSize", cache),
     )
+
+
+def _bytes(where: str, value: Any) -> int:
+    """A Quantity of bytes (e.g. 1Gi, 500M, 2e9), rounded up to a whole byte as Kubernetes does."""
+    found = _QUANTITY.fullmatch(str(value))
+    if found is None:
+        raise SpecError(f"{where}: not a quantity of bytes such as 512Mi or 2Gi: {value!r}")
+    number, suffix = found["number"], found["suffix"] or ""
+    amount = Decimal(number) * _MULTIPLES[suffix] if suffix in _MULTIPLES else Decimal(number + suffix)
+    if not 0 < amount <= _MAX_BYTES:
+        raise SpecError(f"{where}: must be more than 0 and at most 1Ei, got {value!r}")
+    return int(amount.to_integral_value(rounding=ROUND_CEILING))
 
 
 def _tuning(raw: Mapping[str, Any] | None) -> ProbeTuning:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -282,10 +283,78 @@ def test_serving_pods_are_hardened_and_get_default_resources() -> None:
     pod = render.deployment(md, md.variants[0])["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
     assert pod["containers"][0]["resources"] == render.SERVER_RESOURCES
-    assert pod["volumes"][0] == {"name": "tmp", "emptyDir": {"sizeLimit": render.TMP_SIZE}}
+    assert pod["volumes"][0] == {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}  # scratch: nothing downloaded
     (spread,) = pod["topologySpreadConstraints"]
     assert (spread["topologyKey"], spread["whenUnsatisfiable"]) == ("kubernetes.io/hostname", "ScheduleAnyway")
     assert spread["labelSelector"]["matchLabels"] == names.selector("iris", "a")
     given = parsed()
     canary = render.deployment(given, given.variant("canary"))["spec"]["template"]["spec"]["containers"][0]
     assert canary["resources"] == {"requests": {"cpu": "500m"}, "limits": {"cpu": "2", "memory": "1Gi"}}
+
+
+@pytest.mark.parametrize(
+    ("cache", "size_limit", "storage"),
+    [
+        (None, "2304Mi", "1Gi"),  # the default cache, 1Gi: two copies and 256Mi of scratch
+        ("5Gi", "10496Mi", "5Gi"),
+        (1536 << 20, "3328Mi", "1536Mi"),
+        ("2G", "4168394Ki", "1953125Ki"),
+        ("1.5e9", "3268435456", "1500000000"),
+    ],
+)
+def test_a_downloaded_models_tmp_holds_two_copies_of_its_cache(
+    cache: str | int | None, size_limit: str, storage: str
+) -> None:
+    item: dict[str, Any] = {"name": "a", "modelUri": "s3://models/m.joblib", "modelSha256": SHA}
+    if cache is not None:
+        item["modelCacheSize"] = cache
+    md = parsed(variants=[item])
+    pod = render.deployment(md, md.variants[0])["spec"]["template"]["spec"]
+    assert pod["volumes"][0] == {"name": "tmp", "emptyDir": {"sizeLimit": size_limit}}
+    resources = pod["containers"][0]["resources"]
+    assert resources["requests"] == {**render.SERVER_RESOURCES["requests"], "ephemeral-storage": storage}
+    assert resources["limits"] == render.SERVER_RESOURCES["limits"]
+
+
+def test_the_specs_own_ephemeral_storage_wins() -> None:
+    remote = {"name": "a", "modelUri": "https://x/m.joblib", "modelSha256": SHA, "modelCacheSize": "4Gi"}
+    for resources in (
+        {"requests": {"ephemeral-storage": "6Gi"}},
+        {"limits": {"ephemeral-storage": "3Gi"}},  # a request above this limit would be refused
+    ):
+        md = parsed(variants=[{**remote, "resources": resources}])
+        container = render.deployment(md, md.variants[0])["spec"]["template"]["spec"]["containers"][0]
+        assert container["resources"] == resources
+    md = parsed(variants=[{**remote, "resources": {"requests": {"cpu": "1"}}}])
+    container = render.deployment(md, md.variants[0])["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {"requests": {"cpu": "1", "ephemeral-storage": "4Gi"}}
+
+
+@pytest.mark.parametrize(
+    ("cache", "message"),
+    [
+        ("0", "spec.variants[0].modelCacheSize: must be more than 0"),
+        ("-1Gi", "spec.variants[0].modelCacheSize: not a quantity of bytes"),
+        ("1 GB", "spec.variants[0].modelCacheSize: not a quantity of bytes"),
+        ("2Ei", "at most 1Ei"),
+    ],
+)
+def test_a_model_cache_size_must_be_a_positive_quantity(cache: str, message: str) -> None:
+    with pytest.raises(spec.SpecError, match=re.escape(message)):
+        parsed(variants=[{"name": "a", "modelUri": "https://x/m.joblib", "modelSha256": SHA, "modelCacheSize": cache}])
+
+
+@pytest.mark.parametrize("uri", ["file:///m.joblib", "pvc://claim/m.joblib"])
+def test_a_model_read_in_place_has_no_cache(uri: str) -> None:
+    with pytest.raises(spec.SpecError, match=r"spec.variants\[0\].modelCacheSize: only for a downloaded model"):
+        parsed(variants=[{"name": "a", "modelUri": uri, "modelCacheSize": "1Gi"}])
+    md = parsed(variants=[{"name": "a", "modelUri": uri}])
+    container = render.deployment(md, md.variants[0])["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == render.SERVER_RESOURCES  # no ephemeral-storage request
+
+
+def test_the_routers_tmp_is_limited() -> None:
+    md = parsed()
+    pod = render.router_deployment(md, traffic.router_config(md, CLUSTER_IPS), ROUTER_IMAGE)["spec"]["template"]["spec"]
+    tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
+    assert tmp == {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}

@@ -116,6 +116,15 @@ INVALID: dict[str, list[str]] = {
     "unknown-field-in-variant": ['strict decoding error: unknown field "spec.variants[0].modelSHA256"'],
     "bad-quantity": ['spec.variants[0].resources.requests.memory: Invalid value: "1 GB"'],
     "negative-quantity": ['spec.variants[0].resources.requests.cpu: Invalid value: "-500m"', "should match"],
+    "model-cache-size-negative": ['spec.variants[0].modelCacheSize: Invalid value: "-1Gi"', "should match"],
+    "model-cache-size-zero": [
+        "spec.variants[0].modelCacheSize: Invalid value",
+        "modelCacheSize must be a quantity of bytes above 0 and at most 1Ei",
+    ],
+    "model-cache-size-for-pvc": [
+        "spec.variants[0].modelCacheSize: Forbidden",
+        "modelCacheSize is only for a downloaded model (an http, https or s3 modelUri)",
+    ],
     "requests-above-limits": [
         "spec.variants[0].resources.requests: Invalid value",
         "resources.requests must not exceed resources.limits of the same resource",
