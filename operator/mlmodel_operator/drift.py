@@ -20,32 +20,13 @@ import copy
 import hashlib
 import json
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from mlmodel_operator import names
+from mlmodel_operator import names, quantity
 
 # The keys SSA merges lists of objects by, in the order tried: containers, env, volumes and
 # ports by name; ownerReferences by uid; volumeMounts by mountPath; unnamed ports by port.
 _MERGE_KEYS = ("name", "uid", "mountPath", "containerPort", "port", "topologyKey")
-_SUFFIXES = {
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "": Decimal(1),
-    "k": Decimal("1e3"),
-    "M": Decimal("1e6"),
-    "G": Decimal("1e9"),
-    "T": Decimal("1e12"),
-    "P": Decimal("1e15"),
-    "E": Decimal("1e18"),
-    "Ki": Decimal(2**10),
-    "Mi": Decimal(2**20),
-    "Gi": Decimal(2**30),
-    "Ti": Decimal(2**40),
-    "Pi": Decimal(2**50),
-    "Ei": Decimal(2**60),
-}
 
 
 def stamp(obj: dict[str, Any]) -> dict[str, Any]:
@@ -130,21 +111,5 @@ def manages(live: Mapping[str, Any], manager: str, *path: str) -> bool:
 
 
 def _same_quantity(a: Any, b: Any) -> bool:
-    qa, qb = _quantity(a), _quantity(b)
+    qa, qb = quantity.parse(a), quantity.parse(b)
     return qa is not None and qa == qb
-
-
-def _quantity(value: Any) -> Decimal | None:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    text = str(value)
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if suffix and text.endswith(suffix):
-            number, scale = text[: -len(suffix)], _SUFFIXES[suffix]
-            break
-    else:
-        number, scale = text, Decimal(1)
-    try:
-        return Decimal(number) * scale
-    except InvalidOperation:
-        return None

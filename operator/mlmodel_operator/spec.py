@@ -10,22 +10,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING
 from typing import Any
 from urllib.parse import urlparse
 
-from mlmodel_operator import names
+from mlmodel_operator import names, quantity
 
 _HEADER = re.compile(r"[A-Za-z0-9][-A-Za-z0-9]{0,63}")
 REMOTE_SCHEMES = frozenset({"http", "https", "s3"})
 SCHEMES = REMOTE_SCHEMES | {"file", "pvc"}
 DEFAULT_MODEL_CACHE = 1 << 30  # bytes: modelCacheSize when unset (the CRD's description says so)
-# A Quantity: a decimal number, then a binary or decimal multiple or an exponent.
-_QUANTITY = re.compile(r"\+?(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<suffix>[KMGTPE]i|[numkMGTPE]|[eE][-+]?[0-9]+)?")
-_DECIMAL = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
-_MULTIPLES = {prefix: Decimal(10) ** power for prefix, power in _DECIMAL.items()} | {
-    f"{prefix}i": Decimal(2) ** (10 * power) for power, prefix in enumerate("KMGTPE", start=1)
-}
 _MAX_BYTES = 2**60  # 1Ei: more than any disk
 
 
@@ -254,11 +248,9 @@ def _variant(index: int, item: Mapping[str, Any], image: str, *, single: bool) -
 
 def _bytes(where: str, value: Any) -> int:
     """A Quantity of bytes (e.g. 1Gi, 500M, 2e9), rounded up to a whole byte as Kubernetes does."""
-    found = _QUANTITY.fullmatch(str(value))
-    if found is None:
+    amount = quantity.parse(value)
+    if amount is None:
         raise SpecError(f"{where}: not a quantity of bytes such as 512Mi or 2Gi: {value!r}")
-    number, suffix = found["number"], found["suffix"] or ""
-    amount = Decimal(number) * _MULTIPLES[suffix] if suffix in _MULTIPLES else Decimal(number + suffix)
     if not 0 < amount <= _MAX_BYTES:
         raise SpecError(f"{where}: must be more than 0 and at most 1Ei, got {value!r}")
     return int(amount.to_integral_value(rounding=ROUND_CEILING))
