@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -315,38 +314,6 @@ def test_invalid_spec_is_reported_once(kubectl: Kubectl, namespace: str, operato
     events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=bad")["items"]
     assert [e["reason"] for e in events] == ["InvalidSpec"]
     assert not children(kubectl, namespace, "deployments")
-
-
-def _write_requests(kubectl: Kubectl) -> dict[str, float]:
-    """apiserver_request_total for the writes the operator could make: APPLY/PATCH on its children,
-    PATCH/PUT on ModelDeployments (and their status)."""
-    counts: dict[str, float] = {}
-    pattern = re.compile(r"^apiserver_request_total\{(.*)\} ([0-9.e+]+)$")
-    for line in kubectl("get", "--raw", "/metrics").stdout.splitlines():
-        match = pattern.match(line)
-        if not match:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
-        resource, verb = labels.get("resource"), labels.get("verb")
-        children = {"deployments", "services", "horizontalpodautoscalers", "configmaps", "poddisruptionbudgets"}
-        ours = (resource in children and verb in {"APPLY", "PATCH"}) or (
-            resource == "modeldeployments" and verb in {"PATCH", "PUT", "APPLY"}
-        )
-        if ours:
-            key = f"{verb} {resource}/{labels.get('subresource', '')}"
-            counts[key] = counts.get(key, 0) + float(match.group(2))
-    return counts
-
-
-def test_no_writes_at_idle(kubectl: Kubectl, namespace: str, operator: Callable[[], Any]) -> None:
-    operator()
-    # No pods (replicas 0, and one variant: no router), so nothing the operator reads changes on its own.
-    kubectl.apply(md("idle", namespace, variant("stable", 100, replicas=0)))
-    eventually(lambda: condition(kubectl, namespace, "idle", "Progressing"), "status")
-    _passes(2)  # let it settle
-    settled = _write_requests(kubectl)
-    _passes(4)
-    assert _write_requests(kubectl) == settled
 
 
 def test_objects_we_do_not_control_are_left_alone(
