@@ -1,18 +1,21 @@
 """The operator in the cluster: a ModelDeployment with a canary becomes Ready and serves
 predictions through its entry Service, from this host and from another pod; a model with the
-wrong digest never becomes Ready and says why."""
+wrong digest never becomes Ready and says why; a standby takes over from a killed leader; and
+once Ready, the operator's passes write nothing."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from release import NAMESPACE, leader_pod
+from prometheus_client.parser import text_string_to_metric_families
+from release import NAMESPACE, OPERATOR, leader_metrics, leader_pod
 from test_router_e2e import wait_settled
 from test_server_deployment import IRIS_ROW, client_pod
 
@@ -113,3 +116,124 @@ def test_a_standby_takes_over_when_the_leader_dies_under_a_spec_change(
     ours = Counter((e["reason"], e["message"]) for e in events if e.get("reportingComponent") == "mlmodel-operator")
     assert ours and max(ours.values()) == 1, ours
     print(f"\nnew leader {new} {took_over:.1f} s after the old one was killed; events: {dict(ours)}")
+
+
+# The kinds the operator writes, as apiserver_request_total names them (any subresource: status,
+# scale). Leases are left out: the leader renews its Lease every 2 s, idle or not.
+OPERATOR_KINDS = {
+    "deployments",
+    "services",
+    "configmaps",
+    "horizontalpodautoscalers",
+    "poddisruptionbudgets",
+    "modeldeployments",
+}
+WRITES = {"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"}
+IDLE_ROUNDS = 4  # resync rounds over every ModelDeployment, each one resync period (±20 %) long
+
+
+def writes(cluster: Cluster) -> Counter[str]:
+    """The write requests the API server has had to the operator's kinds, by anyone and in any
+    namespace (the metric has no namespace), whatever their answer: by verb, resource, subresource."""
+    found: Counter[str] = Counter()
+    for family in text_string_to_metric_families(cluster.kubectl("get", "--raw", "/metrics").stdout):
+        for sample in family.samples:
+            verb, resource = sample.labels.get("verb"), sample.labels.get("resource")
+            if sample.name == "apiserver_request_total" and verb in WRITES and resource in OPERATOR_KINDS:
+                found[f"{verb} {resource}/{sample.labels.get('subresource', '')}"] += int(sample.value)
+    return found
+
+
+def events(cluster: Cluster, namespace: str) -> dict[str, tuple[str, str, str]]:
+    """The namespace's Events, name -> (resourceVersion, reason, message): a new name is a POST, a
+    new resourceVersion a PATCH (a repeat counted on an Event that exists), whoever wrote it."""
+    items = cluster.kubectl_json("-n", namespace, "get", "events")["items"]
+    return {e["metadata"]["name"]: (e["metadata"]["resourceVersion"], e["reason"], e["message"]) for e in items}
+
+
+def resync_passes(cluster: Cluster) -> float:
+    """The leader's resync passes so far, over every ModelDeployment it watches."""
+    series = r'mlmodel_operator_reconciles_total\{trigger="resync"\} (\S+)'
+    return sum(float(n) for n in re.findall(series, leader_metrics(cluster)))
+
+
+def resync_seconds(cluster: Cluster) -> float:
+    """The resync period the chart gave the operator (``resyncSeconds``, as RESYNC_SECONDS)."""
+    deployment = cluster.kubectl_json("-n", NAMESPACE, "get", "deployment", OPERATOR)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return float(next(e["value"] for e in container["env"] if e["name"] == "RESYNC_SECONDS"))
+
+
+def in_motion(cluster: Cluster) -> list[str]:
+    """What would write to the operator's kinds without the operator: a namespace being deleted
+    (its objects are), a Deployment whose status the controller has yet to bring up to date."""
+    moving = [
+        f"namespace {n['metadata']['name']} is being deleted"
+        for n in cluster.kubectl_json("get", "namespaces")["items"]
+        if n["metadata"].get("deletionTimestamp")
+    ]
+    for d in cluster.kubectl_json("get", "deployments", "--all-namespaces")["items"]:
+        status, replicas = d.get("status") or {}, d["spec"].get("replicas", 1)
+        counts = [status.get(k, 0) for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")]
+        current = status.get("observedGeneration") == d["metadata"]["generation"]
+        if not current or counts != [replicas] * 4 or status.get("terminatingReplicas"):
+            where = f"{d['metadata']['namespace']}/{d['metadata']['name']}"
+            moving.append(f"deployment {where}: replicas, updated, ready, available {counts} of {replicas}")
+    return moving
+
+
+def serving(cluster: Cluster, namespace: str) -> int:
+    """The pods of ModelDeployment iris that are ready, if none of its pods is on its way in or out."""
+    pods = cluster.kubectl_json("-n", namespace, "get", "pods", "-l", "app.kubernetes.io/instance=iris")["items"]
+    ready = [
+        p
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+        and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
+    ]
+    return len(ready) if len(ready) == len(pods) else -1
+
+
+def test_no_writes_at_idle(cluster: Cluster, namespace: str, operator: None, models: Path) -> None:
+    """Two variants and the router, on real pods that serve, Ready: then, over several resync
+    periods in which the operator really runs its passes, nobody writes to the operator's kinds
+    (apiserver_request_total, POST/PUT/PATCH/APPLY/DELETE on Deployments, Services, ConfigMaps,
+    HPAs, PDBs and ModelDeployments with their status) and no Event of the namespace is posted or
+    updated. The metric counts the whole cluster, so the window opens once nothing else is in
+    motion, and nothing may change these kinds elsewhere meanwhile (the e2e tests run one by one)."""
+    deploy_model_store(cluster, namespace, models)
+    cluster.kubectl("-n", namespace, "apply", "-f", str(EXAMPLES / "iris-canary.yaml"))
+    status = wait_settled(cluster, namespace)
+    assert status["routing"] == "the router splits traffic: stable=90,canary=10", status
+    with cluster.service_url(namespace, "iris", 80) as base:
+        body, _ = cluster.wait_until("a prediction through iris", lambda: predict(base), 60)
+    assert body["predictions"] == [0]
+    cluster.wait_until(
+        "stable, canary and two routers serving, and no other pod", lambda: serving(cluster, namespace) == 4, 60
+    )
+    cluster.wait_until("nothing else in motion", lambda: not in_motion(cluster), 180, interval=2)
+    period, leader = resync_seconds(cluster), leader_pod(cluster)
+    watched = len(cluster.kubectl_json("get", "modeldeployments", "--all-namespaces")["items"])
+
+    def rounds(count: int) -> float:
+        """Wait for ``count`` more resync rounds, a pass over each ModelDeployment in each: the passes run."""
+        start = resync_passes(cluster)
+        end = cluster.wait_until(
+            f"{count} resync rounds over {watched} ModelDeployments, every {period:.0f} s",
+            lambda: (n := resync_passes(cluster)) >= start + count * watched and n,
+            count * period * 1.2 + 30,
+            interval=0.5,
+        )
+        return float(end) - start
+
+    rounds(1)  # whatever the last pass of the rollout left to do, done
+    before, seen, started = writes(cluster), events(cluster, namespace), time.monotonic()
+    passes = rounds(IDLE_ROUNDS)
+    after, now, elapsed = writes(cluster), events(cluster, namespace), time.monotonic() - started
+    assert leader_pod(cluster) == leader, "the leader changed: its passes were not all counted"
+    assert len(cluster.kubectl_json("get", "modeldeployments", "--all-namespaces")["items"]) == watched
+    written = after - before
+    assert not written, f"writes to the operator's kinds in {elapsed:.0f} s of idle: {dict(written)}"
+    new = {name: found for name, found in now.items() if seen.get(name) != found}
+    assert not new, f"Events posted or updated in {elapsed:.0f} s of idle: {new}"
+    print(f"\nidle for {elapsed:.1f} s ({IDLE_ROUNDS} rounds of {period:.0f} s, {passes:.0f} resync passes): no write")

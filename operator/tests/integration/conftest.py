@@ -1,14 +1,20 @@
 """A real kube-apiserver for the operator's integration tests (from `make cluster-up`), the CRD,
-a namespace per test, and the operator itself under kopf's KopfRunner."""
+a namespace per test, and the operator itself: under kopf's KopfRunner, or as a process of its own
+(``python -m mlmodel_operator``) where a test must kill it."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
+import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +25,11 @@ REPO = Path(__file__).resolve().parents[3]
 os.environ.setdefault("KUBECONFIG", str(REPO / ".cluster" / "kubeconfig"))
 
 from kopf.testing import KopfRunner  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 CRD = REPO / "crds" / "modeldeployments.mlmodel.io.yaml"
 DEADLINE_S = 60.0
+ROUTER_ABSENT = "mlmodel-router:absent"  # the operator's router image here: no router pod starts
 
 
 def _kubeconfig() -> str:
@@ -62,7 +70,7 @@ class Kubectl:
         self("apply", "-f", "-", stdin=json.dumps(obj))
 
 
-def eventually(check: Callable[[], Any], what: str, deadline: float = DEADLINE_S) -> Any:
+def eventually(check: Callable[[], Any], what: str, deadline: float = DEADLINE_S, interval: float = 0.25) -> Any:
     """Poll ``check`` until it returns something truthy, or fail naming ``what``."""
     end = time.monotonic() + deadline
     last: Any = None
@@ -70,8 +78,17 @@ def eventually(check: Callable[[], Any], what: str, deadline: float = DEADLINE_S
         last = check()
         if last:
             return last
-        time.sleep(0.25)
+        time.sleep(interval)
     raise AssertionError(f"timed out after {deadline}s waiting for {what}; last value: {last!r}")
+
+
+def converges(problems: Callable[[], list[str]], what: str, deadline: float = DEADLINE_S) -> None:
+    """Poll ``problems`` until it finds none, or fail with the last ones it found."""
+    end = time.monotonic() + deadline
+    while found := problems():
+        if time.monotonic() >= end:
+            raise AssertionError(f"timed out after {deadline}s waiting for {what}; still wrong: {found}")
+        time.sleep(0.25)
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +117,7 @@ def operator(namespace: str, kubectl: Kubectl, monkeypatch: pytest.MonkeyPatch) 
     operator never has to wait for traffic to move before it deletes what is no longer wanted.
     """
     monkeypatch.setenv("RESYNC_SECONDS", "2")
-    monkeypatch.setenv("ROUTER_IMAGE", "mlmodel-router:absent")
+    monkeypatch.setenv("ROUTER_IMAGE", ROUTER_ABSENT)
     runners: list[KopfRunner] = []
 
     def start() -> KopfRunner:
@@ -116,3 +133,71 @@ def operator(namespace: str, kubectl: Kubectl, monkeypatch: pytest.MonkeyPatch) 
     for runner in runners:
         if runner.future and not runner.future.done():
             runner.__exit__(None, None, None)
+
+
+@dataclass
+class OperatorProcess:
+    """One ``python -m mlmodel_operator`` process, its Prometheus port (scraped on loopback) and its log."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def metrics(self) -> dict[str, float]:
+        """Every sample name with its value summed over the labels, e.g. the passes started
+        (``mlmodel_operator_reconciles_total``) and finished (``mlmodel_operator_reconcile_seconds_count``)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+        sums: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+        return sums
+
+    def answers(self) -> bool:
+        try:
+            self.metrics()
+        except OSError:
+            assert self.process.poll() is None, f"the operator exited ({self.process.returncode}):\n{self.tail()}"
+            return False
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL: no handler runs, nothing is finished or cleaned up."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def operator_process(namespace: str, tmp_path: Path) -> Iterator[Callable[[], OperatorProcess]]:
+    """Start (and start again) the operator as a process of its own, as the chart runs it but without
+    leader election: watching only this test's namespace, resyncing every 2 s, with a router image
+    that is not there (as under ``operator``). Started processes are killed at the end."""
+    started: list[OperatorProcess] = []
+
+    def start() -> OperatorProcess:
+        log = tmp_path / f"operator-{len(started)}.log"
+        port = _free_port()
+        argv = [sys.executable, "-m", "mlmodel_operator", "--namespace", namespace, "--no-leader-election"]
+        argv += ["--metrics-port", str(port), "--resync-seconds", "2", "--router-image", ROUTER_ABSENT]
+        argv += ["--log-format", "plain"]
+        with log.open("wb") as out:
+            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        running = OperatorProcess(process, port, log)
+        started.append(running)
+        eventually(running.answers, "the operator's metrics endpoint", deadline=30)
+        return running
+
+    yield start
+    for running in started:
+        running.kill()

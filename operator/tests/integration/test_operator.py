@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from mlmodel_operator import names
+from mlmodel_operator import config, drift, kube, names, render, spec, traffic
 from prometheus_client import REGISTRY
 
-from conftest import Kubectl, eventually
+from conftest import ROUTER_ABSENT, Kubectl, OperatorProcess, converges, eventually
 
 SHA = "d466fded41c4a559228ec0a59d7fab20d29353302d76491af19d4ce400b63cb4"
 KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"  # kopf's, for handlers that need one
@@ -241,16 +240,100 @@ def _finished() -> int:
     return int(REGISTRY.get_sample_value("mlmodel_operator_reconcile_seconds_count") or 0)
 
 
-def test_restart_in_the_middle_of_reconciling(kubectl: Kubectl, namespace: str, operator: Callable[[], Any]) -> None:
-    kubectl.apply(md("iris", namespace, variant("a", 50), variant("b", 50)))  # made while no operator runs
-    first = operator()
-    eventually(lambda: children(kubectl, namespace, "deployments"), "a first child")
-    first.__exit__(None, None, None)  # stop as soon as anything exists
-    kubectl("delete", "service", "iris-b", "-n", namespace, "--ignore-not-found")
-    operator()
-    eventually(lambda: children(kubectl, namespace, "services") == {"iris", "iris-a", "iris-b"}, "every child")
-    eventually(lambda: "iris-router" in children(kubectl, namespace, "deployments"), "the router")
-    eventually(lambda: condition(kubectl, namespace, "iris", "Progressing"), "status after the restart")
+# The most variants the CRD allows (spec.variants maxItems), each with an autoscaler and a budget.
+MAX_VARIANTS = 10
+
+
+def crowded(namespace: str, variants: list[str]) -> dict[str, Any]:
+    """ModelDeployment ``iris`` with a Deployment, Service, HPA and PodDisruptionBudget per variant,
+    and the router's ConfigMap, Deployment and budget: a pass applies them one by one."""
+    weights = [100 // len(variants)] * len(variants)
+    weights[0] += 100 - sum(weights)
+    extra = {"autoscaling": {"minReplicas": 2, "maxReplicas": 3}, "resources": {"requests": {"cpu": "10m"}}}
+    return md("iris", namespace, *(variant(v, w, **extra) for v, w in zip(variants, weights, strict=True)))
+
+
+def no_pods(namespace: str) -> dict[str, Any]:
+    """A quota that refuses every pod: the Deployments exist, but no pod runs (or becomes ready)."""
+    meta = {"name": "no-pods", "namespace": namespace}
+    return {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": meta, "spec": {"hard": {"pods": "0"}}}
+
+
+def desired(body: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every child the operator should make for ``body`` while no variant is ready, by kind and name."""
+    parsed = spec.parse(body, default_image=config.parse([]).server_image)
+    router = render.router_children(parsed, traffic.router_config(parsed, {}), ROUTER_ABSENT)
+    wanted = [*render.variant_children(parsed), *router, render.entry_service(parsed, None)]
+    return {(o["kind"], o["metadata"]["name"]): o for o in wanted}
+
+
+def owned(namespace: str, uid: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """Everything of the operator's kinds in ``namespace`` that carries its labels or names ``uid`` as owner."""
+    labels = names.owned_labels("iris").items()
+    return {
+        (kind, o["metadata"]["name"]): o
+        for api_version, kind in kube.CHILD_KINDS
+        for o in kube.list_objects(api_version, kind, namespace, {})[0]
+        if labels <= (o["metadata"].get("labels") or {}).items()
+        or uid in {ref["uid"] for ref in o["metadata"].get("ownerReferences") or []}
+    }
+
+
+def test_restart_in_the_middle_of_reconciling(
+    kubectl: Kubectl, namespace: str, operator_process: Callable[[], OperatorProcess]
+) -> None:
+    """The operator, a process of its own, is SIGKILLed while its first pass is applying the 44
+    children of a ModelDeployment with the most variants the CRD allows. While no operator runs,
+    the spec drops its first variant (whose Deployment is the pass's first child). A fresh
+    operator converges: every child it should make exists once, as rendered, controlled by the
+    ModelDeployment; nothing else of its kinds is left (the dropped variant's children, or a
+    second router ConfigMap); the status is of the current generation."""
+    kubectl.apply(no_pods(namespace))
+    variants = [f"v{i}" for i in range(MAX_VARIANTS)]
+    kubectl.apply(crowded(namespace, variants))  # made while no operator runs
+    body = kubectl.json("get", "md", "iris", "-n", namespace)
+    uid, first_pass = body["metadata"]["uid"], desired(body)
+    assert len(first_pass) == 4 * MAX_VARIANTS + 4 and not owned(namespace, uid)
+
+    first = operator_process()
+    eventually(
+        lambda: kube.list_objects("apps/v1", "Deployment", namespace, names.owned_labels("iris"))[0],
+        "the pass's first child",
+        interval=0.01,
+    )
+    under_way = first.metrics()
+    first.kill()
+    started = under_way.get("mlmodel_operator_reconciles_total")
+    finished = under_way.get("mlmodel_operator_reconcile_seconds_count")
+    assert (started, finished) == (1, 0), f"no pass under way at the kill: {started} started, {finished} finished"
+    left = owned(namespace, uid)
+    assert 0 < len(left) < len(first_pass), (
+        f"the kill did not land in the middle of the pass: {len(left)} of its {len(first_pass)} children exist"
+    )
+    assert ("Deployment", "iris-v0") in left  # the first child the pass applies
+    print(f"\nkilled with {len(left)} of the pass's {len(first_pass)} children made")
+
+    kubectl.apply(crowded(namespace, variants[1:]))
+    assert kubectl.json("get", "md", "iris", "-n", namespace)["metadata"]["generation"] == 2
+    operator_process()
+
+    def problems() -> list[str]:
+        body = kubectl.json("get", "md", "iris", "-n", namespace)
+        wanted, found = desired(body), owned(namespace, uid)
+        wrong = [f"missing {kind} {name}" for kind, name in sorted(wanted.keys() - found.keys())]
+        wrong += [f"left over {kind} {name}" for kind, name in sorted(found.keys() - wanted.keys())]
+        for key in sorted(wanted.keys() & found.keys()):
+            refs = found[key]["metadata"].get("ownerReferences") or []
+            if not any(ref.get("controller") and ref["uid"] == uid for ref in refs):
+                wrong.append(f"{key[0]} {key[1]} is not controlled by iris")
+            if where := drift.drifted(wanted[key], found[key]):
+                wrong.append(f"{key[0]} {key[1]} differs at {where}")
+        status, generation = body.get("status") or {}, body["metadata"]["generation"]
+        if status.get("observedGeneration") != generation or not status.get("conditions"):
+            wrong.append(f"status of generation {status.get('observedGeneration')}, not {generation}")
+        return wrong
+
+    converges(problems, "a fresh operator to converge on generation 2", deadline=90)
 
 
 def test_invalid_spec_is_reported_once(kubectl: Kubectl, namespace: str, operator: Callable[[], Any]) -> None:
@@ -264,38 +347,6 @@ def test_invalid_spec_is_reported_once(kubectl: Kubectl, namespace: str, operato
     events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=bad")["items"]
     assert [e["reason"] for e in events] == ["InvalidSpec"]
     assert not children(kubectl, namespace, "deployments")
-
-
-def _write_requests(kubectl: Kubectl) -> dict[str, float]:
-    """apiserver_request_total for the writes the operator could make: APPLY/PATCH on its children,
-    PATCH/PUT on ModelDeployments (and their status)."""
-    counts: dict[str, float] = {}
-    pattern = re.compile(r"^apiserver_request_total\{(.*)\} ([0-9.e+]+)$")
-    for line in kubectl("get", "--raw", "/metrics").stdout.splitlines():
-        match = pattern.match(line)
-        if not match:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
-        resource, verb = labels.get("resource"), labels.get("verb")
-        children = {"deployments", "services", "horizontalpodautoscalers", "configmaps", "poddisruptionbudgets"}
-        ours = (resource in children and verb in {"APPLY", "PATCH"}) or (
-            resource == "modeldeployments" and verb in {"PATCH", "PUT", "APPLY"}
-        )
-        if ours:
-            key = f"{verb} {resource}/{labels.get('subresource', '')}"
-            counts[key] = counts.get(key, 0) + float(match.group(2))
-    return counts
-
-
-def test_no_writes_at_idle(kubectl: Kubectl, namespace: str, operator: Callable[[], Any]) -> None:
-    operator()
-    # No pods (replicas 0, and one variant: no router), so nothing the operator reads changes on its own.
-    kubectl.apply(md("idle", namespace, variant("stable", 100, replicas=0)))
-    eventually(lambda: condition(kubectl, namespace, "idle", "Progressing"), "status")
-    _passes(2)  # let it settle
-    settled = _write_requests(kubectl)
-    _passes(4)
-    assert _write_requests(kubectl) == settled
 
 
 def test_objects_we_do_not_control_are_left_alone(
