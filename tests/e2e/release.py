@@ -22,6 +22,9 @@ VALUES = [
     "serverImage.repository=mlmodel-server,serverImage.tag=0.1.0",
     "--set",
     "routerImage.repository=mlmodel-router,routerImage.tag=0.1.0",
+    # The idle test watches several resync rounds go by: 10 s each here, not the default 300 s.
+    "--set",
+    "resyncSeconds=10",
 ]
 # The namespace refuses, and warns about, any pod that is not restricted.
 RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
