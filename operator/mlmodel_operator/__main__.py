@@ -50,6 +50,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     metrics.LEADER.set(1)
     if elector is not None:
         threading.Thread(target=elector.keep, args=(lost, stop), name="lease", daemon=True).start()
+
+    @kopf.on.cleanup()
+    def _stopped(**_: object) -> None:
+        """kopf waits for ``stop`` in a thread of its event loop's executor, which must end before kopf
+        returns: once kopf stops on its own (SIGTERM), set it too."""
+        stop.set()
+
     try:
         kopf.run(
             standalone=True,
