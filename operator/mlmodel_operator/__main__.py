@@ -24,11 +24,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     renewing it while kopf runs, stop when it is lost (exit 1, to restart as a standby), and
     release it on a clean stop so that a standby takes over at once."""
     cfg = config.parse(argv)
-    # The handlers module reads its settings from the environment when kopf imports it.
+    # The handlers (and kube) modules read their settings from the environment.
     os.environ.update(
         SERVER_IMAGE=cfg.server_image,
         ROUTER_IMAGE=cfg.router_image,
         RESYNC_SECONDS=str(cfg.resync_seconds),
+        API_TIMEOUT_SECONDS=str(cfg.api_timeout_seconds),
+        STALL_SECONDS=str(cfg.stall_seconds),
     )
     kopf.configure(log_format=kopf.LogFormat.JSON if cfg.json_logs else kopf.LogFormat.FULL)
     from mlmodel_operator import handlers  # noqa: F401 - registers the handlers

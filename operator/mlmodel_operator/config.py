@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 ROUTER_IMAGE = "openresty/openresty:1.27.1.2-bookworm"
+CONNECT_SECONDS = 10.0  # at most, for the TCP and TLS handshakes of one API call
 
 
 @dataclass(frozen=True)
@@ -16,12 +17,19 @@ class Config:
     server_image: str
     router_image: str
     resync_seconds: float
+    api_timeout_seconds: float
+    stall_seconds: float
     liveness: str | None
     metrics_port: int
     json_logs: bool
     leader_election: bool
     lease_namespace: str
     lease_name: str
+
+    @property
+    def api_timeouts(self) -> tuple[float, float]:
+        """(connect, read) seconds of one API call."""
+        return min(CONNECT_SECONDS, self.api_timeout_seconds), self.api_timeout_seconds
 
 
 def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -49,6 +57,20 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         type=float,
         default=float(env.get("RESYNC_SECONDS", "10")),
         help="how often each ModelDeployment is checked for drift and status [RESYNC_SECONDS]",
+    )
+    parser.add_argument(
+        "--api-timeout-seconds",
+        type=float,
+        default=float(env.get("API_TIMEOUT_SECONDS", "30")),
+        help="longest wait for the API server's answer to one call, and for its handshakes"
+        f" (at most {CONNECT_SECONDS:g} s) [API_TIMEOUT_SECONDS]",
+    )
+    parser.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=float(env["STALL_SECONDS"]) if env.get("STALL_SECONDS") else None,
+        help="the liveness probe fails once no reconcile pass has finished for this long"
+        " (default: 6 resync periods, at least 60 s) [STALL_SECONDS]",
     )
     parser.add_argument(
         "--liveness",
@@ -87,6 +109,8 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         server_image=args.server_image,
         router_image=args.router_image,
         resync_seconds=args.resync_seconds,
+        api_timeout_seconds=args.api_timeout_seconds,
+        stall_seconds=args.stall_seconds if args.stall_seconds is not None else max(60.0, 6 * args.resync_seconds),
         liveness=args.liveness,
         metrics_port=args.metrics_port,
         json_logs=args.log_format == "json",

@@ -21,7 +21,7 @@ from typing import Any
 
 import kopf
 
-from mlmodel_operator import config, kube, metrics, names, reconcile
+from mlmodel_operator import config, kube, liveness, metrics, names, reconcile
 
 CONFIG = config.parse([])
 LOG = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class Watched:
 
     stop: threading.Event = field(default_factory=threading.Event)
     objects: dict[str, tuple[dict[str, Any], kopf.Memo]] = field(default_factory=dict)
+    progress: liveness.Progress = field(default_factory=liveness.Progress)
 
 
 def _now() -> str:
@@ -49,6 +50,10 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=names.GROUP)
     settings.posting.enabled = False  # reconcile posts its own Events, only for real changes
+    # kopf's calls are bounded like ours, each attempt as a whole (and the connect of a watch). A
+    # watch that goes quiet is kopf's to reconnect, after settings.watching.inactivity_timeout
+    # (70 s; the API server sends a bookmark every minute).
+    settings.networking.request_timeout = sum(CONFIG.api_timeouts)
     # kopf copies the operator's memo into each object's: every object's memo shares this one.
     memo.watched = Watched()
     threading.Thread(target=_resync, args=(memo.watched,), name="resync", daemon=True).start()
@@ -57,6 +62,12 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.watched.stop.set()
+
+
+@kopf.on.probe(id="reconciling", errors=kopf.ErrorsMode.PERMANENT)
+async def reconciling(memo: kopf.Memo, **_: Any) -> dict[str, float]:
+    """kopf's liveness endpoint fails (500) once the resync loop made no progress for the stall limit."""
+    return liveness.check(memo.watched.progress.idle(), CONFIG.stall_seconds)
 
 
 @kopf.on.resume(*MD, timeout=WAIT_TIMEOUT)
@@ -76,7 +87,10 @@ def _resync(watched: Watched) -> None:
     """Every resync period (jittered by ±20 %, so that operators and objects spread out), a pass over
     each ModelDeployment seen: repair drift and refresh the status, writing only what changed."""
     while not watched.stop.wait(CONFIG.resync_seconds * random.uniform(0.8, 1.2)):
-        for uid, (body, memo) in list(watched.objects.items()):
+        objects = list(watched.objects.items())
+        if not objects:
+            watched.progress.beat()
+        for uid, (body, memo) in objects:
             if watched.stop.is_set():
                 return
             try:
@@ -85,6 +99,8 @@ def _resync(watched: Watched) -> None:
                 )
             except Exception:  # the next round tries again; kopf's handlers are not held up
                 LOG.exception("resync of %s/%s failed", body["metadata"]["namespace"], body["metadata"]["name"])
+            else:
+                watched.progress.beat()
 
 
 def _latest(watched: Watched, uid: str) -> Mapping[str, Any] | None:
