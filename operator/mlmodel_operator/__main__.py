@@ -38,6 +38,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if cfg.metrics_port:  # a standby serves its metrics too (mlmodel_operator_leader 0)
         start_http_server(cfg.metrics_port)
     stop, lost = threading.Event(), threading.Event()
+
+    @kopf.on.cleanup(id="stop-flag")
+    def _stopping(**_: object) -> None:
+        """kopf waits for ``stop`` in a thread of its executor, and joins that thread as it exits:
+        when it stops by itself (SIGTERM), ``stop`` must be set too, or the process hangs."""
+        stop.set()
+
     elector = None
     if cfg.leader_election:
         elector = leader.Elector(cfg.lease_namespace, cfg.lease_name, f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}")

@@ -115,7 +115,7 @@ def proxied(proxy: FreezingProxy, tmp_path: Path) -> Path:
 class Operator:
     """``python -m mlmodel_operator`` for one namespace, through the proxy, its log in a file."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
+    def __init__(self, kubeconfig: Path, namespace: str, log: Path, *extra: str) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
@@ -129,7 +129,17 @@ class Operator:
             "API_TIMEOUT_SECONDS": str(API_TIMEOUT),
             "ROUTER_IMAGE": "mlmodel-router:absent",
         }
-        args = ["--namespace", namespace, "--liveness", self.url, "--metrics-port", "0", "--log-format", "plain"]
+        args = [
+            "--namespace",
+            namespace,
+            "--liveness",
+            self.url,
+            "--metrics-port",
+            "0",
+            "--log-format",
+            "plain",
+            *extra,
+        ]
         with log.open("w") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mlmodel_operator", *args], env=env, stdout=out, stderr=subprocess.STDOUT
@@ -153,28 +163,31 @@ class Operator:
     def logged(self, since: int = 0) -> str:
         return self.log.read_text()[since:]
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM, as the kubelet stops a pod: the exit code, or ``None`` when it had to be killed."""
         self.process.terminate()
         try:
-            self.process.wait(timeout=30)
+            return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+            return None
 
 
 @pytest.fixture
-def operator(proxied: Path, proxy: FreezingProxy, namespace: str, tmp_path: Path) -> Iterator[Callable[[], Operator]]:
+def operator(proxied: Path, proxy: FreezingProxy, namespace: str, tmp_path: Path) -> Iterator[Callable[..., Operator]]:
     """Start the operator (once the test has set the proxy up as it wants it)."""
     started: list[Operator] = []
 
-    def start() -> Operator:
-        started.append(Operator(proxied, namespace, tmp_path / "operator.log"))
+    def start(*extra: str) -> Operator:
+        started.append(Operator(proxied, namespace, tmp_path / f"operator-{len(started)}.log", *extra))
         return started[-1]
 
     yield start
     proxy.thaw()
     for running in started:
-        running.stop()
+        if running.process.poll() is None:
+            running.stop()
 
 
 def _md(namespace: str) -> dict[str, object]:
@@ -188,7 +201,7 @@ def _md(namespace: str) -> dict[str, object]:
 
 
 def test_frozen_api_fails_the_probe_in_time_and_thawing_recovers(
-    kubectl: Kubectl, namespace: str, proxy: FreezingProxy, operator: Callable[[], Operator]
+    kubectl: Kubectl, namespace: str, proxy: FreezingProxy, operator: Callable[..., Operator]
 ) -> None:
     # Started with the API frozen: kopf's own calls time out (and are retried) rather than hang.
     proxy.freeze()
@@ -235,6 +248,16 @@ def test_frozen_api_fails_the_probe_in_time_and_thawing_recovers(
     recovered = time.monotonic() - thawed
     assert recovered <= RESYNC * 1.2 + 2 * API_TIMEOUT + 1, (recovered, running.logged(offset))
     print(f"probe failed {failed:.1f} s after freezing, passed {recovered:.1f} s after thawing")
+
+
+def test_sigterm_stops_at_once_and_releases_the_lease(
+    kubectl: Kubectl, namespace: str, operator: Callable[..., Operator]
+) -> None:
+    running = operator("--leader-election", "--leader-election-namespace", namespace, "--leader-election-id", "op")
+    eventually(lambda: (kubectl.get("lease", "op", namespace) or {}).get("spec", {}).get("holderIdentity"), "a leader")
+    eventually(lambda: "Activity 'startup' succeeded" in running.logged(), "kopf to run")
+    assert running.stop(timeout=10) == 0, running.logged()
+    assert "holderIdentity" not in kubectl.json("get", "lease", "op", "-n", namespace)["spec"]
 
 
 PROBE = """
