@@ -220,6 +220,24 @@ def test_operator_gets_its_images_and_settings() -> None:
     }
 
 
+def test_liveness_probe_and_its_stall_limit() -> None:
+    def operator(*args: str) -> tuple[dict[str, Any], dict[str, str]]:
+        (container,) = find(render(*args), "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+        return container["livenessProbe"], {e["name"]: e.get("value") for e in container["env"]}
+
+    probe, env = operator()
+    assert probe == {
+        "httpGet": {"path": "/healthz", "port": "healthz"},
+        "failureThreshold": 3,
+        "periodSeconds": 15,
+        "timeoutSeconds": 5,
+    }
+    assert "STALL_SECONDS" not in env  # the operator derives it from the resync period
+    tuned, env = operator("--set", "livenessProbe.stallSeconds=120", "--set", "livenessProbe.periodSeconds=10")
+    assert tuned == {**probe, "periodSeconds": 10}  # the stall limit is the operator's, not the kubelet's
+    assert env["STALL_SECONDS"] == "120"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

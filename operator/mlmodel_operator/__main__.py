@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     renewing it while kopf runs, stop when it is lost (exit 1, to restart as a standby), and
     release it on a clean stop so that a standby takes over at once."""
     cfg = config.parse(argv)
-    # The handlers read their settings from the environment when the operator starts.
+    # The handlers read their settings (kube its timeout) from the environment when the operator starts.
     os.environ.update(
         SERVER_IMAGE=cfg.server_image,
         ROUTER_IMAGE=cfg.router_image,
@@ -33,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         API_BURST=str(cfg.api_burst),
         WORKERS=str(cfg.workers),
         WATCH_NAMESPACES=",".join(cfg.namespaces),
+        API_TIMEOUT_SECONDS=str(cfg.api_timeout_seconds),
+        STALL_SECONDS=str(cfg.stall_seconds),
+        WATCH_SECONDS=str(cfg.watch_seconds),
     )
     kopf.configure(log_format=kopf.LogFormat.JSON if cfg.json_logs else kopf.LogFormat.FULL)
     from mlmodel_operator import handlers  # noqa: F401 - registers the handlers
@@ -40,6 +43,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if cfg.metrics_port:  # a standby serves its metrics too (mlmodel_operator_leader 0)
         start_http_server(cfg.metrics_port)
     stop, lost = threading.Event(), threading.Event()
+
+    @kopf.on.cleanup(id="stop-flag")
+    def _stopping(**_: object) -> None:
+        """kopf waits for ``stop`` in a thread of its executor, and joins that thread as it exits:
+        when it stops by itself (SIGTERM), ``stop`` must be set too, or the process hangs."""
+        stop.set()
+
     elector = None
     if cfg.leader_election:
         elector = leader.Elector(cfg.lease_namespace, cfg.lease_name, f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}")
@@ -50,12 +60,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     metrics.LEADER.set(1)
     if elector is not None:
         threading.Thread(target=elector.keep, args=(lost, stop), name="lease", daemon=True).start()
-
-    @kopf.on.cleanup()
-    def _stopped(**_: object) -> None:
-        """kopf waits for ``stop`` in a thread of its event loop's executor, which must end before kopf
-        returns: once kopf stops on its own (SIGTERM), set it too."""
-        stop.set()
 
     try:
         kopf.run(

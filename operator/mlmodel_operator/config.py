@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 ROUTER_IMAGE = "openresty/openresty:1.27.1.2-bookworm"
+CONNECT_SECONDS = 10.0  # at most, for the TCP and TLS handshakes of one API call
 
 
 @dataclass(frozen=True)
@@ -19,12 +20,20 @@ class Config:
     api_qps: float
     api_burst: int
     workers: int
+    api_timeout_seconds: float
+    stall_seconds: float
+    watch_seconds: int
     liveness: str | None
     metrics_port: int
     json_logs: bool
     leader_election: bool
     lease_namespace: str
     lease_name: str
+
+    @property
+    def api_timeouts(self) -> tuple[float, float]:
+        """(connect, read) seconds of one API call."""
+        return min(CONNECT_SECONDS, self.api_timeout_seconds), self.api_timeout_seconds
 
 
 def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -73,6 +82,27 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         help="passes run at once (of different ModelDeployments) [WORKERS]",
     )
     parser.add_argument(
+        "--api-timeout-seconds",
+        type=float,
+        default=float(env.get("API_TIMEOUT_SECONDS", "30")),
+        help="longest wait for the API server's answer to one call, and for its handshakes"
+        f" (at most {CONNECT_SECONDS:g} s) [API_TIMEOUT_SECONDS]",
+    )
+    parser.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=float(env["STALL_SECONDS"]) if env.get("STALL_SECONDS") else None,
+        help="the liveness probe fails once no reconcile pass has finished for this long"
+        " (default: 2 resync periods plus 60 s) [STALL_SECONDS]",
+    )
+    parser.add_argument(
+        "--watch-seconds",
+        type=int,
+        default=int(env.get("WATCH_SECONDS", "60")),
+        help="how long the API server keeps each of the operator's watches open; a watch that shows no"
+        " progress for longer (plus the API timeout and 10 s) fails the liveness probe [WATCH_SECONDS]",
+    )
+    parser.add_argument(
         "--liveness",
         default=env.get("LIVENESS_ENDPOINT"),
         help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz [LIVENESS_ENDPOINT]",
@@ -112,6 +142,9 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         api_qps=args.api_qps,
         api_burst=args.api_burst,
         workers=args.workers,
+        api_timeout_seconds=args.api_timeout_seconds,
+        stall_seconds=args.stall_seconds if args.stall_seconds is not None else 2 * args.resync_seconds + 60,
+        watch_seconds=args.watch_seconds,
         liveness=args.liveness,
         metrics_port=args.metrics_port,
         json_logs=args.log_format == "json",

@@ -25,7 +25,7 @@ from typing import Any
 
 import kopf
 
-from mlmodel_operator import cache, config, informer, kube, metrics, names, reconcile
+from mlmodel_operator import cache, config, informer, kube, liveness, metrics, names, reconcile
 
 LOG = logging.getLogger(__name__)
 MD = (names.GROUP, names.VERSION, names.PLURAL)
@@ -44,8 +44,11 @@ class Watched:
     objects: dict[str, tuple[dict[str, Any], kopf.Memo]] = field(default_factory=dict)
     uids: dict[cache.Owner, str] = field(default_factory=dict)
     store: cache.Store = field(default_factory=cache.Store)
+    synced: threading.Event = field(default_factory=threading.Event)  # the watches have listed
     queue: cache.WorkQueue = field(default_factory=cache.WorkQueue)
     triggers: dict[str, str] = field(default_factory=dict)  # uid -> why it is queued
+    passes: liveness.Progress = field(default_factory=liveness.Progress)
+    watches: dict[str, liveness.Progress] = field(default_factory=dict)
 
     def enqueue(self, uid: str, trigger: str) -> None:
         self.triggers[uid] = trigger
@@ -70,15 +73,29 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.enabled = False  # reconcile posts its own Events, only for real changes
     # kopf copies the operator's memo into each object's: every object's memo shares this one.
     watched = memo.watched = Watched(config.parse([]))
-    settings.execution.max_workers = watched.config.workers
-    kube.limit(watched.config.api_qps, watched.config.api_burst)
+    cfg = watched.config
+    # kopf's calls are bounded like ours, each attempt as a whole (and the connect of a watch). A
+    # watch that goes quiet is kopf's to reconnect, after settings.watching.inactivity_timeout
+    # (70 s; the API server sends a bookmark every minute).
+    settings.networking.request_timeout = sum(cfg.api_timeouts)
+    settings.execution.max_workers = cfg.workers
+    kube.limit(cfg.api_qps, cfg.api_burst)
     for api_version, kind in WATCHED_KINDS:
-        for namespace in watched.config.namespaces or (None,):
-            args = (watched.store, api_version, kind, namespace, lambda owner: _changed(watched, owner), watched.stop)
-            _thread(informer.run, *args, name=f"watch-{kind}")
+        for namespace in cfg.namespaces or (None,):
+            progress = watched.watches[f"the watch of {kind}" + (f" in {namespace}" if namespace else "")] = (
+                liveness.Progress()
+            )
+            args = (watched.store, api_version, kind, namespace, functools.partial(_changed, watched))
+            _thread(informer.run, *args, watched.stop, cfg.watch_seconds, progress.beat, name=f"watch-{kind}")
+    _thread(_start, watched, name="start")
+
+
+def _start(watched: Watched) -> None:
+    """Once the watches have listed (or after ``SYNC_TIMEOUT``), let passes run: the workers, the resync."""
     deadline = time.monotonic() + SYNC_TIMEOUT
     while not all(watched.store.synced(kind) for _, kind in WATCHED_KINDS) and time.monotonic() < deadline:
         watched.stop.wait(0.1)
+    watched.synced.set()
     for number in range(watched.config.workers):
         _thread(_work, watched, name=f"worker-{number}")
     _thread(_resync, watched, name="resync")
@@ -87,6 +104,16 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.watched.stop.set()
+
+
+@kopf.on.probe(id="reconciling", errors=kopf.ErrorsMode.PERMANENT)
+async def reconciling(memo: kopf.Memo, **_: Any) -> dict[str, float]:
+    """kopf's liveness endpoint fails (500) once passes or a watch made no progress for their limit."""
+    watched, cfg = memo.watched, memo.watched.config
+    watch_limit = cfg.watch_seconds + cfg.api_timeouts[1] + 10
+    ages = {"reconciling": (watched.passes.idle(), cfg.stall_seconds)}
+    ages |= {what: (progress.idle(), watch_limit) for what, progress in watched.watches.items()}
+    return liveness.check(ages)
 
 
 @kopf.on.resume(*MD)
@@ -127,6 +154,8 @@ def _resync(watched: Watched) -> None:
     """Every resync period (jittered by ±20 %, so that operators spread out), queue a pass of every
     ModelDeployment seen: repair what no watch reported, and refresh the status."""
     while not watched.stop.wait(watched.config.resync_seconds * random.uniform(0.8, 1.2)):
+        if not watched.objects:
+            watched.passes.beat()  # nothing to pass over: an idle operator is live
         for uid in list(watched.objects):
             watched.enqueue(uid, "resync")
 
@@ -159,6 +188,8 @@ def _sync(memo: kopf.Memo, trigger: str, body_of: Callable[[], Mapping[str, Any]
     """One pass, one at a time per ModelDeployment, on the body that is newest once it is this pass's
     turn (a pass that waited for a pass of a new spec must not apply the spec it had before), and
     its status written before the next pass starts."""
+    watched = memo.watched
+    watched.synced.wait(SYNC_TIMEOUT)  # a pass before the watches listed would read every child anew
     with memo.setdefault("lock", threading.Lock()):
         body = body_of()
         if body is None:
@@ -166,7 +197,6 @@ def _sync(memo: kopf.Memo, trigger: str, body_of: Callable[[], Mapping[str, Any]
         metrics.RECONCILES.labels(trigger).inc()
         started = time.perf_counter()
         try:
-            watched = memo.watched
             verdict = reconcile.sync(
                 body,
                 default_image=watched.config.server_image,
@@ -182,6 +212,7 @@ def _sync(memo: kopf.Memo, trigger: str, body_of: Callable[[], Mapping[str, Any]
             raise
         finally:
             metrics.DURATION.observe(time.perf_counter() - started)
+        watched.passes.beat()
         metrics.passed(body["metadata"]["namespace"], body["metadata"]["name"], memo["status"])
         return verdict
 

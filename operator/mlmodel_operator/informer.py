@@ -10,8 +10,7 @@ from collections.abc import Callable
 from mlmodel_operator import cache, kube, names
 
 LOG = logging.getLogger(__name__)
-WATCH_SECONDS = 300  # the API server ends each watch after this; the next one starts where it ended
-RETRY_SECONDS = (1, 2, 5, 10, 30)  # between failed lists, then every 30 s
+RETRY_SECONDS = (1, 2, 5, 10)  # between failed lists, then every 10 s
 LABELS = {names.LABEL_MANAGED_BY: names.FIELD_MANAGER}
 
 
@@ -22,9 +21,13 @@ def run(
     namespace: str | None,
     changed: Callable[[cache.Owner], None],
     stop: threading.Event,
+    seconds: int,
+    beat: Callable[[], None],
 ) -> None:
     """Until ``stop``: mirror ``kind`` (with the operator's label, in ``namespace`` or everywhere) into
-    ``store``, and call ``changed`` with the owner of every object that changed."""
+    ``store``, and call ``changed`` with the owner of every object that changed. Each watch lasts
+    ``seconds`` (the API server ends it; the next starts where it ended); ``beat`` marks progress:
+    a list, an event, a watch that ended in time."""
     since: str | None = None
     failures = 0
     while not stop.is_set():
@@ -38,8 +41,10 @@ def run(
                 for each in store.replace(kind, namespace, items):
                     changed(each)
                 failures = 0
-            for event, obj in kube.watch(api_version, kind, namespace, LABELS, since, WATCH_SECONDS):
+                beat()
+            for event, obj in kube.watch(api_version, kind, namespace, LABELS, since, seconds):
                 since = obj.get("metadata", {}).get("resourceVersion") or since
+                beat()
                 if event == "BOOKMARK":
                     continue
                 owner: cache.Owner | None = store.drop(kind, obj) if event == "DELETED" else store.put(kind, obj)
@@ -47,6 +52,7 @@ def run(
                     changed(owner)
                 if stop.is_set():
                     return
+            beat()
         except Exception as err:  # a refusal, a broken connection, 410 Gone: list again
             since, failures = None, failures + 1
             LOG.warning("list or watch of %s failed, listing again: %s", kind, err, exc_info=True)

@@ -3,7 +3,10 @@ manager, deletes.
 
 A write the API server refuses raises ``Refused`` with its HTTP code and message, so that a pass
 can record it and go on with the other children. Every request waits for the client-side rate
-limit (``limit``) first.
+limit (``limit``) first. Every call (discovery's too) has a connect and a read timeout and no
+retries of its own: against an API server that stops answering it fails within the two, and so
+does the pass that made it (the next one tries again). A watch may stay quiet for as long as the
+server keeps it open, and then for the read timeout.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from functools import cache
 from typing import Any
 
 from kubernetes import config, dynamic
-from kubernetes.client import ApiClient
+from kubernetes.client import ApiClient, Configuration
 from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
 from kubernetes.dynamic.resource import Resource
 
 from mlmodel_operator import names, ratelimit
+from mlmodel_operator.config import parse as parse_config
 
 Obj = dict[str, Any]
 
@@ -61,13 +65,29 @@ def _refusals() -> Iterator[None]:
         raise Refused(int(err.status), str(err.summary())) from err
 
 
+class _Bounded(dynamic.DynamicClient):  # type: ignore[misc]
+    """A dynamic client whose every request, unless it names its own, has the (connect, read) timeouts."""
+
+    def __init__(self, client: ApiClient, timeouts: tuple[float, float]) -> None:
+        self.timeouts = timeouts  # before discovery, which the constructor starts
+        super().__init__(client)
+
+    def request(self, method: str, path: str, body: object = None, **params: Any) -> Any:
+        connect, read = self.timeouts
+        quiet = float(params.get("timeout_seconds") or 0) if params.get("watch") else 0.0
+        params.setdefault("_request_timeout", (connect, read + quiet))
+        return super().request(method, path, body, **params)
+
+
 @cache
 def _client() -> dynamic.DynamicClient:
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return dynamic.DynamicClient(ApiClient())
+    settings = Configuration.get_default_copy()
+    settings.retries = False  # urllib3 would retry a timed-out call up to 3 times
+    return _Bounded(ApiClient(settings), parse_config([]).api_timeouts)
 
 
 @cache

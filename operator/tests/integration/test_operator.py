@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -506,16 +505,3 @@ def test_an_injected_sidecar_causes_no_writes(kubectl: Kubectl, namespace: str, 
     containers = {c["name"]: c for c in after["spec"]["template"]["spec"]["containers"]}
     assert set(containers) == {"server", "sidecar"}
     assert {"name": "DEBUG", "value": "1"} in containers["server"]["env"]
-
-
-def test_sigterm_stops_the_operator(
-    kubectl: Kubectl, namespace: str, operator_process: Callable[[], OperatorProcess]
-) -> None:
-    """As the kubelet stops a pod: SIGTERM, and the process exits well within the grace period."""
-    kubectl.apply(md("iris", namespace, variant("stable", 100, replicas=0)))
-    running = operator_process()
-    eventually(lambda: condition(kubectl, namespace, "iris", "Ready"), "a pass")
-    running.process.send_signal(signal.SIGTERM)
-    started = time.monotonic()
-    code = running.process.wait(30)
-    assert code == 0 and time.monotonic() - started < 10, running.tail()
