@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import signal
@@ -94,20 +95,32 @@ class Cluster:
         self.core, self.apps = client.CoreV1Api(self.api), client.AppsV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
 
-    def requests(self) -> dict[tuple[str, str], float]:
-        text = self.api.call_api("/metrics", "GET", _preload_content=False, auth_settings=["BearerToken"])[0]
-        return request_counts(text.data.decode())
-
-    def count(self, path: str) -> int:
-        """How many objects with the operator's label a list has, from one item and remainingItemCount."""
-        found = self.api.call_api(
+    def _get(self, path: str, query: Sequence[tuple[str, str]] = (), accept: str = "application/json") -> bytes:
+        response = self.api.call_api(
             path,
             "GET",
-            query_params=[("labelSelector", MANAGED), ("limit", "1")],
-            response_type="object",
+            query_params=list(query),
+            header_params={"Accept": accept},
+            _preload_content=False,
+            _return_http_data_only=True,
             auth_settings=["BearerToken"],
-        )[0]
-        return len(found["items"]) + int(found["metadata"].get("remainingItemCount") or 0)
+        )
+        return bytes(response.data)
+
+    def requests(self) -> dict[tuple[str, str], float]:
+        return request_counts(self._get("/metrics", accept="text/plain").decode())
+
+    def count(self, path: str) -> int:
+        """How many objects with the operator's label there are, listed as a Table (names only, as
+        ``kubectl get`` does: remainingItemCount is not given with a label selector)."""
+        table = json.loads(
+            self._get(
+                path,
+                [("labelSelector", MANAGED), ("includeObject", "None")],
+                accept="application/json;as=Table;v=v1;g=meta.k8s.io",
+            )
+        )
+        return len(table["rows"])
 
     def children(self) -> int:
         return sum(self.count(path) for path in ("/apis/apps/v1/deployments", "/api/v1/services", "/api/v1/configmaps"))
@@ -195,10 +208,11 @@ def edit_seconds(cluster: Cluster, namespace: str, rounds: int = 3) -> float | N
     """The slowest of ``rounds`` edits: a new env entry on variant a, until md0-a's Deployment has it."""
     slowest = 0.0
     for n in range(rounds):
-        md = cluster.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "md0")
-        md["spec"]["variants"][0]["env"] = [{"name": "EDIT", "value": str(n)}]
+        variants = model_deployment("md0", namespace)["spec"]["variants"]
+        variants[0]["env"] = [{"name": "EDIT", "value": str(n)}]
         started = time.monotonic()
-        cluster.custom.replace_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "md0", md)
+        patch = {"spec": {"variants": variants}}  # a merge patch: the list is replaced whole
+        cluster.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "md0", patch)
         while True:
             dep = cluster.apps.read_namespaced_deployment("md0-a", namespace)
             env = {e.name: e.value for e in dep.spec.template.spec.containers[0].env or []}
@@ -214,10 +228,10 @@ def edit_seconds(cluster: Cluster, namespace: str, rounds: int = 3) -> float | N
 def run(name: str, source: Path, prefix: str, count: int, deadline_s: float, idle_s: float, port: int) -> Result:
     print(f"{name}: {source}", flush=True)
     cluster = Cluster()
-    create(cluster, prefix, count)
     wanted = count * CHILDREN
     done, children_s = 0, None
     try:
+        create(cluster, prefix, count)
         with operator(source, port) as proc:
             started = time.monotonic()
             while time.monotonic() - started < deadline_s:
