@@ -122,27 +122,28 @@ capabilities:
 - apiGroups: [mlmodel.io]
   resources: [modeldeployments/finalizers]
   verbs: [update]
-# The children it owns: listed by label each pass, read by name, applied and deleted (never watched).
+# The children it owns: watched by label into a cache that passes read, read by name when
+# missing there (someone else's?), applied and deleted.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # The weighted router: its configuration and its disruption budget.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, list, create, patch, delete]
-# Pods are listed for failures (termination messages); Events are created (core/v1 only).
+  verbs: [get, list, watch, create, patch, delete]
+# Pods are watched for readiness and failures (termination messages); Events are created (core/v1 only).
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
