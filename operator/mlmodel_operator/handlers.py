@@ -82,9 +82,8 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     kube.limit(cfg.api_qps, cfg.api_burst)
     for api_version, kind in WATCHED_KINDS:
         for namespace in cfg.namespaces or (None,):
-            progress = watched.watches[f"the watch of {kind}" + (f" in {namespace}" if namespace else "")] = (
-                liveness.Progress()
-            )
+            what = f"the watch of {kind}" + (f" in {namespace}" if namespace else "")
+            progress = watched.watches[what] = liveness.Progress()
             args = (watched.store, api_version, kind, namespace, functools.partial(_changed, watched))
             _thread(informer.run, *args, watched.stop, cfg.watch_seconds, progress.beat, name=f"watch-{kind}")
     _thread(_start, watched, name="start")
