@@ -7,9 +7,11 @@ through the watch and queues a pass of its owner. No I/O: ``informer`` feeds it 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import deque
 from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from mlmodel_operator import names
@@ -20,15 +22,33 @@ _POD_STATUS = ("phase", "conditions", "containerStatuses")
 
 
 def trim(kind: str, obj: Mapping[str, Any]) -> Obj:
-    """Only what a pass reads: no other managers' managedFields (the bulk of an object), and of a
-    pod only its metadata and the parts of its status that ``status.observe`` looks at."""
+    """Only what a pass reads: no managedFields (the bulk of an object) but the operator's own on a
+    Deployment (the replicas handover reads them), and of a pod only its metadata and the parts of
+    its status that ``status.observe`` looks at."""
     meta = dict(obj["metadata"])
-    meta["managedFields"] = [m for m in meta.get("managedFields") or [] if m.get("manager") == names.FIELD_MANAGER]
+    ours = [m for m in meta.pop("managedFields", None) or [] if m.get("manager") == names.FIELD_MANAGER]
+    if kind == "Deployment":
+        meta["managedFields"] = ours
     if kind == "Pod":
-        meta.pop("managedFields")
         found = obj.get("status") or {}
         return {"metadata": meta, "status": {key: found[key] for key in _POD_STATUS if key in found}}
     return {**obj, "metadata": meta}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One object as the store keeps it: compact JSON (a fraction of the memory of its dicts), with
+    what lookups need beside it."""
+
+    version: int
+    labels: Mapping[str, str]
+    data: bytes
+
+    @classmethod
+    def of(cls, kind: str, obj: Mapping[str, Any]) -> _Entry:
+        trimmed = trim(kind, obj)
+        data = json.dumps(trimmed, separators=(",", ":"), sort_keys=True).encode()
+        return cls(_version(trimmed), dict(trimmed["metadata"].get("labels") or {}), data)
 
 
 def owner(obj: Mapping[str, Any]) -> Owner | None:
@@ -55,18 +75,18 @@ class Store:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._objects: dict[tuple[str, str, str], dict[str, Obj]] = {}  # (kind, namespace, md) -> name -> object
+        self._objects: dict[tuple[str, str, str], dict[str, _Entry]] = {}  # (kind, namespace, md) -> name -> object
         self._synced: set[str] = set()
         self._errors: dict[str, tuple[int, str]] = {}
 
     def replace(self, kind: str, namespace: str | None, items: list[Obj]) -> set[Owner]:
         """Everything of ``kind`` (in ``namespace``, or everywhere) is now ``items``, as a fresh list said.
         Returns the owners whose objects changed."""
-        fresh: dict[tuple[str, str, str], dict[str, Obj]] = {}
+        fresh: dict[tuple[str, str, str], dict[str, _Entry]] = {}
         for obj in items:
             found = owner(obj)
             if found:
-                fresh.setdefault((kind, *found), {})[obj["metadata"]["name"]] = trim(kind, obj)
+                fresh.setdefault((kind, *found), {})[obj["metadata"]["name"]] = _Entry.of(kind, obj)
         with self._lock:
             old = {
                 key: value
@@ -85,14 +105,14 @@ class Store:
         found = owner(obj)
         if found is None:
             return None
-        trimmed = trim(kind, obj)
+        entry = _Entry.of(kind, obj)
         with self._lock:
             bucket = self._objects.setdefault((kind, *found), {})
             name = obj["metadata"]["name"]
             known = bucket.get(name)
-            if known is not None and (known == trimmed or _version(known) > _version(trimmed)):
+            if known is not None and (known.data == entry.data or known.version > entry.version):
                 return None
-            bucket[name] = trimmed
+            bucket[name] = entry
         return found
 
     def drop(self, kind: str, obj: Mapping[str, Any]) -> Owner | None:
@@ -124,7 +144,8 @@ class Store:
         """Objects of ``kind`` in ``namespace`` that carry all ``labels`` (which name their ModelDeployment)."""
         with self._lock:
             bucket = self._objects.get((kind, namespace, labels[names.LABEL_INSTANCE]), {})
-            return [obj for obj in bucket.values() if labels.items() <= (obj["metadata"].get("labels") or {}).items()]
+            found = [entry.data for entry in bucket.values() if labels.items() <= entry.labels.items()]
+        return [json.loads(data) for data in found]
 
 
 class WorkQueue:

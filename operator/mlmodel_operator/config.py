@@ -66,13 +66,13 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
     parser.add_argument(
         "--api-qps",
         type=float,
-        default=float(env.get("API_QPS", "100")),
+        default=float(env.get("API_QPS", "200")),
         help="the operator's own API requests per second, on average [API_QPS]",
     )
     parser.add_argument(
         "--api-burst",
         type=int,
-        default=int(env.get("API_BURST", "200")),
+        default=int(env.get("API_BURST", "400")),
         help="how many of them may go at once [API_BURST]",
     )
     parser.add_argument(
