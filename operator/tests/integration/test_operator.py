@@ -105,22 +105,7 @@ def test_create_update_remove_variant_and_garbage_collection(
     )
 
 
-def test_drift_is_repaired(kubectl: Kubectl, namespace: str, operator: Callable[[], Any]) -> None:
-    operator()
-    kubectl.apply(md("iris", namespace, variant("stable", 100)))
-    eventually(lambda: children(kubectl, namespace, "services") == {"iris", "iris-stable"}, "children")
-    kubectl("set", "image", "deployment/iris-stable", "server=tampered:1", "-n", namespace)
-    kubectl("delete", "service", "iris-stable", "-n", namespace)
-
-    def repaired() -> bool:
-        dep = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
-        image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
-        return image == "mlmodel-server:0.1.0" and kubectl.get("service", "iris-stable", namespace) is not None
-
-    eventually(repaired, "image and Service restored", deadline=30)
-
-
-def test_a_change_to_a_child_is_seen_through_the_watches(
+def test_drift_is_repaired_through_the_watches(
     kubectl: Kubectl, namespace: str, operator: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With no resync for an hour, a hand edit and a deleted child are repaired within seconds: the
