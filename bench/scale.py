@@ -270,7 +270,7 @@ def checkout(revision: str, into: Path) -> Path:
 
 
 def table(results: Sequence[Result], count: int, idle_s: float) -> str:
-    old, new = results
+    """Markdown: one column per operator, then the ratio of the last to the first (when there are two)."""
     rows = [
         ("children of every ModelDeployment (s)", "children_s", "{:.0f}"),
         ("API requests/s at idle", "idle_rps", "{:.2f}"),
@@ -278,31 +278,33 @@ def table(results: Sequence[Result], count: int, idle_s: float) -> str:
         ("peak RSS (MiB)", "peak_mib", "{:.0f}"),
         ("an edit applied (s, slowest of 3)", "edit_s", "{:.2f}"),
     ]
+    paired = len(results) == 2
     lines = [
         f"{count} ModelDeployments x 2 variants, control-plane-only cluster, idle counted over {idle_s:.0f} s.",
         "",
-        f"| | {old.name} | {new.name} | ratio | target |",
-        "|---|---:|---:|---:|---:|",
+        "| | " + " | ".join(r.name for r in results) + (" | ratio" if paired else "") + " | target |",
+        "|---|" + "---:|" * (len(results) + paired + 1),
     ]
     for label, key, fmt in rows:
-        a, b = getattr(old, key), getattr(new, key)
-        shown = [fmt.format(v) if v is not None else "not reached" for v in (a, b)]
-        ratio = f"{b / a:.2f}x" if a and b else "-"
+        values = [getattr(r, key) for r in results]
+        shown = [fmt.format(v) if v is not None else "not reached" for v in values]
+        ratio = [f"{values[1] / values[0]:.2f}x" if values[0] and values[1] else "-"] if paired else []
         target = f"<= {TARGETS[key]:g}" if key in TARGETS else ""
-        lines.append(f"| {label} | {shown[0]} | {shown[1]} | {ratio} | {target} |")
+        lines.append(f"| {label} | " + " | ".join([*shown, *ratio, target]) + " |")
     for r in results:
         if r.children_s is None:
             lines.append(f"\n{r.name}: {r.children_done} of {count * CHILDREN} children when the deadline came.")
-        lines.append(
-            f"\n{r.name}, top requests at idle (per s): " + ", ".join(f"{k} {v:.2f}" for k, v in r.idle_top.items())
-        )
+        top = ", ".join(f"{k} {v:.2f}" for k, v in r.idle_top.items()) or "none"
+        lines.append(f"\n{r.name}, top requests at idle (per s): {top}")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=1000)
-    parser.add_argument("--baseline", default="52ea580", help="git revision of the operator to compare with")
+    parser.add_argument(
+        "--baseline", default="52ea580", help="git revision of the operator to compare with ('': none, this one alone)"
+    )
     parser.add_argument("--deadline", type=float, default=300, help="seconds to wait for the children")
     parser.add_argument("--idle", type=float, default=60, help="seconds of idle to count requests over")
     parser.add_argument("--markdown", default=str(REPO / "bench" / "SCALE.md"))
@@ -312,16 +314,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("this cluster has nodes: run it on `make cluster-up-control-plane` (pods must stay Pending)")
     (REPO / ".bench").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        baseline = checkout(args.baseline, Path(tmp))
-        results = [
-            run(f"operator at {args.baseline}", baseline, "scale-old", args.count, args.deadline, args.idle, 9181),
-            run("this operator", REPO / "operator", "scale-new", args.count, args.deadline, args.idle, 9182),
-        ]
+        results = []
+        if args.baseline:
+            baseline = checkout(args.baseline, Path(tmp))
+            results.append(
+                run(f"operator at {args.baseline}", baseline, "scale-old", args.count, args.deadline, args.idle, 9181)
+            )
+        results.append(run("this operator", REPO / "operator", "scale-new", args.count, args.deadline, args.idle, 9182))
     text = table(results, args.count, args.idle)
     print(text)
     if args.markdown:
         Path(args.markdown).write_text("# Operator at scale (`bench/scale.py`)\n\n" + text)
-    new = results[1]
+    new = results[-1]
     failed = [key for key, limit in TARGETS.items() if getattr(new, key) is None or getattr(new, key) > limit]
     if failed:
         print(f"MISSED: {', '.join(failed)}")

@@ -7,9 +7,11 @@ through the watch and queues a pass of its owner. No I/O: ``informer`` feeds it 
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import threading
-from collections import deque
+import time
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -150,39 +152,53 @@ class Store:
 
 class WorkQueue:
     """Keys to reconcile, each at most once in the queue and never handed to two workers at once: a key
-    added while a worker has it is queued again when the worker is done (as client-go's workqueue)."""
+    added while a worker has it is queued again when the worker is done (as client-go's workqueue).
+    A key may be added with a delay, so that a burst of changes to one owner (a Deployment, its
+    ReplicaSet and its pods, all within a second) makes one pass; adding it again keeps the earlier
+    time."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._queue: deque[Hashable] = deque()
-        self._queued: set[Hashable] = set()
+        self._due: dict[Hashable, float] = {}  # queued key -> when it may be handed out
+        self._heap: list[tuple[float, int, Hashable]] = []  # (due, order, key), with stale entries
+        self._order = itertools.count()
         self._active: set[Hashable] = set()
-        self._again: set[Hashable] = set()
+        self._again: dict[Hashable, float] = {}  # added while active -> due
 
-    def add(self, key: Hashable) -> None:
+    def add(self, key: Hashable, delay: float = 0.0) -> None:
+        due = time.monotonic() + delay
         with self._cond:
             if key in self._active:
-                self._again.add(key)
-            elif key not in self._queued:
-                self._queued.add(key)
-                self._queue.append(key)
-                self._cond.notify()
+                self._again[key] = min(due, self._again.get(key, due))
+            else:
+                self._queue(key, due)
+
+    def _queue(self, key: Hashable, due: float) -> None:
+        if key not in self._due or due < self._due[key]:
+            self._due[key] = due
+            heapq.heappush(self._heap, (due, next(self._order), key))
+            self._cond.notify()
 
     def get(self, timeout: float) -> Hashable | None:
-        """The next key (now this worker's until ``done``), or ``None`` after ``timeout`` seconds."""
+        """The next key that is due (now this worker's until ``done``), or ``None`` after ``timeout`` seconds."""
+        end = time.monotonic() + timeout
         with self._cond:
-            if not self._cond.wait_for(lambda: bool(self._queue), timeout):
-                return None
-            key = self._queue.popleft()
-            self._queued.discard(key)
-            self._active.add(key)
-            return key
+            while True:
+                while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:
+                    heapq.heappop(self._heap)  # re-added earlier, or handed out
+                now = time.monotonic()
+                if self._heap and self._heap[0][0] <= now:
+                    key = heapq.heappop(self._heap)[2]
+                    del self._due[key]
+                    self._active.add(key)
+                    return key
+                wait = min(end, self._heap[0][0] if self._heap else end) - now
+                if end <= now:
+                    return None
+                self._cond.wait(wait)
 
     def done(self, key: Hashable) -> None:
         with self._cond:
             self._active.discard(key)
             if key in self._again:
-                self._again.discard(key)
-                self._queued.add(key)
-                self._queue.append(key)
-                self._cond.notify()
+                self._queue(key, self._again.pop(key))

@@ -31,6 +31,7 @@ LOG = logging.getLogger(__name__)
 MD = (names.GROUP, names.VERSION, names.PLURAL)
 WATCHED_KINDS = (*kube.CHILD_KINDS, ("v1", "Pod"))
 SYNC_TIMEOUT = 60  # at start, how long passes wait for the watches' first lists
+COALESCE_SECONDS = 0.5  # a change the watches saw waits this long, so that a burst makes one pass
 
 
 @dataclass
@@ -50,9 +51,9 @@ class Watched:
     passes: liveness.Progress = field(default_factory=liveness.Progress)
     watches: dict[str, liveness.Progress] = field(default_factory=dict)
 
-    def enqueue(self, uid: str, trigger: str) -> None:
+    def enqueue(self, uid: str, trigger: str, delay: float = 0.0) -> None:
         self.triggers[uid] = trigger
-        self.queue.add(uid)
+        self.queue.add(uid, delay)
 
 
 def _now() -> str:
@@ -146,7 +147,7 @@ def _changed(watched: Watched, owner: cache.Owner) -> None:
     """One of ``owner``'s children or pods changed: queue a pass (once kopf has seen the owner)."""
     uid = watched.uids.get(owner)
     if uid is not None:
-        watched.enqueue(uid, "watch")
+        watched.enqueue(uid, "watch", COALESCE_SECONDS)
 
 
 def _resync(watched: Watched) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from mlmodel_operator import cache, names
@@ -97,3 +98,22 @@ def test_a_waiting_worker_wakes_for_a_new_key() -> None:
     queue.add("a")
     worker.join(10)
     assert got == ["a"]
+
+
+def test_a_delayed_key_waits_and_a_burst_of_adds_makes_one_pass() -> None:
+    queue = cache.WorkQueue()
+    for _ in range(5):
+        queue.add("a", delay=0.2)
+    assert queue.get(0) is None  # not due yet
+    started = time.monotonic()
+    assert queue.get(5) == "a"
+    assert 0.1 < time.monotonic() - started < 1
+    queue.done("a")
+    assert queue.get(0.3) is None  # the five adds were one
+
+
+def test_adding_again_keeps_the_earlier_time() -> None:
+    queue = cache.WorkQueue()
+    queue.add("a", delay=60)
+    queue.add("a")
+    assert queue.get(0) == "a"
