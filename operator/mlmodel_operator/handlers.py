@@ -137,6 +137,7 @@ def on_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     if event["type"] == "DELETED":
         memo.watched.objects.pop(meta["uid"], None)
         memo.watched.uids.pop(owner, None)
+        memo.watched.triggers.pop(meta["uid"], None)
         metrics.gone(*owner)
     else:
         memo.watched.objects[meta["uid"]] = (body, memo)
