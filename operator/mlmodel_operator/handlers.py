@@ -80,7 +80,6 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # (70 s; the API server sends a bookmark every minute).
     settings.networking.request_timeout = sum(cfg.api_timeouts)
     settings.execution.max_workers = cfg.workers
-    kube.limit(cfg.api_qps, cfg.api_burst)
     for api_version, kind in WATCHED_KINDS:
         for namespace in cfg.namespaces or (None,):
             what = f"the watch of {kind}" + (f" in {namespace}" if namespace else "")

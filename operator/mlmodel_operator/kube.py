@@ -3,7 +3,7 @@ manager, deletes.
 
 A write the API server refuses raises ``Refused`` with its HTTP code and message, so that a pass
 can record it and go on with the other children. Every request waits for the client-side rate
-limit (``limit``) first. Every call (discovery's too) has a connect and a read timeout and no
+limit first. Every call (discovery's too) has a connect and a read timeout and no
 retries of its own: against an API server that stops answering it fails within the two, and so
 does the pass that made it (the next one tries again). A watch may stay quiet for as long as the
 server keeps it open, and then for the read timeout.
@@ -46,18 +46,16 @@ class Refused(Exception):
         self.message = message
 
 
-_limiter = ratelimit.Limiter(qps=50, burst=100)
-
-
-def limit(qps: float, burst: int) -> None:
-    """At most ``qps`` requests a second on average from here on, ``burst`` at once."""
-    global _limiter
-    _limiter = ratelimit.Limiter(qps, burst)
+@cache
+def _limiter() -> ratelimit.Limiter:
+    """``--api-qps`` requests a second on average, ``--api-burst`` at once, from the settings."""
+    settings = parse_config([])
+    return ratelimit.Limiter(settings.api_qps, settings.api_burst)
 
 
 @contextlib.contextmanager
 def _refusals() -> Iterator[None]:
-    _limiter.wait()
+    _limiter().wait()
     try:
         yield
     except NotFoundError:
