@@ -10,9 +10,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import sys
 import threading
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +51,9 @@ class _Entry:
     def of(cls, kind: str, obj: Mapping[str, Any]) -> _Entry:
         trimmed = trim(kind, obj)
         data = json.dumps(trimmed, separators=(",", ":"), sort_keys=True).encode()
-        return cls(_version(trimmed), dict(trimmed["metadata"].get("labels") or {}), data)
+        labels = trimmed["metadata"].get("labels") or {}
+        # Thousands of objects share a handful of label keys and values: one string of each, not one per object.
+        return cls(_version(trimmed), {sys.intern(k): sys.intern(v) for k, v in labels.items()}, data)
 
 
 def owner(obj: Mapping[str, Any]) -> Owner | None:
@@ -72,16 +75,73 @@ def _version(obj: Mapping[str, Any]) -> int:
     return revision(obj["metadata"].get("resourceVersion"))
 
 
-class Store:
-    """Objects by kind and owner; safe to use from several threads."""
+class Names:
+    """The names every object of a kind has, whoever made it (from metadata-only watches): a child
+    whose name is not among them can be applied at once, without reading first whether it is
+    someone else's. Safe to use from several threads."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._names: dict[str, set[tuple[str, str]]] = {}  # kind -> (namespace, name); only listed kinds
+        self._listed: dict[str, set[str | None]] = {}  # kind -> the namespaces listed (None: all)
+        self._refused: set[str] = set()  # kinds whose last list was refused
+
+    def replace(self, kind: str, namespace: str | None, items: Iterable[Obj]) -> set[Owner]:
+        """Every object of ``kind`` (in ``namespace``, or everywhere) is now one of ``items``."""
+        fresh = {_key(obj) for obj in items}
+        with self._lock:
+            kept = {key for key in self._names.get(kind, set()) if namespace is not None and key[0] != namespace}
+            self._names[kind] = kept | fresh
+            self._listed.setdefault(kind, set()).add(namespace)
+            self._refused.discard(kind)
+        return set()
+
+    def put(self, kind: str, obj: Mapping[str, Any]) -> Owner | None:
+        with self._lock:
+            self._names.setdefault(kind, set()).add(_key(obj))
+        return None
+
+    def drop(self, kind: str, obj: Mapping[str, Any]) -> Owner | None:
+        with self._lock:
+            self._names.get(kind, set()).discard(_key(obj))
+        return None
+
+    def fail(self, kind: str, code: int, message: str) -> None:
+        """A refused list: what is known of ``kind`` may be stale, so no name is vouched for."""
+        with self._lock:
+            self._refused.add(kind)
+
+    def synced(self, kind: str) -> bool:
+        """Listed, or refused (waiting longer would not help: passes read each child instead)."""
+        with self._lock:
+            return kind in self._listed or kind in self._refused
+
+    def free(self, kind: str, namespace: str, name: str) -> bool:
+        """No object of ``kind`` is called ``name`` in ``namespace``, as far as a successful list and the
+        watch since tell (``False`` when it is not known)."""
+        with self._lock:
+            listed = self._listed.get(kind, set())
+            known = (None in listed or namespace in listed) and kind not in self._refused
+            return known and (namespace, name) not in self._names.get(kind, set())
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = obj["metadata"]
+    return sys.intern(meta.get("namespace", "")), meta["name"]
+
+
+class Store:
+    """Objects by kind and owner, and the ``names`` of all objects of the child kinds; safe to use
+    from several threads."""
+
+    def __init__(self) -> None:
+        self.names = Names()
         self._lock = threading.Lock()
         self._objects: dict[tuple[str, str, str], dict[str, _Entry]] = {}  # (kind, namespace, md) -> name -> object
         self._synced: set[str] = set()
         self._errors: dict[str, tuple[int, str]] = {}
 
-    def replace(self, kind: str, namespace: str | None, items: list[Obj]) -> set[Owner]:
+    def replace(self, kind: str, namespace: str | None, items: Iterable[Obj]) -> set[Owner]:
         """Everything of ``kind`` (in ``namespace``, or everywhere) is now ``items``, as a fresh list said.
         Returns the owners whose objects changed."""
         fresh: dict[tuple[str, str, str], dict[str, _Entry]] = {}

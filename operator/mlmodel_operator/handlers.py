@@ -80,19 +80,32 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # (70 s; the API server sends a bookmark every minute).
     settings.networking.request_timeout = sum(cfg.api_timeouts)
     settings.execution.max_workers = cfg.workers
-    for api_version, kind in WATCHED_KINDS:
+    # The children and pods, and the names of everything of the child kinds (new children need no read).
+    watches: list[tuple[informer.Mirror, tuple[str, str], bool]] = [(watched.store, k, False) for k in WATCHED_KINDS]
+    watches += [(watched.store.names, k, True) for k in kube.CHILD_KINDS]
+    for mirror, (api_version, kind), names_only in watches:
+        what = f"{kind} names" if names_only else kind
         for namespace in cfg.namespaces or (None,):
-            what = f"the watch of {kind}" + (f" in {namespace}" if namespace else "")
-            progress = watched.watches[what] = liveness.Progress()
-            args = (watched.store, api_version, kind, namespace, functools.partial(_changed, watched))
-            _thread(informer.run, *args, watched.stop, cfg.watch_seconds, progress.beat, name=f"watch-{kind}")
+            progress = watched.watches[f"the watch of {what}" + (f" in {namespace}" if namespace else "")] = (
+                liveness.Progress()
+            )
+            args = (mirror, api_version, kind, namespace, functools.partial(_changed, watched), watched.stop)
+            run = functools.partial(informer.run, names_only=names_only)
+            _thread(run, *args, cfg.watch_seconds, progress.beat, name=f"watch-{what.replace(' ', '-')}")
     _thread(_start, watched, name="start")
 
 
 def _start(watched: Watched) -> None:
     """Once the watches have listed (or after ``SYNC_TIMEOUT``), let passes run: the workers, the resync."""
     deadline = time.monotonic() + SYNC_TIMEOUT
-    while not all(watched.store.synced(kind) for _, kind in WATCHED_KINDS) and time.monotonic() < deadline:
+
+    def synced() -> bool:
+        names = watched.store.names
+        return all(watched.store.synced(kind) for _, kind in WATCHED_KINDS) and all(
+            names.synced(kind) for _, kind in kube.CHILD_KINDS
+        )
+
+    while not synced() and time.monotonic() < deadline:
         watched.stop.wait(0.1)
     watched.synced.set()
     for number in range(watched.config.workers):
@@ -128,9 +141,11 @@ def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(*MD)
-def on_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def on_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """Every body kopf sees (the first listing too) is the one the next queued pass uses; a deleted
-    ModelDeployment leaves the loop, and its metrics go with it."""
+    ModelDeployment leaves the loop, and its metrics go with it. On kopf's event loop: a sync handler
+    would queue every event of a thousand ModelDeployments, body and all, behind the passes in kopf's
+    executor."""
     body, meta = event["object"], event["object"]["metadata"]
     owner = (meta.get("namespace", ""), meta["name"])
     if event["type"] == "DELETED":

@@ -26,6 +26,9 @@ from mlmodel_operator import names, ratelimit
 from mlmodel_operator.config import parse as parse_config
 
 Obj = dict[str, Any]
+PAGE = 500  # objects per list request, as client-go's pager
+_PARTIAL = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+_PARTIAL_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 # The kinds the operator owns, in the order stale ones are deleted (HPAs and PDBs before their targets).
 CHILD_KINDS = (
@@ -95,35 +98,63 @@ def _resource(api_version: str, kind: str) -> Resource:
     return resource
 
 
-def get(api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
-    """One object, or ``None`` when it does not exist; ``Refused`` if the read is refused."""
+def _plain(_client: object, data: Obj) -> Obj:
+    """The response as the JSON it is: the dynamic client's ResourceInstance wrapping (and unwrapping
+    with ``to_dict``) cost more CPU than the passes that made the requests."""
+    return data
+
+
+def get(api_version: str, kind: str, namespace: str, name: str, timeout: float | None = None) -> Obj | None:
+    """One object, or ``None`` when it does not exist; ``Refused`` if the read is refused. ``timeout``:
+    seconds for the whole call, instead of the settings' connect and read timeouts."""
+    bound = {"_request_timeout": timeout} if timeout else {}
     try:
         with _refusals():
-            found: Obj = _resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
+            found: Obj = _resource(api_version, kind).get(name=name, namespace=namespace, serializer=_plain, **bound)
     except NotFoundError:
         return None
     return found
 
 
-def list_objects(
-    api_version: str, kind: str, namespace: str | None, labels: Mapping[str, str]
-) -> tuple[list[Obj], str]:
-    """Objects of a kind in ``namespace`` (``None``: all) that carry all ``labels``, and the list's
-    resourceVersion to watch from; ``Refused`` if the read is refused."""
-    with _refusals():
-        found = _resource(api_version, kind).get(namespace=namespace, label_selector=_selector(labels))
-    return [item.to_dict() for item in found.items], str(found.metadata.resourceVersion)
+def pages(
+    api_version: str, kind: str, namespace: str | None, labels: Mapping[str, str] | None, *, names_only: bool = False
+) -> Iterator[tuple[list[Obj], str]]:
+    """Objects of a kind in ``namespace`` (``None``: all) that carry all ``labels`` (``None``: any), a
+    page of ``PAGE`` at a time, each with the list's resourceVersion to watch from (client-go's pager:
+    a list of thousands never sits in memory whole). ``names_only``: their metadata alone
+    (``PartialObjectMetadata``). ``Refused`` if a read is refused."""
+    token = None
+    while True:
+        with _refusals():
+            page: Obj = _resource(api_version, kind).get(
+                namespace=namespace,
+                label_selector=_selector(labels),
+                limit=PAGE,
+                _continue=token,
+                header_params={"Accept": _PARTIAL_LIST if names_only else "application/json"},
+                serializer=_plain,
+            )
+        yield page.get("items") or [], str(page["metadata"]["resourceVersion"])
+        token = page["metadata"].get("continue")
+        if not token:
+            return
 
 
 def watch(
-    api_version: str, kind: str, namespace: str | None, labels: Mapping[str, str], since: str, seconds: int
+    api_version: str,
+    kind: str,
+    namespace: str | None,
+    labels: Mapping[str, str] | None,
+    since: str,
+    seconds: int,
+    *,
+    names_only: bool = False,
 ) -> Iterator[tuple[str, Obj]]:
     """The changes (``ADDED``, ``MODIFIED``, ``DELETED``, ``BOOKMARK``) after resourceVersion ``since``, as
-    the API server sends them, until it ends the watch after ``seconds``. Raises once ``since`` is too
-    old (410 Gone: list again) or the watch fails."""
+    the API server sends them, until it ends the watch after ``seconds``; ``names_only`` as ``pages``.
+    Raises once ``since`` is too old (410 Gone: list again) or the watch fails."""
     with _refusals():
-        # As the dynamic client's watch does, but the events' objects stay plain JSON: wrapping each in
-        # a ResourceInstance cost more CPU than the passes they trigger.
+        # As the dynamic client's watch does, but the events' objects stay plain JSON (see ``_plain``).
         events = watch_stream.Watch().stream(
             _resource(api_version, kind).get,
             namespace=namespace,
@@ -131,6 +162,7 @@ def watch(
             resource_version=since,
             timeout_seconds=seconds,
             allow_watch_bookmarks=True,
+            header_params={"Accept": _PARTIAL if names_only else "application/json"},
             serialize=False,
             deserialize=False,
         )
@@ -138,24 +170,21 @@ def watch(
             yield event["type"], event["object"]
 
 
-def _selector(labels: Mapping[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in labels.items())
+def _selector(labels: Mapping[str, str] | None) -> str | None:
+    return ",".join(f"{k}={v}" for k, v in labels.items()) if labels else None
 
 
 def apply(obj: Obj, manager: str = names.FIELD_MANAGER) -> Obj:
     """Server-side apply ``obj`` as ``manager``, taking over conflicting fields; ``Refused`` if refused."""
     meta = obj["metadata"]
     with _refusals():
-        applied: Obj = (
-            _resource(obj["apiVersion"], obj["kind"])
-            .server_side_apply(
-                body=obj,
-                name=meta["name"],
-                namespace=meta["namespace"],
-                field_manager=manager,
-                force_conflicts=True,
-            )
-            .to_dict()
+        applied: Obj = _resource(obj["apiVersion"], obj["kind"]).server_side_apply(
+            body=obj,
+            name=meta["name"],
+            namespace=meta["namespace"],
+            field_manager=manager,
+            force_conflicts=True,
+            serializer=_plain,
         )
     return applied
 
@@ -171,20 +200,24 @@ def patch_status(md: Mapping[str, Any], status: Obj) -> str | None:
                 name=meta["name"],
                 namespace=meta["namespace"],
                 content_type="application/merge-patch+json",
+                serializer=_plain,
             )
     except NotFoundError:
         return None
-    return str(patched.metadata.resourceVersion)
+    return str(patched["metadata"]["resourceVersion"])
 
 
-def read_lease(namespace: str, name: str) -> tuple[Obj, str] | None:
+def read_lease(namespace: str, name: str, timeout: float | None = None) -> tuple[Obj, str] | None:
     """A Lease's spec and resourceVersion, or ``None`` when there is none."""
-    found = get("coordination.k8s.io/v1", "Lease", namespace, name)
+    found = get("coordination.k8s.io/v1", "Lease", namespace, name, timeout)
     return (found.get("spec") or {}, found["metadata"]["resourceVersion"]) if found else None
 
 
-def write_lease(namespace: str, name: str, spec: Obj, resource_version: str | None) -> bool:
-    """Create the Lease (no ``resource_version``) or replace the one read at ``resource_version``.
+def write_lease(
+    namespace: str, name: str, spec: Obj, resource_version: str | None, timeout: float | None = None
+) -> bool:
+    """Create the Lease (no ``resource_version``) or replace the one read at ``resource_version``, within
+    ``timeout`` seconds if given (as ``get``).
 
     ``False`` when another writer got there first (a conflict, or it already exists).
     """
@@ -199,12 +232,13 @@ def write_lease(namespace: str, name: str, spec: Obj, resource_version: str | No
         "spec": spec,
     }
     lease = _resource("coordination.k8s.io/v1", "Lease")
+    bound = {"_request_timeout": timeout} if timeout else {}
     try:
         with _refusals():
             if resource_version is None:
-                lease.create(body=body, namespace=namespace)
+                lease.create(body=body, namespace=namespace, serializer=_plain, **bound)
             else:
-                lease.replace(body=body, name=name, namespace=namespace)
+                lease.replace(body=body, name=name, namespace=namespace, serializer=_plain, **bound)
     except Refused as err:
         if err.code == 409:
             return False
@@ -215,7 +249,7 @@ def write_lease(namespace: str, name: str, spec: Obj, resource_version: str | No
 def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
     """Delete one object; already gone is fine; ``Refused`` if refused."""
     with contextlib.suppress(NotFoundError), _refusals():
-        _resource(api_version, kind).delete(name=name, namespace=namespace)
+        _resource(api_version, kind).delete(name=name, namespace=namespace, serializer=_plain)
 
 
 def event(md: Mapping[str, Any], kind: str, reason: str, message: str, now: str) -> None:
@@ -242,4 +276,4 @@ def event(md: Mapping[str, Any], kind: str, reason: str, message: str, now: str)
         "count": 1,
     }
     with _refusals():
-        _resource("v1", "Event").create(body=body, namespace=meta["namespace"])
+        _resource("v1", "Event").create(body=body, namespace=meta["namespace"], serializer=_plain)

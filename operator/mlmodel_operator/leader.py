@@ -102,15 +102,20 @@ class Elector:
         self.seen = Seen()
         self.held: Record | None = None  # the record as last written by us, while we lead
 
-    def try_once(self) -> bool:
-        """One read and, where it is ours to take or keep, one write: whether we lead now."""
-        found = kube.read_lease(self.namespace, self.name)
+    def try_once(self, until: float | None = None) -> bool:
+        """One read and, where it is ours to take or keep, one write: whether we lead now. ``until``: a
+        time on ``clock`` by which both must be done (each call's timeout is what is left)."""
+
+        def left() -> float | None:
+            return None if until is None else max(until - self.clock(), 0.1)
+
+        found = kube.read_lease(self.namespace, self.name, left())
         record = from_spec(found[0]) if found else None
         self.seen, wanted = decide(self.seen, record, self.identity, self.clock(), _stamp())
         if wanted is None:
             self.held = None
             return False
-        written = kube.write_lease(self.namespace, self.name, to_spec(wanted), found[1] if found else None)
+        written = kube.write_lease(self.namespace, self.name, to_spec(wanted), found[1] if found else None, left())
         self.held = wanted if written else None
         if written and (record is None or record.holder != self.identity):
             LOG.info("leading: took the Lease %s/%s as %s", self.namespace, self.name, self.identity)
@@ -126,7 +131,8 @@ class Elector:
         """Renew until ``stop``; set ``lost`` (and ``stop``) when no renewal succeeded for the deadline."""
         renewed = self.clock()
         while not stop.wait(RETRY_SECONDS):
-            if self._attempt():
+            # A renewal that hangs must not outlast the deadline: past it, a standby may soon take over.
+            if self._attempt(renewed + RENEW_DEADLINE_SECONDS):
                 renewed = self.clock()
             elif self.clock() - renewed > RENEW_DEADLINE_SECONDS or (self.held is None and self._taken()):
                 LOG.error("lost the Lease %s/%s: stopping", self.namespace, self.name)
@@ -145,9 +151,9 @@ class Elector:
             LOG.info("released the Lease %s/%s", self.namespace, self.name)
         self.held = None
 
-    def _attempt(self) -> bool:
+    def _attempt(self, until: float | None = None) -> bool:
         try:
-            return self.try_once()
+            return self.try_once(until)
         except Exception:  # an API error is a failed attempt: retried, and counted against the deadline
             LOG.exception("the Lease %s/%s could not be read or written", self.namespace, self.name)
             return False

@@ -41,11 +41,12 @@ def reconcile(
     The children and pods are read from ``store`` (what the watches saw), one list per child kind
     for both: what is wanted is compared with it, what is left over (and owned by this
     ModelDeployment) is deleted. A child missing there is read from the API server, since it may
-    exist without the operator's labels (someone else's). The order keeps traffic flowing: the variants
-    first; then the router, configured with the ready variants only; then the entry Service, moved
-    only to something ready; and what is no longer wanted but still serves (a removed variant, the
-    router of a ModelDeployment now down to one variant) is deleted only once traffic has moved
-    off it: the entry Service leads elsewhere, and the router runs a configuration without it.
+    exist without the operator's labels (someone else's), unless no object has its name. The order
+    keeps traffic flowing: the variants first; then the router, configured with the ready variants
+    only; then the entry Service, moved only to something ready; and what is no longer wanted but
+    still serves (a removed variant, the router of a ModelDeployment now down to one variant) is
+    deleted only once traffic has moved off it: the entry Service leads elsewhere, and the router
+    runs a configuration without it.
     """
     api_versions = {kind: api_version for api_version, kind in kube.CHILD_KINDS}
     changes: list[str] = []
@@ -70,8 +71,8 @@ def reconcile(
         kind, name = obj["kind"], obj["metadata"]["name"]
         live = found.pop((kind, name), None)
         try:
-            if live is None:  # missing, or without our labels: never take over what we did not make
-                live = kube.get(obj["apiVersion"], kind, md.namespace, name)
+            if live is None and not store.names.free(kind, md.namespace, name):
+                live = kube.get(obj["apiVersion"], kind, md.namespace, name)  # never take over what we did not make
             if live is not None and not _controlled(live, md.uid):
                 problems.append(status.conflict(kind, name))
                 return None
@@ -89,6 +90,7 @@ def reconcile(
             changes.append(f"applied {kind} {name}: {where}")
             applied = kube.apply(obj)
             store.put(kind, applied)  # the next pass must not wait for the watch to see it
+            store.names.put(kind, applied)
             return applied
         except kube.Refused as err:
             problems.append(status.refused("apply", kind, name, err.code, err.message))

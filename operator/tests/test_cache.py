@@ -117,3 +117,33 @@ def test_adding_again_keeps_the_earlier_time() -> None:
     queue.add("a", delay=60)
     queue.add("a")
     assert queue.get(0) == "a"
+
+
+def named(name: str, namespace: str = "ml") -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": namespace}}
+
+
+def test_names_vouch_for_a_free_name_only_once_listed() -> None:
+    found = cache.Names()
+    assert not found.free("Service", "ml", "iris")  # nothing listed yet: unknown, not free
+    found.replace("Service", None, iter([named("theirs"), named("iris", "other")]))
+    assert found.free("Service", "ml", "iris") and not found.free("Service", "ml", "theirs")
+    assert not found.free("ConfigMap", "ml", "iris")  # another kind is not listed
+    found.put("Service", named("iris"))
+    assert not found.free("Service", "ml", "iris")
+    found.drop("Service", named("iris"))
+    assert found.free("Service", "ml", "iris")
+    found.fail("Service", 403, "forbidden")
+    assert found.synced("Service") and not found.free("Service", "ml", "iris")  # stale: read each child
+    found.replace("Service", None, [])
+    assert found.free("Service", "ml", "theirs")
+
+
+def test_names_listed_in_one_namespace_keep_the_others() -> None:
+    found = cache.Names()
+    found.replace("Service", "a", [named("x", "a")])
+    found.replace("Service", "b", [named("y", "b")])
+    assert not found.free("Service", "a", "x") and not found.free("Service", "b", "y")
+    assert not found.free("Service", "c", "z")  # never listed there
+    found.replace("Service", "a", [])
+    assert found.free("Service", "a", "x") and not found.free("Service", "b", "y")

@@ -1,8 +1,12 @@
-"""Leader election's pure core: who writes what to the Lease, and when."""
+"""Leader election's pure core: who writes what to the Lease, and when; and a holder whose API server hangs."""
 
 from __future__ import annotations
 
-from mlmodel_operator import config, leader
+import threading
+from typing import Any
+
+import pytest
+from mlmodel_operator import config, kube, leader
 from mlmodel_operator.leader import Record, Seen, decide
 
 T = "2026-12-01T08:00:00.000000Z"
@@ -68,3 +72,29 @@ def test_leader_election_settings() -> None:
     assert (cfg.leader_election, cfg.lease_namespace, cfg.lease_name) == (True, "mlmodel-system", "mlmodel-operator")
     assert not config.parse(["--no-leader-election"], env).leader_election
     assert not config.parse([], {}).leader_election
+
+
+def test_a_renewal_that_hangs_never_outlasts_the_renew_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API server stops answering after one renewal: every later call's timeout is what is left of
+    the renew deadline, and the holder gives up by then, before a standby may take the Lease over."""
+    now = [0.0]
+    timeouts: list[float | None] = []
+    lease = leader.to_spec(Record("me", acquired=T, renewed=T))
+
+    def read_lease(namespace: str, name: str, timeout: float | None = None) -> tuple[dict[str, Any], str]:
+        timeouts.append(timeout)
+        if len(timeouts) > 1:  # hangs for as long as it may, then times out
+            now[0] += timeout or 30.0
+            raise TimeoutError("read timed out")
+        return lease, "1"
+
+    monkeypatch.setattr(kube, "read_lease", read_lease)
+    monkeypatch.setattr(kube, "write_lease", lambda *args: True)
+    monkeypatch.setattr(leader, "RETRY_SECONDS", 0.001)
+    elector = leader.Elector("ns", "lease", "me", clock=lambda: now[0])
+    lost, stop = threading.Event(), threading.Event()
+    elector.keep(lost, stop)
+    assert lost.is_set() and stop.is_set()
+    assert timeouts[0] == pytest.approx(leader.RENEW_DEADLINE_SECONDS)
+    assert all(t is not None and t <= leader.RENEW_DEADLINE_SECONDS for t in timeouts)
+    assert now[0] <= leader.RENEW_DEADLINE_SECONDS + 0.1 < leader.LEASE_SECONDS

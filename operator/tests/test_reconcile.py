@@ -28,6 +28,8 @@ class FakeApi:
         self.events: list[str] = []
         self.applied: list[tuple[str, Key, dict[str, Any]]] = []
         self.deleted: list[Key] = []
+        self.gets: list[Key] = []
+        self.names = FakeNames(self)
 
     # As the watches' cache (``cache.Store``): the fake's objects are always up to date.
     def error(self, kind: str) -> tuple[int, str] | None:
@@ -47,6 +49,7 @@ class FakeApi:
         ]
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.gets.append((kind, name))
         return self.objects.get((kind, name))
 
     def apply(self, obj: dict[str, Any], manager: str = names.FIELD_MANAGER) -> dict[str, Any]:
@@ -72,6 +75,19 @@ class FakeApi:
         if self.refuse_events:
             raise kube.Refused(*self.refuse_events)
         self.events.append(reason)
+
+
+class FakeNames:
+    """As ``cache.Names``: every name the fake has, once ``listed`` (else none is vouched for)."""
+
+    def __init__(self, api: FakeApi) -> None:
+        self.api, self.listed = api, True
+
+    def free(self, kind: str, namespace: str, name: str) -> bool:
+        return self.listed and (kind, name) not in self.api.objects
+
+    def put(self, kind: str, obj: dict[str, Any]) -> None:
+        pass
 
 
 @pytest.fixture
@@ -203,6 +219,16 @@ def test_an_object_we_do_not_control_is_never_touched(api: FakeApi, existing: di
 
 
 AUTOSCALING = {"autoscaling": {"minReplicas": 1, "maxReplicas": 5}, "resources": {"requests": {"cpu": "100m"}}}
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_a_name_no_object_has_is_applied_without_a_read(api: FakeApi, listed: bool) -> None:
+    """With the names of every object known, new children cost one apply each and no read; while
+    they are not known (the names' list refused), each is read first."""
+    api.names.listed = listed
+    run(api, single())
+    made = [key for _, key, _ in api.applied]
+    assert made and api.gets == ([] if listed else made)
 
 
 def test_replicas_are_handed_over_before_the_operator_stops_applying_them(api: FakeApi) -> None:

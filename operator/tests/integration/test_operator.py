@@ -258,7 +258,8 @@ def owned(namespace: str, uid: str) -> dict[tuple[str, str], dict[str, Any]]:
     return {
         (kind, o["metadata"]["name"]): o
         for api_version, kind in kube.CHILD_KINDS
-        for o in kube.list_objects(api_version, kind, namespace, {})[0]
+        for page, _ in kube.pages(api_version, kind, namespace, None)
+        for o in page
         if labels <= (o["metadata"].get("labels") or {}).items()
         or uid in {ref["uid"] for ref in o["metadata"].get("ownerReferences") or []}
     }
@@ -282,7 +283,7 @@ def test_restart_in_the_middle_of_reconciling(
 
     first = operator_process()
     eventually(
-        lambda: kube.list_objects("apps/v1", "Deployment", namespace, names.owned_labels("iris"))[0],
+        lambda: next(kube.pages("apps/v1", "Deployment", namespace, names.owned_labels("iris")))[0],
         "the pass's first child",
         interval=0.01,
     )
