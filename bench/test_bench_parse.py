@@ -182,3 +182,16 @@ def test_scale_counts_resource_requests_by_verb() -> None:
     )
     assert before == {("APPLY", "deployments"): 4}
     assert delta(after, before) == {"APPLY deployments": 2, "PATCH modeldeployments/status": 1}
+
+
+def test_scale_counts_only_what_the_operator_can_ask_for() -> None:
+    from scale import operators
+
+    seen = {"APPLY deployments": 2.0, "PUT deployments/status": 5.0, "PATCH modeldeployments/status": 1.0}
+    seen |= {"POST events": 3.0, "POST replicasets": 4.0, "WATCH pods": 1.0}
+    assert operators(seen) == {
+        "APPLY deployments": 2.0,
+        "PATCH modeldeployments/status": 1.0,
+        "POST events": 3.0,
+        "WATCH pods": 1.0,
+    }
