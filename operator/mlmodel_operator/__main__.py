@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import http.server
 import os
 import signal
@@ -19,26 +18,11 @@ from prometheus_client import start_http_server
 
 from mlmodel_operator import config, leader, metrics
 
-M_ARENA_MAX = -8  # glibc's mallopt parameter
-
-
-def _few_malloc_arenas() -> None:
-    """Two malloc arenas, as ``MALLOC_ARENA_MAX=2`` (which, when set, glibc has applied already) would
-    give: by default glibc gives every thread that contends for malloc an arena of its own, up to 8
-    per core, and memory freed in one is never reused by another. The dozen watch and worker
-    threads each parse and free thousands of objects, and the RSS grew far beyond what is live
-    (``bench/scale.py`` measures it). Not glibc (musl): nothing to do."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 2)
-
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point. With ``--leader-election``, stand by until this replica holds the Lease, keep
     renewing it while kopf runs, stop when it is lost (exit 1, to restart as a standby), and
     release it on a clean stop so that a standby takes over at once."""
-    _few_malloc_arenas()  # before any thread starts
     cfg = config.parse(argv)
     # The handlers read their settings (kube its timeout) from the environment when the operator starts.
     os.environ.update(
