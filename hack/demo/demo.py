@@ -61,6 +61,9 @@ class Steps:
             self.log, current = log, Step(log)
             try:
                 yield current
+            except StepFailed as err:
+                log.write(f"\n{err}\n")
+                failed = True
             except Exception:  # noqa: BLE001 - whatever a step raises, it is reported as that step's failure
                 log.write(f"\n{traceback.format_exc()}")
                 failed = True
@@ -69,9 +72,7 @@ class Steps:
             finally:
                 self.log = None
         if not failed:
-            print(self.progress.end(started, time.monotonic(), current.note))
-            for line in current.output:
-                print(line)
+            print(self.progress.end(started, time.monotonic(), current.note), *current.output, sep="\n", flush=True)
             return
         print(self.progress.failed(started, time.monotonic()), flush=True)
         shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
@@ -109,6 +110,7 @@ def main() -> None:
         step.note = provider.read_text().strip() if provider.exists() else "existing"
     steps.run("images", "images (make images)", make("images"))
     script = Path(__file__).with_name("demo_cluster.py")
+    sys.stdout.flush()  # exec drops what is still buffered
     os.execve(VENV_PYTHON, [str(VENV_PYTHON), str(script), "up"], {**os.environ, T0_ENV: repr(t0)})
 
 

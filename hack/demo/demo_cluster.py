@@ -36,7 +36,7 @@ from demo_report import (
 )
 from load import burst, call
 from mlmodel_operator import names
-from release import IMAGES, RELEASE, helm, install, leader_pod, restricted_namespace
+from release import IMAGES, OPERATOR, RELEASE, helm, install, leader_pod, restricted_namespace
 from release import NAMESPACE as OPERATOR_NAMESPACE
 
 from conftest import REPO, STATE, Cluster, deploy_model_store, settled, train_models, wait_settled
@@ -184,7 +184,7 @@ def pointers(cluster: Cluster, namespace: str) -> str:
         namespace=namespace,
         md=MD,
         operator_namespace=OPERATOR_NAMESPACE,
-        operator_pod=leader_pod(cluster) or "deploy/mlmodel-operator",
+        operator_pod=leader_pod(cluster) or f"deploy/{OPERATOR}",
         variant_deployment=names.child(MD, CANARY),
         router_deployment=names.router(MD),
         router_pod=router,
@@ -203,7 +203,11 @@ def up(steps: Steps, cluster: Cluster) -> None:
         step.note = ", ".join(f"{name} sha256 {sha[:12]}" for name, sha in digests.items())
     with steps.step("canary", f"kubectl apply -f {MANIFEST.relative_to(REPO)}, until Ready") as step:
         apply_canary(cluster, NAMESPACE, digests)
-        step.output = ["", f"$ kubectl -n {NAMESPACE} get md", cluster.kubectl("-n", NAMESPACE, "get", "md").stdout]
+        step.output = [
+            "",
+            f"$ kubectl -n {NAMESPACE} get md",
+            cluster.kubectl("-n", NAMESPACE, "get", "md").stdout.rstrip(),
+        ]
     splits = live(steps, cluster, NAMESPACE)
     print(f"\nThe split the router served at each step ({REQUESTS} requests, a new connection each):")
     print(split_table(splits, STABLE, CANARY))
@@ -230,8 +234,8 @@ def load(steps: Steps, cluster: Cluster, users: int, seconds: int) -> None:
 
 def down(steps: Steps, cluster: Cluster) -> None:
     """The example namespace, the release and its namespace, then the cluster."""
-    up = cluster.kubeconfig.exists() and cluster.kubectl("get", "--raw", "/readyz", check=False).returncode == 0
-    if up:
+    reachable = cluster.kubeconfig.exists() and cluster.kubectl("get", "--raw", "/readyz", check=False).returncode == 0
+    if reachable:
         with steps.step("down-examples", f"namespace {NAMESPACE} (kubectl delete namespace)"):
             cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait", timeout=300)
         with steps.step("down-chart", f"release {RELEASE} and namespace {OPERATOR_NAMESPACE} (helm uninstall)"):
