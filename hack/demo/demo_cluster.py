@@ -133,7 +133,7 @@ def move_canary(cluster: Cluster, namespace: str, weight: int) -> float:
         status = settled(cluster, namespace)
         return status is not None and status.get("weights") == weights
 
-    cluster.wait_until(f"the router to serve {weights}", in_effect, 120, interval=0.25)
+    cluster.wait_until(f"the router to serve {weights}", in_effect, 120, interval=0.5)
     return time.monotonic() - started
 
 
