@@ -61,7 +61,7 @@ class Steps:
             self.log, current = log, Step(log)
             try:
                 yield current
-            except StepFailed as err:
+            except (StepFailed, AssertionError) as err:  # a command that failed (conftest.run) says it all
                 log.write(f"\n{err}\n")
                 failed = True
             except Exception:  # noqa: BLE001 - whatever a step raises, it is reported as that step's failure
