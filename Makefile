@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PY_DIRS := server operator bench
+# Each test stage is timed into .ci-results/ (hack/stages.py, the summary .ci/run prints). pytest runs write a
+# JUnit report there, and fail a test that does not run: `-p noskip` (hack/noskip.py) makes a skip a failure.
+STAGE := python3 hack/stages.py
+pytest = $(STAGE) run $(1) -- env PYTHONPATH=$(CURDIR)/hack $(2) -p noskip --junitxml=.ci-results/$(subst /,-,$(1)).xml
 
 .DEFAULT_GOAL := help
 
@@ -29,9 +33,9 @@ $(ROUTER_DEPS):
 
 install: $(INSTALLED) $(ROUTER_DEPS) tools ## Create .venv with everything the repo needs (and Debian's nginx for router tests)
 
-tools: ## helm, promtool, prometheus, kubeconform: built from their Go modules (cached), linked into .venv/bin
+tools: ## helm, promtool, prometheus, kubeconform, actionlint: built from their Go modules (cached), linked into .venv/bin
 	@mkdir -p $(BIN)
-	@python3 hack/tools.py --link $(BIN) helm promtool prometheus kubeconform
+	@python3 hack/tools.py --link $(BIN) helm promtool prometheus kubeconform actionlint
 
 manifests: install ## Regenerate the chart's CRD template and README, and manifests/install.yaml
 	$(BIN)/python hack/chart.py
@@ -47,25 +51,30 @@ locks: ## Regenerate server/ and operator/requirements.lock (the images' hashed 
 	$(PIP_COMPILE) --extra s3 -c server/constraints.txt -o server/requirements.lock server/pyproject.toml
 	$(PIP_COMPILE) -c operator/constraints.txt -o operator/requirements.lock operator/pyproject.toml
 
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy, and actionlint on the GitHub workflow
+	@$(STAGE) start lint
 	$(BIN)/ruff check $(PY_DIRS) hack tests charts
 	$(BIN)/ruff format --check $(PY_DIRS) hack tests charts
 	cd server && ../$(BIN)/mypy --config-file ../pyproject.toml mlmodel_server tests examples
 	cd operator && ../$(BIN)/mypy --config-file ../pyproject.toml mlmodel_operator tests
 	$(BIN)/mypy bench
+	MYPYPATH=hack/cluster:hack $(BIN)/mypy hack/cluster/mlcluster hack/cluster/cluster.py hack/tools.py hack/kubeschemas.py \
+		hack/chart.py hack/stages.py hack/noskip.py hack/tests
 	MYPYPATH=tests/e2e $(BIN)/mypy hack/demo
-	MYPYPATH=hack/cluster $(BIN)/mypy hack/cluster/mlcluster hack/cluster/cluster.py hack/tools.py hack/kubeschemas.py hack/chart.py
 	cd charts/tests && MYPYPATH=../../hack ../../$(BIN)/mypy --config-file ../../pyproject.toml .
 	cd tests/e2e && MYPYPATH=../../hack/demo ../../$(BIN)/mypy --config-file ../../pyproject.toml .
+	$(BIN)/actionlint -shellcheck= -pyflakes= .github/workflows/*.yml
+	@$(STAGE) end lint
 
-test-unit: install test-chart test-mlserver ## Tests that need no cluster: server (unit, Flask client, real gunicorn), operator core, bench, chart, demo
-	$(BIN)/pytest -q server/tests --ignore=server/tests/test_mlserver.py
-	$(BIN)/pytest -q operator/tests --ignore=operator/tests/integration
-	$(BIN)/pytest -q bench
-	$(BIN)/pytest -q hack/demo
+test-unit: install test-chart test-mlserver ## Tests that need no cluster: server (unit, Flask client, real gunicorn), operator core, bench, chart, hack, demo
+	$(call pytest,unit/server,$(BIN)/pytest) -q server/tests --ignore=server/tests/test_mlserver.py
+	$(call pytest,unit/operator,$(BIN)/pytest) -q operator/tests --ignore=operator/tests/integration
+	$(call pytest,unit/bench,$(BIN)/pytest) -q bench
+	$(call pytest,unit/hack,$(BIN)/pytest) -q hack/tests
+	$(call pytest,unit/demo,$(BIN)/pytest) -q hack/demo
 
 test-chart: install ## The Helm chart: lint, templates, RBAC, schemas (kubeconform), alerts (promtool)
-	$(BIN)/pytest -q charts/tests
+	$(call pytest,unit/chart,$(BIN)/pytest) -q charts/tests
 
 # MLServer pins a starlette that kserve cannot share: its contract test gets a venv of its own, kept in .venv/.
 MLSERVER_VENV := $(VENV)/mlserver
@@ -75,10 +84,10 @@ $(MLSERVER_VENV)/.installed: server/pyproject.toml server/constraints.txt server
 	@touch $@
 
 test-mlserver: $(MLSERVER_VENV)/.installed ## MLServer's codecs and types against the real server (its own venv)
-	$(MLSERVER_VENV)/bin/pytest -q server/tests/test_mlserver.py
+	$(call pytest,unit/mlserver,$(MLSERVER_VENV)/bin/pytest) -q server/tests/test_mlserver.py
 
 test-integration: install cluster-up ## The CRD and the operator (KopfRunner) against the cluster's real API server
-	$(BIN)/pytest -q operator/tests/integration
+	$(call pytest,integration,$(BIN)/pytest) -q operator/tests/integration
 
 test: lint test-unit test-integration test-e2e ## Every test: lint, unit, integration, end-to-end on a real cluster
 
@@ -101,6 +110,6 @@ bench: install ## Side-by-side benchmark against the tutorial Flask app (needs w
 	$(BIN)/python bench/run.py --markdown bench/RESULTS.md
 
 clean: ## Remove the venv and local state (run cluster-down first)
-	rm -rf $(VENV) .demo .bench
+	rm -rf $(VENV) .demo .bench .ci-results
 
 include hack/cluster.mk

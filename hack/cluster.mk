@@ -6,7 +6,7 @@ CLUSTER := python3 hack/cluster/cluster.py
 .PHONY: cluster-up cluster-up-control-plane cluster-down cluster-status images test-e2e
 
 cluster-up: ## Bring the test cluster up (idempotent); writes .cluster/kubeconfig
-	@$(CLUSTER) up $(CLUSTER_FLAGS)
+	@$(STAGE) run e2e/cluster-up -- $(CLUSTER) up $(CLUSTER_FLAGS)
 
 cluster-up-control-plane: ## Only etcd + kube-apiserver + controller-manager + scheduler (local)
 	@$(CLUSTER) up --control-plane-only
@@ -18,7 +18,7 @@ cluster-status: ## Show the test cluster's provider and processes
 	@$(CLUSTER) status
 
 images: ## Build mlmodel-server/-operator/-router images and load them into the cluster
-	@$(CLUSTER) images
+	@$(STAGE) run e2e/images -- $(CLUSTER) images
 
 test-e2e: install cluster-up images ## Run the end-to-end tests against the test cluster
-	$(BIN)/pytest tests/e2e
+	$(call pytest,e2e/tests,$(BIN)/pytest) tests/e2e

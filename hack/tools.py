@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The chart's Go tools, pinned, built once from their Go modules and cached like the Kubernetes
-binaries (``~/.cache/mlmodel/<kind>/<version>/bin``, see ``hack/cluster/build-go-bins.sh``).
+"""The Go tools of the chart's tests and of ``make lint``, pinned, built once from their Go modules and
+cached like the Kubernetes binaries (``~/.cache/mlmodel/<kind>/<version>/bin``, see
+``hack/cluster/build-go-bins.sh``).
 
     python3 hack/tools.py [--link DIR] TOOL...   # build what is missing; print (or link) the paths
 
@@ -13,6 +14,8 @@ prometheus v0.313.5 (Prometheus 3.13.5)
     (``remove_all_sd,enable_kubernetes_sd``) and no web UI assets, to keep the cold build short.
 kubeconform v0.8.0
     Validates rendered manifests against JSON schemas made offline by ``hack/kubeschemas.py``.
+actionlint v1.7.12
+    Checks ``.github/workflows/`` (``make lint``): syntax, expressions, the inputs of known actions.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ BUILDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "promtool": ("prometheus", "v0.313.5", ("prometheus", "promtool")),
     "prometheus": ("prometheus", "v0.313.5", ("prometheus", "promtool")),
     "kubeconform": ("kubeconform", "v0.8.0", ("kubeconform",)),
+    "actionlint": ("actionlint", "v1.7.12", ("actionlint",)),
 }
 
 

@@ -9,6 +9,7 @@
 #   build-go-bins.sh prometheus VERSION OUTDIR  # prometheus and promtool (Kubernetes SD only, no web UI
 #                                             # assets) from github.com/prometheus/prometheus (v0.3XX.Y)
 #   build-go-bins.sh kubeconform VERSION OUTDIR  # kubeconform from github.com/yannh/kubeconform
+#   build-go-bins.sh actionlint VERSION OUTDIR   # actionlint from github.com/rhysd/actionlint
 #
 # Each build happens in a throwaway module next to OUTDIR (OUTDIR/../src) that requires the wanted
 # version. Binaries are written to OUTDIR.tmp and renamed to OUTDIR only when all succeeded, so a
@@ -127,6 +128,11 @@ prometheus)
 kubeconform)
     requiring github.com/yannh/kubeconform
     pkgs="github.com/yannh/kubeconform/cmd/kubeconform"
+    ;;
+actionlint)
+    requiring github.com/rhysd/actionlint
+    pkgs="github.com/rhysd/actionlint/cmd/actionlint"
+    ldflags="$ldflags -X github.com/rhysd/actionlint.version=$version"
     ;;
 *)
     echo "unknown kind $kind" >&2

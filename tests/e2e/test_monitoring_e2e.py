@@ -5,7 +5,8 @@ After traffic to a two-variant ModelDeployment and a model that fails to load, e
 the dashboard and every alert's signal returns data, for each variant where it is per variant,
 and names only metrics that something exports.
 
-Pod IPs are reached directly: on the local provider the host is the node.
+Pod IPs are reached directly: on the local provider the host is the node; on kind the harness routes
+the pod CIDR to the node.
 """
 
 from __future__ import annotations

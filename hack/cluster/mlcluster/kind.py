@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -36,6 +37,21 @@ def _kubectl(*args: str) -> str:
     return output([binaries.kubectl_path(), "--kubeconfig", KUBECONFIG, *args], timeout=300)
 
 
+def _pod_route() -> list[str]:
+    """The host's route to the pods: the node's pod CIDR via the node's address on Docker's network.
+
+    With it, pod IPs answer from the host as on the local provider, where the host is the node (the
+    monitoring e2e test's Prometheus runs on the host and scrapes pods).
+    """
+    from .images import docker
+
+    node = f"{CLUSTER_NAME}-control-plane"
+    cidr = _kubectl("get", "node", node, "-o", "jsonpath={.spec.podCIDR}")
+    networks = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+    address = output([docker(), "inspect", "--format", networks, node])
+    return [cidr, "via", address]
+
+
 def up() -> None:
     STATE.mkdir(parents=True, exist_ok=True)
     clusters = output(["kind", "get", "clusters"], check=False).split()
@@ -62,10 +78,16 @@ def up() -> None:
     KUBECONFIG.chmod(0o600)
     with step("wait for nodes to be Ready"):
         _kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=180s")
+    route = _pod_route()
+    with step(f"ip route replace {' '.join(route)} (the pods, from the host)"):
+        run(["ip", "route", "replace", *route])
 
 
 def down() -> None:
     if which("kind") and CLUSTER_NAME in output(["kind", "get", "clusters"], check=False).split():
+        if KUBECONFIG.exists():
+            with contextlib.suppress(ClusterError):  # a node that cannot say: no route to take back
+                run(["ip", "route", "del", *_pod_route()], check=False, quiet=True)
         with step(f"kind delete cluster {CLUSTER_NAME}"):
             run(["kind", "delete", "cluster", "--name", CLUSTER_NAME])
 

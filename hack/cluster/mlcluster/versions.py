@@ -38,8 +38,10 @@ SERVER_IMAGE = f"mlmodel-server:{APP_VERSION}"
 OPERATOR_IMAGE = f"mlmodel-operator:{APP_VERSION}"
 ROUTER_IMAGE = f"mlmodel-router:{APP_VERSION}"
 
-# kind: the node image matching the pinned release (only used when present locally).
-KIND_NODE_IMAGE = f"kindest/node:{KUBERNETES}"
+# kind: a node image works only with the kind release that built it, and kind builds a few patches of each
+# minor. This is the 1.34 one of kind v0.33.0 (the kind that .github/workflows/ci.yml installs), pinned by
+# digest as kind's release notes ask; `auto` uses kind only when this image is present locally.
+KIND_NODE_IMAGE = "kindest/node:v1.34.11@sha256:44e222ee2132dab25ff87301682f89eb82c7880ea3a1bf543bfe9708fd08d67d"
 
 K8S_BINARIES = (
     "kube-apiserver",
