@@ -12,7 +12,8 @@ pytest = $(STAGE) run $(1) -- env PYTHONPATH=$(CURDIR)/hack $(2) -p noskip --jun
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install tools manifests locks lint test test-unit test-chart test-mlserver test-integration demo bench clean
+.PHONY: help install tools manifests locks lint test test-unit test-chart test-mlserver test-integration demo demo-down \
+	demo-local load bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-24s %s\n", $$1, $$2}'
@@ -59,16 +60,18 @@ lint: install ## ruff, mypy, and actionlint on the GitHub workflow
 	$(BIN)/mypy bench
 	MYPYPATH=hack/cluster:hack $(BIN)/mypy hack/cluster/mlcluster hack/cluster/cluster.py hack/tools.py hack/kubeschemas.py \
 		hack/chart.py hack/stages.py hack/noskip.py hack/tests
+	MYPYPATH=tests/e2e $(BIN)/mypy hack/demo
 	cd charts/tests && MYPYPATH=../../hack ../../$(BIN)/mypy --config-file ../../pyproject.toml .
-	cd tests/e2e && ../../$(BIN)/mypy --config-file ../../pyproject.toml .
+	cd tests/e2e && MYPYPATH=../../hack/demo ../../$(BIN)/mypy --config-file ../../pyproject.toml .
 	$(BIN)/actionlint -shellcheck= -pyflakes= .github/workflows/*.yml
 	@$(STAGE) end lint
 
-test-unit: install test-chart test-mlserver ## Tests that need no cluster: server (unit, Flask client, real gunicorn), operator core, bench, chart, hack
+test-unit: install test-chart test-mlserver ## Tests that need no cluster: server (unit, Flask client, real gunicorn), operator core, bench, chart, hack, demo
 	$(call pytest,unit/server,$(BIN)/pytest) -q server/tests --ignore=server/tests/test_mlserver.py
 	$(call pytest,unit/operator,$(BIN)/pytest) -q operator/tests --ignore=operator/tests/integration
 	$(call pytest,unit/bench,$(BIN)/pytest) -q bench
 	$(call pytest,unit/hack,$(BIN)/pytest) -q hack/tests
+	$(call pytest,unit/demo,$(BIN)/pytest) -q hack/demo
 
 test-chart: install ## The Helm chart: lint, templates, RBAC, schemas (kubeconform), alerts (promtool)
 	$(call pytest,unit/chart,$(BIN)/pytest) -q charts/tests
@@ -88,7 +91,19 @@ test-integration: install cluster-up ## The CRD and the operator (KopfRunner) ag
 
 test: lint test-unit test-integration test-e2e ## Every test: lint, unit, integration, end-to-end on a real cluster
 
-demo: install ## Train the example model, serve it with mlmodel-server, show live predictions
+# `make demo` makes the venv itself (its first step), so it starts with the system's python3.
+demo: ## The whole product on a cluster: venv, cluster, images, chart, example models, a live canary 0-10-50-100 %
+	@python3 hack/demo/demo.py
+
+demo-down: install ## Remove what `make demo` made: the example namespace, the release, the cluster
+	@$(BIN)/python hack/demo/demo_cluster.py down
+
+LOAD_USERS ?= 20
+LOAD_SECONDS ?= 30
+load: install ## Locust (LOAD_USERS, LOAD_SECONDS) against the demo's canary: requests and latency per variant
+	@$(BIN)/python hack/demo/demo_cluster.py load --users $(LOAD_USERS) --seconds $(LOAD_SECONDS)
+
+demo-local: install ## No cluster: train the example model, serve it with a local mlmodel-server, call each protocol
 	$(BIN)/python server/examples/demo.py
 
 bench: install ## Side-by-side benchmark against the tutorial Flask app (needs wrk)

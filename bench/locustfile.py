@@ -1,15 +1,12 @@
-# mypy: disable-error-code="import-not-found, misc, untyped-decorator"
 """Locust load test: users posting one iris row at a time to ``/predict``.
 
-Locust is not in the main venv; install it on its own (``bench/requirements.txt``)::
+Each request is counted under the variant that answered it (the server's ``X-Model-Variant``):
+``/predict stable``, ``/predict canary``; ``/predict -`` when no variant is named (no answer, or
+the router had no ready variant). ``make load`` runs it against the demo's canary and prints
+each variant's counts and latency percentiles. Against one server of your own (ours, or
+``bench/naive_app.py``), headless for 60 seconds with 50 users, 10 new users a second::
 
-    python3 -m venv .bench/locust-venv
-    .bench/locust-venv/bin/pip install -r bench/requirements.txt
-
-Start a server on the iris model (ours, or ``bench/naive_app.py``), then run
-headless for 60 seconds with 50 users, 10 new users a second::
-
-    .bench/locust-venv/bin/locust -f bench/locustfile.py --host http://127.0.0.1:8080 \\
+    .venv/bin/locust -f bench/locustfile.py --host http://127.0.0.1:8080 \\
         --headless --users 50 --spawn-rate 10 --run-time 60s
 
 Drop ``--headless`` for the web UI on http://127.0.0.1:8089. Locust's users are
@@ -20,6 +17,7 @@ second, so for the numbers in the README use ``bench/run.py`` (wrk) instead.
 from __future__ import annotations
 
 import random
+from typing import Any, cast
 
 from locust import HttpUser, between, task
 
@@ -30,6 +28,8 @@ IRIS_ROWS = [
     [6.3, 3.3, 6.0, 2.5],
 ]
 
+NAME_PREFIX = "/predict "  # + the variant
+
 
 class PredictUser(HttpUser):
     """Posts one row, then thinks for 0-100 ms."""
@@ -39,7 +39,9 @@ class PredictUser(HttpUser):
     @task
     def predict(self) -> None:
         row = random.choice(IRIS_ROWS)
-        with self.client.post("/predict", json={"features": [row]}, name="/predict", catch_response=True) as response:
+        with self.client.post("/predict", json={"features": [row]}, catch_response=True) as response:
+            meta = cast(dict[str, Any], response.request_meta)  # a dict, reported when the block ends
+            meta["name"] = f"{NAME_PREFIX}{response.headers.get('X-Model-Variant', '-')}"
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
             elif len(response.json().get("predictions", [])) != 1:

@@ -1,4 +1,4 @@
-"""``make demo``: train the example iris model, serve it with mlmodel-server, show live predictions.
+"""``make demo-local``: train the example iris model, serve it with mlmodel-server, show live predictions.
 
 Each step prints the equivalent curl command and the server's real answer. The server
 is stopped with SIGTERM at the end (a graceful drain); pass ``--keep`` to leave it up.

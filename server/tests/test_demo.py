@@ -1,4 +1,4 @@
-"""``make demo`` runs server/examples/demo.py: it must train, serve, answer and stop cleanly."""
+"""``make demo-local`` runs server/examples/demo.py: it must train, serve, answer and stop cleanly."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -58,6 +58,13 @@ class Cluster:
     provider: str
     kubeconfig: Path
     kubectl_bin: str
+
+    @classmethod
+    def at(cls, state: Path) -> Self:
+        """The cluster the harness keeps in ``state``: its kubeconfig, provider and pinned kubectl."""
+        provider = (state / "provider").read_text().strip() if (state / "provider").exists() else "existing"
+        kubectl = state / "bin" / "kubectl"  # the pinned kubectl, linked there by `cluster up`
+        return cls(provider, state / "kubeconfig", str(kubectl) if kubectl.exists() else "kubectl")
 
     def kubectl(
         self,
@@ -200,13 +207,7 @@ def cluster() -> Cluster:
             f"no kubeconfig at {kubeconfig}: the cluster is not up (run `make cluster-up`)",
             pytrace=False,
         )
-    provider = (STATE / "provider").read_text().strip() if (STATE / "provider").exists() else "existing"
-    kubectl = STATE / "bin" / "kubectl"  # the pinned kubectl, linked there by `cluster up`
-    c = Cluster(
-        provider=provider,
-        kubeconfig=kubeconfig,
-        kubectl_bin=str(kubectl) if kubectl.exists() else "kubectl",
-    )
+    c = Cluster.at(STATE)
     ready = c.kubectl("get", "--raw", "/readyz", check=False)
     if ready.returncode != 0:
         pytest.fail(f"the cluster's API server is not ready: {ready.stderr}", pytrace=False)
@@ -242,12 +243,10 @@ def operator(cluster: Cluster, server_image: str) -> Iterator[None]:
     helm(cluster, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", check=False)
 
 
-@pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example models iris and iris-v2, trained here (``server/examples/train_models.py``)."""
-    out = tmp_path_factory.mktemp("models")
+def train_models(out: Path) -> dict[str, str]:
+    """Train the example models iris and iris-v2 into ``out`` (``server/examples/train_models.py``): their sha256."""
     python = REPO / ".venv" / "bin" / "python"
-    subprocess.run(
+    trained = run(
         [
             str(python) if python.exists() else sys.executable,
             str(REPO / "server/examples/train_models.py"),
@@ -258,16 +257,22 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--only",
             "iris-v2",
         ],
-        check=True,
-        capture_output=True,
         timeout=300,
     )
+    return {m["name"]: m["sha256"] for m in map(json.loads, trained.stdout.splitlines())}
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example models iris and iris-v2, trained here."""
+    out = tmp_path_factory.mktemp("models")
+    train_models(out)
     return out
 
 
 def deploy_model_store(cluster: Cluster, namespace: str, models: Path) -> None:
-    """The example models, served in ``namespace`` at http://model-store/<file>."""
-    cluster.kubectl(
+    """The example models, served in ``namespace`` at http://model-store/<file>. Idempotent."""
+    configmap = cluster.kubectl(
         "-n",
         namespace,
         "create",
@@ -275,7 +280,12 @@ def deploy_model_store(cluster: Cluster, namespace: str, models: Path) -> None:
         "example-models",
         f"--from-file={models / 'iris.joblib'}",
         f"--from-file={models / 'iris-v2.joblib'}",
+        "--dry-run=client",
+        "-o",
+        "json",
     )
+    # Server-side: a client-side apply would keep the models in an annotation, which is limited to 256 KiB.
+    cluster.kubectl("-n", namespace, "apply", "--server-side", "--force-conflicts", "-f", "-", input=configmap.stdout)
     cluster.kubectl("-n", namespace, "apply", "-f", str(MODEL_STORE))
 
 
@@ -304,6 +314,22 @@ def is_true(cluster: Cluster, namespace: str, name: str, kind: str) -> dict[str,
     """The condition ``kind`` if it is True, else None."""
     found = condition(cluster, namespace, name, kind)
     return found if found and found["status"] == "True" else None
+
+
+def settled(cluster: Cluster, namespace: str) -> dict[str, Any] | None:
+    """The status once the operator has acted on the latest spec, every variant is ready and the router rolled out."""
+    found = cluster.kubectl_json("-n", namespace, "get", "modeldeployment", "iris")
+    status = found.get("status") or {}
+    if status.get("observedGeneration") != found["metadata"]["generation"]:
+        return None
+    progressing = condition(cluster, namespace, "iris", "Progressing")
+    ready = is_true(cluster, namespace, "iris", "Ready")
+    return status if ready and progressing and progressing["status"] == "False" else None
+
+
+def wait_settled(cluster: Cluster, namespace: str, timeout: float = 240) -> dict[str, Any]:
+    result: dict[str, Any] = cluster.wait_until("iris to settle", lambda: settled(cluster, namespace), timeout)
+    return result
 
 
 @pytest.fixture

@@ -1,10 +1,11 @@
-"""The e2e tests' operator: the Helm release ``mlmodel`` of ``charts/mlmodel`` in ``mlmodel-system``,
-with the images ``make images`` loads. One operator runs in the cluster; every test shares it."""
+"""The e2e tests' operator, and ``make demo``'s: the Helm release ``mlmodel`` of ``charts/mlmodel`` in
+``mlmodel-system``, with the images ``make images`` loads. One operator runs in the cluster; every test shares it."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Sequence
 from typing import Any
 
 from conftest import REPO, Cluster, run
@@ -15,17 +16,16 @@ RELEASE = "mlmodel"
 NAMESPACE = "mlmodel-system"
 OPERATOR = "mlmodel-operator"  # its Deployment and ServiceAccount
 CRD = "modeldeployments.mlmodel.io"
-VALUES = [
+IMAGES = [  # the images `make images` loads (`make demo` installs with these values alone)
     "--set",
     "image.repository=mlmodel-operator,image.tag=0.1.0,image.pullPolicy=IfNotPresent",
     "--set",
     "serverImage.repository=mlmodel-server,serverImage.tag=0.1.0",
     "--set",
     "routerImage.repository=mlmodel-router,routerImage.tag=0.1.0",
-    # The idle test watches several resync rounds go by: 10 s each here, not the default 300 s.
-    "--set",
-    "resyncSeconds=10",
 ]
+# The idle test watches several resync rounds go by: 10 s each here, not the default 300 s.
+VALUES = [*IMAGES, "--set", "resyncSeconds=10"]
 # The namespace refuses, and warns about, any pod that is not restricted.
 RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
 
@@ -40,8 +40,8 @@ def restricted_namespace(cluster: Cluster, name: str) -> None:
     cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": RESTRICTED}})
 
 
-def install(cluster: Cluster, *extra: str) -> subprocess.CompletedProcess[str]:
-    """``helm upgrade --install`` of the e2e release (idempotent), and wait for the operator."""
+def install(cluster: Cluster, *extra: str, values: Sequence[str] = VALUES) -> subprocess.CompletedProcess[str]:
+    """``helm upgrade --install`` of the release (idempotent), and wait for the operator."""
     restricted_namespace(cluster, NAMESPACE)
     _adopt_unmanaged(cluster)
     return helm(
@@ -55,7 +55,7 @@ def install(cluster: Cluster, *extra: str) -> subprocess.CompletedProcess[str]:
         "--wait",
         "--timeout",
         "5m",
-        *VALUES,
+        *values,
         *extra,
     )
 

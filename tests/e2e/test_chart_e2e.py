@@ -28,9 +28,9 @@ from release import (
     leader_pod,
     restricted_namespace,
 )
-from test_router_e2e import router_digest, wait_settled
+from test_router_e2e import router_digest
 
-from conftest import REPO, Cluster, deploy_model_store, is_true
+from conftest import REPO, Cluster, deploy_model_store, is_true, wait_settled
 
 GOLDEN = yaml.safe_load((REPO / "charts" / "tests" / "golden" / "rbac.yaml").read_text())
 CANARY = REPO / "manifests" / "examples" / "iris-canary.yaml"

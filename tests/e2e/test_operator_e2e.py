@@ -16,10 +16,18 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from release import NAMESPACE, OPERATOR, leader_metrics, leader_pod
-from test_router_e2e import wait_settled
 from test_server_deployment import IRIS_ROW, client_pod
 
-from conftest import REPO, WRONG_DIGEST, Cluster, broken_model, condition, deploy_model_store, is_true
+from conftest import (
+    REPO,
+    WRONG_DIGEST,
+    Cluster,
+    broken_model,
+    condition,
+    deploy_model_store,
+    is_true,
+    wait_settled,
+)
 
 EXAMPLES = REPO / "manifests" / "examples"
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from load import Load, Result, burst, call, constant_load, shares
 
-from conftest import REPO, Cluster, condition, deploy_model_store, is_true
+from conftest import REPO, Cluster, deploy_model_store, is_true, wait_settled
 
 EXAMPLE = REPO / "manifests" / "examples" / "iris-canary.yaml"
 V1 = "http://model-store/iris.joblib"
@@ -48,22 +48,6 @@ def digests(models: Path) -> tuple[str, str]:
     return tuple(  # type: ignore[return-value]
         hashlib.sha256((models / f).read_bytes()).hexdigest() for f in ("iris.joblib", "iris-v2.joblib")
     )
-
-
-def settled(cluster: Cluster, namespace: str) -> dict[str, Any] | None:
-    """The status once the operator has acted on the latest spec, every variant is ready and the router rolled out."""
-    found = cluster.kubectl_json("-n", namespace, "get", "modeldeployment", "iris")
-    status = found.get("status") or {}
-    if status.get("observedGeneration") != found["metadata"]["generation"]:
-        return None
-    progressing = condition(cluster, namespace, "iris", "Progressing")
-    ready = is_true(cluster, namespace, "iris", "Ready")
-    return status if ready and progressing and progressing["status"] == "False" else None
-
-
-def wait_settled(cluster: Cluster, namespace: str, timeout: float = 240) -> dict[str, Any]:
-    result: dict[str, Any] = cluster.wait_until("iris to settle", lambda: settled(cluster, namespace), timeout)
-    return result
 
 
 def router_digest(cluster: Cluster, namespace: str) -> str:

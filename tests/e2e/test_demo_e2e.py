@@ -1,0 +1,51 @@
+"""``make demo`` on the e2e cluster: its cluster part, with the demo's own functions (``hack/demo/demo_cluster.py``).
+
+The example models trained and served from the model store, ``iris-canary.yaml`` applied with their
+digests, predictions through the entry Service, then the canary's weight moved 0 -> 10 -> 50 -> 100 with
+200 requests at each step: every one answered 200, and the canary's count within a binomial bound of its
+weight (4.5 standard deviations; exactly none at 0 % and all at 100 %).
+
+It runs the demo's live part, not the whole ``make demo``, in the test's namespace with the e2e fixtures'
+chart install (``operator``): steps 1-3 (``make install``, ``cluster-up``, ``images``) are what the e2e
+session has already done, and the demo's own ``helm upgrade --install`` differs from the e2e release only
+in its resync period, which the idle test reads. ``make demo-down`` would take the e2e cluster down: it is
+tested by hand.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from conftest import REPO, Cluster
+
+sys.path.insert(0, str(REPO / "hack" / "demo"))
+
+import demo_cluster
+from demo import Steps
+from demo_report import bound
+
+
+def test_the_demo_moves_the_canary_0_10_50_100_and_the_router_serves_each_split(
+    cluster: Cluster, operator: None, namespace: str, tmp_path: Path
+) -> None:
+    steps = Steps(workdir=tmp_path)
+    logged = demo_cluster.LoggedCluster(cluster.provider, cluster.kubeconfig, cluster.kubectl_bin, steps)
+
+    digests = demo_cluster.serve_models(logged, namespace, tmp_path / "models")
+    assert set(digests) == {"iris", "iris-v2"}
+    status = demo_cluster.apply_canary(logged, namespace, digests)
+    assert status["weights"] == "stable=90,canary=10"
+    assert [v["modelSha256"] for v in status["variants"]] == [digests["iris"], digests["iris-v2"]]
+
+    splits = demo_cluster.live(steps, logged, namespace)
+    assert [s.weight for s in splits] == [0, 10, 50, 100]
+    for s in splits:
+        assert s.requests == demo_cluster.REQUESTS and s.failed == 0, s
+        assert set(s.counts) <= {"stable", "canary"}, s
+        assert s.within_bound("canary"), (s, bound(s.requests, s.weight / 100))
+    assert (tmp_path / "weight-50.log").read_text().count("$ kubectl") >= 2  # the patch, then the polls
+
+    pointers = demo_cluster.pointers(logged, namespace)
+    assert f"export KUBECONFIG={cluster.kubeconfig}" in pointers
+    assert "logs -f mlmodel-operator-" in pointers and "/pods/iris-router-" in pointers
