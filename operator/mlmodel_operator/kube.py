@@ -134,7 +134,12 @@ def pages(
                 header_params={"Accept": _PARTIAL_LIST if names_only else "application/json"},
                 serializer=_plain,
             )
-        yield page.get("items") or [], str(page["metadata"]["resourceVersion"])
+        items = page.get("items") or []
+        if not names_only:  # a list's items come without them (client-go's typed lists add them too)
+            for item in items:
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+        yield items, str(page["metadata"]["resourceVersion"])
         token = page["metadata"].get("continue")
         if not token:
             return
