@@ -482,7 +482,15 @@ def test_an_injected_sidecar_causes_no_writes(kubectl: Kubectl, namespace: str, 
     }
     kubectl("apply", "--server-side", "--field-manager=injector", "-f", "-", stdin=json.dumps(sidecar))
     kubectl("set", "env", "deployment/iris-stable", "-c", "server", "DEBUG=1", "-n", namespace)
-    before = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
+
+    def observed() -> dict[str, Any] | None:
+        """The Deployment once its controller has written the status of the new template (a write of
+        its own, which must not be taken for the operator's)."""
+        found = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
+        status, generation = found.get("status") or {}, found["metadata"]["generation"]
+        return found if status.get("observedGeneration") == generation else None
+
+    before = eventually(observed, "the deployment controller to observe the new template")
     applied = _applied()
     _passes(3)
     after = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
