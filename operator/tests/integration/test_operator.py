@@ -499,3 +499,19 @@ def test_an_injected_sidecar_causes_no_writes(kubectl: Kubectl, namespace: str, 
     containers = {c["name"]: c for c in after["spec"]["template"]["spec"]["containers"]}
     assert set(containers) == {"server", "sidecar"}
     assert {"name": "DEBUG", "value": "1"} in containers["server"]["env"]
+
+
+def test_a_restarted_operator_applies_nothing_that_is_in_place(
+    kubectl: Kubectl, namespace: str, operator: Callable[[], Any]
+) -> None:
+    """A fresh operator lists the children it made before: each is in place, so its passes apply
+    nothing (a listed child read as drifted would be applied again, at every start, for every child)."""
+    first = operator()
+    kubectl.apply(md("iris", namespace, variant("a", 50, replicas=0), variant("b", 50, replicas=0)))
+    eventually(lambda: condition(kubectl, namespace, "iris", "Ready"), "status")
+    _passes(2)
+    first.__exit__(None, None, None)
+    applied = _applied()
+    operator()
+    _passes(3)
+    assert _applied() == applied
