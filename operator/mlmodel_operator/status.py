@@ -20,6 +20,7 @@ DELETE_FAILED = "DeleteFailed"
 LIST_FAILED = "ListFailed"
 QUOTA_EXCEEDED = "QuotaExceeded"
 UNSCHEDULABLE = "Unschedulable"
+OOM_KILLED = "OOMKilled"
 REPLICA_FAILURE = "ReplicaFailure"
 ROUTER = "router"
 _IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
@@ -103,8 +104,16 @@ def observe(
         updated=int(st.get("updatedReplicas", 0)),
         total=max(int(st.get("replicas", 0)), sum(p.get("status", {}).get("phase") not in _DONE for p in pods)),
         current=int(st.get("observedGeneration", 0)) >= int(meta.get("generation", 0)),
-        failure=_replica_failure(st) or pod_failure(pods, container, crash),
+        failure=_replica_failure(st) or pod_failure(pods, container, crash, _memory_limit(spec, container)),
     )
+
+
+def _memory_limit(spec: Mapping[str, Any], container: str) -> str | None:
+    """The memory limit of ``container`` in a Deployment's pod template (the cached pods keep no spec)."""
+    containers = spec.get("template", {}).get("spec", {}).get("containers") or []
+    found: Mapping[str, Any] = next((c for c in containers if c.get("name") == container), {})
+    limit = (found.get("resources") or {}).get("limits", {}).get("memory")
+    return str(limit) if limit is not None else None
 
 
 def _replica_failure(deployment_status: Mapping[str, Any]) -> Failure | None:
@@ -117,10 +126,13 @@ def _replica_failure(deployment_status: Mapping[str, Any]) -> Failure | None:
 
 
 def pod_failure(
-    pods: Iterable[Mapping[str, Any]], container: str = names.SERVER_CONTAINER, crash: str = MODEL_LOAD_FAILED
+    pods: Iterable[Mapping[str, Any]],
+    container: str = names.SERVER_CONTAINER,
+    crash: str = MODEL_LOAD_FAILED,
+    memory_limit: str | None = None,
 ) -> Failure | None:
     """Why ``container`` fails in these pods, from termination messages and waiting reasons, or why a pod
-    cannot be scheduled."""
+    cannot be scheduled; a container killed for its memory names ``memory_limit``."""
     for pod in pods:
         for cond in pod.get("status", {}).get("conditions", []) or []:
             if (cond.get("type"), cond.get("status"), cond.get("reason")) == ("PodScheduled", "False", UNSCHEDULABLE):
@@ -135,6 +147,13 @@ def pod_failure(
                 return Failure("ImagePullFailed", waiting.get("message") or waiting["reason"])
             if waiting.get("reason") in _CONFIG_REASONS:
                 return Failure(waiting["reason"], waiting.get("message") or waiting["reason"])
+            if terminated.get("reason") == OOM_KILLED:
+                within = f" of {memory_limit}" if memory_limit else ""
+                return Failure(
+                    OOM_KILLED,
+                    f"{container} was killed for going over its memory limit{within} (OOMKilled): "
+                    "raise resources.limits.memory",
+                )
             if terminated and terminated.get("exitCode", 0) != 0:
                 message = (terminated.get("message") or "").strip()
                 return Failure(crash, message or f"{container} exited with code {terminated['exitCode']}")
@@ -190,7 +209,10 @@ def compute(
     else:
         ready = (True, "AllVariantsReady", f"{len(observed)} variant(s) ready")
         degraded = (False, "NoFailures", "no variant reports a failure")
-    if waiting:
+    if problems or failing:
+        # A rollout that a failure holds up does not progress (a Deployment past its progress deadline).
+        progressing = (False, ready[1], ready[2])
+    elif waiting:
         progressing = (True, "RollingOut", "waiting for " + ", ".join(_label(o) for o in waiting))
     elif routing.router is not None and not routing.router.rolled_out:
         weights = traffic.weights(routing.weights)

@@ -235,3 +235,32 @@ def test_pods_that_cannot_be_created_are_reported(message: str, reason: str) -> 
     md = parsed(variants=[{"name": "stable", "modelUri": "file:///m.joblib"}])
     st = status.compute(md, [observed], [], NOW, status.Routing({"stable": 0}))
     assert _conditions(st)["Ready"] == ("False", reason)
+
+
+def test_a_server_killed_for_its_memory_is_oomkilled_with_the_limit_and_does_not_progress() -> None:
+    pod = {
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "server",
+                    "ready": False,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+                }
+            ]
+        }
+    }
+    template = {"containers": [{"name": "server", "resources": {"limits": {"memory": "48Mi"}}}]}
+    deployment = {"spec": {"replicas": 1, "template": {"spec": template}}, "status": {}, "metadata": {"generation": 1}}
+    failing = status.observe("canary", deployment, [pod])
+    assert failing.failure == status.Failure(
+        status.OOM_KILLED,
+        "server was killed for going over its memory limit of 48Mi (OOMKilled): raise resources.limits.memory",
+    )
+    st = status.compute(parsed(), [ready("stable", 2), failing], [], NOW, routed())
+    assert _conditions(st) == {
+        "Ready": ("False", "OOMKilled"),
+        "Progressing": ("False", "OOMKilled"),
+        "Degraded": ("True", "OOMKilled"),
+    }
+    assert st["conditions"][1]["message"] == st["conditions"][0]["message"]

@@ -76,6 +76,8 @@ def fetch(
             return _download(uri, target, sha256=sha256, timeout=timeout)
         except DigestMismatch:
             raise
+        except FileNotFoundError as err:  # fsspec's word for an HTTP 404 or a missing S3 key: never retried
+            raise ModelLoadError(f"model not found: {uri} does not exist (404)") from err
         except Exception as err:
             if attempt == retries:
                 raise ModelLoadError(

@@ -117,7 +117,15 @@ def test_permanent_failure_names_the_uri_and_attempts(
     origin: Origin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("mlmodel_server.fetch.time.sleep", lambda _: None)
+    origin.failures = 5
+    with pytest.raises(errors.ModelLoadError, match=rf"could not download {_url(origin)} after 2 attempts"):
+        _fetch(_url(origin), tmp_path, retries=2)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_a_model_that_is_not_there_is_not_found_at_once(origin: Origin, tmp_path: Path) -> None:
     url = _url(origin, "/models/absent.joblib")
-    with pytest.raises(errors.ModelLoadError, match=rf"could not download {url} after 2 attempts"):
-        _fetch(url, tmp_path, retries=2)
+    with pytest.raises(errors.ModelLoadError, match=rf"model not found: {url} does not exist \(404\)"):
+        _fetch(url, tmp_path, retries=3)
+    assert origin.hits <= 2  # fsspec may ask with HEAD and GET; no retry
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

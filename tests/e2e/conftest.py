@@ -271,15 +271,15 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def deploy_model_store(cluster: Cluster, namespace: str, models: Path) -> None:
-    """The example models, served in ``namespace`` at http://model-store/<file>. Idempotent."""
+    """The models in ``models`` (the example models, and any a test made there), served in ``namespace``
+    at http://model-store/<file>. Idempotent."""
     configmap = cluster.kubectl(
         "-n",
         namespace,
         "create",
         "configmap",
         "example-models",
-        f"--from-file={models / 'iris.joblib'}",
-        f"--from-file={models / 'iris-v2.joblib'}",
+        *(f"--from-file={path}" for path in sorted(models.glob("*.joblib"))),
         "--dry-run=client",
         "-o",
         "json",

@@ -90,6 +90,14 @@ def burst(base: str, n: int, headers: Mapping[str, str] | None = None, workers: 
         return list(pool.map(lambda _: call(base, headers), range(n)))
 
 
+def summary(results: list[Result]) -> str:
+    """How many of ``results`` failed, when (seconds after the first was sent), and the first few."""
+    failed = [r for r in results if r.status != 200]
+    start = min((r.sent for r in results), default=0.0)
+    when = sorted({round(r.sent - start, 1) for r in failed})
+    return f"{len(failed)} of {len(results)} requests failed, at +{when} s, e.g. {failed[:3]}"
+
+
 def shares(results: list[Result]) -> dict[str, float]:
     """Each variant's share of the answers, in percent."""
     counts = Counter(r.variant for r in results)

@@ -5,8 +5,10 @@ once Ready, the operator's passes write nothing."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
 import re
 import time
 import urllib.request
@@ -14,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import soak
 from prometheus_client.parser import text_string_to_metric_families
 from release import NAMESPACE, OPERATOR, leader_metrics, leader_pod
 from test_server_deployment import IRIS_ROW, client_pod
@@ -137,7 +140,7 @@ OPERATOR_KINDS = {
     "modeldeployments",
 }
 WRITES = {"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"}
-IDLE_ROUNDS = 4  # resync rounds over every ModelDeployment, each one resync period (±20 %) long
+IDLE_MODELS = 20  # the example canary and 19 single-variant ModelDeployments, all on real pods
 
 
 def writes(cluster: Cluster) -> Counter[str]:
@@ -202,17 +205,35 @@ def serving(cluster: Cluster, namespace: str) -> int:
     return len(ready) if len(ready) == len(pods) else -1
 
 
+def single(namespace: str, name: str, models: Path) -> dict[str, Any]:
+    """A one-variant ModelDeployment of the iris model, one small pod (it fits 19 times on the test node)."""
+    sha = hashlib.sha256((models / "iris.joblib").read_bytes()).hexdigest()
+    resources = {"requests": {"cpu": "10m", "memory": "96Mi"}, "limits": {"memory": "512Mi"}}
+    uri = "http://model-store/iris.joblib"
+    return {
+        "apiVersion": "mlmodel.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"variants": [{"name": "v1", "modelUri": uri, "modelSha256": sha, "resources": resources}]},
+    }
+
+
 def test_no_writes_at_idle(cluster: Cluster, namespace: str, operator: None, models: Path) -> None:
-    """Two variants and the router, on real pods that serve, Ready: then, over several resync
-    periods in which the operator really runs its passes, nobody writes to the operator's kinds
+    """20 ModelDeployments, among them two variants and the router, on real pods that serve, Ready:
+    then, over several resync periods (5 minutes under ``make test-soak``) in which the operator
+    really runs its passes, nobody writes to the operator's kinds
     (apiserver_request_total, POST/PUT/PATCH/APPLY/DELETE on Deployments, Services, ConfigMaps,
     HPAs, PDBs and ModelDeployments with their status) and no Event of the namespace is posted or
     updated. The metric counts the whole cluster, so the window opens once nothing else is in
     motion, and nothing may change these kinds elsewhere meanwhile (the e2e tests run one by one)."""
     deploy_model_store(cluster, namespace, models)
     cluster.kubectl("-n", namespace, "apply", "-f", str(EXAMPLES / "iris-canary.yaml"))
+    cluster.apply([single(namespace, f"idle-{k}", models) for k in range(1, IDLE_MODELS)])
     status = wait_settled(cluster, namespace)
     assert status["routing"] == "the router splits traffic: stable=90,canary=10", status
+    for k in range(1, IDLE_MODELS):
+        ready = functools.partial(is_true, cluster, namespace, f"idle-{k}", "Ready")
+        cluster.wait_until(f"idle-{k} to be Ready", ready, 240)
     with cluster.service_url(namespace, "iris", 80) as base:
         body, _ = cluster.wait_until("a prediction through iris", lambda: predict(base), 60)
     assert body["predictions"] == [0]
@@ -235,8 +256,9 @@ def test_no_writes_at_idle(cluster: Cluster, namespace: str, operator: None, mod
         return float(end) - start
 
     rounds(1)  # whatever the last pass of the rollout left to do, done
+    count = max(soak.IDLE_ROUNDS, math.ceil(soak.IDLE_SECONDS / period))
     before, seen, started = writes(cluster), events(cluster, namespace), time.monotonic()
-    passes = rounds(IDLE_ROUNDS)
+    passes = rounds(count)
     after, now, elapsed = writes(cluster), events(cluster, namespace), time.monotonic() - started
     assert leader_pod(cluster) == leader, "the leader changed: its passes were not all counted"
     assert len(cluster.kubectl_json("get", "modeldeployments", "--all-namespaces")["items"]) == watched
@@ -244,4 +266,8 @@ def test_no_writes_at_idle(cluster: Cluster, namespace: str, operator: None, mod
     assert not written, f"writes to the operator's kinds in {elapsed:.0f} s of idle: {dict(written)}"
     new = {name: found for name, found in now.items() if seen.get(name) != found}
     assert not new, f"Events posted or updated in {elapsed:.0f} s of idle: {new}"
-    print(f"\nidle for {elapsed:.1f} s ({IDLE_ROUNDS} rounds of {period:.0f} s, {passes:.0f} resync passes): no write")
+    assert elapsed >= soak.IDLE_SECONDS and watched >= IDLE_MODELS
+    print(
+        f"\n{watched} ModelDeployments, {elapsed:.1f} s idle ({count} rounds of {period:.0f} s, {passes:.0f} passes), "
+        "no write"
+    )

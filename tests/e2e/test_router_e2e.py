@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from load import Load, Result, burst, call, constant_load, shares
+from load import Load, Result, burst, call, constant_load, shares, summary
 
 from conftest import REPO, Cluster, deploy_model_store, is_true, wait_settled
 
@@ -63,10 +63,7 @@ def deploy(cluster: Cluster, namespace: str, models: Path, manifest: dict[str, A
 
 
 def assert_all_ok(results: list[Result]) -> None:
-    failed = [r for r in results if r.status != 200]
-    start = min((r.sent for r in results), default=0.0)
-    when = sorted({round(r.sent - start, 1) for r in failed})
-    assert not failed, f"{len(failed)} of {len(results)} requests failed, at +{when} s, e.g. {failed[:3]}"
+    assert all(r.status == 200 for r in results), summary(results)
 
 
 def test_the_example_splits_90_10_exactly_in_expectation(
@@ -215,7 +212,7 @@ def test_a_variant_that_is_not_ready_gets_no_traffic(
     # Ready stays False (the canary fails), so nothing in the status says when every router pod runs
     # these weights: the first router pods, from before any variant was ready, answer 503 until then.
     final = router_digest(cluster, namespace)
-    cluster.wait_until("the router's rollout", lambda: _rolled_out(cluster, namespace, "iris-router"), 120)
+    cluster.wait_until("the router's rollout", lambda: rolled_out(cluster, namespace, "iris-router"), 120)
     with cluster.service_url(namespace, "iris", 80) as base:
         cluster.wait_until(
             "every router pod to route by it", lambda: {r.config for r in burst(base, 20)} == {final}, 60
@@ -228,7 +225,7 @@ def test_a_variant_that_is_not_ready_gets_no_traffic(
     assert pinned.status == 503 and json.loads(pinned.body)["error"]["code"] == "no_variant", pinned
 
 
-def _rolled_out(cluster: Cluster, namespace: str, name: str) -> bool:
+def rolled_out(cluster: Cluster, namespace: str, name: str) -> bool:
     """Every pod of Deployment ``name`` runs its latest template and is ready; none is left from before."""
     found = cluster.kubectl_json("-n", namespace, "get", "deployment", name)
     want, got = found["spec"]["replicas"], found.get("status") or {}
