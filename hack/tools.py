@@ -21,6 +21,7 @@ actionlint v1.7.12
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -55,8 +56,12 @@ def main(argv: list[str] | None = None) -> int:
             binary = path(tool)
             if args.link:
                 target = args.link / tool
-                target.unlink(missing_ok=True)
-                target.symlink_to(binary)
+                if not (target.is_symlink() and target.readlink() == binary):
+                    # Atomically: `make test` runs two lanes that both link the tools while the other may use them.
+                    staged = target.with_name(f".{tool}.{os.getpid()}")
+                    staged.unlink(missing_ok=True)
+                    staged.symlink_to(binary)
+                    staged.replace(target)
             print(binary)
     except ClusterError as e:
         print(f"error: {e}", file=sys.stderr)

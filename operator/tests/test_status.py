@@ -24,6 +24,13 @@ def routed(weights: dict[str, int] | None = None, router: status.Observed | None
     return status.Routing(weights or {"stable": 90, "canary": 10}, router or ready("router", 2), via_router=True)
 
 
+def crashing(container: str, terminated: dict[str, Any]) -> dict[str, Any]:
+    """A pod whose ``container`` restarts after ending as ``terminated`` says."""
+    waiting = {"waiting": {"reason": "CrashLoopBackOff"}}
+    last = {"terminated": terminated}
+    return {"status": {"containerStatuses": [{"name": container, "ready": False, "state": waiting, "lastState": last}]}}
+
+
 def test_all_ready() -> None:
     md = parsed()
     st = status.compute(md, [ready("stable", 2), ready("canary", 1)], [], NOW, routed())
@@ -56,18 +63,7 @@ def test_rolling_out_is_progressing_not_ready() -> None:
 
 def test_a_model_that_fails_to_load_is_degraded_with_the_servers_words() -> None:
     md = parsed()
-    pod = {
-        "status": {
-            "containerStatuses": [
-                {
-                    "name": "server",
-                    "ready": False,
-                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                    "lastState": {"terminated": {"exitCode": 2, "message": DIGEST_TEXT + "\n"}},
-                }
-            ]
-        }
-    }
+    pod = crashing("server", {"exitCode": 2, "message": DIGEST_TEXT + "\n"})
     failing = status.observe("canary", {"spec": {"replicas": 1}, "status": {}, "metadata": {"generation": 1}}, [pod])
     assert failing.failure == status.Failure(status.MODEL_LOAD_FAILED, DIGEST_TEXT)
     st = status.compute(md, [ready("stable", 2), failing], [], NOW, routed())
@@ -186,18 +182,7 @@ def test_a_router_pod_that_is_still_terminating_keeps_the_rollout_going() -> Non
 
 def test_a_router_that_crashes_is_degraded() -> None:
     md = parsed()
-    pod = {
-        "status": {
-            "containerStatuses": [
-                {
-                    "name": "router",
-                    "ready": False,
-                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                    "lastState": {"terminated": {"exitCode": 1, "message": "nginx: [emerg] bad config"}},
-                }
-            ]
-        }
-    }
+    pod = crashing("router", {"exitCode": 1, "message": "nginx: [emerg] bad config"})
     router = status.observe("router", None, [pod], container="router")
     st = status.compute(md, [ready("stable", 2), ready("canary", 1)], [], NOW, routed(router=router))
     assert _conditions(st)["Degraded"] == ("True", "RouterFailed")
@@ -238,18 +223,7 @@ def test_pods_that_cannot_be_created_are_reported(message: str, reason: str) -> 
 
 
 def test_a_server_killed_for_its_memory_is_oomkilled_with_the_limit_and_does_not_progress() -> None:
-    pod = {
-        "status": {
-            "containerStatuses": [
-                {
-                    "name": "server",
-                    "ready": False,
-                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                    "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
-                }
-            ]
-        }
-    }
+    pod = crashing("server", {"exitCode": 137, "reason": "OOMKilled"})
     template = {"containers": [{"name": "server", "resources": {"limits": {"memory": "48Mi"}}}]}
     deployment = {"spec": {"replicas": 1, "template": {"spec": template}}, "status": {}, "metadata": {"generation": 1}}
     failing = status.observe("canary", deployment, [pod])
