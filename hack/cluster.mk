@@ -24,7 +24,8 @@ test-e2e: install cluster-up images ## Run the end-to-end tests against the test
 	$(call pytest,e2e/tests,$(BIN)/pytest) tests/e2e
 
 # `make test` runs the soaks below shorter (tests/e2e/soak.py): a serving pod deleted once, then killed once, 20 s apart, and
-# 4 idle resync rounds; here at the issue's length: 6 + 6 kills 30 s apart (3 minutes each) and 5 idle minutes.
+# 4 idle resync rounds; here at the issue's length: 6 + 6 kills 30 s apart (3 minutes each) and 5 idle minutes,
+# with what each measured printed (-s).
 test-soak: install cluster-up images ## The fault soaks at full length: serving pods killed for 3 + 3 minutes, 5 idle minutes
 	$(call pytest,e2e/soak,env MLMODEL_SOAK=1 $(BIN)/pytest) tests/e2e/test_faults_e2e.py tests/e2e/test_operator_e2e.py \
-		-k "serving_pods_killed or no_writes_at_idle"
+		-s -k "serving_pods_killed or no_writes_at_idle"
