@@ -316,15 +316,20 @@ def is_true(cluster: Cluster, namespace: str, name: str, kind: str) -> dict[str,
     return found if found and found["status"] == "True" else None
 
 
-def settled(cluster: Cluster, namespace: str) -> dict[str, Any] | None:
-    """The status once the operator has acted on the latest spec, every variant is ready and the router rolled out."""
-    found = cluster.kubectl_json("-n", namespace, "get", "modeldeployment", "iris")
+def snapshot(cluster: Cluster, namespace: str, name: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], bool]:
+    """One read of ModelDeployment ``name``: its status, its conditions by type, and whether the status
+    has observed the latest generation (separate reads could straddle a pass)."""
+    found = cluster.kubectl_json("-n", namespace, "get", "modeldeployment", name)
     status = found.get("status") or {}
-    if status.get("observedGeneration") != found["metadata"]["generation"]:
-        return None
-    progressing = condition(cluster, namespace, "iris", "Progressing")
-    ready = is_true(cluster, namespace, "iris", "Ready")
-    return status if ready and progressing and progressing["status"] == "False" else None
+    current = status.get("observedGeneration") == found["metadata"]["generation"]
+    return status, {c["type"]: c for c in status.get("conditions") or []}, current
+
+
+def settled(cluster: Cluster, namespace: str, name: str = "iris") -> dict[str, Any] | None:
+    """The status once the operator has acted on the latest spec, every variant is ready and the router rolled out."""
+    status, conditions, current = snapshot(cluster, namespace, name)
+    ready, progressing = conditions.get("Ready", {}), conditions.get("Progressing", {})
+    return status if current and ready.get("status") == "True" and progressing.get("status") == "False" else None
 
 
 def wait_settled(cluster: Cluster, namespace: str, timeout: float = 240) -> dict[str, Any]:

@@ -8,6 +8,8 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
+from mlmodel_operator import names
+
 from conftest import REPO, Cluster, run
 
 HELM = REPO / ".venv" / "bin" / "helm"
@@ -89,6 +91,12 @@ def _adopt_unmanaged(cluster: Cluster) -> None:
             f"meta.helm.sh/release-name={RELEASE}",
             f"meta.helm.sh/release-namespace={NAMESPACE}",
         )
+
+
+def operator_pods(cluster: Cluster) -> list[dict[str, Any]]:
+    """The operator's pods that are not on their way out."""
+    found = cluster.kubectl_json("-n", NAMESPACE, "get", "pods", "-l", f"{names.LABEL_COMPONENT}=operator")
+    return [p for p in found["items"] if not p["metadata"].get("deletionTimestamp")]
 
 
 def leader_pod(cluster: Cluster) -> str | None:

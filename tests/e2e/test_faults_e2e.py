@@ -21,17 +21,14 @@ import joblib
 import soak
 from load import Load, constant_load, summary
 from mlmodel_operator import names
-from release import NAMESPACE, leader_pod
+from release import NAMESPACE, leader_pod, operator_pods
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from test_router_e2e import V1, V2, deploy, digests, md, rolled_out, variant
 
-from conftest import WRONG_DIGEST, Cluster, deploy_model_store, is_true, settled
-
-API_VERSION = names.API_VERSION
-KIND = names.KIND
+from conftest import WRONG_DIGEST, Cluster, deploy_model_store, is_true, settled, snapshot
 
 # --- the operator killed ---------------------------------------------------------------------------------
 
@@ -45,23 +42,11 @@ def _light(namespace: str, name: str, i: int) -> dict[str, Any]:
     to check), the second renamed every step and the weights moving, so that every step creates and
     deletes children."""
     canary = 10 * (i % 3)
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "routing": {"replicas": 1},
-            "variants": [
-                {"name": "a", "modelUri": V1, "modelSha256": WRONG_DIGEST, "replicas": 0, "weight": 100 - canary},
-                {"name": f"b{i}", "modelUri": V2, "modelSha256": WRONG_DIGEST, "replicas": 0, "weight": canary},
-            ],
-        },
-    }
-
-
-def _operator_pods(cluster: Cluster) -> list[str]:
-    found = cluster.kubectl_json("-n", NAMESPACE, "get", "pods", "-l", f"{names.LABEL_COMPONENT}=operator")
-    return [p["metadata"]["name"] for p in found["items"] if not p["metadata"].get("deletionTimestamp")]
+    variants = [
+        variant("a", V1, WRONG_DIGEST, 100 - canary, replicas=0),
+        variant(f"b{i}", V2, WRONG_DIGEST, canary, replicas=0),
+    ]
+    return md(namespace, variants, {"replicas": 1}, name=name)
 
 
 def mismatches(cluster: Cluster, namespace: str, specs: dict[str, dict[str, Any]]) -> list[str]:
@@ -109,7 +94,7 @@ def test_the_operator_killed_10_times_while_5_modeldeployments_change_converges(
         specs = {name: _light(namespace, name, i) for name in mds}
         cluster.apply(list(specs.values()))
         time.sleep(rng.uniform(0, 3))  # the fault's timing, not a wait for a result
-        target = leader_pod(cluster) or next(iter(_operator_pods(cluster)), None)
+        target = leader_pod(cluster) or next((p["metadata"]["name"] for p in operator_pods(cluster)), None)
         assert target is not None, "no operator pod runs"
         cluster.kubectl("-n", NAMESPACE, "delete", "pod", target, "--grace-period=0", "--force")
         killed.append(target)
@@ -217,14 +202,11 @@ def always_failing_model(out: Path) -> str:
     return "always-500.joblib"
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def bad_canaries(models: Path) -> dict[str, tuple[dict[str, Any], str, str]]:
-    """Each way a canary fails: the variant, the Degraded reason and a fragment of its message."""
+def bad_canaries(models: Path, v2: str) -> dict[str, tuple[dict[str, Any], str, str]]:
+    """Each way a canary fails (``v2``: iris-v2's digest): the variant, the Degraded reason and a fragment
+    of its message."""
     failing = always_failing_model(models)
-    v2 = _digest(models / "iris-v2.joblib")
+    failing_sha = hashlib.sha256((models / failing).read_bytes()).hexdigest()
     return {
         "missing": (variant("canary", "http://model-store/nothing.joblib", v2, 10), "ModelLoadFailed", "404"),
         "digest": (variant("canary", V2, WRONG_DIGEST, 10), "ModelLoadFailed", WRONG_DIGEST),
@@ -234,15 +216,11 @@ def bad_canaries(models: Path) -> dict[str, tuple[dict[str, Any], str, str]]:
             "48Mi",
         ),
         "fails": (
-            variant("canary", f"http://model-store/{failing}", _digest(models / failing), 10),
+            variant("canary", f"http://model-store/{failing}", failing_sha, 10),
             "ModelLoadFailed",
             "failed a test prediction",
         ),
     }
-
-
-def _named(manifest: dict[str, Any], name: str) -> dict[str, Any]:
-    return {**manifest, "metadata": {**manifest["metadata"], "name": name}}
 
 
 def test_a_bad_canary_gets_no_request_is_degraded_within_60_s_and_its_fix_rolls_out(
@@ -253,10 +231,10 @@ def test_a_bad_canary_gets_no_request_is_degraded_within_60_s_and_its_fix_rolls_
     none of their canaries answers a request; each is Degraded with its reason within 60 s, never
     left Progressing; then the corrected canary rolls out and answers."""
     v1, v2 = digests(models)
-    cases = bad_canaries(models)
+    cases = bad_canaries(models, v2)
     deploy_model_store(cluster, namespace, models)
     stable = variant("stable", V1, v1, 90)
-    cluster.apply([_named(md(namespace, [{**stable, "weight": 100}]), case) for case in cases])
+    cluster.apply([md(namespace, [{**stable, "weight": 100}], name=case) for case in cases])
     for case in cases:
         cluster.wait_until(f"{case} to be Ready", functools.partial(is_true, cluster, namespace, case, "Ready"), 240)
     with contextlib.ExitStack() as stack:
@@ -265,7 +243,7 @@ def test_a_bad_canary_gets_no_request_is_degraded_within_60_s_and_its_fix_rolls_
             base = stack.enter_context(cluster.service_url(namespace, case, 80))
             loads[case] = stack.enter_context(constant_load(base, rate=10))
         applied = time.monotonic()
-        cluster.apply([_named(md(namespace, [stable, canary]), case) for case, (canary, _, _) in cases.items()])
+        cluster.apply([md(namespace, [stable, canary], name=case) for case, (canary, _, _) in cases.items()])
         degraded: dict[str, float] = {}
         for case, (_, reason, fragment) in cases.items():
             found = cluster.wait_until(
@@ -279,7 +257,7 @@ def test_a_bad_canary_gets_no_request_is_degraded_within_60_s_and_its_fix_rolls_
         bad = {case: load.since(applied) for case, load in loads.items()}
         fixed = time.monotonic()
         canary = variant("canary", V2, v2, 10)
-        cluster.apply([_named(md(namespace, [stable, canary]), case) for case in cases])
+        cluster.apply([md(namespace, [stable, canary], name=case) for case in cases])
         for case in cases:
             cluster.wait_until(f"{case} Ready again", functools.partial(_ready_for, cluster, namespace, case), 240)
         cluster.wait_until(
@@ -295,8 +273,7 @@ def test_a_bad_canary_gets_no_request_is_degraded_within_60_s_and_its_fix_rolls_
 
 def _stalled(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
     """Degraded, with Progressing False for the same reason, in one read of the status: the Degraded condition."""
-    found = cluster.kubectl_json("-n", namespace, "get", "md", name)
-    conditions = {c["type"]: c for c in (found.get("status") or {}).get("conditions") or []}
+    _, conditions, _ = snapshot(cluster, namespace, name)
     degraded, progressing = conditions.get("Degraded"), conditions.get("Progressing")
     if not degraded or not progressing or degraded["status"] != "True" or progressing["status"] != "False":
         return None
@@ -304,6 +281,6 @@ def _stalled(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | No
 
 
 def _ready_for(cluster: Cluster, namespace: str, name: str) -> bool:
-    found = cluster.kubectl_json("-n", namespace, "get", "md", name)
-    ready = is_true(cluster, namespace, name, "Ready")
-    return bool(ready) and found["status"]["observedGeneration"] == found["metadata"]["generation"]
+    """Ready for the latest generation, in one read of the status."""
+    _, conditions, current = snapshot(cluster, namespace, name)
+    return current and conditions.get("Ready", {}).get("status") == "True"

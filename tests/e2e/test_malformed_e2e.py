@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
-from release import NAMESPACE
+from mlmodel_operator import names
+from release import operator_pods
 from test_router_e2e import V1, digests, md, variant
 
 from conftest import REPO, Cluster, deploy_model_store, is_true, wait_settled
@@ -36,18 +37,17 @@ def create(api: client.CustomObjectsApi, namespace: str, body: dict[str, Any]) -
     """POST a ModelDeployment with strict field validation: the status and the API server's message."""
     try:
         api.create_namespaced_custom_object(
-            "mlmodel.io", "v1alpha1", namespace, "modeldeployments", body, field_validation="Strict"
+            names.GROUP, names.VERSION, namespace, names.PLURAL, body, field_validation="Strict"
         )
     except ApiException as err:
         return int(err.status), str(json.loads(err.body).get("message", err.body))
     return 201, "created"
 
 
-def operator_restarts(cluster: Cluster) -> dict[str, int]:
-    pods = cluster.kubectl_json("-n", NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/component=operator")
+def restarts(pods: list[dict[str, Any]]) -> dict[str, int]:
+    """Each pod's container restarts, by pod name."""
     return {
-        p["metadata"]["name"]: sum(s["restartCount"] for s in p["status"].get("containerStatuses") or [])
-        for p in pods["items"]
+        p["metadata"]["name"]: sum(s["restartCount"] for s in p["status"].get("containerStatuses") or []) for p in pods
     }
 
 
@@ -65,8 +65,9 @@ def test_malformed_modeldeployments_are_refused_naming_the_field_and_the_operato
     hand-made invalid samples (weights summing to 99 or 101, 11 variants, bad URIs, digests and
     quantities, reserved env names...) and a 300 KB spec: each is refused with a message naming
     its field, none is stored, no operator pod restarts, and a valid one applied after becomes Ready."""
-    api, restarts = _api(cluster), operator_restarts(cluster)
+    api, before = _api(cluster), restarts(operator_pods(cluster))
     refused: Counter[str] = Counter()
+    fields: set[str] = set()
 
     @settings(
         max_examples=GENERATED,
@@ -81,6 +82,7 @@ def test_malformed_modeldeployments_are_refused_naming_the_field_and_the_operato
         assert code in (400, 422), f"{case.what} at {case.field}: {code} {message}\n{json.dumps(case.body)[:2000]}"
         assert case.field in message, f"{case.what}: {case.field!r} is not named in {message!r}"
         refused[case.what] += 1
+        fields.add(case.field)
 
     generated()
     expected: dict[str, list[str]] = yaml.safe_load((SAMPLES / "invalid.yaml").read_text())
@@ -92,7 +94,7 @@ def test_malformed_modeldeployments_are_refused_naming_the_field_and_the_operato
         refused["sample"] += 1
     code, message = create(api, namespace, big_spec(namespace))
     assert code == 422 and "spec.variants: Invalid value" in message and "128 KiB" in message, message[:500]
-    print(f"\nrefused, each naming its field: {dict(refused)} and a 300 KB spec")
+    print(f"\nrefused, each naming its field: {dict(refused)} ({len(fields)} fields) and a 300 KB spec")
     assert sum(refused.values()) - refused["sample"] >= GENERATED and refused["sample"] == len(expected)
     assert not cluster.kubectl_json("-n", namespace, "get", "md")["items"]
 
@@ -100,7 +102,7 @@ def test_malformed_modeldeployments_are_refused_naming_the_field_and_the_operato
     deploy_model_store(cluster, namespace, models)
     cluster.apply(md(namespace, [variant("stable", V1, v1, 100)]))
     cluster.wait_until("a valid one to be Ready", lambda: is_true(cluster, namespace, "iris", "Ready"), 240)
-    assert operator_restarts(cluster) == restarts
+    assert restarts(operator_pods(cluster)) == before
 
 
 # --- fuzzed requests --------------------------------------------------------------------------------------
@@ -198,14 +200,10 @@ def _v2(data: list[float], shape: list[int]) -> dict[str, Any]:
 def booted_workers(cluster: Cluster, namespace: str) -> dict[str, tuple[int, int]]:
     """Per serving pod: its server container's restarts, and the gunicorn workers it booted (its log's
     "Booting worker" lines: a worker that dies is booted again)."""
-    pods = cluster.kubectl_json("-n", namespace, "get", "pods", "-l", "app.kubernetes.io/component=predictor")
-    out: dict[str, tuple[int, int]] = {}
-    for p in pods["items"]:
-        name = p["metadata"]["name"]
-        restarts = sum(s["restartCount"] for s in p["status"].get("containerStatuses") or [])
-        log = cluster.kubectl("-n", namespace, "logs", name, "-c", "server").stdout
-        out[name] = (restarts, log.count("Booting worker"))
-    return out
+    selector = f"{names.LABEL_COMPONENT}={names.COMPONENT_PREDICTOR}"
+    pods = cluster.kubectl_json("-n", namespace, "get", "pods", "-l", selector)["items"]
+    log = {p: cluster.kubectl("-n", namespace, "logs", p, "-c", names.SERVER_CONTAINER).stdout for p in restarts(pods)}
+    return {name: (count, log[name].count("Booting worker")) for name, count in restarts(pods).items()}
 
 
 def test_fuzzed_requests_through_the_router_get_no_5xx_and_restart_no_worker(

@@ -18,7 +18,8 @@ from typing import Any
 
 import soak
 from prometheus_client.parser import text_string_to_metric_families
-from release import NAMESPACE, OPERATOR, leader_metrics, leader_pod
+from release import NAMESPACE, OPERATOR, leader_metrics, leader_pod, operator_pods
+from test_router_e2e import V1, digests, md, variant
 from test_server_deployment import IRIS_ROW, client_pod
 
 from conftest import (
@@ -105,8 +106,7 @@ def test_a_standby_takes_over_when_the_leader_dies_under_a_spec_change(
     wait_settled(cluster, namespace)
     old = leader_pod(cluster)
     assert old is not None
-    pods = cluster.kubectl_json("-n", NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/component=operator")
-    running = [p["metadata"]["name"] for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
+    running = [p["metadata"]["name"] for p in operator_pods(cluster)]
     assert len(running) == 2 and old in running, running
     before = {e["metadata"]["name"] for e in cluster.kubectl_json("-n", namespace, "get", "events")["items"]}
     patch = [{"op": "replace", "path": f"/spec/variants/{i}/weight", "value": 50} for i in (0, 1)]
@@ -205,17 +205,8 @@ def serving(cluster: Cluster, namespace: str) -> int:
     return len(ready) if len(ready) == len(pods) else -1
 
 
-def single(namespace: str, name: str, models: Path) -> dict[str, Any]:
-    """A one-variant ModelDeployment of the iris model, one small pod (it fits 19 times on the test node)."""
-    sha = hashlib.sha256((models / "iris.joblib").read_bytes()).hexdigest()
-    resources = {"requests": {"cpu": "10m", "memory": "96Mi"}, "limits": {"memory": "512Mi"}}
-    uri = "http://model-store/iris.joblib"
-    return {
-        "apiVersion": "mlmodel.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"variants": [{"name": "v1", "modelUri": uri, "modelSha256": sha, "resources": resources}]},
-    }
+# One small pod for each of the other 19: they all fit on the test node.
+SMALL = {"requests": {"cpu": "10m", "memory": "96Mi"}, "limits": {"memory": "512Mi"}}
 
 
 def test_no_writes_at_idle(cluster: Cluster, namespace: str, operator: None, models: Path) -> None:
@@ -228,7 +219,9 @@ def test_no_writes_at_idle(cluster: Cluster, namespace: str, operator: None, mod
     motion, and nothing may change these kinds elsewhere meanwhile (the e2e tests run one by one)."""
     deploy_model_store(cluster, namespace, models)
     cluster.kubectl("-n", namespace, "apply", "-f", str(EXAMPLES / "iris-canary.yaml"))
-    cluster.apply([single(namespace, f"idle-{k}", models) for k in range(1, IDLE_MODELS)])
+    v1, _ = digests(models)
+    small = [variant("v1", V1, v1, 100, resources=SMALL)]
+    cluster.apply([md(namespace, small, name=f"idle-{k}") for k in range(1, IDLE_MODELS)])
     status = wait_settled(cluster, namespace)
     assert status["routing"] == "the router splits traffic: stable=90,canary=10", status
     for k in range(1, IDLE_MODELS):

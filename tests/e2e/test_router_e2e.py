@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from load import Load, Result, burst, call, constant_load, shares, summary
+from mlmodel_operator import names
 
 from conftest import REPO, Cluster, deploy_model_store, is_true, wait_settled
 
@@ -32,14 +33,16 @@ def variant(name: str, uri: str, sha: str, weight: int, **extra: Any) -> dict[st
     return {"name": name, "modelUri": uri, "modelSha256": sha, "weight": weight, **extra}
 
 
-def md(namespace: str, variants: list[dict[str, Any]], routing: dict[str, Any] | None = None) -> dict[str, Any]:
+def md(
+    namespace: str, variants: list[dict[str, Any]], routing: dict[str, Any] | None = None, name: str = "iris"
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"variants": variants}
     if routing:
         spec["routing"] = routing
     return {
-        "apiVersion": "mlmodel.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": "iris", "namespace": namespace},
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {"name": name, "namespace": namespace},
         "spec": spec,
     }
 
