@@ -50,15 +50,15 @@ def _body() -> bytes:
     return b"".join(parts)
 
 
-def _named(name: str, version: str | None = None) -> tuple[LoadedModel, protocol.Schema, Batcher]:
+def _named(name: str, version: str | None = None, wait: bool = False) -> tuple[LoadedModel, protocol.Schema, Batcher]:
     """The model called ``name`` (at ``version``, when given) with its schema and batcher.
 
-    404 for another name or version, 503 while loading.
+    404 for another name or version, 503 while loading (after ``Serving.ready``'s wait, with ``wait``).
     """
     state = serving()
     if name != state.settings.model_name:
         raise ModelNotFound(f"no model named {name!r}; this server serves {state.settings.model_name!r}")
-    model, schema, batcher = state.ready()
+    model, schema, batcher = state.ready(wait)
     if version is not None and version != model.version:
         raise ModelNotFound(f"model {name!r} has no version {version!r}; it serves version {model.version!r}")
     return model, schema, batcher
@@ -66,7 +66,7 @@ def _named(name: str, version: str | None = None) -> tuple[LoadedModel, protocol
 
 @blueprint.post("/predict")
 def predict() -> Response:
-    model, schema, batcher = serving().ready()
+    model, schema, batcher = serving().ready(wait=True)
     with batcher.arrival() as ticket:
         x = protocol.decode_predict(_payload(), schema)
         prediction = batcher.submit(ticket, x, want_proba=model.has_proba)
@@ -75,7 +75,7 @@ def predict() -> Response:
 
 @blueprint.post("/v1/models/<name>:predict")
 def v1_predict(name: str) -> Response:
-    _, schema, batcher = _named(name)
+    _, schema, batcher = _named(name, wait=True)
     with batcher.arrival() as ticket:
         x = protocol.decode_v1(_payload(), schema)
         prediction = batcher.submit(ticket, x, want_proba=False)
@@ -96,7 +96,7 @@ def v1_models() -> Response:
 @blueprint.post("/v2/models/<name>/infer")
 @blueprint.post("/v2/models/<name>/versions/<version>/infer")
 def v2_infer(name: str, version: str | None = None) -> Response:
-    model, schema, batcher = _named(name, version)
+    model, schema, batcher = _named(name, version, wait=True)
     with batcher.arrival() as ticket:
         decoded = v2.decode(*_v2_payload(), schema)
         prediction = batcher.submit(ticket, decoded.x, want_proba=decoded.wants_proba)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,9 @@ from mlmodel_server.metrics import Metrics
 from mlmodel_server.model import LoadedModel, Prediction
 from mlmodel_server.protocol import Schema
 
+LOAD_WAIT_S = 30.0
+"""How long a request that reaches a worker still loading its model waits for it (``--no-preload``)."""
+
 
 class Serving:
     """Everything a request handler needs: settings, the model once loaded, its batcher, metrics."""
@@ -26,6 +30,8 @@ class Serving:
         self.model: LoadedModel | None = None
         self.schema: Schema | None = None
         self.batcher: Batcher | None = None
+        self.load_wait_s = LOAD_WAIT_S
+        self._loaded = threading.Event()
 
     def set_model(self, model: LoadedModel) -> None:
         """Start serving ``model``."""
@@ -61,9 +67,16 @@ class Serving:
             model.saved_sklearn_version or "unknown",
         ).set(1)
         self.model = model
+        self._loaded.set()
 
-    def ready(self) -> tuple[LoadedModel, Schema, Batcher]:
-        """The model, its schema and batcher, or ``NotReady`` while it loads."""
+    def ready(self, wait: bool = False) -> tuple[LoadedModel, Schema, Batcher]:
+        """The model, its schema and batcher, or ``NotReady`` while it loads.
+
+        With ``wait``, a request waits up to ``load_wait_s`` for the load: the pod is Ready once one
+        worker has loaded, and the kernel may hand a request to another worker still loading.
+        """
+        if wait:
+            self._loaded.wait(self.load_wait_s)
         if self.model is None or self.schema is None or self.batcher is None:
             raise NotReady("the model is still loading")
         return self.model, self.schema, self.batcher

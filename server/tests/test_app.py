@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,7 @@ def test_not_ready_until_a_model_is_set(
     make_client: Callable[..., Client], loaded: Callable[[str], LoadedModel]
 ) -> None:
     client = make_client(model=None)
+    client.application.extensions["mlmodel"].load_wait_s = 0.05
     assert client.get("/healthz").status_code == 200
     assert client.get("/v2/health/live").status_code == 200
     for path in ("/readyz", "/v2/health/ready", "/model-info"):
@@ -210,6 +212,19 @@ def test_not_ready_until_a_model_is_set(
     _error(_post(client, "/predict", {"features": IRIS_ROWS}), 503, "not_ready")
     client.application.extensions["mlmodel"].set_model(loaded("logreg"))
     assert client.get("/readyz").status_code == 200
+
+
+def test_a_request_to_a_worker_still_loading_waits_for_its_model(
+    make_client: Callable[..., Client], loaded: Callable[[str], LoadedModel]
+) -> None:
+    client = make_client(model=None)
+    state = client.application.extensions["mlmodel"]
+    model, x = loaded("logreg"), rows_for("logreg")
+    threading.Timer(0.2, state.set_model, args=(model,)).start()
+    _error(client.get("/readyz"), 503, "not_ready", "loading")
+    reply = _post(client, "/predict", {"features": x.tolist()})
+    assert reply.status_code == 200, reply.get_json()
+    assert reply.get_json()["predictions"] == model.estimator.predict(x).tolist()
 
 
 @pytest.mark.parametrize(
