@@ -19,7 +19,7 @@ from typing import Any
 
 import joblib
 import soak
-from load import Load, constant_load, summary
+from load import Load, Result, call, constant_load, summary
 from mlmodel_operator import names
 from release import NAMESPACE, leader_pod, operator_pods
 from sklearn.datasets import load_iris
@@ -229,7 +229,8 @@ def test_a_bad_canary_gets_no_request_is_degraded_within_60_s_and_its_fix_rolls_
     """Four ModelDeployments, each a stable variant and a canary that cannot serve: its model 404s,
     has the wrong digest, is killed for memory on start, or fails every prediction. Under load,
     none of their canaries answers a request; each is Degraded with its reason within 60 s, never
-    left Progressing; then the corrected canary rolls out and answers."""
+    left Progressing, its weight given to stable, and a request pinned to it is refused in JSON;
+    then the corrected canary rolls out and answers."""
     v1, v2 = digests(models)
     cases = bad_canaries(models, v2)
     deploy_model_store(cluster, namespace, models)
@@ -239,9 +240,10 @@ def test_a_bad_canary_gets_no_request_is_degraded_within_60_s_and_its_fix_rolls_
         cluster.wait_until(f"{case} to be Ready", functools.partial(is_true, cluster, namespace, case, "Ready"), 240)
     with contextlib.ExitStack() as stack:
         loads: dict[str, Load] = {}
+        bases: dict[str, str] = {}
         for case in cases:
-            base = stack.enter_context(cluster.service_url(namespace, case, 80))
-            loads[case] = stack.enter_context(constant_load(base, rate=10))
+            bases[case] = stack.enter_context(cluster.service_url(namespace, case, 80))
+            loads[case] = stack.enter_context(constant_load(bases[case], rate=10))
         applied = time.monotonic()
         cluster.apply([md(namespace, [stable, canary], name=case) for case, (canary, _, _) in cases.items()])
         degraded: dict[str, float] = {}
@@ -254,6 +256,16 @@ def test_a_bad_canary_gets_no_request_is_degraded_within_60_s_and_its_fix_rolls_
             )
             degraded[case] = time.monotonic() - applied
             assert (found["reason"], fragment in found["message"]) == (reason, True), (case, found)
+        for case in cases:
+            status, _, _ = snapshot(cluster, namespace, case)
+            assert status["weights"] == "stable=100,canary=0", (case, status)
+            assert [v["weight"] for v in status["variants"]] == [100, 0], (case, status)
+            pinned = cluster.wait_until(
+                f"{case}'s router to refuse a request pinned to its canary",
+                functools.partial(_refused, bases[case]),
+                60,
+            )
+            assert json.loads(pinned.body)["error"]["code"] == "no_variant", (case, pinned)
         bad = {case: load.since(applied) for case, load in loads.items()}
         fixed = time.monotonic()
         canary = variant("canary", V2, v2, 10)
@@ -269,6 +281,13 @@ def test_a_bad_canary_gets_no_request_is_degraded_within_60_s_and_its_fix_rolls_
     for case, results in bad.items():
         assert results and all(r.status == 200 and r.variant == "stable" for r in results), (case, summary(results))
     assert max(degraded.values()) <= DEGRADED_SECONDS
+
+
+def _refused(base: str) -> Result | None:
+    """A request pinned to the canary, once the router knows the canary and answers 503 for it (before,
+    it is an unknown variant: 400)."""
+    pinned = call(base, {names.HEADER_VARIANT: "canary"})
+    return pinned if pinned.status == 503 else None
 
 
 def _stalled(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:

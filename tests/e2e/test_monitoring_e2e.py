@@ -1,7 +1,8 @@
 """Monitoring against a real Prometheus: the pinned server (``.venv/bin/prometheus``) runs on this
 host, finds the cluster's pods through Kubernetes service discovery and scrapes those annotated
 ``prometheus.io/scrape`` (the operator, the servers, the router), with the chart's alerts loaded.
-After traffic to a two-variant ModelDeployment and a model that fails to load, every expression of
+After traffic to a two-variant ModelDeployment and a model that fails to load (its wrong digest named
+in Degraded, and never Ready), every expression of
 the dashboard and every alert's signal returns data, for each variant where it is per variant,
 and names only metrics that something exports.
 
@@ -11,6 +12,7 @@ the pod CIDR to the node.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import socket
@@ -26,7 +28,7 @@ import yaml
 from load import burst
 from release import CHART, helm, restricted_namespace
 
-from conftest import REPO, Cluster, broken_model, deploy_model_store, is_true
+from conftest import REPO, WRONG_DIGEST, Cluster, broken_model, deploy_model_store, is_true, snapshot
 
 PROMETHEUS = REPO / ".venv" / "bin" / "prometheus"
 DASHBOARD = CHART / "files" / "dashboard.json"
@@ -187,7 +189,15 @@ def test_dashboard_and_alerts_have_data_for_every_variant(
     cluster.kubectl("-n", namespace, "apply", "-f", str(CANARY))
     cluster.apply(broken_model(namespace))
     cluster.wait_until("iris to be Ready", lambda: is_true(cluster, namespace, "iris", "Ready"), 300, interval=2)
-    cluster.wait_until("broken to be Degraded", lambda: is_true(cluster, namespace, "broken", "Degraded"), 240)
+    degraded = cluster.wait_until(
+        "broken to be Degraded", lambda: is_true(cluster, namespace, "broken", "Degraded"), 240
+    )
+    # The model whose digest does not match says so, with both digests, and is never Ready.
+    real = hashlib.sha256((models / "iris.joblib").read_bytes()).hexdigest()
+    assert degraded["reason"] == "ModelLoadFailed", degraded
+    assert WRONG_DIGEST in degraded["message"] and real in degraded["message"], degraded
+    _, conditions, _ = snapshot(cluster, namespace, "broken")
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("False", "ModelLoadFailed"), conditions
 
     rules = alert_rules(cluster)
     expressions = dashboard_queries(namespace)

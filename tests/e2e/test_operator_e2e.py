@@ -1,95 +1,32 @@
-"""The operator in the cluster: a ModelDeployment with a canary becomes Ready and serves
-predictions through its entry Service, from this host and from another pod; a model with the
-wrong digest never becomes Ready and says why; a standby takes over from a killed leader; and
-once Ready, the operator's passes write nothing."""
+"""The operator in the cluster: a standby takes over from a killed leader, and once Ready, the
+operator's passes write nothing (the example canary served: ``test_router_e2e``; a model with the
+wrong digest: ``test_monitoring_e2e`` and ``test_faults_e2e``)."""
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import re
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import soak
 from prometheus_client.parser import text_string_to_metric_families
 from release import NAMESPACE, OPERATOR, leader_metrics, leader_pod, operator_pods
 from test_router_e2e import V1, digests, md, variant
-from test_server_deployment import IRIS_ROW, client_pod
+from test_server_deployment import post_predict
 
 from conftest import (
     REPO,
-    WRONG_DIGEST,
     Cluster,
-    broken_model,
-    condition,
     deploy_model_store,
     is_true,
     wait_settled,
 )
 
 EXAMPLES = REPO / "manifests" / "examples"
-
-
-def predict(base: str) -> tuple[dict[str, Any], str]:
-    request = urllib.request.Request(
-        f"{base}/predict",
-        data=json.dumps({"instances": [IRIS_ROW]}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as reply:
-        return json.loads(reply.read()), reply.headers["X-Model-Variant"]
-
-
-def test_canary_serves_and_a_bad_model_is_degraded(
-    cluster: Cluster, namespace: str, operator: None, models: Path, server_image: str
-) -> None:
-    deploy_model_store(cluster, namespace, models)
-    cluster.kubectl("-n", namespace, "apply", "-f", str(EXAMPLES / "iris-canary.yaml"))
-
-    ready = cluster.wait_until(
-        "iris to be Ready", lambda: is_true(cluster, namespace, "iris", "Ready"), 300, interval=2
-    )
-    assert ready["reason"] == "AllVariantsReady"
-    table = cluster.kubectl("-n", namespace, "get", "modeldeployments").stdout
-    assert "stable=90,canary=10" in table and "2/2" in table, table
-
-    # From this host, through the entry Service (the router), and through the canary's own Service.
-    with cluster.service_url(namespace, "iris", 80) as base:
-        body, variant = cluster.wait_until("a prediction through iris", lambda: predict(base), 60)
-    assert body["predictions"] == [0] and variant in ("stable", "canary")
-    with cluster.service_url(namespace, "iris-canary", 80) as base:
-        body, variant = cluster.wait_until("a prediction through iris-canary", lambda: predict(base), 60)
-    assert body["predictions"] == [0] and variant == "canary"
-
-    # From another pod, by DNS name.
-    cluster.apply(client_pod(namespace, server_image, f"http://iris.{namespace}.svc.cluster.local/predict"))
-
-    def client_result() -> dict[str, Any] | None:
-        phase = cluster.kubectl("-n", namespace, "get", "pod", "dns-client", "-o", "jsonpath={.status.phase}").stdout
-        logs = cluster.kubectl("-n", namespace, "logs", "dns-client", check=False).stdout
-        assert phase != "Failed", f"client pod failed:\n{logs}"
-        line = next((ln for ln in logs.splitlines() if ln.startswith("RESULT ")), None)
-        return json.loads(line.removeprefix("RESULT ")) if phase == "Succeeded" and line else None
-
-    assert cluster.wait_until("the in-cluster client", client_result, 180, interval=2)["predictions"] == [0]
-
-    # A model whose digest does not match: Degraded, with both digests, and never Ready.
-    cluster.apply(broken_model(namespace))
-    degraded = cluster.wait_until(
-        "broken to be Degraded", lambda: is_true(cluster, namespace, "broken", "Degraded"), 240, interval=2
-    )
-    real = hashlib.sha256((models / "iris.joblib").read_bytes()).hexdigest()
-    assert degraded["reason"] == "ModelLoadFailed", degraded
-    assert WRONG_DIGEST in degraded["message"] and real in degraded["message"], degraded
-    ready_condition = condition(cluster, namespace, "broken", "Ready")
-    assert ready_condition is not None and ready_condition["status"] == "False"
-    assert ready_condition["reason"] == "ModelLoadFailed"
 
 
 TAKEOVER_SECONDS = 30  # issue 9: a standby takes over within 30 s of the leader's loss
@@ -228,7 +165,7 @@ def test_no_writes_at_idle(cluster: Cluster, namespace: str, operator: None, mod
         ready = functools.partial(is_true, cluster, namespace, f"idle-{k}", "Ready")
         cluster.wait_until(f"idle-{k} to be Ready", ready, 240)
     with cluster.service_url(namespace, "iris", 80) as base:
-        body, _ = cluster.wait_until("a prediction through iris", lambda: predict(base), 60)
+        body = cluster.wait_until("a prediction through iris", lambda: post_predict(base), 60)
     assert body["predictions"] == [0]
     cluster.wait_until(
         "stable, canary and two routers serving, and no other pod", lambda: serving(cluster, namespace) == 4, 60

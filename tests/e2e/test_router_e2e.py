@@ -1,5 +1,6 @@
-"""The weighted router on real pods: the split, zero loss while weights move, only ready variants
-get traffic, sticky keys, the override header, shadow traffic and the rate limit.
+"""The weighted router on real pods: the example's split, from this host and from another pod, zero
+loss while weights move, sticky keys, the override header, shadow traffic and the rate limit (a
+variant that is not ready gets no traffic: ``test_faults_e2e``).
 
 Every request here is a new connection with no retry (``load.call``); every number is asserted.
 """
@@ -18,8 +19,9 @@ from typing import Any
 
 from load import Load, Result, burst, call, constant_load, shares, summary
 from mlmodel_operator import names
+from test_server_deployment import client_pod, client_result
 
-from conftest import REPO, Cluster, deploy_model_store, is_true, wait_settled
+from conftest import REPO, Cluster, deploy_model_store, wait_settled
 
 EXAMPLE = REPO / "manifests" / "examples" / "iris-canary.yaml"
 V1 = "http://model-store/iris.joblib"
@@ -70,14 +72,21 @@ def assert_all_ok(results: list[Result]) -> None:
 
 
 def test_the_example_splits_90_10_exactly_in_expectation(
-    cluster: Cluster, namespace: str, operator: None, models: Path
+    cluster: Cluster, namespace: str, operator: None, models: Path, server_image: str
 ) -> None:
-    """``manifests/examples/iris-canary.yaml`` as it is in the repo."""
+    """``manifests/examples/iris-canary.yaml`` as it is in the repo: its ``kubectl get`` line, the split
+    through the entry Service, the canary's own Service, and the entry Service by DNS from a pod."""
     deploy_model_store(cluster, namespace, models)
     cluster.kubectl("-n", namespace, "apply", "-f", str(EXAMPLE))
     status = wait_settled(cluster, namespace)
     assert status["weights"] == "stable=90,canary=10"
     assert status["routing"] == "the router splits traffic: stable=90,canary=10"
+    table = cluster.kubectl("-n", namespace, "get", "modeldeployments").stdout
+    assert "stable=90,canary=10" in table and "2/2" in table, table
+    with cluster.service_url(namespace, "iris-canary", 80) as base:
+        own = burst(base, 20)
+    assert_all_ok(own)
+    assert Counter(r.variant for r in own) == {"canary": 20}
     with cluster.service_url(namespace, "iris", 80) as base:
         results = burst(base, 2000)
     assert_all_ok(results)
@@ -101,6 +110,11 @@ def test_the_example_splits_90_10_exactly_in_expectation(
     log = cluster.kubectl("-n", namespace, "logs", pods[0]).stdout.splitlines()
     line = json.loads(next(ln for ln in log if ln.startswith("{")))
     assert {"time", "status", "variant", "upstream_latency", "request_id"} <= line.keys()
+    # Last, as its request is counted by the router too.
+    cluster.apply(client_pod(namespace, server_image, f"http://iris.{namespace}.svc.cluster.local/predict"))
+    assert cluster.wait_until("the in-cluster client", lambda: client_result(cluster, namespace), 180)[
+        "predictions"
+    ] == [0]
 
 
 def test_zero_loss_while_weights_move_and_variants_come_and_go(
@@ -191,41 +205,6 @@ def _with(load: Load, since: float, config: str) -> list[Result]:
 def _answered(load: Load, since: float, config: str) -> Callable[[], bool]:
     """More than 50 answers routed by ``config`` since ``since``."""
     return lambda: len(_with(load, since, config)) > 50
-
-
-def test_a_variant_that_is_not_ready_gets_no_traffic(
-    cluster: Cluster, namespace: str, operator: None, models: Path
-) -> None:
-    v1, _ = digests(models)
-    deploy_model_store(cluster, namespace, models)
-    cluster.apply(md(namespace, [variant("stable", V1, v1, 50), variant("canary", V2, "0" * 64, 50)]))
-    degraded = cluster.wait_until("iris to be Degraded", lambda: is_true(cluster, namespace, "iris", "Degraded"), 240)
-    assert degraded["reason"] == "ModelLoadFailed"
-    assert "canary gets none of its weight 50 (not ready)" in degraded["message"]
-    status = cluster.wait_until(
-        "the router to route around the canary",
-        lambda: (
-            (s := cluster.kubectl_json("-n", namespace, "get", "md", "iris")["status"])["weights"]
-            == "stable=100,canary=0"
-            and s
-        ),
-        120,
-    )
-    assert [v["weight"] for v in status["variants"]] == [100, 0]
-    # Ready stays False (the canary fails), so nothing in the status says when every router pod runs
-    # these weights: the first router pods, from before any variant was ready, answer 503 until then.
-    final = router_digest(cluster, namespace)
-    cluster.wait_until("the router's rollout", lambda: rolled_out(cluster, namespace, "iris-router"), 120)
-    with cluster.service_url(namespace, "iris", 80) as base:
-        cluster.wait_until(
-            "every router pod to route by it", lambda: {r.config for r in burst(base, 20)} == {final}, 60
-        )
-        results = burst(base, 300)
-        pinned = call(base, {"X-Model-Variant": "canary"})
-    assert_all_ok(results)
-    assert Counter(r.variant for r in results) == {"stable": 300}
-    # Pinned to the variant that is not ready: the router answers for it, in JSON.
-    assert pinned.status == 503 and json.loads(pinned.body)["error"]["code"] == "no_variant", pinned
 
 
 def rolled_out(cluster: Cluster, namespace: str, name: str) -> bool:

@@ -180,6 +180,16 @@ def client_pod(namespace: str, image: str, url: str) -> dict[str, Any]:
     }
 
 
+def client_result(cluster: Cluster, namespace: str) -> dict[str, Any] | None:
+    """What ``client_pod`` printed once it succeeded; its logs in the assertion if it failed."""
+    phase = cluster.kubectl("-n", namespace, "get", "pod", "dns-client", "-o", "jsonpath={.status.phase}").stdout
+    logs = cluster.kubectl("-n", namespace, "logs", "dns-client", check=False).stdout
+    assert phase != "Failed", f"client pod failed:\n{logs}"
+    line = next((ln for ln in logs.splitlines() if ln.startswith("RESULT ")), None)
+    result: dict[str, Any] | None = json.loads(line.removeprefix("RESULT ")) if phase == "Succeeded" and line else None
+    return result
+
+
 def post_predict(base_url: str) -> dict[str, Any]:
     req = urllib.request.Request(
         f"{base_url}/predict",
@@ -223,23 +233,5 @@ def test_server_deployment_serves_predictions(
     url = f"http://{APP}.{namespace}.svc.cluster.local/predict"
     cluster.apply(client_pod(namespace, server_image, url))
 
-    def client_done() -> str | None:
-        phase = cluster.kubectl(
-            "-n",
-            namespace,
-            "get",
-            "pod",
-            "dns-client",
-            "-o",
-            "jsonpath={.status.phase}",
-        ).stdout
-        assert phase != "Failed", (
-            "client pod failed:\n" + cluster.kubectl("-n", namespace, "logs", "dns-client", check=False).stdout
-        )
-        return phase if phase == "Succeeded" else None
-
-    cluster.wait_until("the in-cluster client pod to succeed", client_done, 180, interval=2)
-    logs = cluster.kubectl("-n", namespace, "logs", "dns-client").stdout
-    line = next(ln for ln in logs.splitlines() if ln.startswith("RESULT "))
-    in_cluster = json.loads(line.removeprefix("RESULT "))
+    in_cluster = cluster.wait_until("the in-cluster client pod", lambda: client_result(cluster, namespace), 180, 2)
     assert in_cluster["predictions"] == [0], in_cluster
