@@ -96,9 +96,12 @@ test-integration: install cluster-up ## The CRD and the operator (KopfRunner) ag
 
 # After the install, two lanes at once, each one step after the other: lint, the unit tests and the images;
 # beside them the cluster and the integration tests (which mostly wait on the API server). Then the e2e tests.
-test: install ## Every test: lint, unit, integration, end-to-end on a real cluster
+test: install ## Every test: lint, unit, integration, end-to-end on a real cluster (and the kind smoke test)
 	@$(MAKE) --no-print-directory -j2 --output-sync=recurse lane-unit lane-cluster
 	@$(MAKE) --no-print-directory test-e2e
+ifneq ($(MLMODEL_CLUSTER),kind)
+	@$(MAKE) --no-print-directory test-kind-smoke
+endif
 
 .PHONY: lane-unit lane-cluster
 lane-unit:

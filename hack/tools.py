@@ -16,6 +16,9 @@ kubeconform v0.8.0
     Validates rendered manifests against JSON schemas made offline by ``hack/kubeschemas.py``.
 actionlint v1.7.12
     Checks ``.github/workflows/`` (``make lint``): syntax, expressions, the inputs of known actions.
+kind v0.30.0
+    The kind provider's CLI: the release made for Kubernetes 1.34 (``versions.KIND``; the node image's
+    other parts: ``hack/cluster/mlcluster/kindimage.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
 
+from mlcluster import versions
 from mlcluster.binaries import ensure_go_tool
 from mlcluster.common import ClusterError
 
@@ -37,6 +41,7 @@ BUILDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "prometheus": ("prometheus", "v0.313.5", ("prometheus", "promtool")),
     "kubeconform": ("kubeconform", "v0.8.0", ("kubeconform",)),
     "actionlint": ("actionlint", "v1.7.12", ("actionlint",)),
+    "kind": ("kind", versions.KIND, ("kind",)),
 }
 
 

@@ -3,6 +3,7 @@
 #
 #   build-go-bins.sh k8s     VERSION OUTDIR   # kube-apiserver, kube-controller-manager, kube-scheduler,
 #                                             # kubelet, kube-proxy, kubectl from k8s.io/kubernetes
+#   build-go-bins.sh kubeadm VERSION OUTDIR   # kubeadm from k8s.io/kubernetes (kind's node image)
 #   build-go-bins.sh etcd    VERSION OUTDIR   # etcd from go.etcd.io/etcd/server/v3
 #   build-go-bins.sh coredns VERSION OUTDIR   # coredns (trimmed plugin set) from github.com/coredns/coredns
 #   build-go-bins.sh helm    VERSION OUTDIR   # helm from helm.sh/helm/v3
@@ -10,6 +11,9 @@
 #                                             # assets) from github.com/prometheus/prometheus (v0.3XX.Y)
 #   build-go-bins.sh kubeconform VERSION OUTDIR  # kubeconform from github.com/yannh/kubeconform
 #   build-go-bins.sh actionlint VERSION OUTDIR   # actionlint from github.com/rhysd/actionlint
+#   build-go-bins.sh kind VERSION OUTDIR         # the kind CLI from sigs.k8s.io/kind
+#   build-go-bins.sh crictl VERSION OUTDIR       # crictl from sigs.k8s.io/cri-tools (kind's node image)
+#   build-go-bins.sh local-path-provisioner VERSION OUTDIR  # from github.com/rancher/local-path-provisioner
 #
 # Each build happens in a throwaway module next to OUTDIR (OUTDIR/../src) that requires the wanted
 # version. Binaries are written to OUTDIR.tmp and renamed to OUTDIR only when all succeeded, so a
@@ -31,7 +35,7 @@ requiring() {  # the throwaway module: requires module $1 at $version
 }
 
 case $kind in
-k8s)
+k8s | kubeadm)
     # k8s.io/kubernetes vX.Y.Z depends on its staging modules at v0.0.0 with replace lines to
     # ./staging; a consumer must pin each one to the matching published v0.Y.Z.
     minor=${version#v1.}; minor=${minor%%.*}
@@ -54,7 +58,9 @@ MOD
     done
     echo ")" >>go.mod
     pkgs=""
-    for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
+    commands="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl"
+    if [ "$kind" = kubeadm ]; then commands=kubeadm; fi
+    for c in $commands; do
         pkgs="$pkgs k8s.io/kubernetes/cmd/$c"
     done
     # Version stamping so `kubectl version` and the Node object show the real version.
@@ -76,8 +82,9 @@ MOD
     pkgs="go.etcd.io/etcd/server/v3"
     ;;
 coredns)
-    # CoreDNS used as a library with only the plugins our Corefile needs: the full plugin set
-    # drags in every cloud SDK and doubles the build time.
+    # CoreDNS used as a library with only the plugins our Corefile and kubeadm's need (metrics is
+    # kubeadm's `prometheus :9153`): the full plugin set drags in every cloud SDK and doubles the
+    # build time. Changing this list: bump versions.COREDNS_PLUGINS, which names the cache.
     cat >go.mod <<MOD
 module mlmodel.local/corednsbuild
 
@@ -101,6 +108,7 @@ import (
 	_ "github.com/coredns/coredns/plugin/kubernetes"
 	_ "github.com/coredns/coredns/plugin/loadbalance"
 	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/metrics"
 	_ "github.com/coredns/coredns/plugin/loop"
 	_ "github.com/coredns/coredns/plugin/ready"
 	_ "github.com/coredns/coredns/plugin/reload"
@@ -133,6 +141,19 @@ actionlint)
     requiring github.com/rhysd/actionlint
     pkgs="github.com/rhysd/actionlint/cmd/actionlint"
     ldflags="$ldflags -X github.com/rhysd/actionlint.version=$version"
+    ;;
+kind)
+    requiring sigs.k8s.io/kind
+    pkgs="sigs.k8s.io/kind"
+    ;;
+crictl)
+    requiring sigs.k8s.io/cri-tools
+    pkgs="sigs.k8s.io/cri-tools/cmd/crictl"
+    ldflags="$ldflags -X sigs.k8s.io/cri-tools/pkg/version.Version=$version"
+    ;;
+local-path-provisioner)
+    requiring github.com/rancher/local-path-provisioner
+    pkgs="github.com/rancher/local-path-provisioner"
     ;;
 *)
     echo "unknown kind $kind" >&2

@@ -7,8 +7,9 @@ in a second or two) and exposes:
 * ``cluster.kubectl(*args)`` / ``cluster.kubectl_json(*args)`` -- the pinned kubectl,
 * ``cluster.service_url(namespace, name, port)`` -- a context manager yielding an
   ``http://host:port`` base URL that reaches the Service from this host whatever the provider
-  is (local: the host is the node, so the ClusterIP works through kube-proxy; kind/existing:
-  ``kubectl port-forward``),
+  is (local: the host is the node, so the ClusterIP works through kube-proxy; kind: the harness
+  routes the Service CIDR to the node, whose kube-proxy forwards it; existing: ``kubectl
+  port-forward``, which pins one pod of the Service),
 * ``cluster.wait_until(...)`` -- poll to a deadline,
 * ``cluster.dump(namespace)`` -- pods, describe, logs and events, for failure reports.
 
@@ -110,7 +111,7 @@ class Cluster:
         On the local cluster that wait matters: kube-proxy rejects connections to a Service until it
         has synced the Service's first ready endpoint, a moment after the API shows it.
         """
-        if self.provider == "local":
+        if self.provider in ("local", "kind"):
             ip = self.kubectl("-n", namespace, "get", "svc", name, "-o", "jsonpath={.spec.clusterIP}").stdout.strip()
             self.wait_until(f"{ip}:{port} (Service {name}) to take connections", lambda: _connects(ip, port), 30, 0.1)
             yield f"http://{ip}:{port}"

@@ -202,21 +202,30 @@ def always_failing_model(out: Path) -> str:
     return "always-500.joblib"
 
 
+# Four ModelDeployments at once: small CPU requests, so that they fit beside a kubeadm control plane's 850m
+# on a 2-CPU kind node (they asked for 2.2 CPUs there with the defaults).
+SMALL = {"requests": {"cpu": "20m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}
+
+
 def bad_canaries(models: Path, v2: str) -> dict[str, tuple[dict[str, Any], str, str]]:
     """Each way a canary fails (``v2``: iris-v2's digest): the variant, the Degraded reason and a fragment
     of its message."""
     failing = always_failing_model(models)
     failing_sha = hashlib.sha256((models / failing).read_bytes()).hexdigest()
     return {
-        "missing": (variant("canary", "http://model-store/nothing.joblib", v2, 10), "ModelLoadFailed", "404"),
-        "digest": (variant("canary", V2, WRONG_DIGEST, 10), "ModelLoadFailed", WRONG_DIGEST),
+        "missing": (
+            variant("canary", "http://model-store/nothing.joblib", v2, 10, resources=SMALL),
+            "ModelLoadFailed",
+            "404",
+        ),
+        "digest": (variant("canary", V2, WRONG_DIGEST, 10, resources=SMALL), "ModelLoadFailed", WRONG_DIGEST),
         "oom": (
             variant("canary", V2, v2, 10, resources={"limits": {"memory": "48Mi"}, "requests": {"memory": "48Mi"}}),
             "OOMKilled",
             "48Mi",
         ),
         "fails": (
-            variant("canary", f"http://model-store/{failing}", failing_sha, 10),
+            variant("canary", f"http://model-store/{failing}", failing_sha, 10, resources=SMALL),
             "ModelLoadFailed",
             "failed a test prediction",
         ),
@@ -234,7 +243,7 @@ def test_a_bad_canary_gets_no_request_is_degraded_within_60_s_and_its_fix_rolls_
     v1, v2 = digests(models)
     cases = bad_canaries(models, v2)
     deploy_model_store(cluster, namespace, models)
-    stable = variant("stable", V1, v1, 90)
+    stable = variant("stable", V1, v1, 90, resources=SMALL)
     cluster.apply([md(namespace, [{**stable, "weight": 100}], name=case) for case in cases])
     for case in cases:
         cluster.wait_until(f"{case} to be Ready", functools.partial(is_true, cluster, namespace, case, "Ready"), 240)
@@ -268,7 +277,7 @@ def test_a_bad_canary_gets_no_request_is_degraded_within_60_s_and_its_fix_rolls_
             assert json.loads(pinned.body)["error"]["code"] == "no_variant", (case, pinned)
         bad = {case: load.since(applied) for case, load in loads.items()}
         fixed = time.monotonic()
-        canary = variant("canary", V2, v2, 10)
+        canary = variant("canary", V2, v2, 10, resources=SMALL)
         cluster.apply([md(namespace, [stable, canary], name=case) for case in cases])
         for case in cases:
             cluster.wait_until(f"{case} Ready again", functools.partial(_ready_for, cluster, namespace, case), 240)

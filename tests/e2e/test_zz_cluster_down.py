@@ -98,7 +98,7 @@ def test_cluster_down_leaves_nothing_behind(cluster: Cluster) -> None:
     assert p.returncode == 0, f"make cluster-down failed:\n{p.stdout}\n{p.stderr}"
     assert not (STATE / "kubeconfig").exists(), "cluster-down left the kubeconfig"
     if cluster.provider == "kind":
-        clusters = _sh(["kind", "get", "clusters"]).split()
-        assert "mlmodel" not in clusters, clusters
+        nodes = _sh(["docker", "ps", "-a", "--filter", "label=io.x-k8s.kind.cluster=mlmodel", "--format", "{{.Names}}"])
+        assert not nodes.split(), nodes
     left = {k: v for k, v in host_leftovers().items() if v}
     assert not left, f"cluster-down left things behind: {left}\n--- cluster-down output ---\n{p.stdout}{p.stderr}"

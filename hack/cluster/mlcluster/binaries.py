@@ -125,7 +125,7 @@ def etcd_bin_dir() -> Path:
 
 
 def coredns_bin_dir() -> Path:
-    return CACHE / "coredns" / versions.COREDNS / "bin"
+    return CACHE / "coredns" / versions.COREDNS / f"plugins-{versions.COREDNS_PLUGINS}" / "bin"
 
 
 def ensure_go_tool(kind: str, version: str, names: tuple[str, ...]) -> Path:

@@ -25,7 +25,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .common import (
     LOGS,
@@ -40,11 +40,17 @@ from .common import (
     run,
     step,
 )
+from .localnode import ALL_DAEMONS, BRIDGE, KUBELET, NODE
 
-if TYPE_CHECKING:
-    from .local import Local
 
-BRIDGE = "mlbr0"
+class Node(Protocol):
+    """What the teardown asks of the local provider: its API server and its containerd."""
+
+    def kubectl(self, *args: str, input: bytes | None = None, check: bool = True) -> str: ...
+    def ctr(self, *args: str | Path, input: bytes | None = None, check: bool = True) -> str: ...
+    def ctr_ok(self) -> bool: ...
+
+
 CHAIN_PREFIXES = ("KUBE-", "CNI-", "MLMODEL-")
 DAEMON_NAMES = {
     "etcd",
@@ -175,15 +181,13 @@ def leftovers() -> dict[str, list[str]]:
 # --- removing it -----------------------------------------------------------------------------
 
 
-def _drain_pods(local: Local) -> None:
+def _drain_pods(local: Node) -> None:
     """Let the kubelet stop every pod (so CNI DEL releases IPs and network state).
 
     The node is cordoned first so that controllers' replacement pods stay Pending. Bounded: after
     30 s the brute-force steps below take over.
     """
-    from .local import KUBELET, NODE
-
-    if not (KUBELET.running() and local._ctr_ok()):
+    if not (KUBELET.running() and local.ctr_ok()):
         return
     if local.kubectl("cordon", NODE, check=False) == "":
         return  # API server not answering
@@ -199,9 +203,9 @@ def _drain_pods(local: Local) -> None:
         time.sleep(0.5)
 
 
-def _stop_containers(local: Local) -> None:
+def _stop_containers(local: Node) -> None:
     """Kill all tasks and delete all containers through containerd, so shims exit cleanly."""
-    if not local._ctr_ok():
+    if not local.ctr_ok():
         return
     cni_results = Path("/var/lib/cni/results")
     for cid in local.ctr("containers", "ls", "-q", check=False).split():
@@ -330,9 +334,7 @@ def _remove_files() -> None:
                 child.unlink(missing_ok=True)
 
 
-def teardown_local(local: Local) -> None:
-    from .local import ALL_DAEMONS, KUBELET
-
+def teardown_local(local: Node) -> None:
     with step("stop pods"):
         _drain_pods(local)
     with step("stop kubelet"):

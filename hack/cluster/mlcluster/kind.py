@@ -1,4 +1,4 @@
-"""The ``kind`` provider (Kubernetes in Docker) and the ``existing`` provider."""
+"""The ``kind`` provider: Kubernetes in Docker, with the kind CLI and node image built here (or upstream's)."""
 
 from __future__ import annotations
 
@@ -8,28 +8,61 @@ from pathlib import Path
 
 from . import binaries, versions
 from .common import KUBECONFIG, STATE, ClusterError, log, ok, output, run, step, which
+from .docker import HELD_CAPS, docker, docker_image_id, ensure_docker
+from .kindimage import COREDNS_TAG, ETCD_TAG, POD_SUBNET, SERVICE_SUBNET
 
 CLUSTER_NAME = os.environ.get("MLMODEL_KIND_NAME", "mlmodel")
+# This host has cgroup v1 only: the 1.34 kubelet runs on it when told to (see versions.py).
+CONFIG = f"""\
+kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+networking:
+  podSubnet: {POD_SUBNET}
+  serviceSubnet: {SERVICE_SUBNET}
+kubeadmConfigPatches:
+- |
+  kind: KubeletConfiguration
+  failCgroupV1: false
+"""
+# The node image built here carries the etcd and CoreDNS the harness builds, tagged as what they are.
+LOCAL_IMAGE_TAGS = f"""\
+- |
+  kind: ClusterConfiguration
+  etcd:
+    local:
+      imageTag: {ETCD_TAG}
+  dns:
+    imageTag: {COREDNS_TAG}
+"""
+
+
+def kind_bin() -> str:
+    """The kind CLI on PATH (GitHub's runners install it), else the pinned one built here."""
+    found = which("kind")
+    if found:
+        return found
+    return str(binaries.ensure_go_tool("kind", versions.KIND, ("kind",)) / "kind")
 
 
 def node_image() -> str:
-    return os.environ.get("MLMODEL_KIND_NODE_IMAGE", versions.KIND_NODE_IMAGE)
+    """MLMODEL_KIND_NODE_IMAGE, else the node image built here if present, else upstream's."""
+    chosen = os.environ.get("MLMODEL_KIND_NODE_IMAGE")
+    if chosen:
+        return chosen
+    local = versions.KIND_LOCAL_NODE_IMAGE
+    return local if docker_image_id(local) else versions.KIND_NODE_IMAGE
 
 
 def available() -> tuple[bool, str]:
-    """Whether kind can be used: kind and docker work and the node image is present locally.
+    """Whether kind can be used: docker works and a node image is present locally.
 
     The node image is not pulled here: ``auto`` must not depend on a registry (this machine has
     none); set MLMODEL_CLUSTER=kind to let kind pull it.
     """
-    from .images import docker
-
-    if which("kind") is None:
-        return False, "no `kind` on PATH"
     if not ok([docker(), "info"], timeout=20):
         return False, "docker is not running"
     if not ok([docker(), "image", "inspect", node_image()]):
-        return False, f"kind node image {node_image()} is not present locally"
+        return False, f"kind node image {node_image()} is not present locally (make kind-node-image builds one)"
     return True, "kind and its node image are present"
 
 
@@ -37,87 +70,98 @@ def _kubectl(*args: str) -> str:
     return output([binaries.kubectl_path(), "--kubeconfig", KUBECONFIG, *args], timeout=300)
 
 
-def _pod_route() -> list[str]:
-    """The host's route to the pods: the node's pod CIDR via the node's address on Docker's network.
+def _routes() -> list[list[str]]:
+    """The host's routes into the cluster, via the node's address on Docker's network: the node's pod
+    CIDR, and the Service CIDR (kube-proxy on the node forwards a ClusterIP).
 
-    With it, pod IPs answer from the host as on the local provider, where the host is the node (the
-    monitoring e2e test's Prometheus runs on the host and scrapes pods).
+    With them, pod and Service IPs answer from the host as on the local provider, where the host is
+    the node: the monitoring test's Prometheus on the host scrapes pods, and the tests reach a
+    Service through its ClusterIP. (``kubectl port-forward`` would pin one pod of the Service, and the
+    router's pods roll on every weight change.)
     """
-    from .images import docker
-
     node = f"{CLUSTER_NAME}-control-plane"
     cidr = _kubectl("get", "node", node, "-o", "jsonpath={.spec.podCIDR}")
     networks = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
     address = output([docker(), "inspect", "--format", networks, node])
-    return [cidr, "via", address]
+    return [[cidr, "via", address], [SERVICE_SUBNET, "via", address]]
 
 
-def up() -> None:
+def _check_runtime() -> None:
+    """kind's nodes are privileged: where this host lacks a capability, dockerd must run them through
+    ``hack/cluster/runc-held-caps`` (the harness starts dockerd so)."""
+    ensure_docker()
+    status = Path("/proc/self/status").read_text()
+    bounding = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("CapBnd:")), 16)
+    every = (1 << (int(Path("/proc/sys/kernel/cap_last_cap").read_text()) + 1)) - 1
+    runtime = output([docker(), "info", "--format", "{{.DefaultRuntime}}"])
+    if bounding & every != every and runtime != HELD_CAPS:
+        raise ClusterError(
+            f"this host's capability bounding set is {bounding:#x}, not all, and dockerd's default runtime is "
+            f"{runtime!r}: privileged containers fail. Stop that dockerd; the harness then starts its own "
+            f"with the {HELD_CAPS} runtime"
+        )
+
+
+def _up() -> None:
     STATE.mkdir(parents=True, exist_ok=True)
-    clusters = output(["kind", "get", "clusters"], check=False).split()
+    _check_runtime()
+    kind = kind_bin()
+    clusters = output([kind, "get", "clusters"], check=False).split()
     if CLUSTER_NAME in clusters:
         log(f"kind cluster {CLUSTER_NAME} exists; reusing it")
-        KUBECONFIG.write_text(output(["kind", "get", "kubeconfig", "--name", CLUSTER_NAME]) + "\n")
+        KUBECONFIG.write_text(output([kind, "get", "kubeconfig", "--name", CLUSTER_NAME]) + "\n")
     else:
-        with step(f"kind create cluster {CLUSTER_NAME} ({node_image()})"):
-            run(
-                [
-                    "kind",
-                    "create",
-                    "cluster",
-                    "--name",
-                    CLUSTER_NAME,
-                    "--image",
-                    node_image(),
-                    "--kubeconfig",
-                    str(KUBECONFIG),
-                    "--wait",
-                    "180s",
-                ]
-            )
+        config = STATE / "kind.yaml"
+        image = node_image()
+        config.write_text(CONFIG + (LOCAL_IMAGE_TAGS if image == versions.KIND_LOCAL_NODE_IMAGE else ""))
+        with step(f"kind create cluster {CLUSTER_NAME} ({image})"):
+            create = [kind, "create", "cluster", "--name", CLUSTER_NAME, "--image", image, "--config", str(config)]
+            run([*create, "--kubeconfig", str(KUBECONFIG), "--wait", "180s"])
     KUBECONFIG.chmod(0o600)
-    with step("wait for nodes to be Ready"):
+    with step("wait for nodes to be Ready, with their pod CIDR"):
         _kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=180s")
-    route = _pod_route()
-    with step(f"ip route replace {' '.join(route)} (the pods, from the host)"):
-        run(["ip", "route", "replace", *route])
+        _kubectl("wait", "--for=jsonpath={.spec.podCIDR}", "node", "--all", "--timeout=60s")
+    for route in _routes():
+        with step(f"ip route replace {' '.join(route)} (from the host)"):
+            run(["ip", "route", "replace", *route])
 
 
-def down() -> None:
-    if which("kind") and CLUSTER_NAME in output(["kind", "get", "clusters"], check=False).split():
+def _down() -> None:
+    kind = kind_bin()
+    if CLUSTER_NAME in output([kind, "get", "clusters"], check=False).split():
         if KUBECONFIG.exists():
             with contextlib.suppress(ClusterError):  # a node that cannot say: no route to take back
-                run(["ip", "route", "del", *_pod_route()], check=False, quiet=True)
+                for route in _routes():
+                    run(["ip", "route", "del", *route], check=False, quiet=True)
         with step(f"kind delete cluster {CLUSTER_NAME}"):
-            run(["kind", "delete", "cluster", "--name", CLUSTER_NAME])
+            run([kind, "delete", "cluster", "--name", CLUSTER_NAME])
+    _remove_network()
 
 
-def load_image(image: str) -> None:
-    with step(f"kind load docker-image {image}"):
-        run(["kind", "load", "docker-image", "--name", CLUSTER_NAME, image])
+def _remove_network() -> None:
+    """kind's Docker network, which ``kind delete`` keeps for the next cluster: removed once no container is on it."""
+    attached = run([docker(), "network", "inspect", "kind", "--format", "{{len .Containers}}"], check=False, quiet=True)
+    if attached.returncode == 0 and attached.stdout.decode().strip() == "0":
+        with step("docker network rm kind"):
+            run([docker(), "network", "rm", "kind"], quiet=True)
 
 
-def existing_up() -> None:
-    """Use the current kubeconfig as is (copied, flattened, to .cluster/kubeconfig)."""
-    src = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
-    if Path(src).resolve() == KUBECONFIG.resolve():
-        raise ClusterError("MLMODEL_CLUSTER=existing needs KUBECONFIG pointing at another cluster's config")
-    kubectl = binaries.kubectl_path()
-    env = {"KUBECONFIG": src}
-    if not ok(
-        [
-            kubectl,
-            "--kubeconfig",
-            src,
-            "--request-timeout=10s",
-            "get",
-            "--raw",
-            "/readyz",
-        ]
-    ):
-        raise ClusterError(f"MLMODEL_CLUSTER=existing: the cluster in {src} does not answer")
-    STATE.mkdir(parents=True, exist_ok=True)
-    flat = output([kubectl, "config", "view", "--raw", "--minify", "--flatten"], env=env)
-    KUBECONFIG.write_text(flat + "\n")
-    KUBECONFIG.chmod(0o600)
-    log(f"using the existing cluster from {src}")
+class Kind:
+    """The kind provider (``provider.Provider``)."""
+
+    name = "kind"
+
+    def up(self, control_plane_only: bool = False) -> None:
+        if control_plane_only:
+            raise ClusterError("--control-plane-only is the local provider's")
+        _up()
+
+    def down(self) -> None:
+        _down()
+
+    def can_load(self) -> bool:
+        return CLUSTER_NAME in output([kind_bin(), "get", "clusters"], check=False).split()
+
+    def load_image(self, image: str) -> None:
+        with step(f"kind load docker-image {image}"):
+            run([kind_bin(), "load", "docker-image", "--name", CLUSTER_NAME, image])

@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 from . import binaries, pki, versions
+from .cleanup import teardown_local
 from .common import (
     KUBECONFIG,
     LOGS,
@@ -42,9 +43,21 @@ from .common import (
     step,
     wait_for,
 )
+from .docker import docker, docker_image_id, ensure_docker
+from .images import build_coredns_image, ensure_pause_image
+from .localnode import (
+    ALL_DAEMONS,
+    APISERVER,
+    BRIDGE,
+    CONTAINERD,
+    CONTROLLER_MANAGER,
+    ETCD,
+    KUBE_PROXY,
+    KUBELET,
+    NODE,
+    SCHEDULER,
+)
 
-NODE = "mlmodel-node"
-BRIDGE = "mlbr0"
 NODE_IP = "10.244.0.1"
 POD_SUBNET = "10.244.0.0/24"
 CLUSTER_CIDR = "10.244.0.0/16"
@@ -60,24 +73,6 @@ PKI = STATE / "pki"
 ETC = STATE / "etc"
 CONTAINERD_SOCK = SOCKDIR / "containerd.sock"
 MODE_FILE = STATE / "mode"
-
-ETCD = Daemon("etcd")
-APISERVER = Daemon("kube-apiserver")
-CONTROLLER_MANAGER = Daemon("kube-controller-manager")
-SCHEDULER = Daemon("kube-scheduler")
-CONTAINERD = Daemon("containerd")
-KUBELET = Daemon("kubelet")
-KUBE_PROXY = Daemon("kube-proxy")
-# Stop order for `down` (reverse of start).
-ALL_DAEMONS = (
-    KUBELET,
-    KUBE_PROXY,
-    SCHEDULER,
-    CONTAINERD,
-    CONTROLLER_MANAGER,
-    APISERVER,
-    ETCD,
-)
 
 
 def _insecure_get(url: str, timeout: float = 3) -> tuple[int, str]:
@@ -99,6 +94,8 @@ def _healthy(url: str) -> bool:
 
 
 class Local:
+    """The local provider (``provider.Provider``)."""
+
     name = "local"
 
     def __init__(self) -> None:
@@ -427,7 +424,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         SOCKDIR.mkdir(parents=True, exist_ok=True)
         argv: list[str | Path] = ["containerd", "--config", conf]
         fp = CONTAINERD.fingerprint(argv, (conf,))
-        if CONTAINERD.current(fp) and self._ctr_ok():
+        if CONTAINERD.current(fp) and self.ctr_ok():
             log(f"containerd already running (pid {CONTAINERD.pid()})")
             return
         CONTAINERD.stop()
@@ -435,7 +432,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             CONTAINERD.start(argv, fingerprint=fp)
             wait_for(
                 "containerd socket",
-                lambda: self._ctr_ok() if CONTAINERD.running() else _raise(component_failure("containerd", "exited")),
+                lambda: self.ctr_ok() if CONTAINERD.running() else _raise(component_failure("containerd", "exited")),
                 60,
                 on_timeout=lambda: component_failure("containerd", "socket not answering"),
             )
@@ -450,13 +447,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         )
         return p.stdout.decode()
 
-    def _ctr_ok(self) -> bool:
+    def can_load(self) -> bool:
+        return self.ctr_ok()
+
+    def ctr_ok(self) -> bool:
         return ok(["ctr", "--address", CONTAINERD_SOCK, "version"], timeout=10)
 
     def load_image(self, image: str) -> None:
         """docker save IMAGE | ctr -n k8s.io images import - (skipped when already there)."""
-        from .images import docker, docker_image_id
-
         image_id = docker_image_id(image)
         if image_id is None:
             raise ClusterError(f"image {image} is not in docker; build it first (make images)")
@@ -584,8 +582,6 @@ conntrack:
         )
 
     def coredns(self) -> None:
-        from .images import build_coredns_image
-
         build_coredns_image(binaries.coredns_bin_dir() / "coredns")
         self.load_image(versions.COREDNS_IMAGE)
         with step("deploy CoreDNS"):
@@ -624,8 +620,6 @@ conntrack:
             MODE_FILE.write_text("control-plane\n")
             return
         MODE_FILE.write_text("full\n")
-        from .images import ensure_docker, ensure_pause_image
-
         self.containerd()
         ensure_docker()
         ensure_pause_image()
@@ -636,8 +630,6 @@ conntrack:
         self.coredns()
 
     def down(self) -> None:
-        from .cleanup import teardown_local
-
         teardown_local(self)
 
     def status(self) -> dict[str, object]:

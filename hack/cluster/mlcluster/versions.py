@@ -28,6 +28,7 @@ from __future__ import annotations
 KUBERNETES = "v1.34.4"
 ETCD = "v3.6.4"
 COREDNS = "v1.12.3"
+COREDNS_PLUGINS = 2  # the plugin set's revision in build-go-bins.sh (2: metrics, for kubeadm's Corefile on kind)
 
 # Images built locally (nothing can be pulled from a registry here).
 BASE_IMAGE = "mlmodel-base:bookworm"
@@ -42,6 +43,16 @@ ROUTER_IMAGE = f"mlmodel-router:{APP_VERSION}"
 # minor. This is the 1.34 one of kind v0.33.0 (the kind that .github/workflows/ci.yml installs), pinned by
 # digest as kind's release notes ask; `auto` uses kind only when this image is present locally.
 KIND_NODE_IMAGE = "kindest/node:v1.34.11@sha256:44e222ee2132dab25ff87301682f89eb82c7880ea3a1bf543bfe9708fd08d67d"
+
+# kind built here (make kind-node-image, kindimage.py): kind v0.30 is the release made for Kubernetes 1.34;
+# crictl follows the Kubernetes minor; v0.0.30 is the local-path-provisioner the module proxy serves.
+# The storage images are tagged as kind v0.30's manifest names them.
+KIND = "v0.30.0"
+CRICTL = "v1.34.0"
+LOCAL_PATH_PROVISIONER = "v0.0.30"
+KIND_LOCAL_NODE_IMAGE = f"mlmodel/kind-node:{KUBERNETES}"
+KIND_STORAGE_PROVISIONER_IMAGE = "docker.io/kindest/local-path-provisioner:v20250214-acbabc1a"
+KIND_STORAGE_HELPER_IMAGE = "docker.io/kindest/local-path-helper:v20241212-8ac705d0"
 
 K8S_BINARIES = (
     "kube-apiserver",
