@@ -8,8 +8,8 @@ from pathlib import Path
 
 from . import binaries, versions
 from .common import KUBECONFIG, STATE, ClusterError, log, ok, output, run, step, which
-from .docker import HELD_CAPS, docker, docker_image_id, ensure_docker
-from .kindimage import COREDNS_TAG, ETCD_TAG, POD_SUBNET, SERVICE_SUBNET
+from .docker import HELD_CAPS, docker, ensure_docker
+from .kindimage import COREDNS_TAG, ETCD_TAG, POD_SUBNET, SERVICE_SUBNET, build_node_image
 
 CLUSTER_NAME = os.environ.get("MLMODEL_KIND_NAME", "mlmodel")
 # This host has cgroup v1 only: the 1.34 kubelet runs on it when told to (see versions.py).
@@ -45,12 +45,12 @@ def kind_bin() -> str:
 
 
 def node_image() -> str:
-    """MLMODEL_KIND_NODE_IMAGE, else the node image built here if present, else upstream's."""
+    """MLMODEL_KIND_NODE_IMAGE; else, with a kind on PATH (GitHub's), the upstream node image of its release;
+    else, with the kind built here, the node image built here (``make kind-node-image``)."""
     chosen = os.environ.get("MLMODEL_KIND_NODE_IMAGE")
     if chosen:
         return chosen
-    local = versions.KIND_LOCAL_NODE_IMAGE
-    return local if docker_image_id(local) else versions.KIND_NODE_IMAGE
+    return versions.KIND_NODE_IMAGE if which("kind") else versions.KIND_LOCAL_NODE_IMAGE
 
 
 def available() -> tuple[bool, str]:
@@ -113,6 +113,8 @@ def _up() -> None:
     else:
         config = STATE / "kind.yaml"
         image = node_image()
+        if image == versions.KIND_LOCAL_NODE_IMAGE:
+            build_node_image()  # a second or two when nothing changed
         config.write_text(CONFIG + (LOCAL_IMAGE_TAGS if image == versions.KIND_LOCAL_NODE_IMAGE else ""))
         with step(f"kind create cluster {CLUSTER_NAME} ({image})"):
             create = [kind, "create", "cluster", "--name", CLUSTER_NAME, "--image", image, "--config", str(config)]
