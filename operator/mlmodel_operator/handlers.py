@@ -32,6 +32,7 @@ MD = (names.GROUP, names.VERSION, names.PLURAL)
 WATCHED_KINDS = (*kube.CHILD_KINDS, ("v1", "Pod"))
 SYNC_TIMEOUT = 60  # at start, how long passes wait for the watches' first lists
 COALESCE_SECONDS = 0.5  # a change the watches saw waits this long, so that a burst makes one pass
+RETRY_MAX_SECONDS = 60  # the longest wait before retrying a pass whose writes the API server refused
 
 
 @dataclass
@@ -229,7 +230,15 @@ def _sync(memo: kopf.Memo, trigger: str, body_of: Callable[[], Mapping[str, Any]
             metrics.DURATION.observe(time.perf_counter() - started)
         watched.passes.beat()
         metrics.passed(body["metadata"]["namespace"], body["metadata"]["name"], memo["status"])
+        memo["retries"] = memo.get("retries", 0) + 1 if verdict.retry else 0
+        if verdict.retry:  # as controller-runtime requeues an error: soon, then less and less often
+            watched.enqueue(body["metadata"]["uid"], "retry", retry_delay(memo["retries"]))
         return verdict
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before retrying a pass whose writes were refused ``attempt`` times in a row: 1, 2, 4 ... 60."""
+    return float(min(RETRY_MAX_SECONDS, 2 ** (attempt - 1)))
 
 
 def _written(memo: kopf.Memo, body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:

@@ -21,6 +21,7 @@ LOG = logging.getLogger(__name__)
 class Outcome:
     status: dict[str, Any]
     changes: tuple[str, ...]
+    retry: bool = False  # the API server refused a write: try again soon, not at the next resync
 
     @property
     def settled(self) -> bool:
@@ -51,6 +52,7 @@ def reconcile(
     api_versions = {kind: api_version for api_version, kind in kube.CHILD_KINDS}
     changes: list[str] = []
     problems: list[status.Failure] = []
+    refused: list[str] = []  # the kinds of the writes the API server refused
 
     def listed(api_version: str, kind: str, labels: Mapping[str, str]) -> list[dict[str, Any]] | None:
         """The objects of ``kind`` with ``labels``, as last watched; ``None`` (and a problem) while the
@@ -94,6 +96,7 @@ def reconcile(
             return applied
         except kube.Refused as err:
             problems.append(status.refused("apply", kind, name, err.code, err.message))
+            refused.append(kind)
             return None
 
     live = {(o["kind"], o["metadata"]["name"]): ensure(o) for o in render.variant_children(md)}
@@ -140,12 +143,13 @@ def reconcile(
                 kube.delete(api_versions[kind], kind, md.namespace, name)
             except kube.Refused as err:
                 problems.append(status.refused("delete", kind, name, err.code, err.message))
+                refused.append(kind)
                 continue
             store.drop(kind, stale[(kind, name)])
             changes.append(f"deleted {kind} {name}: no longer wanted")
     routing = status.Routing(weights, router, via_router=target is None and arrived)
     conditions = previous.get("conditions") or []
-    return Outcome(status.compute(md, observed, conditions, now, routing, problems), tuple(changes))
+    return Outcome(status.compute(md, observed, conditions, now, routing, problems), tuple(changes), bool(refused))
 
 
 def _owners(obj: Mapping[str, Any]) -> set[str]:
@@ -179,11 +183,13 @@ def _target(labels: Mapping[str, str]) -> str:
 
 @dataclass(frozen=True)
 class Verdict:
-    """What a pass decided: the status to write (``None``: unchanged), and whether to wait or give up."""
+    """What a pass decided: the status to write (``None``: unchanged), whether to wait or give up, and
+    whether to try again soon (a write was refused)."""
 
     status: dict[str, Any] | None
     settled: bool
     invalid: str | None = None
+    retry: bool = False
 
 
 def sync(
@@ -221,7 +227,8 @@ def sync(
             _event(body, "Normal", reason, "; ".join(done), now)
     _transition_events(body, previous, outcome.status, now)
     memory["status"] = outcome.status
-    return Verdict(outcome.status if _changed(actual, outcome.status) else None, settled=outcome.settled)
+    changed = outcome.status if _changed(actual, outcome.status) else None
+    return Verdict(changed, settled=outcome.settled, retry=outcome.retry)
 
 
 def _event(body: Mapping[str, Any], kind: str, reason: str, message: str, now: str) -> None:

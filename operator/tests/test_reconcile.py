@@ -122,6 +122,7 @@ def test_a_refused_child_is_reported_and_the_pass_goes_on(api: FakeApi) -> None:
     api.refuse[("Deployment", "iris-stable")] = (422, UNPROCESSABLE)
     previous = {"conditions": [{"type": "Ready", "status": "True", "reason": "AllVariantsReady", "message": "ok"}]}
     outcome = run(api, parsed(), previous)
+    assert outcome.retry  # soon, not at the next resync: a refusal may be transient
     ready = ready_condition(outcome)
     assert (ready["status"], ready["reason"]) == ("False", status.APPLY_FAILED)
     assert ready["message"].startswith(f"apply Deployment iris-stable: {UNPROCESSABLE}")
@@ -151,14 +152,18 @@ def test_a_webhook_refusal_is_apply_failed(api: FakeApi) -> None:
 def test_a_refused_delete_is_reported(api: FakeApi) -> None:
     run(api, single(replicas=2))  # with a PodDisruptionBudget
     api.refuse[("PodDisruptionBudget", "iris-stable")] = (403, "forbidden by policy")
-    ready = ready_condition(run(api, single(replicas=1)))
+    outcome = run(api, single(replicas=1))
+    assert outcome.retry
+    ready = ready_condition(outcome)
     assert ready["reason"] == status.DELETE_FAILED
     assert "delete PodDisruptionBudget iris-stable: forbidden by policy" in ready["message"]
 
 
 def test_a_refused_pod_list_is_reported_and_the_pass_goes_on(api: FakeApi) -> None:
     api.refuse_list["Pod"] = (500, "etcdserver: request timed out")
-    ready = ready_condition(run(api, parsed()))
+    outcome = run(api, parsed())
+    assert not outcome.retry  # the watch reports when the kind lists again
+    ready = ready_condition(outcome)
     assert (ready["status"], ready["reason"]) == ("False", status.LIST_FAILED)
     assert "list Pod: etcdserver: request timed out" in ready["message"]
     assert {("Deployment", "iris-stable"), ("Service", "iris")} <= {key for _, key, _ in api.applied}

@@ -366,8 +366,12 @@ def test_objects_we_do_not_control_are_left_alone(
     assert kubectl.get("deployment", "iris-stable", namespace) is not None
 
 
-def test_a_refusal_reaches_the_status(kubectl: Kubectl, namespace: str, operator: Callable[[], Any]) -> None:
-    """A quota refuses the HPA: Ready turns False with the API server's words, and the rest is applied."""
+def test_a_refusal_reaches_the_status_and_is_retried_soon(
+    kubectl: Kubectl, namespace: str, operator: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quota refuses the HPA: Ready turns False with the API server's words, and the rest is applied.
+    Once the quota goes, the pass is retried within seconds, not at the next resync (10 minutes here)."""
+    monkeypatch.setenv("RESYNC_SECONDS", "600")
     operator()
     resources = {"requests": {"cpu": "100m"}}
     kubectl.apply(md("iris", namespace, variant("stable", 100, replicas=0, resources=resources)))
@@ -395,7 +399,10 @@ def test_a_refusal_reaches_the_status(kubectl: Kubectl, namespace: str, operator
         ready = condition(kubectl, namespace, "iris", "Ready")
         return ready if ready and ready["reason"] == "QuotaExceeded" else None
 
+    retries = _count("mlmodel_operator_reconciles_total", trigger="retry")
     ready = eventually(refused, "Ready=False, QuotaExceeded")
+    # Retried on its own, with no change to watch and no resync due: twice within 1 + 2 s of the refusal.
+    eventually(lambda: _count("mlmodel_operator_reconciles_total", trigger="retry") >= retries + 2, "two retries", 10)
     assert ready["status"] == "False"
     assert "apply HorizontalPodAutoscaler iris-stable:" in ready["message"]
     assert "exceeded quota: no-hpa" in ready["message"]
@@ -404,6 +411,9 @@ def test_a_refusal_reaches_the_status(kubectl: Kubectl, namespace: str, operator
     # The Deployment's new template was applied all the same.
     dep = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
     assert any(e["name"] == "LOG_LEVEL" for e in dep["spec"]["template"]["spec"]["containers"][0]["env"])
+    kubectl("delete", "resourcequota", "no-hpa", "-n", namespace)
+    # The retries back off (1, 2, 4 ... 60 s): the next one comes within a minute of the quota's removal.
+    eventually(lambda: kubectl.get("horizontalpodautoscaler", "iris-stable", namespace), "the HPA, retried", 65)
 
 
 def test_deleting_needs_no_operator(kubectl: Kubectl, namespace: str, operator: Callable[[], Any]) -> None:
