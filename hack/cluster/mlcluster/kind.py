@@ -86,6 +86,10 @@ def _routes() -> list[list[str]]:
     return [[cidr, "via", address], [SERVICE_SUBNET, "via", address]]
 
 
+def _exists(kind: str) -> bool:
+    return CLUSTER_NAME in output([kind, "get", "clusters"], check=False).split()
+
+
 def _check_runtime() -> None:
     """kind's nodes are privileged: where this host lacks a capability, dockerd must run them through
     ``hack/cluster/runc-held-caps`` (the harness starts dockerd so)."""
@@ -106,16 +110,16 @@ def _up() -> None:
     STATE.mkdir(parents=True, exist_ok=True)
     _check_runtime()
     kind = kind_bin()
-    clusters = output([kind, "get", "clusters"], check=False).split()
-    if CLUSTER_NAME in clusters:
+    if _exists(kind):
         log(f"kind cluster {CLUSTER_NAME} exists; reusing it")
         KUBECONFIG.write_text(output([kind, "get", "kubeconfig", "--name", CLUSTER_NAME]) + "\n")
     else:
         config = STATE / "kind.yaml"
         image = node_image()
-        if image == versions.KIND_LOCAL_NODE_IMAGE:
+        built_here = image == versions.KIND_LOCAL_NODE_IMAGE
+        if built_here:
             build_node_image()  # a second or two when nothing changed
-        config.write_text(CONFIG + (LOCAL_IMAGE_TAGS if image == versions.KIND_LOCAL_NODE_IMAGE else ""))
+        config.write_text(CONFIG + (LOCAL_IMAGE_TAGS if built_here else ""))
         with step(f"kind create cluster {CLUSTER_NAME} ({image})"):
             create = [kind, "create", "cluster", "--name", CLUSTER_NAME, "--image", image, "--config", str(config)]
             run([*create, "--kubeconfig", str(KUBECONFIG), "--wait", "180s"])
@@ -130,7 +134,7 @@ def _up() -> None:
 
 def _down() -> None:
     kind = kind_bin()
-    if CLUSTER_NAME in output([kind, "get", "clusters"], check=False).split():
+    if _exists(kind):
         if KUBECONFIG.exists():
             with contextlib.suppress(ClusterError):  # a node that cannot say: no route to take back
                 for route in _routes():
@@ -162,7 +166,7 @@ class Kind:
         _down()
 
     def can_load(self) -> bool:
-        return CLUSTER_NAME in output([kind_bin(), "get", "clusters"], check=False).split()
+        return _exists(kind_bin())
 
     def load_image(self, image: str) -> None:
         with step(f"kind load docker-image {image}"):

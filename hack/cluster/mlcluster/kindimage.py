@@ -21,6 +21,7 @@ node's pod CIDR, what kindnetd writes on a single node), and an empty default CN
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -76,6 +77,7 @@ data:
 """
 
 
+@functools.cache
 def kind_module() -> Path:
     """The kind module's source, from the Go module cache (downloaded through the proxy)."""
     found = json.loads(output(["go", "mod", "download", "-json", f"sigs.k8s.io/kind@{versions.KIND}"], timeout=600))
@@ -101,22 +103,31 @@ def _digest(*parts: bytes) -> str:
     return h.hexdigest()[:16]
 
 
-def ensure_kind_base() -> None:
-    dockerfile = HACK / "images" / "kind-base" / "Dockerfile"
-    module = kind_module()
-    crictl = _tool("crictl")
-    key = _digest(dockerfile.read_bytes(), crictl.read_bytes(), versions.KIND.encode(), versions.BASE_IMAGE.encode())
-    if docker_label(KIND_BASE_IMAGE, SOURCE_LABEL) == key:
+def _labelled_build(tag: str, dockerfile: Path, key: str, context: dict[str, Path]) -> None:
+    """``docker build`` of ``dockerfile`` FROM the base image, labelled with ``key``, unless ``tag`` already
+    is; ``context``: the build context's files and directories, by name."""
+    if docker_label(tag, SOURCE_LABEL) == key:
         return
     ensure_base_image()
-    with tempfile.TemporaryDirectory(prefix="kind-base.", dir=CACHE) as tmp:
-        context = Path(tmp)
-        shutil.copytree(module / "images" / "base" / "files", context / "files")
-        for path in context.rglob("*"):
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        shutil.copy2(crictl, context / "crictl")
-        (context / "Dockerfile").write_text(dockerfile.read_text() + f'LABEL {SOURCE_LABEL}="{key}"\n')
-        docker_build(KIND_BASE_IMAGE, "Dockerfile", context, {"BASE_IMAGE": versions.BASE_IMAGE})
+    with tempfile.TemporaryDirectory(prefix="kind-build.", dir=CACHE) as tmp:
+        root = Path(tmp)
+        for name, source in context.items():
+            if source.is_dir():
+                shutil.copytree(source, root / name)
+                for path in (root / name).rglob("*"):
+                    path.chmod(0o755 if path.is_dir() else 0o644)
+            else:
+                shutil.copy2(source, root / name)
+        (root / "Dockerfile").write_text(dockerfile.read_text() + f'LABEL {SOURCE_LABEL}="{key}"\n')
+        docker_build(tag, "Dockerfile", root, {"BASE_IMAGE": versions.BASE_IMAGE})
+
+
+def ensure_kind_base() -> None:
+    dockerfile = HACK / "images" / "kind-base" / "Dockerfile"
+    crictl = _tool("crictl")
+    key = _digest(dockerfile.read_bytes(), crictl.read_bytes(), versions.KIND.encode(), versions.BASE_IMAGE.encode())
+    files = kind_module() / "images" / "base" / "files"
+    _labelled_build(KIND_BASE_IMAGE, dockerfile, key, {"files": files, "crictl": crictl})
 
 
 def _control_plane_image(tag: str, binary: Path) -> None:
@@ -133,22 +144,16 @@ def _binary_image(tag: str, dockerfile: str, binary: Path) -> None:
     """``hack/images/kind-node/<dockerfile>`` built FROM the base image, with ``binary`` in its context."""
     source = HACK / "images" / "kind-node" / dockerfile
     key = _digest(binary.read_bytes(), source.read_bytes(), versions.BASE_IMAGE.encode())
-    if docker_label(tag, SOURCE_LABEL) == key:
-        return
-    with tempfile.TemporaryDirectory(prefix="kind-node.", dir=CACHE) as tmp:
-        context = Path(tmp)
-        shutil.copy2(binary, context / binary.name)
-        (context / "Dockerfile").write_text(source.read_text() + f'LABEL {SOURCE_LABEL}="{key}"\n')
-        docker_build(tag, "Dockerfile", context, {"BASE_IMAGE": versions.BASE_IMAGE})
+    _labelled_build(tag, source, key, {binary.name: binary})
 
 
 def _retag(source: str, tag: str) -> None:
     run([docker(), "tag", source, tag], quiet=True)
 
 
-def node_images(kubeadm: Path) -> list[str]:
-    """Build every image the node runs, tagged as kubeadm and kind's manifests name them."""
-    k8s = binaries.ensure_binaries(need_coredns=True)
+def node_images(kubeadm: Path, k8s: Path) -> list[str]:
+    """Build every image the node runs (``k8s``: the Kubernetes binaries), tagged as kubeadm and kind's
+    manifests name them."""
     ensure_pause_image()
     required = output([kubeadm, "config", "images", "list", "--kubernetes-version", versions.KUBERNETES]).split()
     tags: list[str] = []
@@ -201,8 +206,8 @@ def build_node_image() -> str:
     ensure_docker()
     ensure_kind_base()
     kubeadm = _tool("kubeadm")
-    images = node_images(kubeadm)
     k8s = binaries.ensure_binaries(need_coredns=True)
+    images = node_images(kubeadm, k8s)
     programs = [kubeadm, k8s / "kubelet", k8s / "kubectl"]
     files = {
         "/kind/version": versions.KUBERNETES + "\n",
