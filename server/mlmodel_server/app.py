@@ -1,4 +1,5 @@
-"""``create_app()``: the Flask app and its error handling; ``observe`` adds headers, metrics, the access log."""
+"""``create_app()``: the Flask app and its error handling; ``lane`` answers predictions before it, and
+``observe`` adds headers, metrics and the access log to both."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import logging
 import warnings
 
 from flask import Flask, Response, request
-from flask.globals import request_ctx
 from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 from werkzeug.exceptions import MethodNotAllowed as HTTPMethodNotAllowed
 
@@ -21,9 +21,10 @@ from mlmodel_server.errors import (
     body_for,
     status_for,
 )
+from mlmodel_server.lane import Lane
 from mlmodel_server.metrics import Metrics
 from mlmodel_server.model import LoadedModel
-from mlmodel_server.observe import REQUEST, REQUEST_ID, Observed
+from mlmodel_server.observe import REQUEST_ID, ROUTE, Observed
 from mlmodel_server.routes import blueprint
 from mlmodel_server.serving import Serving, json_response, serving
 
@@ -35,7 +36,7 @@ warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
 class _ServerFlask(Flask):
     """Flask whose debug mode (and so its interactive debugger) cannot be switched on, and which
-    leaves each request in the environ for ``Observed``."""
+    leaves each request's route in the environ for ``Observed``."""
 
     @property
     def debug(self) -> bool:
@@ -47,8 +48,9 @@ class _ServerFlask(Flask):
             raise RuntimeError("mlmodel-server never runs in Flask debug mode")
 
     def full_dispatch_request(self) -> Response:
-        """Flask's, with the request left in the environ for ``Observed``: its route, method and path."""
-        request.environ[REQUEST] = request_ctx.request
+        """Flask's, with the request's route, method and path left in the environ for ``Observed``."""
+        rule = request.url_rule
+        request.environ[ROUTE] = (rule.rule if rule is not None else "unmatched", request.method, request.path)
         return super().full_dispatch_request()
 
 
@@ -73,7 +75,7 @@ def create_app(
     app.register_blueprint(blueprint)
     if api_keys is not None:
         app.before_request(_authenticate)
-    app.wsgi_app = Observed(app.wsgi_app, settings, state.metrics)  # type: ignore[method-assign]
+    app.wsgi_app = Observed(Lane(app.wsgi_app, state), settings, state.metrics)  # type: ignore[method-assign]
     app.register_error_handler(ServerError, _server_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)

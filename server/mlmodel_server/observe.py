@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 access_log = AccessLog(logging.getLogger("mlmodel_server.access"))
 
 REQUEST_ID = "mlmodel.request_id"  # environ keys: the request's id,
-REQUEST = "mlmodel.request"  # and its Flask request, which Flask unbinds from the environ at its end
+ROUTE = "mlmodel.route"  # and its (rule, method, path), from Flask's request or from the lane
 
 
 def new_request_id() -> str:
@@ -59,15 +59,17 @@ class Observed:
 
         body = self._app(environ, start)
         elapsed = time.perf_counter() - started
-        request = environ.pop(REQUEST, None)
-        rule = getattr(request, "url_rule", None)
-        endpoint = rule.rule if rule is not None else "unmatched"
+        endpoint, method, path = environ.pop(ROUTE, None) or (
+            "unmatched",
+            environ.get("REQUEST_METHOD"),
+            environ.get("PATH_INFO"),
+        )
         self._count(endpoint, status, elapsed)
         access_log.request(
             {
                 "request_id": request_id,
-                "method": request.method if request is not None else environ.get("REQUEST_METHOD"),
-                "path": request.path if request is not None else environ.get("PATH_INFO"),
+                "method": method,
+                "path": path,
                 "status": int(status),
                 "duration_ms": round(elapsed * 1000, 3),
                 "model": self._model,

@@ -7,19 +7,13 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, request
 
-from mlmodel_server import __version__, protocol, tensors, v2
-from mlmodel_server.batching import Batcher
-from mlmodel_server.errors import ModelNotFound, UnsupportedMediaType
+from mlmodel_server import __version__, inference, protocol, tensors, v2
+from mlmodel_server.errors import UnsupportedMediaType
+from mlmodel_server.inference import HEADER_LENGTH, READ_AS_JSON
 from mlmodel_server.model import LoadedModel
 from mlmodel_server.serving import json_response, serving
 
 blueprint = Blueprint("mlmodel", __name__)
-
-# A body without a Content-Type, or with curl's default form type, is read as JSON (these exact
-# header values are taken as they are: parsing the header with Werkzeug costs about 3 µs a request).
-READ_AS_JSON = frozenset({"", "application/json", "application/x-www-form-urlencoded"})
-BINARY_TYPE = "application/octet-stream"
-HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 def _payload() -> dict[str, Any]:
@@ -30,9 +24,9 @@ def _payload() -> dict[str, Any]:
 
 def _v2_payload() -> tuple[dict[str, Any], memoryview]:
     """The JSON header and the binary part of a V2 request (binary tensor data extension)."""
-    if not _json_type(request.mimetype) and request.mimetype != BINARY_TYPE:
+    if not _json_type(request.mimetype) and request.mimetype != inference.BINARY_TYPE:
         raise UnsupportedMediaType(
-            f"Content-Type must be application/json, or {BINARY_TYPE} with the binary tensor data extension; "
+            f"Content-Type must be application/json, or {inference.BINARY_TYPE} with the binary tensor data extension; "
             f"got {request.mimetype}"
         )
     return v2.split_body(_body(), request.headers.get(HEADER_LENGTH))
@@ -50,41 +44,30 @@ def _body() -> bytes:
     return b"".join(parts)
 
 
-def _named(name: str, version: str | None = None, wait: bool = False) -> tuple[LoadedModel, protocol.Schema, Batcher]:
-    """The model called ``name`` (at ``version``, when given) with its schema and batcher.
-
-    404 for another name or version, 503 while loading (after ``Serving.ready``'s wait, with ``wait``).
-    """
-    state = serving()
-    if name != state.settings.model_name:
-        raise ModelNotFound(f"no model named {name!r}; this server serves {state.settings.model_name!r}")
-    model, schema, batcher = state.ready(wait)
-    if version is not None and version != model.version:
-        raise ModelNotFound(f"model {name!r} has no version {version!r}; it serves version {model.version!r}")
-    return model, schema, batcher
+def _reply(reply: inference.Reply) -> Response:
+    headers = {} if reply.header_length is None else {HEADER_LENGTH: str(reply.header_length)}
+    return Response(reply.body, mimetype=reply.content_type, headers=headers)
 
 
-@blueprint.post("/predict")
+@blueprint.post(inference.PREDICT)
 def predict() -> Response:
-    model, schema, batcher = serving().ready(wait=True)
-    with batcher.arrival() as ticket:
-        x = protocol.decode_predict(_payload(), schema)
-        prediction = batcher.submit(ticket, x, want_proba=model.has_proba)
-    return json_response(protocol.encode_predict(prediction))
+    return _reply(inference.predict(serving(), _payload))
 
 
-@blueprint.post("/v1/models/<name>:predict")
+@blueprint.post(inference.V1_PREDICT)
 def v1_predict(name: str) -> Response:
-    _, schema, batcher = _named(name, wait=True)
-    with batcher.arrival() as ticket:
-        x = protocol.decode_v1(_payload(), schema)
-        prediction = batcher.submit(ticket, x, want_proba=False)
-    return json_response(protocol.encode_v1(prediction))
+    return _reply(inference.v1_predict(serving(), name, _payload))
+
+
+@blueprint.post(inference.V2_INFER)
+@blueprint.post(inference.V2_VERSION_INFER)
+def v2_infer(name: str, version: str | None = None) -> Response:
+    return _reply(inference.v2_infer(serving(), name, version, _v2_payload))
 
 
 @blueprint.get("/v1/models/<name>")
 def v1_model(name: str) -> Response:
-    _named(name)
+    inference.named(serving(), name)
     return json_response({"name": name, "ready": True})
 
 
@@ -93,23 +76,10 @@ def v1_models() -> Response:
     return json_response({"models": [serving().settings.model_name]})
 
 
-@blueprint.post("/v2/models/<name>/infer")
-@blueprint.post("/v2/models/<name>/versions/<version>/infer")
-def v2_infer(name: str, version: str | None = None) -> Response:
-    model, schema, batcher = _named(name, version, wait=True)
-    with batcher.arrival() as ticket:
-        decoded = v2.decode(*_v2_payload(), schema)
-        prediction = batcher.submit(ticket, decoded.x, want_proba=decoded.wants_proba)
-    body, header_length = v2.encode(prediction, decoded, model_name=name, model_version=model.version)
-    if header_length is None:
-        return Response(body, mimetype="application/json")
-    return Response(body, mimetype=BINARY_TYPE, headers={HEADER_LENGTH: str(header_length)})
-
-
 @blueprint.get("/v2/models/<name>")
 @blueprint.get("/v2/models/<name>/versions/<version>")
 def v2_model(name: str, version: str | None = None) -> Response:
-    model, _, _ = _named(name, version)
+    model, _, _ = inference.named(serving(), name, version)
     width = model.n_features if model.n_features is not None else -1
     described = {
         "predict": {"datatype": _prediction_datatype(model), "shape": [-1]},
@@ -130,7 +100,7 @@ def v2_model(name: str, version: str | None = None) -> Response:
 @blueprint.get("/v2/models/<name>/ready")
 @blueprint.get("/v2/models/<name>/versions/<version>/ready")
 def v2_model_ready(name: str, version: str | None = None) -> Response:
-    _named(name, version)
+    inference.named(serving(), name, version)
     return json_response({"name": name, "ready": True})
 
 
