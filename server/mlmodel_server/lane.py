@@ -96,10 +96,10 @@ class Lane:
 def _read(environ: WSGIEnvironment, limit: int) -> bytes:
     """The body, when it has a ``Content-Length`` within ``limit`` and all of it arrives."""
     length = environ.get("CONTENT_LENGTH", "")
-    if not length.isdigit() or int(length) > limit:
+    if not length.isdigit() or (size := int(length)) > limit:
         raise _Unanswered
-    data: bytes = environ["wsgi.input"].read(int(length))
-    if len(data) != int(length):
+    data: bytes = environ["wsgi.input"].read(size)
+    if len(data) != size:
         raise _Unanswered
     return data
 
