@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 
 from flask import Flask, Response, request
@@ -12,23 +11,14 @@ from werkzeug.exceptions import MethodNotAllowed as HTTPMethodNotAllowed
 
 from mlmodel_server import auth
 from mlmodel_server.config import Settings
-from mlmodel_server.errors import (
-    MethodNotAllowed,
-    NotReady,
-    PayloadTooLarge,
-    RouteNotFound,
-    ServerError,
-    body_for,
-    status_for,
-)
+from mlmodel_server.errors import MethodNotAllowed, PayloadTooLarge, RouteNotFound, ServerError, body_for
+from mlmodel_server.inference import JSON_TYPE
 from mlmodel_server.lane import Lane
 from mlmodel_server.metrics import Metrics
 from mlmodel_server.model import LoadedModel
 from mlmodel_server.observe import REQUEST_ID, ROUTE, Observed
 from mlmodel_server.routes import blueprint
-from mlmodel_server.serving import Serving, json_response, serving
-
-log = logging.getLogger("mlmodel_server")
+from mlmodel_server.serving import Serving, error_reply, json_response, serving
 
 # The server maps named rows to columns itself and hands the estimator plain arrays.
 warnings.filterwarnings("ignore", message="X does not have valid feature names")
@@ -76,9 +66,8 @@ def create_app(
     if api_keys is not None:
         app.before_request(_authenticate)
     app.wsgi_app = Observed(Lane(app.wsgi_app, state), settings, state.metrics)  # type: ignore[method-assign]
-    app.register_error_handler(ServerError, _server_error)
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(Exception, _unexpected_error)
+    app.register_error_handler(Exception, _error)
     return app
 
 
@@ -88,21 +77,10 @@ def _authenticate() -> None:
         auth.check(request.headers.get("Authorization", ""), request.headers.get("X-API-Key", ""), keys)
 
 
-def _request_id() -> str | None:
-    return request.environ.get(REQUEST_ID)
-
-
-def _server_error(error: ServerError) -> Response:
-    status = status_for(error)
-    if status >= 500 and not isinstance(error, NotReady):
-        log.error(error.message, extra={"fields": {"request_id": _request_id(), "code": error.code}})
-    return _error_response(error, status)
-
-
-def _error_response(error: ServerError, status: int) -> Response:
-    """The error in the shape of the route's protocol: KServe's and V2's flat one under ``/``, ``/v1``, ``/v2``."""
-    flat = request.path.split("/")[1] in {"", "v1", "v2"}
-    return json_response(body_for(error, flat=flat), status)
+def _error(error: Exception) -> Response:
+    """Any error a route raises: a ``ServerError`` by ``errors``' table, anything else a logged 500."""
+    status, body = error_reply(error, request.path, request.environ.get(REQUEST_ID))
+    return Response(body, status=status, mimetype=JSON_TYPE)
 
 
 def _http_error(error: HTTPException) -> Response:
@@ -118,14 +96,8 @@ def _http_error(error: HTTPException) -> Response:
     else:
         mapped = ServerError(error.description or error.name)
         mapped.code = (error.name or "error").lower().replace(" ", "_")
-        return _error_response(mapped, error.code or 500)
-    response = _server_error(mapped)
+        return json_response(body_for(mapped, request.path), error.code or 500)
+    response = _error(mapped)
     if isinstance(error, HTTPMethodNotAllowed) and error.valid_methods:
         response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
     return response
-
-
-def _unexpected_error(error: Exception) -> Response:
-    request_id = _request_id()
-    log.exception("unhandled error", extra={"fields": {"request_id": request_id}})
-    return _error_response(ServerError(f"internal server error (request id {request_id})"), 500)

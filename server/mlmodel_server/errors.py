@@ -1,7 +1,7 @@
 """Domain errors, and the one table that maps them to HTTP statuses.
 
-Nothing here imports Flask: the app turns ``status_for`` and ``body_for`` into
-responses, and every other module raises these errors.
+Nothing here imports Flask: ``serving.error_reply`` turns ``status_for`` and ``body_for`` into
+the answer that both the app and the lane send, and every other module raises these errors.
 """
 
 from __future__ import annotations
@@ -132,12 +132,16 @@ def status_for(error: ServerError) -> int:
     return 500
 
 
-def body_for(error: ServerError, *, flat: bool) -> dict[str, Any]:
-    """The JSON body of an error response.
+_FLAT_SHAPE_ROOTS = frozenset({"", "v1", "v2"})
+"""The first path segments whose errors take KServe V1's and the Open Inference Protocol's flat shape."""
 
-    ``{"error": {"code", "message"}}`` (``/predict`` and the server's own routes), or with ``flat``
-    the KServe V1 / Open Inference Protocol shape ``{"error": message, "code": code}``.
+
+def body_for(error: ServerError, path: str) -> dict[str, Any]:
+    """The JSON body of an error response on ``path``, in the shape of the route's protocol.
+
+    ``{"error": message, "code": code}`` (KServe V1 and the Open Inference Protocol: under ``/``,
+    ``/v1`` and ``/v2``), else ``{"error": {"code", "message"}}`` (``/predict`` and the server's own routes).
     """
-    if flat:
+    if path.split("/")[1] in _FLAT_SHAPE_ROOTS:
         return {"error": error.message, "code": error.code}
     return {"error": {"code": error.code, "message": error.message}}

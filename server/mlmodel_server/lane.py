@@ -1,37 +1,34 @@
 """Prediction requests answered straight from WSGI, without Flask's request machinery.
 
 For a cheap model, Flask's request context, URL matching, ``Request`` and ``Response`` cost
-more than the model. A POST to one of the prediction routes of the model served, once it has
-loaded, is answered here by the same ``inference`` function the Flask route calls. Anything
-else, and any request this cannot answer with a 200 (an error of any kind, a body without a
-``Content-Length`` or over the limit, a Content-Type to parse), goes to the Flask app, with the
-bytes read here put back: every error still has its one path through ``app``'s handlers.
+more than the model. A POST to one of the prediction routes of the model served, with a
+``Content-Length`` within the limit, is answered here, errors and all: by the same ``inference``
+function and content-type rule as the Flask route, and with ``serving.error_reply``'s status and
+body. Anything else (another route or method, a chunked body, a body over the limit) goes to the
+Flask app untouched, before a byte is read: each request takes one path.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from werkzeug.http import HTTP_STATUS_CODES
+
 from mlmodel_server import auth, inference, protocol, v2
-from mlmodel_server.errors import Unauthorized
-from mlmodel_server.observe import ROUTE
-from mlmodel_server.serving import Serving
+from mlmodel_server.errors import BadRequest
+from mlmodel_server.observe import REQUEST_ID, ROUTE
+from mlmodel_server.serving import Serving, error_reply
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-# (the model served, a way to read the body, the environ, the version in the path)
-Answer = Callable[[Serving, Callable[[], bytes], "WSGIEnvironment", "str | None"], inference.Reply]
-
-
-class _Unanswered(Exception):
-    """The request is Flask's to answer."""
+# (the model served, the version in the path, the environ, the body's length)
+Answer = Callable[[Serving, "str | None", "WSGIEnvironment", int], inference.Reply]
 
 
 class Lane:
-    """``app`` with the prediction routes of ``state``'s model answered before it, when they answer 200."""
+    """``app`` with the prediction routes of ``state``'s model answered before it."""
 
     def __init__(self, app: WSGIApplication, state: Serving) -> None:
         self.app = app
@@ -47,85 +44,68 @@ class Lane:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         route = self._route(environ)
-        if route is None:
+        length = environ.get("CONTENT_LENGTH", "")
+        if route is None or not length.isdecimal() or (size := int(length)) > self._state.settings.max_body_bytes:
             return self.app(environ, start_response)
         rule, answer, version = route
-        read: list[bytes] = []
-
-        def body() -> bytes:
-            read.append(_read(environ, self._state.settings.max_body_bytes))
-            return read[-1]
-
+        path = environ["PATH_INFO"]
+        environ[ROUTE] = (rule, "POST", path)
+        state = self._state
         try:
-            reply = answer(self._state, body, environ, version)
-        except Exception:  # noqa: BLE001 - Flask's routes answer it again, from the same bytes
-            if read:
-                environ["wsgi.input"] = io.BytesIO(read[0])
-            return self.app(environ, start_response)
+            if state.api_keys is not None:
+                auth.check(environ.get("HTTP_AUTHORIZATION", ""), environ.get("HTTP_X_API_KEY", ""), state.api_keys)
+            reply = answer(state, version, environ, size)
+        except Exception as error:  # noqa: BLE001 - answered as the app answers it
+            status, body = error_reply(error, path, environ.get(REQUEST_ID))
+            start_response(
+                f"{status} {HTTP_STATUS_CODES[status].upper()}",
+                [("Content-Type", inference.JSON_TYPE), ("Content-Length", str(len(body)))],
+            )
+            return [body]
         headers = [("Content-Type", reply.content_type), ("Content-Length", str(len(reply.body)))]
         if reply.header_length is not None:
             headers.append((inference.HEADER_LENGTH, str(reply.header_length)))
-        environ[ROUTE] = (rule, "POST", environ["PATH_INFO"])
         start_response("200 OK", headers)
         return [reply.body]
 
     def _route(self, environ: WSGIEnvironment) -> tuple[str, Answer, str | None] | None:
-        """The rule, answer and version for this request, or None: not a POST to a prediction route,
-        the model not loaded yet (Flask's route waits for it), or an API key that does not pass."""
-        if environ.get("REQUEST_METHOD") != "POST" or self._state.model is None:
+        """The rule, answer and version for this request, or None: not a POST to a prediction route."""
+        if environ.get("REQUEST_METHOD") != "POST":
             return None
         path = environ.get("PATH_INFO", "")
-        version = None
         if path in self._routes:
             rule, answer = self._routes[path]
-        else:
-            prefix, suffix = self._versioned
-            version = path[len(prefix) : -len(suffix)]
-            if not (path.startswith(prefix) and path.endswith(suffix) and version and "/" not in version):
-                return None
-            rule, answer = inference.V2_VERSION_INFER, _v2_infer
-        keys = self._state.api_keys
-        if keys is not None:
-            try:
-                auth.check(environ.get("HTTP_AUTHORIZATION", ""), environ.get("HTTP_X_API_KEY", ""), keys)
-            except Unauthorized:  # Flask's hook refuses it
-                return None
-        return rule, answer, version
+            return rule, answer, None
+        prefix, suffix = self._versioned
+        version = path[len(prefix) : -len(suffix)]
+        if not (path.startswith(prefix) and path.endswith(suffix) and version and "/" not in version):
+            return None
+        return inference.V2_VERSION_INFER, _v2_infer, version
 
 
-def _read(environ: WSGIEnvironment, limit: int) -> bytes:
-    """The body, when it has a ``Content-Length`` within ``limit`` and all of it arrives."""
-    length = environ.get("CONTENT_LENGTH", "")
-    if not length.isdigit() or (size := int(length)) > limit:
-        raise _Unanswered
+def _body(environ: WSGIEnvironment, size: int) -> bytes:
     data: bytes = environ["wsgi.input"].read(size)
     if len(data) != size:
-        raise _Unanswered
+        raise BadRequest(f"the request body ended after {len(data)} of its {size} bytes (Content-Length)")
     return data
 
 
-def _json(environ: WSGIEnvironment, body: Callable[[], bytes]) -> Callable[[], dict[str, Any]]:
-    if environ.get("CONTENT_TYPE", "") not in inference.READ_AS_JSON:
-        raise _Unanswered
-    return lambda: protocol.parse_json(body())
+def _json(environ: WSGIEnvironment, size: int) -> dict[str, Any]:
+    inference.check_content_type(environ.get("CONTENT_TYPE", ""), binary=False)
+    return protocol.parse_json(_body(environ, size))
 
 
-def _predict(state: Serving, body: Callable[[], bytes], environ: WSGIEnvironment, _: str | None) -> inference.Reply:
-    return inference.predict(state, _json(environ, body))
+def _predict(state: Serving, _: str | None, environ: WSGIEnvironment, size: int) -> inference.Reply:
+    return inference.predict(state, lambda: _json(environ, size))
 
 
-def _v1_predict(state: Serving, body: Callable[[], bytes], environ: WSGIEnvironment, _: str | None) -> inference.Reply:
-    return inference.v1_predict(state, state.settings.model_name, _json(environ, body))
+def _v1_predict(state: Serving, _: str | None, environ: WSGIEnvironment, size: int) -> inference.Reply:
+    return inference.v1_predict(state, state.settings.model_name, lambda: _json(environ, size))
 
 
-def _v2_infer(
-    state: Serving, body: Callable[[], bytes], environ: WSGIEnvironment, version: str | None
-) -> inference.Reply:
-    content_type = environ.get("CONTENT_TYPE", "")
-    if content_type not in inference.READ_AS_JSON and content_type != inference.BINARY_TYPE:
-        raise _Unanswered
-
+def _v2_infer(state: Serving, version: str | None, environ: WSGIEnvironment, size: int) -> inference.Reply:
     def read() -> tuple[dict[str, Any], memoryview]:
-        return v2.split_body(body(), environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"))
+        inference.check_content_type(environ.get("CONTENT_TYPE", ""), binary=True)
+        return v2.split_body(_body(environ, size), environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"))
 
     return inference.v2_infer(state, state.settings.model_name, version, read)

@@ -8,8 +8,7 @@ import numpy as np
 from flask import Blueprint, Response, request
 
 from mlmodel_server import __version__, inference, protocol, tensors, v2
-from mlmodel_server.errors import UnsupportedMediaType
-from mlmodel_server.inference import HEADER_LENGTH, READ_AS_JSON
+from mlmodel_server.inference import HEADER_LENGTH
 from mlmodel_server.model import LoadedModel
 from mlmodel_server.serving import json_response, serving
 
@@ -17,23 +16,14 @@ blueprint = Blueprint("mlmodel", __name__)
 
 
 def _payload() -> dict[str, Any]:
-    if request.environ.get("CONTENT_TYPE", "") not in READ_AS_JSON and not _json_type(request.mimetype):
-        raise UnsupportedMediaType(f"Content-Type must be application/json (or none), got {request.mimetype}")
+    inference.check_content_type(request.environ.get("CONTENT_TYPE", ""), binary=False)
     return protocol.parse_json(_body())
 
 
 def _v2_payload() -> tuple[dict[str, Any], memoryview]:
     """The JSON header and the binary part of a V2 request (binary tensor data extension)."""
-    if not _json_type(request.mimetype) and request.mimetype != inference.BINARY_TYPE:
-        raise UnsupportedMediaType(
-            f"Content-Type must be application/json, or {inference.BINARY_TYPE} with the binary tensor data extension; "
-            f"got {request.mimetype}"
-        )
+    inference.check_content_type(request.environ.get("CONTENT_TYPE", ""), binary=True)
     return v2.split_body(_body(), request.headers.get(HEADER_LENGTH))
-
-
-def _json_type(mimetype: str) -> bool:
-    return mimetype in READ_AS_JSON or mimetype.endswith("+json")
 
 
 def _body() -> bytes:

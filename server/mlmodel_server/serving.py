@@ -1,7 +1,8 @@
-"""What the app and its routes share: the served model's state, and JSON responses."""
+"""What the app, its routes and the lane share: the served model's state, JSON responses, error replies."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -11,10 +12,12 @@ from flask import Response, current_app
 
 from mlmodel_server.batching import COSTLY_CALL_S, Batcher
 from mlmodel_server.config import Settings
-from mlmodel_server.errors import NotReady
+from mlmodel_server.errors import NotReady, ServerError, body_for, status_for
 from mlmodel_server.metrics import Metrics
 from mlmodel_server.model import LoadedModel, Prediction
 from mlmodel_server.protocol import Schema
+
+log = logging.getLogger("mlmodel_server")
 
 LOAD_WAIT_S = 30.0
 """How long a request that reaches a worker still loading its model waits for it (``--no-preload``)."""
@@ -99,3 +102,20 @@ def serving() -> Serving:
 def json_response(body: Any, status: int = 200) -> Response:
     """A JSON response, encoded with orjson."""
     return Response(orjson.dumps(body), status=status, mimetype="application/json")
+
+
+def error_reply(error: Exception, path: str, request_id: str | None) -> tuple[int, bytes]:
+    """The status and JSON body that answer ``error`` on ``path``, from the app or the lane.
+
+    A ``ServerError`` takes its status from ``errors``' table and is logged when it is a 5xx
+    (a model still loading is not a fault); any other exception is a fault: logged with its
+    traceback, and answered with a 500 that names only the request id.
+    """
+    if isinstance(error, ServerError):
+        status = status_for(error)
+        if status >= 500 and not isinstance(error, NotReady):
+            log.error(error.message, extra={"fields": {"request_id": request_id, "code": error.code}})
+    else:
+        log.error("unhandled error", exc_info=error, extra={"fields": {"request_id": request_id}})
+        status, error = 500, ServerError(f"internal server error (request id {request_id})")
+    return status, orjson.dumps(body_for(error, path))

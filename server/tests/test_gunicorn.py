@@ -1,11 +1,13 @@
-"""The real thing: ``python -m mlmodel_server`` under gunicorn on a free port."""
+"""The real thing: ``python -m mlmodel_server`` under gunicorn on a free port.
+
+The server's ``PYTHONPATH`` is this directory (``conftest.start``), so it unpickles ``slowmodel``'s classes.
+"""
 
 from __future__ import annotations
 
 import http.client
 import json
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +18,8 @@ import joblib
 import numpy as np
 import requests
 
-from conftest import DEADLINE_S, HERE, IRIS_ROWS, SavedModel
+from conftest import DEADLINE_S, IRIS_ROWS, SavedModel
+from slowmodel import SlowClassifier
 
 
 def test_predictions_equal_the_model_in_this_process(serve, models: dict[str, SavedModel]) -> None:  # type: ignore[no-untyped-def]
@@ -98,9 +101,6 @@ def test_chunked_body_over_the_limit_is_413(serve, models: dict[str, SavedModel]
 
 
 def test_sigterm_drains_in_flight_requests(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(HERE))
-    from slowmodel import SlowClassifier
-
     path = tmp_path / "slow.joblib"
     joblib.dump(SlowClassifier(), path)
     marker = tmp_path / "in-predict"
@@ -147,9 +147,6 @@ def test_load_per_worker(serve, models: dict[str, SavedModel]) -> None:  # type:
 
 
 def test_model_that_cannot_predict_never_serves(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(HERE))
-    from slowmodel import SlowClassifier
-
     broken = SlowClassifier()
     broken.n_features_in_ = "two"  # type: ignore[assignment]
     path = tmp_path / "broken.joblib"
