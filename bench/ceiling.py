@@ -26,25 +26,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import (
+from harness import (
     REPO,
     VENV_BIN,
     WORK,
     Server,
     body_for,
     check_answer,
-    fmt_ms,
-    fmt_rate,
     free_port,
     load_average,
-    markdown_table,
     model_rows,
     ours_argv,
     ours_command,
     post_json,
     train_models,
 )
+from report import fmt_ms, fmt_rate, markdown_table
 from wrk_output import WrkParseError, WrkResult, lua_post_script, run_wrk
 
 MODELS = ("logreg", "hgb", "iris")

@@ -29,18 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import (
-    WORK,
-    Server,
-    body_for,
-    exit_on_sigterm,
-    free_port,
-    markdown_table,
-    model_rows,
-    ours_argv,
-    train_models,
-)
+from harness import WORK, Server, body_for, exit_on_sigterm, free_port, model_rows, ours_argv, train_models
+from report import markdown_table
 
 MODES = ("preload", "no-preload")
 READY_TIMEOUT_S = 120.0

@@ -6,18 +6,11 @@ against ``bench/naive_app.py``.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import (
-    ModelResults,
-    Point,
-    evaluate_targets,
-    markdown_table,
-)
+from harness import ModelResults, Point, evaluate_targets
+from report import markdown_table
 from wrk_output import WrkParseError, WrkResult, lua_post_script, parse_wrk_output
 
 DATA = Path(__file__).resolve().parent / "testdata"

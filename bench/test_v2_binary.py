@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
+from v2_binary import HEADER_LENGTH, binary_request, json_request, predictions
 
 from mlmodel_server import v2
 from mlmodel_server.model import Prediction
 from mlmodel_server.protocol import Schema
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from v2_binary import HEADER_LENGTH, binary_request, json_request, predictions
 
 ROWS = np.random.RandomState(0).normal(size=(7, 30)).tolist()
 SCHEMA = Schema(n_features=30, feature_names=None, allow_nan=False, max_rows=10, has_proba=True)

@@ -19,12 +19,10 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import WORK, Server, exit_on_sigterm, fmt_ms, free_port, markdown_table, model_rows, ours_argv, train_models
+from harness import WORK, Server, exit_on_sigterm, free_port, model_rows, ours_argv, train_models
+from report import fmt_ms, markdown_table
 
 MODEL = "logreg"
 PATH = f"/v2/models/{MODEL}/infer"

@@ -20,9 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
-
-from mlcluster import versions
+from cluster.mlcluster import versions  # hack/cluster's harness, reached as a namespace package from hack/
 
 SCHEMA_LOCATION = "{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json"
 # Kubernetes' own spellings that plain JSON schema types cannot say.

@@ -28,11 +28,10 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
-
-from mlcluster import versions
-from mlcluster.binaries import ensure_go_tool
-from mlcluster.common import ClusterError
+# hack/cluster's harness, reached as a namespace package from hack/ (this script's directory).
+from cluster.mlcluster import versions
+from cluster.mlcluster.binaries import ensure_go_tool
+from cluster.mlcluster.common import ClusterError
 
 # tool -> (build kind of build-go-bins.sh, version, binaries that build makes)
 BUILDS: dict[str, tuple[str, str, tuple[str, ...]]] = {

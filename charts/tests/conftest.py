@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,6 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 BIN = REPO / ".venv" / "bin"
 RELEASE = "mlmodel"
 NAMESPACE = "mlmodel-system"
-
-sys.path.insert(0, str(REPO / "hack"))
 
 
 def tool(name: str) -> Path:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from demo_report import (
+from mlmodel_demo.report import (
     LoadRow,
     Progress,
     Split,

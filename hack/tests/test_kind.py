@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cluster.mlcluster import kindimage, versions
+from cluster.mlcluster.common import ClusterError
 
 HACK = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(HACK / "cluster"))
-
-from mlcluster import kindimage, versions  # noqa: E402
-from mlcluster.common import ClusterError  # noqa: E402
 
 GO = """package nodeimage
 

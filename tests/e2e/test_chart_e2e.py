@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 import yaml
-from load import burst, call, constant_load
-from release import (
+from mlmodel_testing.cluster import REPO, Cluster
+from mlmodel_testing.load import burst, call, constant_load
+from mlmodel_testing.models import CANARY_EXAMPLE, deploy_model_store
+from mlmodel_testing.release import (
     CHART,
     CRD,
     NAMESPACE,
@@ -28,12 +30,9 @@ from release import (
     leader_pod,
     restricted_namespace,
 )
-from test_router_e2e import router_digest
-
-from conftest import REPO, Cluster, deploy_model_store, is_true, wait_settled
+from mlmodel_testing.status import is_true, router_digest, wait_settled
 
 GOLDEN = yaml.safe_load((REPO / "charts" / "tests" / "golden" / "rbac.yaml").read_text())
-CANARY = REPO / "manifests" / "examples" / "iris-canary.yaml"
 UPGRADE_RATE = 20.0
 Permissions = dict[str, list[str]]
 
@@ -47,7 +46,7 @@ def restricted(cluster: Cluster, namespace: str) -> str:
 
 def serve_canary(cluster: Cluster, namespace: str, models: Path) -> None:
     deploy_model_store(cluster, namespace, models)
-    cluster.kubectl("-n", namespace, "apply", "-f", str(CANARY))
+    cluster.kubectl("-n", namespace, "apply", "-f", str(CANARY_EXAMPLE))
     cluster.wait_until("iris to be Ready", lambda: is_true(cluster, namespace, "iris", "Ready"), 300, interval=2)
 
 
@@ -271,7 +270,7 @@ def test_namespace_scope_operator_serves_only_its_namespaces(
     restricted_namespace(cluster, other)
     try:
         install(cluster, "--set", "rbac.scope=namespace", "--set", f"watchNamespaces={{{restricted}}}")
-        cluster.kubectl("-n", other, "apply", "-f", str(CANARY))
+        cluster.kubectl("-n", other, "apply", "-f", str(CANARY_EXAMPLE))
         serve_canary(cluster, restricted, models)
         with cluster.service_url(restricted, "iris", 80) as base:
             reply = cluster.wait_until("a prediction through the router", lambda: _predict(base), 60)

@@ -1,4 +1,4 @@
-"""``make demo`` on the e2e cluster: its cluster part, with the demo's own functions (``hack/demo/demo_cluster.py``).
+"""``make demo`` on the e2e cluster: its cluster part, with the demo's own functions (``mlmodel_demo.canary``).
 
 The example models trained and served from the model store, ``iris-canary.yaml`` applied with their
 digests, predictions through the entry Service, then the canary's weight moved 0 -> 10 -> 50 -> 100 with
@@ -14,38 +14,34 @@ tested by hand.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from conftest import REPO, Cluster
-
-sys.path.insert(0, str(REPO / "hack" / "demo"))
-
-import demo_cluster
-from demo import Steps
-from demo_report import bound
+from mlmodel_demo import canary
+from mlmodel_demo.report import bound
+from mlmodel_demo.steps import Steps
+from mlmodel_testing.cluster import Cluster
 
 
 def test_the_demo_moves_the_canary_0_10_50_100_and_the_router_serves_each_split(
     cluster: Cluster, operator: None, namespace: str, tmp_path: Path
 ) -> None:
     steps = Steps(workdir=tmp_path)
-    logged = demo_cluster.LoggedCluster(cluster.provider, cluster.kubeconfig, cluster.kubectl_bin, steps)
+    logged = canary.LoggedCluster(cluster.provider, cluster.kubeconfig, cluster.kubectl_bin, steps)
 
-    digests = demo_cluster.serve_models(logged, namespace, tmp_path / "models")
+    digests = canary.serve_models(logged, namespace, tmp_path / "models")
     assert set(digests) == {"iris", "iris-v2"}
-    status = demo_cluster.apply_canary(logged, namespace, digests)
+    status = canary.apply_canary(logged, namespace, digests)
     assert status["weights"] == "stable=90,canary=10"
     assert [v["modelSha256"] for v in status["variants"]] == [digests["iris"], digests["iris-v2"]]
 
-    splits = demo_cluster.live(steps, logged, namespace)
+    splits = canary.live(steps, logged, namespace)
     assert [s.weight for s in splits] == [0, 10, 50, 100]
     for s in splits:
-        assert s.requests == demo_cluster.REQUESTS and s.failed == 0, s
+        assert s.requests == canary.REQUESTS and s.failed == 0, s
         assert set(s.counts) <= {"stable", "canary"}, s
         assert s.within_bound("canary"), (s, bound(s.requests, s.weight / 100))
     assert (tmp_path / "weight-50.log").read_text().count("$ kubectl") >= 2  # the patch, then the polls
 
-    pointers = demo_cluster.pointers(logged, namespace)
+    pointers = canary.pointers(logged, namespace)
     assert f"export KUBECONFIG={cluster.kubeconfig}" in pointers
     assert "logs -f mlmodel-operator-" in pointers and "/pods/iris-router-" in pointers

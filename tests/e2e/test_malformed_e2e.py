@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from mlmodel_operator import names
-from release import operator_pods
-from test_router_e2e import V1, digests, md, variant
-
-from conftest import REPO, Cluster, deploy_model_store, is_true, wait_settled
+from mlmodel_testing.cluster import REPO, Cluster
+from mlmodel_testing.models import V1, deploy_model_store, digests, md, variant
+from mlmodel_testing.release import operator_pods
+from mlmodel_testing.status import is_true, wait_settled
 
 SAMPLES = REPO / "operator" / "tests" / "integration" / "samples"
 GENERATED = 200

@@ -25,14 +25,14 @@ from typing import Any
 
 import pytest
 import yaml
-from load import burst
-from release import CHART, helm, restricted_namespace
-
-from conftest import REPO, WRONG_DIGEST, Cluster, broken_model, deploy_model_store, is_true, snapshot
+from mlmodel_testing.cluster import REPO, Cluster
+from mlmodel_testing.load import burst
+from mlmodel_testing.models import CANARY_EXAMPLE, WRONG_DIGEST, broken_model, deploy_model_store
+from mlmodel_testing.release import CHART, helm, restricted_namespace
+from mlmodel_testing.status import is_true, snapshot
 
 PROMETHEUS = REPO / ".venv" / "bin" / "prometheus"
 DASHBOARD = CHART / "files" / "dashboard.json"
-CANARY = REPO / "manifests" / "examples" / "iris-canary.yaml"
 VARIANTS = {"stable", "canary"}
 # An alert's expression is `<signal> <comparison> <number>` or `absent(<signal>)`.
 THRESHOLD = re.compile(r"(?s)(?P<signal>.*\S)\s*(?:>|<|==|!=|>=|<=)\s*[0-9.e+-]+")
@@ -186,7 +186,7 @@ def test_dashboard_and_alerts_have_data_for_every_variant(
 ) -> None:
     restricted_namespace(cluster, namespace)
     deploy_model_store(cluster, namespace, models)
-    cluster.kubectl("-n", namespace, "apply", "-f", str(CANARY))
+    cluster.kubectl("-n", namespace, "apply", "-f", str(CANARY_EXAMPLE))
     cluster.apply(broken_model(namespace))
     cluster.wait_until("iris to be Ready", lambda: is_true(cluster, namespace, "iris", "Ready"), 300, interval=2)
     degraded = cluster.wait_until(

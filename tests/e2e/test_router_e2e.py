@@ -7,7 +7,6 @@ Every request here is a new connection with no retry (``load.call``); every numb
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -17,54 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from load import Load, Result, burst, call, constant_load, shares, summary
-from mlmodel_operator import names
-from test_server_deployment import client_pod, client_result
+from mlmodel_testing.cluster import Cluster
+from mlmodel_testing.load import Load, Result, burst, call, constant_load, shares, summary
+from mlmodel_testing.models import CANARY_EXAMPLE, V1, V2, deploy, deploy_model_store, digests, md, variant
+from mlmodel_testing.pods import client_pod, client_result
+from mlmodel_testing.status import router_digest, wait_settled
 
-from conftest import REPO, Cluster, deploy_model_store, wait_settled
-
-EXAMPLE = REPO / "manifests" / "examples" / "iris-canary.yaml"
-V1 = "http://model-store/iris.joblib"
-V2 = "http://model-store/iris-v2.joblib"
 # Issue 7's bound for every edit: weights, a variant added (its pod starts and loads the model
 # first) or removed, a mirror switched on. Measured on its own: 2-4 s, and 7-11 s for a new variant.
 IN_EFFECT_SECONDS = 15
-
-
-def variant(name: str, uri: str, sha: str, weight: int, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "modelUri": uri, "modelSha256": sha, "weight": weight, **extra}
-
-
-def md(
-    namespace: str, variants: list[dict[str, Any]], routing: dict[str, Any] | None = None, name: str = "iris"
-) -> dict[str, Any]:
-    spec: dict[str, Any] = {"variants": variants}
-    if routing:
-        spec["routing"] = routing
-    return {
-        "apiVersion": names.API_VERSION,
-        "kind": names.KIND,
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
-
-
-def digests(models: Path) -> tuple[str, str]:
-    return tuple(  # type: ignore[return-value]
-        hashlib.sha256((models / f).read_bytes()).hexdigest() for f in ("iris.joblib", "iris-v2.joblib")
-    )
-
-
-def router_digest(cluster: Cluster, namespace: str) -> str:
-    """The configuration the router runs now, as its responses name it (16 hex digits)."""
-    deployment = cluster.kubectl_json("-n", namespace, "get", "deployment", "iris-router")
-    return str(deployment["spec"]["template"]["metadata"]["annotations"]["mlmodel.io/router-config"])[:16]
-
-
-def deploy(cluster: Cluster, namespace: str, models: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    deploy_model_store(cluster, namespace, models)
-    cluster.apply(manifest)
-    return wait_settled(cluster, namespace)
 
 
 def assert_all_ok(results: list[Result]) -> None:
@@ -77,7 +37,7 @@ def test_the_example_splits_90_10_exactly_in_expectation(
     """``manifests/examples/iris-canary.yaml`` as it is in the repo: its ``kubectl get`` line, the split
     through the entry Service, the canary's own Service, and the entry Service by DNS from a pod."""
     deploy_model_store(cluster, namespace, models)
-    cluster.kubectl("-n", namespace, "apply", "-f", str(EXAMPLE))
+    cluster.kubectl("-n", namespace, "apply", "-f", str(CANARY_EXAMPLE))
     status = wait_settled(cluster, namespace)
     assert status["weights"] == "stable=90,canary=10"
     assert status["routing"] == "the router splits traffic: stable=90,canary=10"
@@ -205,18 +165,6 @@ def _with(load: Load, since: float, config: str) -> list[Result]:
 def _answered(load: Load, since: float, config: str) -> Callable[[], bool]:
     """More than 50 answers routed by ``config`` since ``since``."""
     return lambda: len(_with(load, since, config)) > 50
-
-
-def rolled_out(cluster: Cluster, namespace: str, name: str) -> bool:
-    """Every pod of Deployment ``name`` runs its latest template and is ready; none is left from before."""
-    found = cluster.kubectl_json("-n", namespace, "get", "deployment", name)
-    want, got = found["spec"]["replicas"], found.get("status") or {}
-    counts = [got.get(k, 0) for k in ("replicas", "updatedReplicas", "readyReplicas")]
-    return (
-        got.get("observedGeneration") == found["metadata"]["generation"]
-        and counts == [want] * 3
-        and not got.get("terminatingReplicas")
-    )
 
 
 def test_sticky_keys_stay_and_only_move_towards_the_variant_that_gained(

@@ -1,88 +1,16 @@
 """`make cluster-down` stops the cluster and leaves nothing behind on the host.
 
-This test tears the cluster down, so it is ordered last (marker ``tears_down_cluster``).
-The checks here are independent of the harness's own bookkeeping: they look at /proc, the
-mount table, the links, network namespaces and iptables of the host. Mounts and processes are
-this cluster's: under its state directory and its socket directory. Another clone's cluster on
-the same host (a killed session's, say) has a socket directory of its own and is not ours to judge.
+This test tears the cluster down, so it is ordered last (marker ``tears_down_cluster``). What is left is
+looked at independently of the harness's own bookkeeping (``mlmodel_testing.host.host_leftovers``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
-from pathlib import Path
 
 import pytest
-
-from conftest import REPO, STATE, TEARDOWN_MARK, Cluster
-
-CLUSTER_PROGRAMS = {
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kubelet",
-    "kube-proxy",
-    "containerd",
-    "containerd-shim-runc-v2",
-    "coredns",
-}
-
-
-def _cmdlines() -> list[tuple[int, str, str]]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                raw = (d / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if raw:
-                argv = raw.rstrip(b"\0").split(b"\0")
-                out.append(
-                    (int(d.name), Path(argv[0].decode(errors="replace")).name, b" ".join(argv).decode(errors="replace"))
-                )
-    return out
-
-
-def _sh(cmd: list[str]) -> str:
-    return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
-
-
-def host_leftovers() -> dict[str, list[str]]:
-    state = str(STATE.resolve())
-    # The harness keys its socket directory off the state directory (Unix sockets' path limit).
-    sockdir = "/run/mlmodel-" + hashlib.sha256(state.encode()).hexdigest()[:10]
-    ours = (state, sockdir)
-    procs = [
-        f"{pid} {cmd[:160]}"
-        for pid, name, cmd in _cmdlines()
-        # containerd/shims: only ours (docker runs its own containerd under /var/run/docker).
-        if name in CLUSTER_PROGRAMS and (not name.startswith("containerd") or any(o in cmd for o in ours))
-    ]
-    mounts = [
-        line.split()[4]
-        for line in Path("/proc/self/mountinfo").read_text().splitlines()
-        if line.split()[4].startswith((*ours, "/run/netns/cni-"))
-    ]
-    links = [ln for ln in _sh(["ip", "-o", "link"]).splitlines() if "mlbr0" in ln]
-    netns = [n for n in _sh(["ip", "netns", "list"]).split() if n.startswith("cni-")]
-    chains = []
-    for binary in ("iptables-save", "ip6tables-save"):
-        chains += [
-            f"{binary}: {ln}"
-            for ln in _sh([binary]).splitlines()
-            if ln.startswith(":") and ln[1:].startswith(("KUBE-", "CNI-", "MLMODEL-"))
-        ]
-    cgroups = [str(p) for p in Path("/sys/fs/cgroup").glob("*/kubepods")]
-    return {
-        "processes": procs,
-        "mounts": mounts,
-        "interfaces": links + [f"netns {n}" for n in netns],
-        "iptables": chains,
-        "cgroups": cgroups,
-    }
+from mlmodel_testing.cluster import REPO, STATE, Cluster
+from mlmodel_testing.host import TEARDOWN_MARK, host_leftovers, sh
 
 
 @pytest.mark.tears_down_cluster
@@ -98,7 +26,7 @@ def test_cluster_down_leaves_nothing_behind(cluster: Cluster) -> None:
     assert p.returncode == 0, f"make cluster-down failed:\n{p.stdout}\n{p.stderr}"
     assert not (STATE / "kubeconfig").exists(), "cluster-down left the kubeconfig"
     if cluster.provider == "kind":
-        nodes = _sh(["docker", "ps", "-a", "--filter", "label=io.x-k8s.kind.cluster=mlmodel", "--format", "{{.Names}}"])
+        nodes = sh(["docker", "ps", "-a", "--filter", "label=io.x-k8s.kind.cluster=mlmodel", "--format", "{{.Names}}"])
         assert not nodes.split(), nodes
     left = {k: v for k, v in host_leftovers().items() if v}
     assert not left, f"cluster-down left things behind: {left}\n--- cluster-down output ---\n{p.stdout}{p.stderr}"

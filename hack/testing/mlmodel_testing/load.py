@@ -1,4 +1,4 @@
-"""A constant-rate client for the e2e tests: one new connection per request, no retries.
+"""A constant-rate client for the e2e tests and the demo: one new connection per request, no retries.
 
 Each request's outcome is kept (when it was sent, its status, the variant that answered and the
 router configuration that routed it), so a test can assert on every single one.
@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-IRIS_BODY = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
+IRIS_ROW = [5.1, 3.5, 1.4, 0.2]  # a setosa: class 0
+IRIS_BODY = json.dumps({"instances": [IRIS_ROW]}).encode()
 
 
 @dataclass(frozen=True)

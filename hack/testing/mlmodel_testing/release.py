@@ -1,16 +1,20 @@
 """The e2e tests' operator, and ``make demo``'s: the Helm release ``mlmodel`` of ``charts/mlmodel`` in
-``mlmodel-system``, with the images ``make images`` loads. One operator runs in the cluster; every test shares it."""
+``mlmodel-system``, with the images ``make images`` loads. One operator runs in the cluster; every test shares it.
+
+The images keep their tags when rebuilt, so the operator's pods carry the operator image's ID as an annotation:
+an upgrade rolls them exactly when that image changed, and leaves them alone otherwise."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections.abc import Sequence
 from typing import Any
 
 from mlmodel_operator import names
 
-from conftest import REPO, Cluster, run
+from mlmodel_testing.cluster import REPO, Cluster, run
 
 HELM = REPO / ".venv" / "bin" / "helm"
 CHART = REPO / "charts" / "mlmodel"
@@ -18,6 +22,7 @@ RELEASE = "mlmodel"
 NAMESPACE = "mlmodel-system"
 OPERATOR = "mlmodel-operator"  # its Deployment and ServiceAccount
 CRD = "modeldeployments.mlmodel.io"
+OPERATOR_IMAGE = "mlmodel-operator:0.1.0"
 IMAGES = [  # the images `make images` loads (`make demo` installs with these values alone)
     "--set",
     "image.repository=mlmodel-operator,image.tag=0.1.0,image.pullPolicy=IfNotPresent",
@@ -42,6 +47,15 @@ def restricted_namespace(cluster: Cluster, name: str) -> None:
     cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": RESTRICTED}})
 
 
+def operator_image_id() -> list[str]:
+    """Helm values that annotate the operator's pods with its image's ID, when docker has that image."""
+    if shutil.which("docker") is None:
+        return []
+    found = run(["docker", "image", "inspect", "--format", "{{.Id}}", OPERATOR_IMAGE], check=False)
+    image_id = found.stdout.strip() if found.returncode == 0 else ""
+    return ["--set-string", f"podAnnotations.mlmodel\\.io/image-id={image_id}"] if image_id else []
+
+
 def install(cluster: Cluster, *extra: str, values: Sequence[str] = VALUES) -> subprocess.CompletedProcess[str]:
     """``helm upgrade --install`` of the release (idempotent), and wait for the operator."""
     restricted_namespace(cluster, NAMESPACE)
@@ -58,6 +72,7 @@ def install(cluster: Cluster, *extra: str, values: Sequence[str] = VALUES) -> su
         "--timeout",
         "5m",
         *values,
+        *operator_image_id(),
         *extra,
     )
 

@@ -1,0 +1,184 @@
+"""Access to the test cluster: the harness's state directory, and kubectl against the cluster kept there.
+
+``Cluster.at(STATE)`` reads the kubeconfig, provider and pinned kubectl that ``hack/cluster/cluster.py up``
+wrote. ``cluster.service_url(namespace, name, port)`` reaches a Service from this host whatever the provider
+is (local: the host is the node, so the ClusterIP works through kube-proxy; kind: the harness routes the
+Service CIDR to the node, whose kube-proxy forwards it; existing: ``kubectl port-forward``, which pins one pod
+of the Service), so callers never look at ``cluster.provider`` to decide how to talk to the cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+REPO = Path(__file__).resolve().parents[3]
+HARNESS = [sys.executable, str(REPO / "hack" / "cluster" / "cluster.py")]
+STATE = Path(os.environ.get("MLMODEL_CLUSTER_DIR", str(REPO / ".cluster")))  # as the harness picks it
+SERVER_IMAGE = "mlmodel-server:0.1.0"
+
+
+def run(
+    argv: list[str], input: str | None = None, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run a tool (kubectl, helm) and, with ``check``, fail the test with its output when it fails."""
+    p = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+@dataclass
+class Cluster:
+    """A cluster the harness brought up (``local``, ``kind``) or was pointed at (``existing``)."""
+
+    provider: str
+    kubeconfig: Path
+    kubectl_bin: str
+
+    @classmethod
+    def at(cls, state: Path) -> Self:
+        """The cluster the harness keeps in ``state``: its kubeconfig, provider and pinned kubectl."""
+        provider = (state / "provider").read_text().strip() if (state / "provider").exists() else "existing"
+        kubectl = state / "bin" / "kubectl"  # the pinned kubectl, linked there by `cluster up`
+        return cls(provider, state / "kubeconfig", str(kubectl) if kubectl.exists() else "kubectl")
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        """``kubectl <args>`` against this cluster (see ``run``)."""
+        return run([self.kubectl_bin, "--kubeconfig", str(self.kubeconfig), *args], input, check, timeout)
+
+    def kubectl_json(self, *args: str) -> Any:
+        """``kubectl <args> -o json``, parsed."""
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def apply(self, manifest: dict[str, Any] | list[dict[str, Any]]) -> None:
+        """``kubectl apply`` of one object or several."""
+        items = manifest if isinstance(manifest, list) else [manifest]
+        self.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+        )
+
+    @staticmethod
+    def wait_until(what: str, probe: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
+        """Poll probe() until it returns something truthy; AssertionError at the deadline."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while True:
+            try:
+                last = probe()
+                if last:
+                    return last
+            except Exception as e:  # noqa: BLE001 - keep polling, report the last error
+                last = e
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+            time.sleep(interval)
+
+    @contextlib.contextmanager
+    def service_url(self, namespace: str, name: str, port: int) -> Iterator[str]:
+        """A base URL reaching Service namespace/name:port from this host, once it takes connections.
+
+        On the local cluster that wait matters: kube-proxy rejects connections to a Service until it
+        has synced the Service's first ready endpoint, a moment after the API shows it.
+        """
+        if self.provider in ("local", "kind"):
+            ip = self.kubectl("-n", namespace, "get", "svc", name, "-o", "jsonpath={.spec.clusterIP}").stdout.strip()
+            self.wait_until(f"{ip}:{port} (Service {name}) to take connections", lambda: _connects(ip, port), 30, 0.1)
+            yield f"http://{ip}:{port}"
+            return
+        proc = subprocess.Popen(
+            [
+                self.kubectl_bin,
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "-n",
+                namespace,
+                "port-forward",
+                f"svc/{name}",
+                f":{port}",
+                "--address",
+                "127.0.0.1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            deadline = time.monotonic() + 30
+            local_port = None
+            while local_port is None and time.monotonic() < deadline:
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                m = re.search(r"Forwarding from 127\.0\.0\.1:(\d+)", line)
+                if m:
+                    local_port = int(m.group(1))
+            if local_port is None:
+                raise AssertionError(f"kubectl port-forward svc/{name} did not start")
+            yield f"http://127.0.0.1:{local_port}"
+        finally:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+
+    def dump(self, namespace: str) -> str:
+        """Everything useful to understand a failure in a namespace."""
+        parts = []
+        for args in (
+            ("get", "pods,svc,endpointslices,deploy,rs", "-o", "wide"),
+            ("describe", "pods"),
+            ("get", "events", "--sort-by=.lastTimestamp"),
+        ):
+            p = self.kubectl("-n", namespace, *args, check=False)
+            parts.append(f"$ kubectl -n {namespace} {' '.join(args)}\n{p.stdout}{p.stderr}")
+        pods = self.kubectl("-n", namespace, "get", "pods", "-o", "name", check=False).stdout.split()
+        for pod in pods:
+            p = self.kubectl(
+                "-n",
+                namespace,
+                "logs",
+                pod,
+                "--all-containers",
+                "--tail=80",
+                check=False,
+            )
+            parts.append(f"$ kubectl -n {namespace} logs {pod}\n{p.stdout}{p.stderr}")
+        return "\n".join(parts)
+
+
+def _connects(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=2):
+        return True
+    return False
+
+
+def harness(*args: str) -> subprocess.CompletedProcess[str]:
+    """``hack/cluster/cluster.py <args>`` (up, images, ...), its output kept."""
+    return subprocess.run(
+        [*HARNESS, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )

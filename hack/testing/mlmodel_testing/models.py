@@ -1,0 +1,97 @@
+"""The example models (iris, iris-v2), the model store that serves them in a namespace, and the
+ModelDeployments built on them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from mlmodel_operator import names
+
+from mlmodel_testing.cluster import REPO, Cluster, run
+from mlmodel_testing.status import wait_settled
+
+MODEL_STORE = REPO / "manifests" / "examples" / "model-store.yaml"
+CANARY_EXAMPLE = REPO / "manifests" / "examples" / "iris-canary.yaml"
+V1 = "http://model-store/iris.joblib"
+V2 = "http://model-store/iris-v2.joblib"
+WRONG_DIGEST = "0" * 64
+
+
+def train_models(out: Path) -> dict[str, str]:
+    """Train the example models iris and iris-v2 into ``out`` (``server/examples/train_models.py``): their sha256."""
+    python = REPO / ".venv" / "bin" / "python"
+    trained = run(
+        [
+            str(python) if python.exists() else sys.executable,
+            str(REPO / "server/examples/train_models.py"),
+            "--out",
+            str(out),
+            "--only",
+            "iris",
+            "--only",
+            "iris-v2",
+        ],
+        timeout=300,
+    )
+    return {m["name"]: m["sha256"] for m in map(json.loads, trained.stdout.splitlines())}
+
+
+def deploy_model_store(cluster: Cluster, namespace: str, models: Path) -> None:
+    """The models in ``models`` (the example models, and any a test made there), served in ``namespace``
+    at http://model-store/<file>. Idempotent."""
+    configmap = cluster.kubectl(
+        "-n",
+        namespace,
+        "create",
+        "configmap",
+        "example-models",
+        *(f"--from-file={path}" for path in sorted(models.glob("*.joblib"))),
+        "--dry-run=client",
+        "-o",
+        "json",
+    )
+    # Server-side: a client-side apply would keep the models in an annotation, which is limited to 256 KiB.
+    cluster.kubectl("-n", namespace, "apply", "--server-side", "--force-conflicts", "-f", "-", input=configmap.stdout)
+    cluster.kubectl("-n", namespace, "apply", "-f", str(MODEL_STORE))
+
+
+def digests(models: Path) -> tuple[str, str]:
+    """The sha256 of iris and iris-v2 in ``models``."""
+    return tuple(  # type: ignore[return-value]
+        hashlib.sha256((models / f).read_bytes()).hexdigest() for f in ("iris.joblib", "iris-v2.joblib")
+    )
+
+
+def variant(name: str, uri: str, sha: str, weight: int, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "modelUri": uri, "modelSha256": sha, "weight": weight, **extra}
+
+
+def md(
+    namespace: str, variants: list[dict[str, Any]], routing: dict[str, Any] | None = None, name: str = "iris"
+) -> dict[str, Any]:
+    """ModelDeployment ``name`` with ``variants`` (and ``routing``)."""
+    spec: dict[str, Any] = {"variants": variants}
+    if routing:
+        spec["routing"] = routing
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def broken_model(namespace: str) -> dict[str, Any]:
+    """ModelDeployment ``broken``: the example iris model with a digest that does not match it."""
+    return md(namespace, [{"name": "v1", "modelUri": V1, "modelSha256": WRONG_DIGEST}], name="broken")
+
+
+def deploy(cluster: Cluster, namespace: str, models: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The model store with ``models``, then ``manifest``: its status once settled."""
+    deploy_model_store(cluster, namespace, models)
+    cluster.apply(manifest)
+    return wait_settled(cluster, namespace)

@@ -1,0 +1,61 @@
+"""What a ModelDeployment and its children report: conditions, settled status, rollouts, the router's config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlmodel_operator import names
+
+from mlmodel_testing.cluster import Cluster
+
+
+def condition(cluster: Cluster, namespace: str, name: str, kind: str) -> dict[str, Any] | None:
+    """The condition ``kind`` of ModelDeployment ``name``, if it has one."""
+    md = cluster.kubectl_json("-n", namespace, "get", "modeldeployment", name)
+    return next((c for c in (md.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
+
+
+def is_true(cluster: Cluster, namespace: str, name: str, kind: str) -> dict[str, Any] | None:
+    """The condition ``kind`` if it is True, else None."""
+    found = condition(cluster, namespace, name, kind)
+    return found if found and found["status"] == "True" else None
+
+
+def snapshot(cluster: Cluster, namespace: str, name: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], bool]:
+    """One read of ModelDeployment ``name``: its status, its conditions by type, and whether the status
+    has observed the latest generation (separate reads could straddle a pass)."""
+    found = cluster.kubectl_json("-n", namespace, "get", "modeldeployment", name)
+    status = found.get("status") or {}
+    current = status.get("observedGeneration") == found["metadata"]["generation"]
+    return status, {c["type"]: c for c in status.get("conditions") or []}, current
+
+
+def settled(cluster: Cluster, namespace: str, name: str = "iris") -> dict[str, Any] | None:
+    """The status once the operator has acted on the latest spec, every variant is ready and the router rolled out."""
+    status, conditions, current = snapshot(cluster, namespace, name)
+    ready, progressing = conditions.get("Ready", {}), conditions.get("Progressing", {})
+    return status if current and ready.get("status") == "True" and progressing.get("status") == "False" else None
+
+
+def wait_settled(cluster: Cluster, namespace: str, timeout: float = 240) -> dict[str, Any]:
+    """The status of ModelDeployment iris once settled."""
+    result: dict[str, Any] = cluster.wait_until("iris to settle", lambda: settled(cluster, namespace), timeout)
+    return result
+
+
+def rolled_out(cluster: Cluster, namespace: str, name: str) -> bool:
+    """Every pod of Deployment ``name`` runs its latest template and is ready; none is left from before."""
+    found = cluster.kubectl_json("-n", namespace, "get", "deployment", name)
+    want, got = found["spec"]["replicas"], found.get("status") or {}
+    counts = [got.get(k, 0) for k in ("replicas", "updatedReplicas", "readyReplicas")]
+    return (
+        got.get("observedGeneration") == found["metadata"]["generation"]
+        and counts == [want] * 3
+        and not got.get("terminatingReplicas")
+    )
+
+
+def router_digest(cluster: Cluster, namespace: str) -> str:
+    """The configuration the router runs now, as its responses name it (16 hex digits)."""
+    deployment = cluster.kubectl_json("-n", namespace, "get", "deployment", names.router("iris"))
+    return str(deployment["spec"]["template"]["metadata"]["annotations"][names.ANNOTATION_ROUTER_CONFIG])[:16]
