@@ -13,7 +13,7 @@ pytest = $(STAGE) run $(1) -- env PYTHONPATH=$(CURDIR)/hack $(2) -p noskip --jun
 .DEFAULT_GOAL := help
 
 .PHONY: help install tools manifests locks lint test test-unit test-chart test-mlserver test-integration demo demo-down \
-	demo-local load bench clean
+	demo-local load bench docs clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-24s %s\n", $$1, $$2}'
@@ -21,11 +21,12 @@ help: ## List the targets
 # uv installs what pip would (the same constraints, the same versions) in seconds, not a minute.
 UV := $(BIN)/uv
 UV_VERSION := 0.13.9
-$(INSTALLED): server/pyproject.toml server/constraints.txt operator/pyproject.toml operator/constraints.txt requirements-dev.txt
+$(INSTALLED): server/pyproject.toml server/constraints.txt operator/pyproject.toml operator/constraints.txt requirements-dev.txt \
+		hack/testing/pyproject.toml hack/demo/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(BIN)/pip install -q uv==$(UV_VERSION)
 	$(UV) pip install -q --python $(BIN)/python -c server/constraints.txt -c operator/constraints.txt \
-		-e './server[s3]' -e ./operator -r requirements-dev.txt
+		-e './server[s3]' -e ./operator -e ./hack/testing -e ./hack/demo -r requirements-dev.txt
 	@touch $@
 
 # Debian's nginx with the Lua module, as in the router image: the operator's tests run `nginx -t` on rendered configs.
@@ -62,11 +63,11 @@ lint: install ## ruff, mypy, and actionlint on the GitHub workflow
 	cd server && ../$(BIN)/mypy --config-file ../pyproject.toml mlmodel_server tests examples
 	cd operator && ../$(BIN)/mypy --config-file ../pyproject.toml mlmodel_operator tests
 	$(BIN)/mypy bench
-	MYPYPATH=hack/cluster:hack $(BIN)/mypy hack/cluster/mlcluster hack/cluster/cluster.py hack/tools.py hack/kubeschemas.py \
-		hack/chart.py hack/stages.py hack/noskip.py hack/tests
-	MYPYPATH=tests/e2e $(BIN)/mypy hack/demo
+	MYPYPATH=hack/cluster $(BIN)/mypy hack/cluster
+	MYPYPATH=hack $(BIN)/mypy hack/tools.py hack/kubeschemas.py hack/chart.py hack/apiref.py hack/stages.py hack/noskip.py hack/tests
+	MYPYPATH=hack/testing $(BIN)/mypy hack/testing/mlmodel_testing hack/demo
 	cd charts/tests && MYPYPATH=../../hack ../../$(BIN)/mypy --config-file ../../pyproject.toml .
-	cd tests/e2e && MYPYPATH=../../hack/demo ../../$(BIN)/mypy --config-file ../../pyproject.toml .
+	cd tests/e2e && MYPYPATH=../../hack/testing:../../hack/demo ../../$(BIN)/mypy --config-file ../../pyproject.toml .
 	$(BIN)/actionlint -shellcheck= -pyflakes= .github/workflows/*.yml
 	@$(STAGE) end lint
 
@@ -91,23 +92,31 @@ $(MLSERVER_VENV)/.installed: $(INSTALLED) server/pyproject.toml server/constrain
 test-mlserver: $(MLSERVER_VENV)/.installed ## MLServer's codecs and types against the real server (its own venv)
 	$(call pytest,unit/mlserver,$(MLSERVER_VENV)/bin/pytest) -q server/tests/test_mlserver.py
 
-test-integration: install cluster-up ## The CRD and the operator (KopfRunner) against the cluster's real API server
-	$(call pytest,integration,$(BIN)/pytest) -q operator/tests/integration
+test-integration: install cluster-up ## The CRD, the chart's RBAC and the operator (KopfRunner) against the cluster's real API server
+	$(call pytest,integration,env KUBECONFIG=$(or $(MLMODEL_CLUSTER_DIR),$(CURDIR)/.cluster)/kubeconfig $(BIN)/pytest) \
+		-q -n 2 operator/tests/integration
 
-# After the install, two lanes at once, each one step after the other: lint, the unit tests and the images;
-# beside them the cluster and the integration tests (which mostly wait on the API server). Then the e2e tests.
-test: install ## Every test: lint, unit, integration, end-to-end on a real cluster (and the kind smoke test)
-	@$(MAKE) --no-print-directory -j2 --output-sync=recurse lane-unit lane-cluster
-	@$(MAKE) --no-print-directory test-e2e
-ifneq ($(MLMODEL_CLUSTER),kind)
-	@$(MAKE) --no-print-directory test-kind-smoke
-endif
+# After the install, three lanes at once, each one step after the other: lint, the docs and the unit tests; the
+# cluster, the images and the e2e suite; beside them kind's cluster, the integration tests on its API server (they
+# run their own operator, which must not meet the e2e suite's), and the kind smoke test. Then the 15 slowest tests.
+# With MLMODEL_CLUSTER=kind there is one cluster: the integration tests run on it before the e2e suite.
+test: install ## Every test: lint, docs, unit, integration, end-to-end on a real cluster, and the kind smoke test
+	@$(MAKE) --no-print-directory -j3 --output-sync=recurse lane-unit lane-cluster lane-kind
+	@$(STAGE) slowest 15
 
-.PHONY: lane-unit lane-cluster
+.PHONY: lane-unit lane-cluster lane-kind
 lane-unit:
-	@MAKEFLAGS= $(MAKE) --no-print-directory lint test-unit images
-lane-cluster:
-	@MAKEFLAGS= $(MAKE) --no-print-directory test-integration
+	@MAKEFLAGS= $(MAKE) --no-print-directory lint docs test-unit
+ifeq ($(MLMODEL_CLUSTER),kind)
+lane-cluster: cluster-up
+	@MAKEFLAGS= $(MAKE) --no-print-directory images test-integration e2e-suite
+lane-kind:
+else
+lane-cluster: cluster-up
+	@MAKEFLAGS= $(MAKE) --no-print-directory images e2e-suite
+lane-kind: cluster-up # after it: a cold cache builds the Kubernetes binaries that kind's node image takes
+	@MAKEFLAGS= $(KIND_SMOKE) $(MAKE) --no-print-directory cluster-up test-integration test-kind-smoke
+endif
 
 # `make demo` makes the venv itself (its first step), so it starts with the system's python3.
 demo: ## The whole product on a cluster: venv, cluster, images, chart, example models, a live canary 0-10-50-100 %
@@ -123,6 +132,9 @@ load: install ## Locust (LOAD_USERS, LOAD_SECONDS) against the demo's canary: re
 
 demo-local: install ## No cluster: train the example model, serve it with a local mlmodel-server, call each protocol
 	$(BIN)/python server/examples/demo.py
+
+docs: install ## Build the docs site into .site/ (MkDocs, strict: a broken link or anchor fails)
+	@$(STAGE) run docs -- env NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d .site
 
 bench: install ## Side-by-side benchmark against the tutorial Flask app (needs wrk)
 	$(BIN)/python bench/run.py --markdown bench/RESULTS.md

@@ -6,6 +6,7 @@
     python3 hack/stages.py end STAGE
     python3 hack/stages.py report                # the table, and the tests of the JUnit reports;
                                                  # exit 1 if one of them has a skipped test
+    python3 hack/stages.py slowest N             # the N slowest tests of every JUnit report (``make test``)
 
 Everything goes to ``.ci-results/`` (``.ci/run`` empties it first): ``timings``, one line per
 event, and each test stage's JUnit report ``<stage>.xml`` (``/`` as ``-``), which ``make`` asks
@@ -161,12 +162,23 @@ def report(now: float) -> int:
     return 1 if total.skipped else 0
 
 
+def slowest(n: int) -> list[tuple[float, str, str]]:
+    """The ``n`` slowest tests of the JUnit reports: seconds, report (the stage), test."""
+    found = [
+        (float(case.get("time") or 0), path.stem, f"{case.get('classname')}::{case.get('name')}")
+        for path in sorted(RESULTS.glob("*.xml"))
+        for case in ET.parse(path).getroot().iter("testcase")
+    ]
+    return sorted(found, key=lambda t: -t[0])[:n]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
     for command in ("run", "start", "end"):
         sub.add_parser(command).add_argument("stage")
     sub.add_parser("report")
+    sub.add_parser("slowest").add_argument("n", type=int)
     argv = sys.argv[1:] if argv is None else argv
     ours, cmd = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     args = parser.parse_args(ours)
@@ -176,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         return run(args.stage, cmd)
     if args.command == "report":
         return report(time.time())
+    if args.command == "slowest":
+        print(f"the {args.n} slowest tests (setup and teardown included):")
+        for seconds, stage, test in slowest(args.n):
+            print(f"{duration(seconds):>12}  {stage:<14} {test}")
+        return 0
     record(args.stage, args.command)
     return 0
 

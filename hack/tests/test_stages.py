@@ -101,3 +101,15 @@ def test_a_command_only_after_run(argv: list[str], results: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         stages.main(argv)
     assert exc.value.code == 2
+
+
+def test_slowest_ranks_the_tests_of_every_report(results: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results.mkdir()
+    (results / "unit-server.xml").write_text(JUNIT)
+    (results / "e2e-serial.xml").write_text(JUNIT.replace('name="test_one" time="0.1"', 'name="test_one" time="75.5"'))
+    assert stages.slowest(2) == [
+        (75.5, "e2e-serial", "test_a::test_one"),
+        (0.1, "e2e-serial", "test_a::test_two"),
+    ]
+    assert stages.main(["slowest", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split() == ["1", "min", "16", "s", "e2e-serial", "test_a::test_one"]

@@ -18,17 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import pytest
 import soak
-from load import Load, Result, call, constant_load, summary
 from mlmodel_operator import names
-from release import NAMESPACE, leader_pod, operator_pods
+from mlmodel_testing.cluster import Cluster
+from mlmodel_testing.load import Load, Result, call, constant_load, summary
+from mlmodel_testing.models import V1, V2, WRONG_DIGEST, deploy, deploy_model_store, digests, md, variant
+from mlmodel_testing.release import NAMESPACE, leader_pod, operator_pods
+from mlmodel_testing.status import is_true, rolled_out, settled, snapshot
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
-from test_router_e2e import V1, V2, deploy, digests, md, rolled_out, variant
-
-from conftest import WRONG_DIGEST, Cluster, deploy_model_store, is_true, settled, snapshot
 
 # --- the operator killed ---------------------------------------------------------------------------------
 
@@ -80,6 +81,7 @@ def mismatches(cluster: Cluster, namespace: str, specs: dict[str, dict[str, Any]
     return wrong
 
 
+@pytest.mark.serial  # kills the shared operator
 def test_the_operator_killed_10_times_while_5_modeldeployments_change_converges(
     cluster: Cluster, namespace: str, operator: None
 ) -> None:

@@ -12,19 +12,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import soak
+from mlmodel_testing.cluster import REPO, Cluster
+from mlmodel_testing.models import V1, deploy_model_store, digests, md, variant
+from mlmodel_testing.pods import post_predict
+from mlmodel_testing.release import NAMESPACE, OPERATOR, leader_metrics, leader_pod, operator_pods
+from mlmodel_testing.status import is_true, wait_settled
 from prometheus_client.parser import text_string_to_metric_families
-from release import NAMESPACE, OPERATOR, leader_metrics, leader_pod, operator_pods
-from test_router_e2e import V1, digests, md, variant
-from test_server_deployment import post_predict
-
-from conftest import (
-    REPO,
-    Cluster,
-    deploy_model_store,
-    is_true,
-    wait_settled,
-)
 
 EXAMPLES = REPO / "manifests" / "examples"
 
@@ -32,6 +27,7 @@ EXAMPLES = REPO / "manifests" / "examples"
 TAKEOVER_SECONDS = 30  # issue 9: a standby takes over within 30 s of the leader's loss
 
 
+@pytest.mark.serial  # kills the shared operator
 def test_a_standby_takes_over_when_the_leader_dies_under_a_spec_change(
     cluster: Cluster, namespace: str, operator: None, models: Path
 ) -> None:
@@ -146,6 +142,7 @@ def serving(cluster: Cluster, namespace: str) -> int:
 SMALL = {"requests": {"cpu": "10m", "memory": "96Mi"}, "limits": {"memory": "512Mi"}}
 
 
+@pytest.mark.serial  # counts the writes of the whole cluster
 def test_no_writes_at_idle(cluster: Cluster, namespace: str, operator: None, models: Path) -> None:
     """20 ModelDeployments, among them two variants and the router, on real pods that serve, Ready:
     then, over several resync periods (5 minutes under ``make test-soak``) in which the operator

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from . import kind, provider
 from .common import KUBECONFIG, PROVIDER_FILE, STATE, ClusterError, log, ok
@@ -55,18 +56,20 @@ def cmd_up(args: argparse.Namespace) -> None:
         f"cluster ({chosen}{', control plane only' if args.control_plane_only else ''}) is up "
         f"in {time.monotonic() - t:.1f}s"
     )
-    link_kubectl()
+    link_tools(chosen)
     print(f"export KUBECONFIG={KUBECONFIG}")
 
 
-def link_kubectl() -> None:
-    """.cluster/bin/kubectl -> the pinned kubectl (for the tests and for people)."""
+def link_tools(chosen: str) -> None:
+    """.cluster/bin/kubectl -> the pinned kubectl (for the tests and for people), and on kind the kind CLI."""
     from .binaries import kubectl_path
 
-    link = STATE / "bin" / "kubectl"
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.unlink(missing_ok=True)
-    link.symlink_to(kubectl_path())
+    tools = {"kubectl": kubectl_path(), **({"kind": Path(kind.kind_bin())} if chosen == "kind" else {})}
+    for name, target in tools.items():
+        link = STATE / "bin" / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
 
 
 def cmd_down(_: argparse.Namespace) -> None:

@@ -40,8 +40,8 @@ def _kubeconfig() -> str:
 
 
 def _kubectl_path() -> str:
-    local = REPO / ".cluster" / "bin" / "kubectl"
-    return str(local) if local.exists() else "kubectl"
+    pinned = Path(_kubeconfig()).parent / "bin" / "kubectl"  # the harness links it beside the kubeconfig
+    return str(pinned) if pinned.exists() else "kubectl"
 
 
 class Kubectl:

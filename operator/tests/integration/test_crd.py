@@ -46,7 +46,7 @@ def _kubeconfig() -> Path:
 
 
 def _kubectl_binary() -> str:
-    pinned = REPO / ".cluster" / "bin" / "kubectl"
+    pinned = _kubeconfig().parent / "bin" / "kubectl"  # the harness links it beside the kubeconfig
     if pinned.exists():
         return str(pinned)
     found = shutil.which("kubectl")

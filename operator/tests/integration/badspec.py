@@ -15,15 +15,14 @@ import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
 from hypothesis import strategies as st
 from mlmodel_operator import names
 
-REPO = Path(__file__).resolve().parents[2]
-CRD = REPO / "crds" / "modeldeployments.mlmodel.io.yaml"
+from conftest import CRD
+
 Where = tuple[str | int, ...]
 
 

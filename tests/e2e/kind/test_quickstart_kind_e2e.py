@@ -1,0 +1,51 @@
+"""The README's "Quickstart on your own cluster", run as written on the kind cluster: its ``sh`` blocks are
+read from the page (there is no second copy of them) and run in order, as one bash script from the
+repository's root, with ``KUBECONFIG`` pointing at the cluster and kind and kubectl on ``PATH``."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+from mlmodel_testing.cluster import REPO, STATE, Cluster
+
+README = REPO / "README.md"
+HEADING = "## Quickstart on your own cluster"
+
+
+def quickstart() -> list[str]:
+    """The ``sh`` blocks under the README's quickstart heading, up to the next second-level heading."""
+    section = README.read_text().split(f"\n{HEADING}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^```sh\n(.*?)^```$", section, re.M | re.S)
+
+
+def test_the_readme_quickstart_runs_as_written(cluster: Cluster) -> None:
+    blocks = quickstart()
+    script = "\n".join(blocks)
+    assert len(blocks) == 3 and "helm upgrade --install" in script and "kubectl -n demo patch md iris" in script
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "PATH": f"{STATE / 'bin'}:{os.environ['PATH']}",  # the harness's kubectl and kind
+    }
+    try:
+        ran = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+            start_new_session=True,  # its background port-forward goes with it
+        )
+        assert ran.returncode == 0, (
+            f"the quickstart failed ({ran.returncode}):\n{ran.stdout[-6000:]}\n{ran.stderr[-6000:]}"
+        )
+        assert re.search(r"^X-Model-Variant: (stable|canary)", ran.stdout, re.M), ran.stdout[-3000:]
+        assert '{"predictions":[2],' in ran.stdout, ran.stdout[-3000:]
+        found = cluster.kubectl_json("-n", "demo", "get", "md", "iris")
+        assert found["status"]["weights"] == "stable=50,canary=50", found["status"]
+    finally:
+        cluster.kubectl("delete", "namespace", "demo", "--wait=false", check=False)
