@@ -210,7 +210,7 @@ def test_operator_gets_its_images_and_settings() -> None:
     assert (default_env["LEADER_ELECTION"], default_env["LEADER_ELECTION_ID"]) == ("true", "mlmodel-operator")
     single = find(render("--set", "replicaCount=1"), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
     assert {e["name"]: e.get("value") for e in single["env"]}["LEADER_ELECTION"] == "false"
-    assert default_env["ROUTER_IMAGE"] == "openresty/openresty:1.27.1.2-bookworm"
+    assert default_env["ROUTER_IMAGE"] == "mlmodel-router:0.1.0"
     assert default_env["SERVER_IMAGE"] == "mlmodel-server:0.1.0"
     annotations = defaults["template"]["metadata"]["annotations"]
     assert annotations == {

@@ -22,8 +22,8 @@ from mlmodel_demo.steps import WORKDIR, StepFailed, Steps, make
 from mlmodel_operator import names
 from mlmodel_testing.cluster import REPO, STATE, Cluster
 from mlmodel_testing.models import CANARY_EXAMPLE
-from mlmodel_testing.release import IMAGES, RELEASE, helm, install, restricted_namespace
 from mlmodel_testing.release import NAMESPACE as OPERATOR_NAMESPACE
+from mlmodel_testing.release import RELEASE, helm, install, restricted_namespace
 from mlmodel_testing.status import settled
 
 NAMESPACE = "demo"
@@ -33,7 +33,7 @@ LOCUST_PREFIX = "/predict "  # bench/locustfile.py names each request "/predict 
 
 def install_chart(cluster: Cluster) -> str:
     """The operator: ``helm upgrade --install`` of charts/mlmodel with the images ``make images`` loaded."""
-    result = install(cluster, values=IMAGES)
+    result = install(cluster, values=[])
     revision = next((ln for ln in result.stdout.splitlines() if ln.startswith("REVISION:")), "")
     return f"release {RELEASE} in {OPERATOR_NAMESPACE}, {revision.lower()}".strip(", ")
 

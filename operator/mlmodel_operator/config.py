@@ -7,7 +7,6 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-ROUTER_IMAGE = "openresty/openresty:1.27.1.2-bookworm"
 CONNECT_SECONDS = 10.0  # at most, for the TCP and TLS handshakes of one API call
 
 
@@ -53,8 +52,8 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
     )
     parser.add_argument(
         "--router-image",
-        default=env.get("ROUTER_IMAGE", ROUTER_IMAGE),
-        help="image of the routers: nginx with the Lua module, e.g. stock OpenResty [ROUTER_IMAGE]",
+        default=env.get("ROUTER_IMAGE", "mlmodel-router:0.1.0"),
+        help="image of the routers: nginx with the Lua module (Dockerfile.router) [ROUTER_IMAGE]",
     )
     parser.add_argument(
         "--resync-seconds",

@@ -11,7 +11,8 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from mlmodel_operator import cache, drift, kube, metrics, names, render, spec, status, traffic
+from mlmodel_operator import cache, drift, kube, metrics, names, render, spec, status
+from mlmodel_operator.router import objects, traffic
 from mlmodel_operator.spec import ModelDeployment
 
 LOG = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def reconcile(
         services = {name: live[("Service", names.child(md.name, name))] for name in ready}
         upstreams = {name: svc["spec"]["clusterIP"] for name, svc in services.items() if svc is not None}
         config = traffic.router_config(md, upstreams)
-        router_live = [ensure(obj) for obj in render.router_children(md, config, router_image)][1]
+        router_live = [ensure(obj) for obj in objects.children(md, config, router_image)][1]
         router = status.observe(
             status.ROUTER,
             router_live,

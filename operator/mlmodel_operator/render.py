@@ -1,4 +1,5 @@
-"""The desired children of a ModelDeployment, as plain dicts ready for server-side apply.
+"""The desired children of a ModelDeployment's variants and its entry Service, as plain dicts ready for
+server-side apply (the router's are in ``mlmodel_operator.router``).
 
 Pure functions of the parsed spec: no kopf, no kubernetes client, no clock.
 """
@@ -10,7 +11,6 @@ from typing import Any
 
 from mlmodel_operator import names
 from mlmodel_operator.spec import ModelDeployment, ProbeTuning, Variant
-from mlmodel_operator.traffic import RouterConfig
 
 Obj = dict[str, Any]
 
@@ -18,8 +18,6 @@ RUN_AS = 10001
 READINESS = ProbeTuning(initial_delay_seconds=0, period_seconds=1, timeout_seconds=2, failure_threshold=5)
 LIVENESS = ProbeTuning(initial_delay_seconds=0, period_seconds=10, timeout_seconds=2, failure_threshold=3)
 STARTUP_SECONDS = 600  # time allowed to download and load a model before liveness applies
-ROUTER_RUN_AS = 101  # nginx's uid in Debian and OpenResty images
-ROUTER_RESOURCES: Obj = {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
 DRAIN_SECONDS = 5  # a stopping pod keeps serving while endpoints converge, then drains
 # A server container's resources when the spec gives none (the CRD's description says so): one
 # gunicorn worker, room for a small scikit-learn model, no CPU limit (throttling hurts latency).
@@ -30,8 +28,6 @@ STORAGE = "ephemeral-storage"
 # a restart the download is written beside what the earlier container left there (the copy it
 # replaces, or the partial file of a download that was cut short), so the limit has room for two.
 TMP_SCRATCH = 256 << 20
-# A router's /tmp: nginx's pid, and the request and response bodies that outgrow its buffers.
-ROUTER_TMP_SIZE = "1Gi"
 SCRAPE = "prometheus.io/"
 
 
@@ -53,14 +49,6 @@ def _least_replicas(variant: Variant) -> int:
     return variant.replicas if variant.autoscaling is None else variant.autoscaling.min_replicas
 
 
-def router_children(md: ModelDeployment, config: RouterConfig, image: str) -> list[Obj]:
-    """The router's ConfigMap, Deployment and (with several replicas) PodDisruptionBudget, in apply order."""
-    objects = [router_config_map(md, config), router_deployment(md, config, image)]
-    if md.routing.replicas > 1:
-        objects.append(router_pdb(md))
-    return objects
-
-
 def owner_reference(md: ModelDeployment) -> Obj:
     return {
         "apiVersion": names.API_VERSION,
@@ -72,14 +60,14 @@ def owner_reference(md: ModelDeployment) -> Obj:
     }
 
 
-def _metadata(md: ModelDeployment, name: str, labels: dict[str, str]) -> Obj:
+def metadata(md: ModelDeployment, name: str, labels: dict[str, str]) -> Obj:
     return {"name": name, "namespace": md.namespace, "labels": dict(labels), "ownerReferences": [owner_reference(md)]}
 
 
 def deployment(md: ModelDeployment, variant: Variant) -> Obj:
     """The variant's Deployment; no ``replicas`` while an HPA owns them."""
     labels = names.labels(md.name, variant.name)
-    annotations = {**_scrape(names.SERVER_PORT), **variant.pod_annotations}
+    annotations = {**scrape(names.SERVER_PORT), **variant.pod_annotations}
     spec: Obj = {
         "selector": {"matchLabels": names.selector(md.name, variant.name)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
@@ -90,7 +78,7 @@ def deployment(md: ModelDeployment, variant: Variant) -> Obj:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(md, names.child(md.name, variant.name), labels),
+        "metadata": metadata(md, names.child(md.name, variant.name), labels),
         "spec": spec,
     }
 
@@ -182,7 +170,7 @@ def _bytes_quantity(size: int) -> str:
     return str(size)
 
 
-def _scrape(port: int) -> dict[str, str]:
+def scrape(port: int) -> dict[str, str]:
     """Pod annotations for a Prometheus without the Prometheus Operator (kubernetes_sd relabelling)."""
     return {f"{SCRAPE}scrape": "true", f"{SCRAPE}port": str(port), f"{SCRAPE}path": "/metrics"}
 
@@ -247,7 +235,7 @@ def _service(md: ModelDeployment, name: str, labels: dict[str, str], selector: d
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(md, name, labels),
+        "metadata": metadata(md, name, labels),
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
@@ -279,103 +267,14 @@ def entry_service(md: ModelDeployment, target: str | None) -> Obj:
     return _service(md, names.entry_service(md.name), names.entry_labels(md.name), selector)
 
 
-def router_config_map(md: ModelDeployment, config: RouterConfig) -> Obj:
-    """The router's files, immutable and named by their digest: a pod always mounts the config it was made for."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _metadata(md, names.router_config(md.name, config.digest), names.router_labels(md.name)),
-        "immutable": True,
-        "data": dict(config.files),
-    }
-
-
-def router_deployment(md: ModelDeployment, config: RouterConfig, image: str) -> Obj:
-    """nginx with the rendered config; a new config rolls out new pods before the old ones drain."""
-    labels = names.router_labels(md.name)
-    conf = f"{names.ROUTER_CONFIG_DIR}/nginx.conf"
-    container: Obj = {
-        "name": names.ROUTER_CONTAINER,
-        "image": image,
-        "command": ["nginx", "-c", conf, "-e", "stderr", "-g", "daemon off;"],
-        "ports": [
-            {"name": names.HTTP_PORT_NAME, "containerPort": names.ROUTER_PORT, "protocol": "TCP"},
-            {"name": names.ADMIN_PORT_NAME, "containerPort": names.ROUTER_ADMIN_PORT, "protocol": "TCP"},
-        ],
-        "readinessProbe": {
-            "httpGet": {"path": "/ready", "port": names.ADMIN_PORT_NAME},
-            "periodSeconds": 1,
-            "timeoutSeconds": 1,
-            "failureThreshold": 2,
-        },
-        "livenessProbe": {
-            "httpGet": {"path": "/ready", "port": names.ADMIN_PORT_NAME},
-            "periodSeconds": 10,
-            "timeoutSeconds": 2,
-            "failureThreshold": 3,
-        },
-        "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
-        "resources": dict(md.routing.resources) or ROUTER_RESOURCES,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [
-            {"name": "config", "mountPath": names.ROUTER_CONFIG_DIR, "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
-    }
-    annotations = {names.ANNOTATION_ROUTER_CONFIG: config.digest, **_scrape(names.ROUTER_ADMIN_PORT)}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _metadata(md, names.router(md.name), labels),
-        "spec": {
-            "replicas": md.routing.replicas,
-            "selector": {"matchLabels": names.router_selector(md.name)},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "100%"}},
-            "template": {
-                "metadata": {"labels": dict(labels), "annotations": annotations},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": ROUTER_RUN_AS,
-                        "runAsGroup": ROUTER_RUN_AS,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "terminationGracePeriodSeconds": DRAIN_SECONDS + 30,
-                    "containers": [container],
-                    "volumes": [
-                        {"name": "config", "configMap": {"name": names.router_config(md.name, config.digest)}},
-                        {"name": "tmp", "emptyDir": {"sizeLimit": ROUTER_TMP_SIZE}},
-                    ],
-                },
-            },
-        },
-    }
-
-
 def variant_pdb(md: ModelDeployment, variant: Variant) -> Obj:
     """Keep one of the variant's pods through voluntary disruptions; only while it always runs several,
     since a budget of one over a single pod would block every node drain."""
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _metadata(md, names.child(md.name, variant.name), names.labels(md.name, variant.name)),
+        "metadata": metadata(md, names.child(md.name, variant.name), names.labels(md.name, variant.name)),
         "spec": {"minAvailable": 1, "selector": {"matchLabels": names.selector(md.name, variant.name)}},
-    }
-
-
-def router_pdb(md: ModelDeployment) -> Obj:
-    """Keep one router pod through voluntary disruptions (a drain, an upgrade)."""
-    return {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": _metadata(md, names.router(md.name), names.router_labels(md.name)),
-        "spec": {"minAvailable": 1, "selector": {"matchLabels": names.router_selector(md.name)}},
     }
 
 
@@ -387,7 +286,7 @@ def hpa(md: ModelDeployment, variant: Variant) -> Obj:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(md, name, names.labels(md.name, variant.name)),
+        "metadata": metadata(md, name, names.labels(md.name, variant.name)),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "minReplicas": scaling.min_replicas,

@@ -6,7 +6,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlmodel_operator import names, traffic
+from mlmodel_operator import names
+from mlmodel_operator.router import traffic
 from mlmodel_operator.spec import ModelDeployment
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"

@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON_IMAGES = {"server": REPO / "Dockerfile.server", "operator": REPO / "Dockerfile.operator"}
-ROUTER_IMAGE = REPO / "hack" / "images" / "router" / "Dockerfile"
+ROUTER_IMAGE = REPO / "Dockerfile.router"
 _PIN = re.compile(r"(?P<name>[A-Za-z0-9][-A-Za-z0-9_.]*)==(?P<version>\S+)")
 _HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
 

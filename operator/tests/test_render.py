@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
-from mlmodel_operator import drift, names, render, spec, traffic
+from mlmodel_operator import drift, names, render, spec
+from mlmodel_operator.router import objects, traffic
 
 GOLDEN = Path(__file__).parent / "golden"
 SHA = "d466fded41c4a559228ec0a59d7fab20d29353302d76491af19d4ce400b63cb4"
@@ -58,11 +59,11 @@ CLUSTER_IPS = {"stable": "10.96.0.10", "canary": "10.96.0.11", "shadow": "10.96.
 
 def children(md: spec.ModelDeployment) -> list[dict[str, Any]]:
     """Everything the operator applies for ``md`` once every variant is ready."""
-    objects = render.variant_children(md)
+    found = render.variant_children(md)
     if md.routed:
         config = traffic.router_config(md, {v.name: CLUSTER_IPS[v.name] for v in md.variants})
-        objects += render.router_children(md, config, ROUTER_IMAGE)
-    return [*objects, render.entry_service(md, None if md.routed else md.variants[0].name)]
+        found += objects.children(md, config, ROUTER_IMAGE)
+    return [*found, render.entry_service(md, None if md.routed else md.variants[0].name)]
 
 
 @pytest.mark.parametrize("case", ["iris-canary", "iris-single"])
@@ -123,17 +124,17 @@ def test_several_variants_are_routed_through_the_router() -> None:
     assert md.routed
     assert render.entry_service(md, None)["spec"]["selector"] == names.router_selector("iris")
     config = traffic.router_config(md, CLUSTER_IPS)
-    deployment = render.router_deployment(md, config, ROUTER_IMAGE)
+    deployment = objects.deployment(md, config, ROUTER_IMAGE)
     volume = deployment["spec"]["template"]["spec"]["volumes"][0]
-    assert volume["configMap"]["name"] == render.router_config_map(md, config)["metadata"]["name"]
+    assert volume["configMap"]["name"] == objects.config_map(md, config)["metadata"]["name"]
     assert deployment["spec"]["template"]["metadata"]["annotations"][names.ANNOTATION_ROUTER_CONFIG] == config.digest
-    assert [o["kind"] for o in render.router_children(md, config, ROUTER_IMAGE)] == [
+    assert [o["kind"] for o in objects.children(md, config, ROUTER_IMAGE)] == [
         "ConfigMap",
         "Deployment",
         "PodDisruptionBudget",
     ]
     one = parsed(routing={"replicas": 1})
-    assert [o["kind"] for o in render.router_children(one, config, ROUTER_IMAGE)] == ["ConfigMap", "Deployment"]
+    assert [o["kind"] for o in objects.children(one, config, ROUTER_IMAGE)] == ["ConfigMap", "Deployment"]
 
 
 @pytest.mark.parametrize(
@@ -355,6 +356,6 @@ def test_a_model_read_in_place_has_no_cache(uri: str) -> None:
 
 def test_the_routers_tmp_is_limited() -> None:
     md = parsed()
-    pod = render.router_deployment(md, traffic.router_config(md, CLUSTER_IPS), ROUTER_IMAGE)["spec"]["template"]["spec"]
+    pod = objects.deployment(md, traffic.router_config(md, CLUSTER_IPS), ROUTER_IMAGE)["spec"]["template"]["spec"]
     tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
     assert tmp == {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}

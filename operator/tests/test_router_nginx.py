@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from mlmodel_operator import names, spec, traffic
+from mlmodel_operator import names, spec
+from mlmodel_operator.router import traffic
 from test_render import parsed
-from test_traffic import TWO, WITH_SHADOW
+from test_router_traffic import TWO, WITH_SHADOW
 
 UP, DOWN, SLOW = "127.0.0.2", "127.0.0.3", "127.0.0.4"
 MIRRORED = "mlmodel_router_mirrored_requests_total"

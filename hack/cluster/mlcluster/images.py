@@ -105,5 +105,5 @@ def build_app_images() -> list[str]:
     base = {"BASE_IMAGE": versions.BASE_IMAGE}
     docker_build(versions.SERVER_IMAGE, "Dockerfile.server", None, base)
     docker_build(versions.OPERATOR_IMAGE, "Dockerfile.operator", None, base)
-    docker_build(versions.ROUTER_IMAGE, "Dockerfile", HACK / "images" / "router", base)
+    docker_build(versions.ROUTER_IMAGE, "Dockerfile.router", None, base)
     return [versions.SERVER_IMAGE, versions.OPERATOR_IMAGE, versions.ROUTER_IMAGE]

@@ -23,16 +23,10 @@ NAMESPACE = "mlmodel-system"
 OPERATOR = "mlmodel-operator"  # its Deployment and ServiceAccount
 CRD = "modeldeployments.mlmodel.io"
 OPERATOR_IMAGE = "mlmodel-operator:0.1.0"
-IMAGES = [  # the images `make images` loads (`make demo` installs with these values alone)
-    "--set",
-    "image.repository=mlmodel-operator,image.tag=0.1.0,image.pullPolicy=IfNotPresent",
-    "--set",
-    "serverImage.repository=mlmodel-server,serverImage.tag=0.1.0",
-    "--set",
-    "routerImage.repository=mlmodel-router,routerImage.tag=0.1.0",
-]
-# The idle test watches several resync rounds go by: 10 s each here, not the default 300 s.
-VALUES = [*IMAGES, "--set", "resyncSeconds=10"]
+# The chart's default images are those `make images` builds and loads (`mlmodel-operator`, `mlmodel-server` and
+# `mlmodel-router` at the chart's appVersion), so `make demo` installs with no value at all. The idle test watches
+# several resync rounds go by: 10 s each here, not the default 300 s.
+VALUES = ["--set", "resyncSeconds=10"]
 # The namespace refuses, and warns about, any pod that is not restricted.
 RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
 

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from mlmodel_operator import config, drift, kube, names, render, spec, traffic
+from mlmodel_operator import config, drift, kube, names, render, spec
+from mlmodel_operator.router import objects, traffic
 from prometheus_client import REGISTRY
 
 from conftest import ROUTER_ABSENT, Kubectl, OperatorProcess, converges, eventually
@@ -247,7 +248,7 @@ def no_pods(namespace: str) -> dict[str, Any]:
 def desired(body: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     """Every child the operator should make for ``body`` while no variant is ready, by kind and name."""
     parsed = spec.parse(body, default_image=config.parse([]).server_image)
-    router = render.router_children(parsed, traffic.router_config(parsed, {}), ROUTER_ABSENT)
+    router = objects.children(parsed, traffic.router_config(parsed, {}), ROUTER_ABSENT)
     wanted = [*render.variant_children(parsed), *router, render.entry_service(parsed, None)]
     return {(o["kind"], o["metadata"]["name"]): o for o in wanted}
 

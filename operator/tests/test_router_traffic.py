@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mlmodel_operator import spec, traffic
+from mlmodel_operator import spec
+from mlmodel_operator.router import traffic
 from test_render import CLUSTER_IPS, parsed
 
 GOLDEN = Path(__file__).parent / "golden" / "router"

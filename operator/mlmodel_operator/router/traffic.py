@@ -1,11 +1,11 @@
 """How traffic is split across variants, and the router's nginx configuration. Pure: values in, text out.
 
-The router is nginx with the Lua module (Debian's nginx + libnginx-mod-http-lua in the test image,
-stock OpenResty for users). Native directives do the routing: ``split_clients`` picks a variant by
-weight (on the request id, or on the sticky header's value), ``map`` applies the override header,
-``limit_req`` rate-limits. The Lua module (``router.lua``) counts requests and upstream latency
-per variant for Prometheus, and sends the copies of the requests ``split_clients`` samples for
-the mirror, after the response, so that a slow shadow never holds up a client.
+The router is nginx with the Lua module (Debian's nginx and libnginx-mod-http-lua: ``Dockerfile.router``).
+Native directives do the routing: ``split_clients`` picks a variant by weight (on the request id, or on the
+sticky header's value), ``map`` applies the override header, ``limit_req`` rate-limits. The Lua module
+(``router.lua``) counts requests and upstream latency per variant for Prometheus, and sends the copies of the
+requests ``split_clients`` samples for the mirror, after the response, so that a slow shadow never holds up a
+client.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from mlmodel_operator.spec import ModelDeployment
 
 LUA_MODULE = "mlmodel_router"
 _LUA = f'require("{LUA_MODULE}")'
-LUA = resources.files("mlmodel_operator").joinpath("router.lua").read_text()
+LUA = resources.files("mlmodel_operator.router").joinpath("router.lua").read_text()
 _OBSERVE = f"log_by_lua_block {{ {_LUA}.observe() }}"
 NGINX_CONF = "nginx.conf"
 UNKNOWN = '"?"'  # $mlmodel_variant when the override header names no variant
@@ -94,7 +94,7 @@ def _nginx(
     mirror = md.routing.mirror if md.routing.mirror and md.routing.mirror.variant in upstreams else None
     lines = [
         f"# The router of ModelDeployment {md.namespace}/{md.name}, rendered by {names.FIELD_MANAGER}. Do not edit.",
-        "# Debian's nginx loads the Lua module from modules-enabled; OpenResty has it built in.",
+        "# Debian's nginx loads the Lua module from modules-enabled.",
         "include /etc/nginx/modules-enabled/*.conf;",
         "worker_processes 1;  # one event loop per pod is thousands of requests per second: scale with replicas",
         f"pid {run_dir}/nginx.pid;",
