@@ -1,12 +1,14 @@
 """The rendered router configuration run by a real nginx (Debian's, with the Lua module, as in the
-router image) on loopback: what the router answers itself, and what its /metrics counts.
+router image) on loopback: what the router answers itself, what its /metrics counts, and what a client
+sees of the split: sticky keys, the override header, the mirror's copies and the rate limit.
 
-One variant's upstream is a small HTTP server on 127.0.0.2; the other's address has nothing
-listening, so nginx gets a refused connection, as from a Service whose pods just died.
+The variants are small HTTP servers on 127.0.0.x; an address with nothing listening gives nginx a
+refused connection, as from a Service whose pods just died.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import http.client
 import http.server
@@ -19,6 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -190,3 +193,155 @@ def test_with_no_variant_ready_the_router_answers_503_json(tmp_path: Path) -> No
         error = json.loads(body)
         assert error["code"] == "no_variant" and "no variant of iris is ready" in error["error"], error
         assert _counted(metrics)[("none", "5xx")] == 1
+
+
+# --- the split, sticky keys, the override, the mirror and the rate limit, seen by the client --------------------
+
+STABLE, CANARY, SHADOW = "127.0.0.5", "127.0.0.6", "127.0.0.7"
+PREDICT = b'{"instances": [[6.7, 3.0, 5.2, 2.3]]}'
+
+
+def _named(variant: str) -> type[_Variant]:
+    """A variant that answers every request at once, naming itself as the server does (``X-Model-Variant``)."""
+
+    class Named(_Variant):
+        received: ClassVar[list[tuple[str, str, bytes]]] = []
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.received.append((self.path, self.headers.get("Content-Type", ""), body))
+            answer = b'{"predictions":[0]}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header(names.HEADER_VARIANT, variant)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+    return Named
+
+
+@contextlib.contextmanager
+def _variants(*served: tuple[str, str]) -> Iterator[dict[str, type[_Variant]]]:
+    """Each (variant, address) served by a handler of its own: the handlers, by variant."""
+    handlers = {variant: _named(variant) for variant, _ in served}
+    with contextlib.ExitStack() as stack:
+        for variant, address in served:
+            stack.enter_context(_serving(address, handlers[variant]))
+        yield handlers
+
+
+def _call(
+    connection: http.client.HTTPConnection, headers: dict[str, str] | None = None, path: str = "/predict"
+) -> tuple[int, str | None, bytes]:
+    """One POST on a kept-alive connection: the status, the variant that answered, the body."""
+    connection.request("POST", path, PREDICT, {**HEADERS, **(headers or {})})
+    reply = connection.getresponse()
+    return reply.status, reply.getheader(names.HEADER_VARIANT), reply.read()
+
+
+def _connection(base: str) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout=5)
+
+
+def _by_key(base: str, keys: list[str], repeat: int) -> dict[str, set[str | None]]:
+    """The variants that answered each sticky key, over ``repeat`` requests a key."""
+    seen: dict[str, set[str | None]] = {}
+    connection = _connection(base)
+    try:
+        for key in keys:
+            for _ in range(repeat):
+                status, variant, body = _call(connection, {"X-User-Id": key})
+                assert status == 200, (status, body)
+                seen.setdefault(key, set()).add(variant)
+    finally:
+        connection.close()
+    return seen
+
+
+def _sticky(stable: int, canary: int) -> spec.ModelDeployment:
+    variants = [{**TWO[0], "weight": stable}, {**TWO[1], "weight": canary}]
+    return parsed(variants=variants, routing={"stickyHeader": "X-User-Id"})
+
+
+def test_sticky_keys_stay_and_only_move_towards_the_variant_that_gained(tmp_path: Path) -> None:
+    """200 keys at 50/50: each key always reaches one variant, about half of them stable. At 60/40 (the router's
+    pods roll onto the new config: a new nginx here), no key leaves stable, which gained weight."""
+    keys = [f"user-{i}" for i in range(200)]
+    upstreams = {"stable": STABLE, "canary": CANARY}
+    (tmp_path / "50-50").mkdir()
+    (tmp_path / "60-40").mkdir()
+    with _variants(("stable", STABLE), ("canary", CANARY)):
+        with _nginx(tmp_path / "50-50", _sticky(50, 50), upstreams) as (base, _):
+            before = _by_key(base, keys, 10)
+        with _nginx(tmp_path / "60-40", _sticky(60, 40), upstreams) as (base, _):
+            after = _by_key(base, keys, 3)
+    assert all(len(seen) == 1 for seen in before.values()), {k: v for k, v in before.items() if len(v) > 1}
+    on_stable = {k for k, seen in before.items() if seen == {"stable"}}
+    assert 70 <= len(on_stable) <= 130, len(on_stable)  # 50/50 of 200 keys
+    assert all(len(seen) == 1 for seen in after.values()), {k: v for k, v in after.items() if len(v) > 1}
+    moved = [k for k in on_stable if after[k] != {"stable"}]
+    assert not moved, f"{len(moved)} keys left stable, which gained weight"
+    assert len([k for k, seen in after.items() if seen == {"stable"}]) >= len(on_stable)
+
+
+def test_override_reaches_a_weight_zero_variant_and_the_mirror_copies_half(tmp_path: Path) -> None:
+    """stable 100, canary and shadow 0, a mirror of 50 % to shadow: the override header reaches canary, 20 of
+    20; a variant it does not know gets a 400 in the shape of the request's protocol; 400 requests all reach
+    stable, and shadow gets about half of them as copies, as many as the router counts as sent."""
+    variants = [{**WITH_SHADOW[0], "weight": 100}, {**WITH_SHADOW[1], "weight": 0}, WITH_SHADOW[2]]
+    md = parsed(variants=variants, routing={"mirror": {"variant": "shadow", "percent": 50}})
+    served = (("stable", STABLE), ("canary", CANARY), ("shadow", SHADOW))
+    with _variants(*served) as handlers, _nginx(tmp_path, md, dict(served)) as (base, metrics):
+        connection = _connection(base)
+        pinned = [_call(connection, {names.HEADER_VARIANT: "canary"}) for _ in range(20)]
+        assert {(status, variant) for status, variant, _ in pinned} == {(200, "canary")}
+        status, _, body = _call(connection, {names.HEADER_VARIANT: "nope"})
+        assert status == 400 and json.loads(body)["error"]["code"] == "unknown_variant", body
+        status, _, body = _call(connection, {names.HEADER_VARIANT: "nope"}, path="/v2/models/iris/infer")
+        assert status == 400 and isinstance(json.loads(body)["error"], str), body
+        results = [_call(connection) for _ in range(400)]
+        connection.close()
+        assert Counter((status, variant) for status, variant, _ in results) == {(200, "stable"): 400}
+        last: list[int] = []
+
+        def every_copy_answered() -> int:
+            """Copies the shadow got, once they equal the copies the router sent, twice in a row."""
+            got = len(handlers["shadow"].received)
+            agreed = got == sum(_counted(metrics, MIRRORED).values())
+            settled = agreed and last == [got]
+            last[:] = [got] if agreed else []
+            return got if settled else 0
+
+        deadline = time.monotonic() + 30
+        while not (copied := every_copy_answered()):
+            assert time.monotonic() < deadline, (len(handlers["shadow"].received), _counted(metrics, MIRRORED))
+            time.sleep(0.2)
+    assert 150 <= copied <= 250, copied  # 50 % of 400, binomial sd 10
+    assert {path for path, _, _ in handlers["shadow"].received} == {"/predict"}
+
+
+def test_rate_limit_answers_429_json_over_the_limit_and_nothing_under_it(tmp_path: Path) -> None:
+    """5 requests a second with a burst of 5: 60 requests from 12 clients at once get 429s in JSON and
+    otherwise 200s; once the limiter has forgotten them, 10 requests paced at 2 a second all get 200."""
+    md = parsed(variants=[{**TWO[0], "weight": 100}], routing={"rateLimit": {"requestsPerSecond": 5, "burst": 5}})
+    with _variants(("stable", STABLE)), _nginx(tmp_path, md, {"stable": STABLE}) as (base, _):
+
+        def one(_: int) -> tuple[int, str | None, bytes]:
+            connection = _connection(base)
+            try:
+                return _call(connection)
+            finally:
+                connection.close()
+
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(one, range(60)))
+        limited = [body for status, _, body in results if status == 429]
+        assert limited and all(json.loads(body)["error"]["code"] == "rate_limited" for body in limited), limited[:3]
+        assert {status for status, _, _ in results} == {200, 429}, Counter(status for status, _, _ in results)
+        time.sleep(2)  # the limiter forgets the burst at 5 requests a second: 2 s drain it
+        calm = []
+        for _ in range(10):
+            calm.append(one(0)[0])
+            time.sleep(0.5)  # paced at 2 requests a second, under the limit of 5
+    assert calm == [200] * 10

@@ -1,6 +1,7 @@
-"""The weighted router on real pods: the example's split, from this host and from another pod, zero
-loss while weights move, sticky keys, the override header, shadow traffic and the rate limit (a
-variant that is not ready gets no traffic: ``test_faults_e2e``).
+"""The weighted router on real pods: the example's split, from this host and from another pod, and zero
+loss while weights move and variants come and go (a variant that is not ready gets no traffic:
+``test_faults_e2e``). Sticky keys, the override header, the mirror and the rate limit are the rendered
+configuration's own behaviour, shown by a real nginx on loopback: ``operator/tests/test_router_nginx.py``.
 
 Every request here is a new connection with no retry (``load.call``); every number is asserted.
 """
@@ -10,14 +11,13 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.request
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mlmodel_testing.cluster import Cluster
-from mlmodel_testing.load import Load, Result, burst, call, constant_load, shares, summary
+from mlmodel_testing.load import Load, Result, burst, constant_load, shares, summary
 from mlmodel_testing.models import CANARY_EXAMPLE, V1, V2, deploy, deploy_model_store, digests, md, variant
 from mlmodel_testing.pods import client_pod, client_result
 from mlmodel_testing.status import router_digest, wait_settled
@@ -167,76 +167,6 @@ def _answered(load: Load, since: float, config: str) -> Callable[[], bool]:
     return lambda: len(_with(load, since, config)) > 50
 
 
-def test_sticky_keys_stay_and_only_move_towards_the_variant_that_gained(
-    cluster: Cluster, namespace: str, operator: None, models: Path
-) -> None:
-    v1, v2 = digests(models)
-    sticky = {"stickyHeader": "X-User-Id"}
-    deploy(
-        cluster,
-        namespace,
-        models,
-        md(namespace, [variant("stable", V1, v1, 50), variant("canary", V2, v2, 50)], sticky),
-    )
-    keys = [f"user-{i}" for i in range(200)]
-    with cluster.service_url(namespace, "iris", 80) as base:
-        before = _by_key(base, keys, 10)
-        assert all(len(seen) == 1 for seen in before.values()), {k: v for k, v in before.items() if len(v) > 1}
-        on_stable = {k for k, seen in before.items() if seen == {"stable"}}
-        assert 70 <= len(on_stable) <= 130, len(on_stable)  # 50/50 of 200 keys
-        cluster.apply(md(namespace, [variant("stable", V1, v1, 60), variant("canary", V2, v2, 40)], sticky))
-        wait_settled(cluster, namespace)
-        final = router_digest(cluster, namespace)
-        cluster.wait_until("the 60/40 config", lambda: call(base).config == final, 30)
-        after = _by_key(base, keys, 3)
-    assert all(len(seen) == 1 for seen in after.values())
-    moved = [k for k in on_stable if after[k] != {"stable"}]
-    assert not moved, f"{len(moved)} keys left stable, which gained weight"
-    assert len([k for k, seen in after.items() if seen == {"stable"}]) >= len(on_stable)
-
-
-def _by_key(base: str, keys: list[str], repeat: int) -> dict[str, set[str | None]]:
-    seen: dict[str, set[str | None]] = defaultdict(set)
-    for key in keys:
-        for result in burst(base, repeat, {"X-User-Id": key}, workers=4):
-            assert result.status == 200, result
-            seen[key].add(result.variant)
-    return seen
-
-
-def test_override_reaches_a_weight_zero_variant_and_the_mirror_copies_half(
-    cluster: Cluster, namespace: str, operator: None, models: Path
-) -> None:
-    v1, v2 = digests(models)
-    variants = [variant("stable", V1, v1, 100), variant("canary", V2, v2, 0), variant("shadow", V2, v2, 0)]
-    deploy(cluster, namespace, models, md(namespace, variants, {"mirror": {"variant": "shadow", "percent": 50}}))
-    with cluster.service_url(namespace, "iris", 80) as base:
-        pinned = burst(base, 20, {"X-Model-Variant": "canary"})
-        assert {(r.status, r.variant) for r in pinned} == {(200, "canary")}
-        unknown = call(base, {"X-Model-Variant": "nope"})
-        assert unknown.status == 400
-        assert json.loads(unknown.body)["error"]["code"] == "unknown_variant"
-        v2_error = call(base, {"X-Model-Variant": "nope"}, path="/v2/models/iris/infer", body=b"{}")
-        assert v2_error.status == 400 and isinstance(json.loads(v2_error.body)["error"], str)
-        with cluster.service_url(namespace, "iris-shadow", 80) as shadow:
-            before = (_predictions_served(shadow), _copies_sent(cluster, namespace))
-            results = burst(base, 400)
-            assert_all_ok(results)
-            assert Counter(r.variant for r in results) == {"stable": 400}
-            last: list[int] = []
-
-            def every_copy_answered() -> int:
-                """Copies the shadow served, once they equal the copies the router sent, twice in a row."""
-                served = _predictions_served(shadow) - before[0]
-                agreed = served == _copies_sent(cluster, namespace) - before[1]
-                settled = agreed and last == [served]
-                last[:] = [served] if agreed else []
-                return served if settled else 0
-
-            copied = cluster.wait_until("every copy to be answered", every_copy_answered, 30)
-    assert 150 <= copied <= 250, copied  # 50 % of 400, binomial sd 10
-
-
 def _router_pods(cluster: Cluster, namespace: str) -> list[str]:
     """The router pods that serve: running and not being deleted (a pod of an earlier rollout can
     linger a moment after nginx exited, with no address to reach)."""
@@ -253,35 +183,3 @@ def _router_metrics(cluster: Cluster, namespace: str, pods: list[str]) -> dict[s
     """Each router pod's /metrics (the admin port, through the API server's pod proxy)."""
     proxy = f"/api/v1/namespaces/{namespace}/pods/{{}}:8081/proxy/metrics"
     return {pod: cluster.kubectl("get", "--raw", proxy.format(pod)).stdout for pod in pods}
-
-
-def _copies_sent(cluster: Cluster, namespace: str) -> int:
-    """Copies the routers sent to the mirror and got an answer to, whatever its status."""
-    texts = _router_metrics(cluster, namespace, _router_pods(cluster, namespace)).values()
-    series = r'mlmodel_router_mirrored_requests_total\{model="iris",variant="shadow",status_class="\dxx"\} (\d+)'
-    return sum(int(n) for text in texts for n in re.findall(series, text))
-
-
-def _predictions_served(base: str) -> int:
-    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    return sum(int(float(n)) for n in re.findall(r'mlmodel_requests_total\{endpoint="/predict",[^}]*\} (\S+)', text))
-
-
-def test_rate_limit_answers_429_json_over_the_limit_and_nothing_under_it(
-    cluster: Cluster, namespace: str, operator: None, models: Path
-) -> None:
-    v1, _ = digests(models)
-    limit = {"rateLimit": {"requestsPerSecond": 5, "burst": 5}}
-    deploy(cluster, namespace, models, md(namespace, [variant("stable", V1, v1, 100)], limit))
-    with cluster.service_url(namespace, "iris", 80) as base:
-        results = burst(base, 60, workers=12)
-        limited = [r for r in results if r.status == 429]
-        assert limited and all(json.loads(r.body)["error"]["code"] == "rate_limited" for r in limited)
-        assert {r.status for r in results} == {200, 429}
-        time.sleep(2)  # the limiter forgets the burst at 5 requests per second: 2 s drain it
-        calm = []
-        for _ in range(10):
-            calm.append(call(base))
-            time.sleep(0.5)  # paced at 2 requests per second, under the limit of 5
-    assert [r.status for r in calm] == [200] * 10
