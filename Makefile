@@ -101,8 +101,8 @@ test-integration: install cluster-up ## The CRD, the chart's RBAC and the operat
 # run their own operator, which must not meet the e2e suite's), and the kind smoke test. Then the 15 slowest tests.
 # With MLMODEL_CLUSTER=kind there is one cluster: the integration tests run on it before the e2e suite.
 test: install ## Every test: lint, docs, unit, integration, end-to-end on a real cluster, and the kind smoke test
-	@$(MAKE) --no-print-directory -j3 --output-sync=recurse lane-unit lane-cluster lane-kind
-	@$(STAGE) slowest 15
+	@$(MAKE) --no-print-directory -j3 --output-sync=recurse lane-unit lane-cluster lane-kind; lanes=$$?; \
+	$(STAGE) slowest 15; exit $$lanes
 
 .PHONY: lane-unit lane-cluster lane-kind
 lane-unit:

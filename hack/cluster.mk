@@ -28,7 +28,7 @@ images: ## Build mlmodel-server/-operator/-router images and load them into the 
 # whatever the first run's outcome (the last of them takes the cluster down).
 # The chart's lifecycle test runs on kind's cluster, beside the suite (`make test-kind-smoke`), unless kind is the
 # cluster of the suite itself.
-E2E_WORKERS ?= 3
+E2E_WORKERS ?= 2
 LIFECYCLE := tests/e2e/test_chart_lifecycle_e2e.py
 E2E := tests/e2e --ignore=tests/e2e/kind $(if $(filter kind,$(MLMODEL_CLUSTER)),,--ignore=$(LIFECYCLE))
 define e2e_suite
