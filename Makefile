@@ -96,26 +96,34 @@ test-integration: install cluster-up ## The CRD, the chart's RBAC and the operat
 	$(call pytest,integration,env KUBECONFIG=$(or $(MLMODEL_CLUSTER_DIR),$(CURDIR)/.cluster)/kubeconfig $(BIN)/pytest) \
 		-q -n 2 operator/tests/integration
 
-# After the install, three lanes at once, each one step after the other: lint, the docs and the unit tests; the
-# cluster, the images and the e2e suite; beside them kind's cluster, the integration tests on its API server (they
-# run their own operator, which must not meet the e2e suite's), and the kind smoke test. Then the 15 slowest tests.
-# With MLMODEL_CLUSTER=kind there is one cluster: the integration tests run on it before the e2e suite.
+# After the install, two phases of lanes side by side, each lane one step after the other (a lane's output shows
+# when it ends). First: lint, the docs and the unit tests; the local cluster and the images; kind's cluster, the
+# integration tests on its API server (they run operators of their own, which must not meet the e2e suite's) and the
+# images loaded into kind.
+# Then, with the unit tests' CPU free again: the e2e suite on the local cluster, and on kind the smoke test and the
+# README's quickstart. Both phases run whatever the first one's outcome; then the 15
+# slowest tests. With MLMODEL_CLUSTER=kind there is one cluster: the integration tests run on it, before the suite.
 test: install ## Every test: lint, docs, unit, integration, end-to-end on a real cluster, and the kind smoke test
-	@$(MAKE) --no-print-directory -j3 --output-sync=recurse lane-unit lane-cluster lane-kind; lanes=$$?; \
-	$(STAGE) slowest 15; exit $$lanes
+	@$(MAKE) --no-print-directory -j3 --output-sync=recurse lane-unit lane-images lane-integration; first=$$?; \
+	$(MAKE) --no-print-directory -j2 --output-sync=recurse lane-e2e lane-kind; second=$$?; \
+	$(STAGE) slowest 15; [ $$first = 0 ] && exit $$second
 
-.PHONY: lane-unit lane-cluster lane-kind
+.PHONY: lane-unit lane-images lane-integration lane-e2e lane-kind
 lane-unit:
 	@MAKEFLAGS= $(MAKE) --no-print-directory lint docs test-unit
+lane-images: cluster-up
+	@MAKEFLAGS= $(MAKE) --no-print-directory images
+lane-e2e:
+	@MAKEFLAGS= $(MAKE) --no-print-directory e2e-suite
 ifeq ($(MLMODEL_CLUSTER),kind)
-lane-cluster: cluster-up
-	@MAKEFLAGS= $(MAKE) --no-print-directory images test-integration e2e-suite
+lane-integration: cluster-up
+	@MAKEFLAGS= $(MAKE) --no-print-directory test-integration
 lane-kind:
 else
-lane-cluster: cluster-up
-	@MAKEFLAGS= $(MAKE) --no-print-directory images e2e-suite
-lane-kind: cluster-up # after it: a cold cache builds the Kubernetes binaries that kind's node image takes
-	@MAKEFLAGS= $(KIND_SMOKE) $(MAKE) --no-print-directory cluster-up test-integration test-kind-smoke
+lane-integration: cluster-up # after it: a cold cache builds the Kubernetes binaries that kind's node image takes
+	@MAKEFLAGS= $(KIND_SMOKE) $(MAKE) --no-print-directory cluster-up test-integration images
+lane-kind:
+	@MAKEFLAGS= $(MAKE) --no-print-directory test-kind-smoke
 endif
 
 # `make demo` makes the venv itself (its first step), so it starts with the system's python3.

@@ -2,11 +2,12 @@
 #   MLMODEL_CLUSTER=local|kind|existing|auto (default auto)   which cluster to use
 #   CLUSTER_FLAGS=--control-plane-only                         local: etcd+apiserver+controllers only
 CLUSTER := python3 hack/cluster/cluster.py
+CLUSTER_STAGE = $(if $(filter kind,$(MLMODEL_CLUSTER)),kind,e2e)
 
 .PHONY: cluster-up cluster-up-control-plane cluster-down cluster-status images kind-node-image test-e2e test-soak test-kind-smoke
 
 cluster-up: ## Bring the test cluster up (idempotent); writes .cluster/kubeconfig
-	@$(STAGE) run $(if $(filter kind,$(MLMODEL_CLUSTER)),kind,e2e)/cluster-up -- $(CLUSTER) up $(CLUSTER_FLAGS)
+	@$(STAGE) run $(CLUSTER_STAGE)/cluster-up -- $(CLUSTER) up $(CLUSTER_FLAGS)
 
 cluster-up-control-plane: ## Only etcd + kube-apiserver + controller-manager + scheduler (local)
 	@$(CLUSTER) up --control-plane-only
@@ -21,16 +22,13 @@ kind-node-image: ## Build kind's node image (mlmodel/kind-node) here, from upstr
 	@$(STAGE) run kind/node-image -- $(CLUSTER) kind-node-image
 
 images: ## Build mlmodel-server/-operator/-router images and load them into the cluster
-	@$(STAGE) run e2e/images -- $(CLUSTER) images
+	@$(STAGE) run $(CLUSTER_STAGE)/images -- $(CLUSTER) images
 
 # The e2e suite in two runs: the tests that leave the shared release alone side by side, a test file to an xdist
 # worker (E2E_WORKERS), then those marked `serial` (they change the release, or need the cluster idle) one by one,
 # whatever the first run's outcome (the last of them takes the cluster down).
-# The chart's lifecycle test runs on kind's cluster, beside the suite (`make test-kind-smoke`), unless kind is the
-# cluster of the suite itself.
 E2E_WORKERS ?= 2
-LIFECYCLE := tests/e2e/test_chart_lifecycle_e2e.py
-E2E := tests/e2e --ignore=tests/e2e/kind $(if $(filter kind,$(MLMODEL_CLUSTER)),,--ignore=$(LIFECYCLE))
+E2E := tests/e2e --ignore=tests/e2e/kind
 define e2e_suite
 	$(call pytest,e2e/parallel,$(BIN)/pytest) $(E2E) -m "not serial" -n $(E2E_WORKERS) --dist loadfile; parallel=$$?; \
 	$(call pytest,e2e/serial,$(BIN)/pytest) $(E2E) -m serial && exit $$parallel
@@ -46,9 +44,9 @@ e2e-suite: # `make test`'s lane-cluster, which has brought the cluster and image
 # The provider that does not run the full suite gets a smoke test: kind here (the local provider runs the suite),
 # in a state directory of its own, so that it never meets the local cluster's.
 KIND_SMOKE := env MLMODEL_CLUSTER=kind MLMODEL_CLUSTER_DIR=$(CURDIR)/.cluster-kind
-test-kind-smoke: install ## kind: node image, `kind create cluster`, helm install, a split, a wrong digest, the README's quickstart, the chart's lifecycle, `kind delete`
+test-kind-smoke: install ## kind: node image, a split, a wrong digest, the README's quickstart, `kind delete`
 	@$(STAGE) run kind/node-image -- $(KIND_SMOKE) $(CLUSTER) kind-node-image
-	$(call pytest,kind/smoke,$(KIND_SMOKE) $(BIN)/pytest) tests/e2e/kind $(LIFECYCLE)
+	$(call pytest,kind/smoke,$(KIND_SMOKE) $(BIN)/pytest) tests/e2e/kind
 
 # `make test` runs the soaks below shorter (tests/e2e/soak.py): a serving pod deleted once, then killed once, 20 s apart, and
 # 4 idle resync rounds; here at the issue's length: 6 + 6 kills 30 s apart (3 minutes each) and 5 idle minutes,
