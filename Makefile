@@ -92,7 +92,7 @@ $(MLSERVER_VENV)/.installed: $(INSTALLED) server/pyproject.toml server/constrain
 test-mlserver: $(MLSERVER_VENV)/.installed ## MLServer's codecs and types against the real server (its own venv)
 	$(call pytest,unit/mlserver,$(MLSERVER_VENV)/bin/pytest) -q server/tests/test_mlserver.py
 
-test-integration: install cluster-up ## The CRD, the chart's RBAC and the operator (KopfRunner) against the cluster's real API server
+test-integration: install cluster-up ## The CRD, the chart's RBAC and the operator (in process, kopf.operator) against the cluster's real API server
 	$(call pytest,integration,env KUBECONFIG=$(or $(MLMODEL_CLUSTER_DIR),$(CURDIR)/.cluster)/kubeconfig $(BIN)/pytest) \
 		-q -n 2 operator/tests/integration
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import os
 import signal
 import socket
 import sys
@@ -16,7 +15,7 @@ from urllib.parse import urlsplit
 import kopf
 from prometheus_client import start_http_server
 
-from mlmodel_operator import config, leader, metrics
+from mlmodel_operator import config, kube, leader, metrics
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -24,19 +23,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     renewing it while kopf runs, stop when it is lost (exit 1, to restart as a standby), and
     release it on a clean stop so that a standby takes over at once."""
     cfg = config.parse(argv)
-    # The handlers read their settings (kube its timeout) from the environment when the operator starts.
-    os.environ.update(
-        SERVER_IMAGE=cfg.server_image,
-        ROUTER_IMAGE=cfg.router_image,
-        RESYNC_SECONDS=str(cfg.resync_seconds),
-        API_QPS=str(cfg.api_qps),
-        API_BURST=str(cfg.api_burst),
-        WORKERS=str(cfg.workers),
-        WATCH_NAMESPACES=",".join(cfg.namespaces),
-        API_TIMEOUT_SECONDS=str(cfg.api_timeout_seconds),
-        STALL_SECONDS=str(cfg.stall_seconds),
-        WATCH_SECONDS=str(cfg.watch_seconds),
-    )
+    kube.configure(cfg)
     kopf.configure(log_format=kopf.LogFormat.JSON if cfg.json_logs else kopf.LogFormat.FULL)
     from mlmodel_operator import handlers  # noqa: F401 - registers the handlers
 
@@ -68,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             namespaces=cfg.namespaces,
             liveness_endpoint=cfg.liveness,
             stop_flag=stop,
+            memo=kopf.Memo(config=cfg),  # the handlers' settings: handlers.startup reads them
         )
     finally:
         stop.set()

@@ -41,7 +41,7 @@ class Watched:
     children, and the queue of passes to run; all until ``stop`` is set. One per run of the operator,
     in kopf's operator memo."""
 
-    config: config.Config  # from the environment, as __main__ sets it, when the operator starts
+    config: config.Config  # the operator's settings, from kopf's memo (``kopf.run(memo=...)``)
     stop: threading.Event = field(default_factory=threading.Event)
     objects: dict[str, tuple[dict[str, Any], kopf.Memo]] = field(default_factory=dict)
     uids: dict[cache.Owner, str] = field(default_factory=dict)
@@ -73,8 +73,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=names.GROUP)
     settings.posting.enabled = False  # reconcile posts its own Events, only for real changes
-    # kopf copies the operator's memo into each object's: every object's memo shares this one.
-    watched = memo.watched = Watched(config.parse([]))
+    # kopf copies the operator's memo into each object's: every object's memo shares this one. Its
+    # ``config`` holds the settings, parsed once by whoever runs the operator (``__main__``, a test).
+    watched = memo.watched = Watched(memo.config)
     cfg = watched.config
     # kopf's calls are bounded like ours, each attempt as a whole (and the connect of a watch). A
     # watch that goes quiet is kopf's to reconnect, after settings.watching.inactivity_timeout
@@ -106,8 +107,8 @@ def _start(watched: Watched) -> None:
             names.synced(kind) for _, kind in kube.CHILD_KINDS
         )
 
-    while not synced() and time.monotonic() < deadline:
-        watched.stop.wait(0.1)
+    while not synced() and time.monotonic() < deadline and not watched.stop.wait(0.1):
+        pass
     watched.synced.set()
     for number in range(watched.config.workers):
         _thread(_work, watched, name=f"worker-{number}")

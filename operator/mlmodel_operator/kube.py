@@ -1,6 +1,7 @@
 """The only module that talks to the Kubernetes API: reads, watches, server-side apply under one field
 manager, deletes.
 
+``configure`` sets the rate limit and the timeouts from the operator's settings, before the first call.
 A write the API server refuses raises ``Refused`` with its HTTP code and message, so that a pass
 can record it and go on with the other children. Every request waits for the client-side rate
 limit first. Every call (discovery's too) has a connect and a read timeout and no
@@ -23,7 +24,7 @@ from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
 from kubernetes.dynamic.resource import Resource
 
 from mlmodel_operator import names, ratelimit
-from mlmodel_operator.config import parse as parse_config
+from mlmodel_operator.config import Config
 
 Obj = dict[str, Any]
 PAGE = 500  # objects per list request, as client-go's pager
@@ -49,16 +50,28 @@ class Refused(Exception):
         self.message = message
 
 
-@cache
-def _limiter() -> ratelimit.Limiter:
-    """``--api-qps`` requests a second on average, ``--api-burst`` at once, from the settings."""
-    settings = parse_config([])
-    return ratelimit.Limiter(settings.api_qps, settings.api_burst)
+_settings: Config | None = None
+_limiter: ratelimit.Limiter | None = None
+
+
+def configure(settings: Config) -> None:
+    """Use ``settings``' rate limit (``--api-qps`` requests a second on average, ``--api-burst`` at once)
+    and timeouts for every call from now on: once, before the first."""
+    global _settings, _limiter
+    _settings, _limiter = settings, ratelimit.Limiter(settings.api_qps, settings.api_burst)
+    _client.cache_clear()
+    _resource.cache_clear()
+
+
+def _configured() -> tuple[Config, ratelimit.Limiter]:
+    if _settings is None or _limiter is None:
+        raise RuntimeError("kube.configure() was not called")
+    return _settings, _limiter
 
 
 @contextlib.contextmanager
 def _refusals() -> Iterator[None]:
-    _limiter().wait()
+    _configured()[1].wait()
     try:
         yield
     except NotFoundError:
@@ -89,7 +102,7 @@ def _client() -> dynamic.DynamicClient:
         config.load_kube_config()
     settings = Configuration.get_default_copy()
     settings.retries = False  # urllib3 would retry a timed-out call up to 3 times
-    return _Bounded(ApiClient(settings), parse_config([]).api_timeouts)
+    return _Bounded(ApiClient(settings), _configured()[0].api_timeouts)
 
 
 @cache

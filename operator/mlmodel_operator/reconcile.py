@@ -35,6 +35,9 @@ class Outcome:
         return bool(ready and ready["status"] == "True") or bool(degraded and degraded["status"] == "True")
 
 
+Key = tuple[str, str]  # (kind, name)
+
+
 def reconcile(
     md: ModelDeployment, previous: Mapping[str, Any], now: str, router_image: str, store: cache.Store
 ) -> Outcome:
@@ -50,34 +53,54 @@ def reconcile(
     deleted only once traffic has moved off it: the entry Service leads elsewhere, and the router
     runs a configuration without it.
     """
-    api_versions = {kind: api_version for api_version, kind in kube.CHILD_KINDS}
-    changes: list[str] = []
-    problems: list[status.Failure] = []
-    refused: list[str] = []  # the kinds of the writes the API server refused
+    run = _Pass(md, store)
+    live, observed = _variants(run)
+    routed = _router(run, live, observed, router_image)
+    stale = _stale(run)
+    _entry(run, routed, observed, stale)
+    _prune(run, routed, stale)
+    routing = status.Routing(routed.weights, routed.router, via_router=routed.target is None and routed.arrived)
+    conditions = previous.get("conditions") or []
+    return Outcome(
+        status.compute(md, observed, conditions, now, routing, run.problems), tuple(run.changes), bool(run.refused)
+    )
 
-    def listed(api_version: str, kind: str, labels: Mapping[str, str]) -> list[dict[str, Any]] | None:
+
+class _Pass:
+    """One pass's reads and writes, and what they came to: the children listed and not yet wanted
+    (``found``), the changes made, the failures for the conditions, and the kinds of refused writes."""
+
+    def __init__(self, md: ModelDeployment, store: cache.Store) -> None:
+        self.md, self.store = md, store
+        self.changes: list[str] = []
+        self.problems: list[status.Failure] = []
+        self.refused: list[str] = []
+        lists = {kind: self.listed(v, kind, names.owned_labels(md.name)) for v, kind in kube.CHILD_KINDS}
+        # A kind that could not be listed is read object by object, and nothing of it is deleted.
+        self.complete = all(items is not None for items in lists.values())  # else what is stale is not known
+        self.found: dict[Key, dict[str, Any]] = {
+            (kind, live["metadata"]["name"]): live for kind, items in lists.items() for live in items or []
+        }
+
+    def listed(self, api_version: str, kind: str, labels: Mapping[str, str]) -> list[dict[str, Any]] | None:
         """The objects of ``kind`` with ``labels``, as last watched; ``None`` (and a problem) while the
         API server refuses to list the kind."""
-        refused = store.error(kind)
+        refused = self.store.error(kind)
         if refused is not None:
-            problems.append(status.refused("list", kind, "", *refused))
+            self.problems.append(status.refused("list", kind, "", *refused))
             return None
-        return store.list_objects(api_version, kind, md.namespace, labels)
+        return self.store.list_objects(api_version, kind, self.md.namespace, labels)
 
-    lists = {kind: listed(api_version, kind, names.owned_labels(md.name)) for api_version, kind in kube.CHILD_KINDS}
-    # A kind that could not be listed is read object by object, and nothing of it is deleted.
-    found = {(kind, live["metadata"]["name"]): live for kind, items in lists.items() for live in items or []}
-
-    def ensure(rendered: dict[str, Any]) -> dict[str, Any] | None:
+    def ensure(self, rendered: dict[str, Any]) -> dict[str, Any] | None:
         """The live object once it holds ``rendered``; ``None`` (and a problem) if it is someone else's or refused."""
-        obj = drift.stamp(rendered)
+        md, obj = self.md, drift.stamp(rendered)
         kind, name = obj["kind"], obj["metadata"]["name"]
-        live = found.pop((kind, name), None)
+        live = self.found.pop((kind, name), None)
         try:
-            if live is None and not store.names.free(kind, md.namespace, name):
+            if live is None and not self.store.names.free(kind, md.namespace, name):
                 live = kube.get(obj["apiVersion"], kind, md.namespace, name)  # never take over what we did not make
             if live is not None and not _controlled(live, md.uid):
-                problems.append(status.conflict(kind, name))
+                self.problems.append(status.conflict(kind, name))
                 return None
             replicas = _handover(obj, live)
             if live is None:
@@ -90,67 +113,100 @@ def reconcile(
                 return live
             if replicas is not None:
                 kube.apply(render.replicas_handover(obj, replicas), names.HANDOVER_MANAGER)
-            changes.append(f"applied {kind} {name}: {where}")
+            self.changes.append(f"applied {kind} {name}: {where}")
             applied = kube.apply(obj)
-            store.put(kind, applied)  # the next pass must not wait for the watch to see it
-            store.names.put(kind, applied)
+            self.store.put(kind, applied)  # the next pass must not wait for the watch to see it
+            self.store.names.put(kind, applied)
             return applied
         except kube.Refused as err:
-            problems.append(status.refused("apply", kind, name, err.code, err.message))
-            refused.append(kind)
+            self.problems.append(status.refused("apply", kind, name, err.code, err.message))
+            self.refused.append(kind)
             return None
 
-    live = {(o["kind"], o["metadata"]["name"]): ensure(o) for o in render.variant_children(md)}
+    def pods(self, selector: Mapping[str, str]) -> list[dict[str, Any]]:
+        return self.listed("v1", "Pod", selector) or []
+
+
+def _variants(run: _Pass) -> tuple[dict[Key, dict[str, Any] | None], list[status.Observed]]:
+    """Apply every variant's children: the live ones by key, and how each variant's pods are doing."""
+    md = run.md
+    live = {(o["kind"], o["metadata"]["name"]): run.ensure(o) for o in render.variant_children(md)}
     observed = [
         status.observe(
-            v.name,
-            live.get(("Deployment", names.child(md.name, v.name))),
-            listed("v1", "Pod", names.selector(md.name, v.name)) or [],
+            v.name, live.get(("Deployment", names.child(md.name, v.name))), run.pods(names.selector(md.name, v.name))
         )
         for v in md.variants
     ]
+    return live, observed
+
+
+@dataclass(frozen=True)
+class _Routed:
+    """Where traffic goes: the weights, the router's state (``None``: no router), the variant the entry
+    Service leads to (``None``: the router), and whether that target serves yet."""
+
+    weights: Mapping[str, int]
+    router: status.Observed | None
+    target: str | None
+    arrived: bool
+
+
+def _router(
+    run: _Pass, live: Mapping[Key, dict[str, Any] | None], observed: list[status.Observed], image: str
+) -> _Routed:
+    """With more than one variant, apply the router, configured with the ready variants only."""
+    md = run.md
     ready = [o.name for o in observed if o.ready > 0]
-    if md.routed:
-        services = {name: live[("Service", names.child(md.name, name))] for name in ready}
-        upstreams = {name: svc["spec"]["clusterIP"] for name, svc in services.items() if svc is not None}
-        config = traffic.router_config(md, upstreams)
-        router_live = [ensure(obj) for obj in objects.children(md, config, router_image)][1]
-        router = status.observe(
-            status.ROUTER,
-            router_live,
-            listed("v1", "Pod", names.router_selector(md.name)) or [],
-            container=names.ROUTER_CONTAINER,
-        )
-        weights, target, arrived = config.weights, None, router.ready > 0
-    else:
-        router, weights, target = None, traffic.applied_weights(md, ready), md.variants[0].name
-        arrived = bool(ready)
+    if not md.routed:
+        return _Routed(traffic.applied_weights(md, ready), None, md.variants[0].name, bool(ready))
+    services = {name: live[("Service", names.child(md.name, name))] for name in ready}
+    upstreams = {name: svc["spec"]["clusterIP"] for name, svc in services.items() if svc is not None}
+    config = traffic.router_config(md, upstreams)
+    router_live = [run.ensure(obj) for obj in objects.children(md, config, image)][1]
+    pods = run.pods(names.router_selector(md.name))
+    router = status.observe(status.ROUTER, router_live, pods, container=names.ROUTER_CONTAINER)
+    return _Routed(config.weights, router, None, router.ready > 0)
+
+
+def _stale(run: _Pass) -> dict[Key, dict[str, Any]]:
+    """This ModelDeployment's children that no longer are wanted (none while a kind could not be listed);
+    never the entry Service."""
+    entry = ("Service", names.entry_service(run.md.name))
+    if not run.complete:
+        return {}
+    return {key: obj for key, obj in run.found.items() if key != entry and run.md.uid in _owners(obj)}
+
+
+def _entry(run: _Pass, routed: _Routed, observed: list[status.Observed], stale: Mapping[Key, dict[str, Any]]) -> None:
+    """Apply the entry Service, unless its target does not serve yet and the live one leads to what does."""
+    md = run.md
     entry = ("Service", names.entry_service(md.name))
-    complete = all(items is not None for items in lists.values())  # else what is stale is not known
-    stale = {key: obj for key, obj in found.items() if complete and key != entry and md.uid in _owners(obj)}
-    up = {o.name for o in observed if o.ready} | ({status.ROUTER} if router and router.ready else set())
+    up = {o.name for o in observed if o.ready} | ({status.ROUTER} if routed.router and routed.router.ready else set())
     up |= {
         _target(obj["metadata"]["labels"]) for (kind, _), obj in stale.items() if kind == "Deployment" and _ready(obj)
     }
-    keep = entry in found and _controlled(found[entry], md.uid)
-    if not arrived and keep and _target(found[entry]["spec"].get("selector") or {}) in up:
-        found.pop(entry)  # it keeps leading to pods that serve until what it should lead to is ready
+    keep = entry in run.found and _controlled(run.found[entry], md.uid)
+    if not routed.arrived and keep and _target(run.found[entry]["spec"].get("selector") or {}) in up:
+        run.found.pop(entry)  # it keeps leading to pods that serve until what it should lead to is ready
     else:
-        ensure(render.entry_service(md, target))
+        run.ensure(render.entry_service(md, routed.target))
+
+
+def _prune(run: _Pass, routed: _Routed, stale: Mapping[Key, dict[str, Any]]) -> None:
+    """Delete what is no longer wanted, once traffic has moved off what of it still serves."""
     still_serving = any(kind == "Deployment" and _ready(obj) for (kind, _), obj in stale.items())
-    if not still_serving or (arrived and (router is None or router.rolled_out)):
-        for kind, name in stale:  # in CHILD_KINDS order: HPAs and PDBs before their targets
-            try:
-                kube.delete(api_versions[kind], kind, md.namespace, name)
-            except kube.Refused as err:
-                problems.append(status.refused("delete", kind, name, err.code, err.message))
-                refused.append(kind)
-                continue
-            store.drop(kind, stale[(kind, name)])
-            changes.append(f"deleted {kind} {name}: no longer wanted")
-    routing = status.Routing(weights, router, via_router=target is None and arrived)
-    conditions = previous.get("conditions") or []
-    return Outcome(status.compute(md, observed, conditions, now, routing, problems), tuple(changes), bool(refused))
+    if still_serving and not (routed.arrived and (routed.router is None or routed.router.rolled_out)):
+        return
+    api_versions = {kind: api_version for api_version, kind in kube.CHILD_KINDS}
+    for kind, name in stale:  # in CHILD_KINDS order: HPAs and PDBs before their targets
+        try:
+            kube.delete(api_versions[kind], kind, run.md.namespace, name)
+        except kube.Refused as err:
+            run.problems.append(status.refused("delete", kind, name, err.code, err.message))
+            run.refused.append(kind)
+            continue
+        run.store.drop(kind, stale[(kind, name)])
+        run.changes.append(f"deleted {kind} {name}: no longer wanted")
 
 
 def _owners(obj: Mapping[str, Any]) -> set[str]:

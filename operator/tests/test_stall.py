@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime, timedelta
+
+import kopf
 import pytest
-from mlmodel_operator import config, liveness
+from mlmodel_operator import config, handlers, liveness
 
 
 class Clock:
@@ -54,3 +58,19 @@ def test_api_calls_get_a_connect_and_a_read_timeout() -> None:
     assert config.parse([], {}).api_timeouts == (10, 30)
     assert config.parse(["--api-timeout-seconds", "2"], {}).api_timeouts == (2, 2)
     assert config.parse([], {"API_TIMEOUT_SECONDS": "60"}).api_timeouts == (10, 60)
+
+
+def test_settings_given_only_as_flags_reach_the_handlers() -> None:
+    """The handlers take the settings that ``kopf.run(memo=...)`` hands them, flags and all: none is
+    parsed again from the environment, where a flag would not be."""
+    cfg = config.parse(["--workers", "7", "--router-image", "flagged:1", "--api-timeout-seconds", "4"], {})
+    memo, settings = kopf.Memo(config=cfg), kopf.OperatorSettings()
+    # As kopf calls its startup and cleanup activities.
+    started, logger = datetime.now(UTC), logging.getLogger(__name__)
+    handlers.startup(settings=settings, memo=memo, retry=0, started=started, runtime=timedelta(0), logger=logger)
+    try:
+        assert memo.watched.config is cfg  # the passes' images, resync and workers
+        assert settings.execution.max_workers == 7
+        assert settings.networking.request_timeout == 8  # connect 4 + read 4
+    finally:
+        handlers.cleanup(settings=settings, memo=memo, retry=0, started=started, runtime=timedelta(0), logger=logger)

@@ -1,15 +1,18 @@
 """A real kube-apiserver for the operator's integration tests (from `make cluster-up`), the CRD,
-a namespace per test, and the operator itself: under kopf's KopfRunner, or as a process of its own
-(``python -m mlmodel_operator``) where a test must kill it."""
+a namespace per test, and the operator itself: in a thread of the tests' process (``kopf.operator``),
+or as a process of its own (``python -m mlmodel_operator``) where a test must kill it."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -24,7 +27,9 @@ REPO = Path(__file__).resolve().parents[3]
 # Before kopf and the Kubernetes client are imported: the client reads KUBECONFIG once, on import.
 os.environ.setdefault("KUBECONFIG", str(REPO / ".cluster" / "kubeconfig"))
 
-from kopf.testing import KopfRunner  # noqa: E402
+import kopf  # noqa: E402
+import mlmodel_operator.handlers  # noqa: E402, F401 - registers the handlers
+from mlmodel_operator import config, kube  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 CRD = REPO / "crds" / "modeldeployments.mlmodel.io.yaml"
@@ -109,30 +114,67 @@ def namespace(kubectl: Kubectl) -> Iterator[str]:
     kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def api() -> None:
+    """``kube`` with the default settings, for the tests that call it themselves."""
+    kube.configure(config.parse([], {}))
+
+
+class InProcess:
+    """The operator's handlers under ``kopf.operator`` in a thread of this process, with ``settings``
+    in kopf's memo and ``kube`` configured from them, as ``__main__`` runs them. ``future``: the run's end."""
+
+    def __init__(self, settings: config.Config) -> None:
+        kube.configure(settings)
+        self.settings = settings
+        self.future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="operator", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        run = kopf.operator(
+            standalone=True,
+            namespaces=self.settings.namespaces,
+            stop_flag=self._stop,
+            memo=kopf.Memo(config=self.settings),
+        )
+        try:
+            asyncio.run(run)
+        except BaseException as err:  # noqa: BLE001 - handed to whoever stops it
+            self.future.set_exception(err)
+        else:
+            self.future.set_result(None)
+
+    def stop(self, timeout: float = 60) -> None:
+        """Stop it and wait for it; raise what it raised."""
+        self._stop.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise AssertionError("the operator did not stop")
+        self.future.result()
+
+
 @pytest.fixture
-def operator(namespace: str, kubectl: Kubectl, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], KopfRunner]]:
-    """Start (and restart) the operator, watching only this test's namespace, resyncing every 2 s.
+def operator(namespace: str, kubectl: Kubectl) -> Iterator[Callable[..., InProcess]]:
+    """Start (and restart) the operator, watching only this test's namespace, resyncing every 2 s;
+    more flags (``"--resync-seconds", "600"``) override these. The environment plays no part.
 
     No pod serves in these tests (the model files and the router image are not there), so the
     operator never has to wait for traffic to move before it deletes what is no longer wanted.
     """
-    monkeypatch.setenv("RESYNC_SECONDS", "2")
-    monkeypatch.setenv("ROUTER_IMAGE", ROUTER_ABSENT)
-    runners: list[KopfRunner] = []
+    started: list[InProcess] = []
 
-    def start() -> KopfRunner:
-        runner = KopfRunner(
-            ["run", "--standalone", "--namespace", namespace, "-m", "mlmodel_operator.handlers"],
-            timeout=60,
-        )
-        runner.__enter__()
-        runners.append(runner)
-        return runner
+    def start(*flags: str) -> InProcess:
+        argv = ["--namespace", namespace, "--resync-seconds", "2", "--router-image", ROUTER_ABSENT, *flags]
+        running = InProcess(config.parse(argv, {}))
+        started.append(running)
+        return running
 
     yield start
-    for runner in runners:
-        if runner.future and not runner.future.done():
-            runner.__exit__(None, None, None)
+    for running in started:
+        if not running.future.done():
+            running.stop()
 
 
 @dataclass

@@ -267,7 +267,8 @@ def test_sigterm_stops_at_once_and_releases_the_lease(
 
 PROBE = """
 import json, sys, time
-from mlmodel_operator import kube
+from mlmodel_operator import config, kube
+kube.configure(config.parse([]))  # API_TIMEOUT_SECONDS from the environment
 kube.get("v1", "ConfigMap", sys.argv[1], "absent")
 print("warm", flush=True)
 sys.stdin.readline()

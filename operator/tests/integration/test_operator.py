@@ -1,4 +1,4 @@
-"""The operator under KopfRunner against a real kube-apiserver (and its controllers)."""
+"""The operator in the tests' process (``conftest.InProcess``) against a real kube-apiserver (and its controllers)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from mlmodel_operator import config, drift, kube, names, render, spec
 from mlmodel_operator.router import objects, traffic
 from prometheus_client import REGISTRY
@@ -106,13 +105,10 @@ def test_create_update_remove_variant_and_garbage_collection(
     )
 
 
-def test_drift_is_repaired_through_the_watches(
-    kubectl: Kubectl, namespace: str, operator: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_drift_is_repaired_through_the_watches(kubectl: Kubectl, namespace: str, operator: Callable[..., Any]) -> None:
     """With no resync for an hour, a hand edit and a deleted child are repaired within seconds: the
     watches on the children queue a pass of their owner, and no resync pass runs meanwhile."""
-    monkeypatch.setenv("RESYNC_SECONDS", "3600")
-    operator()
+    operator("--resync-seconds", "3600")
     kubectl.apply(md("iris", namespace, variant("stable", 100, replicas=0)))
     eventually(lambda: children(kubectl, namespace, "services") == {"iris", "iris-stable"}, "children")
     resyncs = _count("mlmodel_operator_reconciles_total", trigger="resync")
@@ -368,12 +364,11 @@ def test_objects_we_do_not_control_are_left_alone(
 
 
 def test_a_refusal_reaches_the_status_and_is_retried_soon(
-    kubectl: Kubectl, namespace: str, operator: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+    kubectl: Kubectl, namespace: str, operator: Callable[..., Any]
 ) -> None:
     """A quota refuses the HPA: Ready turns False with the API server's words, and the rest is applied.
     Once the quota goes, the pass is retried within seconds, not at the next resync (10 minutes here)."""
-    monkeypatch.setenv("RESYNC_SECONDS", "600")
-    operator()
+    operator("--resync-seconds", "600")
     resources = {"requests": {"cpu": "100m"}}
     kubectl.apply(md("iris", namespace, variant("stable", 100, replicas=0, resources=resources)))
     eventually(
@@ -443,7 +438,7 @@ def test_deleting_needs_no_operator(kubectl: Kubectl, namespace: str, operator: 
     eventually(lambda: finalizers() == {"iris": [], "old": []}, "no finalizer on either")
     _passes(2)  # resync passes put none on either
     assert finalizers() == {"iris": [], "old": []}
-    running.__exit__(None, None, None)
+    running.stop()
     kubectl("delete", "md", "iris", "-n", namespace, "--timeout=30s")
     assert kubectl.get("md", "iris", namespace) is None
     kubectl("delete", "namespace", namespace, "--timeout=60s")
@@ -521,7 +516,7 @@ def test_a_restarted_operator_applies_nothing_that_is_in_place(
     kubectl.apply(md("iris", namespace, variant("a", 50, replicas=0), variant("b", 50, replicas=0)))
     eventually(lambda: condition(kubectl, namespace, "iris", "Ready"), "status")
     _passes(2)
-    first.__exit__(None, None, None)
+    first.stop()
     applied = _applied()
     operator()
     _passes(3)

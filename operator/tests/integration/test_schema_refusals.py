@@ -14,12 +14,11 @@ import badspec
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
-from kopf.testing import KopfRunner
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from mlmodel_operator import names
 
-from conftest import Kubectl, eventually
+from conftest import InProcess, Kubectl, eventually
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 GENERATED = 200
@@ -52,7 +51,7 @@ def children(kubectl: Kubectl, namespace: str, kind: str) -> set[str]:
 # The operator's thread draws its resync jitter from `random` while hypothesis draws a case.
 @pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 def test_malformed_modeldeployments_are_refused_naming_the_field_and_the_operator_carries_on(
-    kubectl: Kubectl, namespace: str, operator: Callable[[], KopfRunner]
+    kubectl: Kubectl, namespace: str, operator: Callable[[], InProcess]
 ) -> None:
     """200 ModelDeployments generated from the CRD's schema, each breaking one constraint, the
     hand-made invalid samples (weights summing to 99 or 101, 11 variants, bad URIs, digests and
