@@ -101,7 +101,7 @@ def _crd_condition(api: Kubectl, condition: str) -> bool:
     proc = api.run("get", "crd", CRD_NAME, "-o", "json")
     if proc.returncode != 0:
         return False
-    conditions = json.loads(proc.stdout).get("status", {}).get("conditions", [])
+    conditions = (json.loads(proc.stdout).get("status") or {}).get("conditions") or []
     return any(c.get("type") == condition and c.get("status") == "True" for c in conditions)
 
 
