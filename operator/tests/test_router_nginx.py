@@ -286,22 +286,15 @@ def test_sticky_keys_stay_and_only_move_towards_the_variant_that_gained(tmp_path
 
 
 def test_override_reaches_a_weight_zero_variant_and_the_mirror_copies_half(tmp_path: Path) -> None:
-    """stable 100, canary and shadow 0, a mirror of 50 % to shadow: the override header reaches canary, 20 of
-    20; a variant it does not know gets a 400 in the shape of the request's protocol; 400 requests all reach
-    stable, and shadow gets about half of them as copies, as many as the router counts as sent."""
+    """stable 100, canary and shadow 0, a mirror of 50 % to shadow: 400 requests all reach stable, and shadow
+    gets about half of them as copies, as many as the router counts as sent; the override header reaches
+    canary, 20 of 20; a variant it does not know gets a 400 in the shape of the request's protocol."""
     variants = [{**WITH_SHADOW[0], "weight": 100}, {**WITH_SHADOW[1], "weight": 0}, WITH_SHADOW[2]]
     md = parsed(variants=variants, routing={"mirror": {"variant": "shadow", "percent": 50}})
     served = (("stable", STABLE), ("canary", CANARY), ("shadow", SHADOW))
     with _variants(*served) as handlers, _nginx(tmp_path, md, dict(served)) as (base, metrics):
         connection = _connection(base)
-        pinned = [_call(connection, {names.HEADER_VARIANT: "canary"}) for _ in range(20)]
-        assert {(status, variant) for status, variant, _ in pinned} == {(200, "canary")}
-        status, _, body = _call(connection, {names.HEADER_VARIANT: "nope"})
-        assert status == 400 and json.loads(body)["error"]["code"] == "unknown_variant", body
-        status, _, body = _call(connection, {names.HEADER_VARIANT: "nope"}, path="/v2/models/iris/infer")
-        assert status == 400 and isinstance(json.loads(body)["error"], str), body
         results = [_call(connection) for _ in range(400)]
-        connection.close()
         assert Counter((status, variant) for status, variant, _ in results) == {(200, "stable"): 400}
         last: list[int] = []
 
@@ -317,8 +310,16 @@ def test_override_reaches_a_weight_zero_variant_and_the_mirror_copies_half(tmp_p
         while not (copied := every_copy_answered()):
             assert time.monotonic() < deadline, (len(handlers["shadow"].received), _counted(metrics, MIRRORED))
             time.sleep(0.2)
+        assert {path for path, _, _ in handlers["shadow"].received} == {"/predict"}
+        # After the count: the pinned requests are mirrored too.
+        pinned = [_call(connection, {names.HEADER_VARIANT: "canary"}) for _ in range(20)]
+        assert {(status, variant) for status, variant, _ in pinned} == {(200, "canary")}
+        status, _, body = _call(connection, {names.HEADER_VARIANT: "nope"})
+        assert status == 400 and json.loads(body)["error"]["code"] == "unknown_variant", body
+        status, _, body = _call(connection, {names.HEADER_VARIANT: "nope"}, path="/v2/models/iris/infer")
+        assert status == 400 and isinstance(json.loads(body)["error"], str), body
+        connection.close()
     assert 150 <= copied <= 250, copied  # 50 % of 400, binomial sd 10
-    assert {path for path, _, _ in handlers["shadow"].received} == {"/predict"}
 
 
 def test_rate_limit_answers_429_json_over_the_limit_and_nothing_under_it(tmp_path: Path) -> None:
@@ -339,7 +340,7 @@ def test_rate_limit_answers_429_json_over_the_limit_and_nothing_under_it(tmp_pat
         limited = [body for status, _, body in results if status == 429]
         assert limited and all(json.loads(body)["error"]["code"] == "rate_limited" for body in limited), limited[:3]
         assert {status for status, _, _ in results} == {200, 429}, Counter(status for status, _, _ in results)
-        time.sleep(2)  # the limiter forgets the burst at 5 requests a second: 2 s drain it
+        time.sleep(1)  # nodelay, burst 5, 5 requests a second: the limiter forgets a full burst in 1 s
         calm = []
         for _ in range(10):
             calm.append(one(0)[0])
