@@ -37,9 +37,11 @@ MIRRORED = "mlmodel_router_mirrored_requests_total"
 
 
 class _Variant(http.server.BaseHTTPRequestHandler):
-    """A variant that answers 200 at once, or (``slow``) a 500 after 2 s."""
+    """A variant that answers 200 at once, or (``slow``) a 500 after 2 s; with a ``name``, it names itself in
+    ``X-Model-Variant`` as the server does."""
 
     slow = False
+    name: str | None = None
     received: ClassVar[list[tuple[str, str, bytes]]] = []  # path, content type, body
 
     def do_POST(self) -> None:
@@ -50,6 +52,8 @@ class _Variant(http.server.BaseHTTPRequestHandler):
         answer = b'{"predictions":[0]}'
         self.send_response(500 if self.slow else 200)
         self.send_header("Content-Type", "application/json")
+        if self.name:
+            self.send_header(names.HEADER_VARIANT, self.name)
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
         self.wfile.write(answer)
@@ -164,7 +168,7 @@ def test_a_slow_failing_mirror_neither_slows_nor_fails_the_primary(tmp_path: Pat
     upstreams = {"stable": UP, "canary": UP, "shadow": SLOW}
     with _serving(UP, _Variant), _serving(SLOW, _Slow), _nginx(tmp_path, md, upstreams) as (base, metrics):
         timed = []
-        kept = http.client.HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout=5)
+        kept = _connection(base)
         for i in range(6):
             started = time.monotonic()
             if i % 2:
@@ -202,23 +206,8 @@ PREDICT = b'{"instances": [[6.7, 3.0, 5.2, 2.3]]}'
 
 
 def _named(variant: str) -> type[_Variant]:
-    """A variant that answers every request at once, naming itself as the server does (``X-Model-Variant``)."""
-
-    class Named(_Variant):
-        received: ClassVar[list[tuple[str, str, bytes]]] = []
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            self.received.append((self.path, self.headers.get("Content-Type", ""), body))
-            answer = b'{"predictions":[0]}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header(names.HEADER_VARIANT, variant)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-    return Named
+    """A variant that answers every request at once, naming itself, with its own record of what it received."""
+    return type(f"_Named_{variant}", (_Variant,), {"name": variant, "received": []})
 
 
 @contextlib.contextmanager
