@@ -4,7 +4,7 @@
 CLUSTER := python3 hack/cluster/cluster.py
 CLUSTER_STAGE = $(if $(filter kind,$(MLMODEL_CLUSTER)),kind,e2e)
 
-.PHONY: cluster-up cluster-up-control-plane cluster-down cluster-status images kind-node-image test-e2e test-soak test-kind-smoke
+.PHONY: cluster-up cluster-up-control-plane cluster-down cluster-status images kind-node-image test-e2e test-soak test-kind-smoke test-kind
 
 cluster-up: ## Bring the test cluster up (idempotent); writes .cluster/kubeconfig
 	@$(STAGE) run $(CLUSTER_STAGE)/cluster-up -- $(CLUSTER) up $(CLUSTER_FLAGS)
@@ -28,7 +28,10 @@ images: ## Build mlmodel-server/-operator/-router images and load them into the 
 # worker (E2E_WORKERS), then those marked `serial` (they change the release, or need the cluster idle) one by one,
 # whatever the first run's outcome (the last of them takes the cluster down).
 E2E_WORKERS ?= 2
-E2E := tests/e2e --ignore=tests/e2e/kind
+# Two serial tests run on kind's cluster instead, beside the suite (lane-kind), when there are two clusters: the
+# chart's lifecycle and the writes of an idle cluster, which want a cluster of their own, not a particular one.
+ON_KIND := tests/e2e/test_chart_lifecycle_e2e.py tests/e2e/test_operator_e2e.py::test_no_writes_at_idle
+E2E := tests/e2e --ignore=tests/e2e/kind $(if $(filter kind,$(MLMODEL_CLUSTER)),,$(addprefix --deselect=,$(ON_KIND)))
 define e2e_suite
 	$(call pytest,e2e/parallel,$(BIN)/pytest) $(E2E) -m "not serial" -n $(E2E_WORKERS) --dist loadfile; parallel=$$?; \
 	$(call pytest,e2e/serial,$(BIN)/pytest) $(E2E) -m serial && exit $$parallel
@@ -47,6 +50,10 @@ KIND_SMOKE := env MLMODEL_CLUSTER=kind MLMODEL_CLUSTER_DIR=$(CURDIR)/.cluster-ki
 test-kind-smoke: install ## kind: node image, a split, a wrong digest, the README's quickstart, `kind delete`
 	@$(STAGE) run kind/node-image -- $(KIND_SMOKE) $(CLUSTER) kind-node-image
 	$(call pytest,kind/smoke,$(KIND_SMOKE) $(BIN)/pytest) tests/e2e/kind
+
+test-kind: install # make test's lane-kind: the smoke test, and the ON_KIND tests of the suite, on kind's cluster
+	@$(STAGE) run kind/node-image -- $(KIND_SMOKE) $(CLUSTER) kind-node-image
+	$(call pytest,kind/e2e,$(KIND_SMOKE) $(BIN)/pytest) tests/e2e/kind $(ON_KIND)
 
 # `make test` runs the soaks below shorter (tests/e2e/soak.py): a serving pod deleted once, then killed once, 20 s apart, and
 # 4 idle resync rounds; here at the issue's length: 6 + 6 kills 30 s apart (3 minutes each) and 5 idle minutes,
