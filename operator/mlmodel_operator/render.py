@@ -193,6 +193,8 @@ def _env(md: ModelDeployment, variant: Variant) -> list[Obj]:
         put(names.ENV_ALLOW_UNPINNED, "true")
     if md.api_key_secret is not None:
         put(names.ENV_API_KEYS_FILE, f"{names.API_KEYS_MOUNT}/{md.api_key_secret.key}")
+    if md.max_request_bytes is not None:
+        put(names.ENV_MAX_BODY_BYTES, str(md.max_request_bytes))
     for item in variant.env:  # the user's entries win (none of them is one of names.RESERVED_ENV)
         env[str(item["name"])] = dict(item)
     return list(env.values())

@@ -20,6 +20,9 @@ _HEADER = re.compile(r"[A-Za-z0-9][-A-Za-z0-9]{0,63}")
 REMOTE_SCHEMES = frozenset({"http", "https", "s3"})
 SCHEMES = REMOTE_SCHEMES | {"file", "pvc"}
 DEFAULT_MODEL_CACHE = 1 << 30  # bytes: modelCacheSize when unset (the CRD's description says so)
+DEFAULT_MAX_REQUEST = 10 << 20  # bytes: maxRequestSize when unset, the server's own default (MAX_BODY_BYTES)
+DEFAULT_MIRROR_BUFFER = 4 << 20  # bytes: routing.mirror.bufferSize when unset
+DEFAULT_CONNECTIONS_PER_CLIENT = 64  # routing.connectionsPerClient when unset
 _MAX_BYTES = 2**60  # 1Ei: more than any disk
 
 
@@ -91,10 +94,12 @@ class ApiKeySecret:
 
 @dataclass(frozen=True)
 class Mirror:
-    """Copy ``percent`` % of the requests to ``variant`` and discard its answers."""
+    """Copy ``percent`` % of the requests to ``variant`` and discard its answers, holding at most
+    ``buffer_bytes`` of bodies per router worker for copies not yet sent."""
 
     variant: str
     percent: int
+    buffer_bytes: int = DEFAULT_MIRROR_BUFFER
 
 
 @dataclass(frozen=True)
@@ -113,9 +118,10 @@ class Routing:
     replicas: int = 2
     resources: Mapping[str, Any] = field(default_factory=dict)
     sticky_header: str | None = None
-    allow_override: bool = True
+    allow_override: bool = False
     mirror: Mirror | None = None
     rate_limit: RateLimit | None = None
+    connections_per_client: int = DEFAULT_CONNECTIONS_PER_CLIENT
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,12 @@ class ModelDeployment:
     variants: tuple[Variant, ...]
     api_key_secret: ApiKeySecret | None = None
     routing: Routing = Routing()
+    max_request_bytes: int | None = None  # spec.maxRequestSize; None: the server's default, DEFAULT_MAX_REQUEST
+
+    @property
+    def request_limit(self) -> int:
+        """The largest request body, in bytes, that the router and the servers take."""
+        return DEFAULT_MAX_REQUEST if self.max_request_bytes is None else self.max_request_bytes
 
     def variant(self, name: str) -> Variant:
         """The variant called ``name``."""
@@ -159,6 +171,7 @@ def parse(body: Mapping[str, Any], *, default_image: str) -> ModelDeployment:
         raise SpecError(f"spec.variants[*].weight: weights must sum to 100, got {total}")
     secret = spec.get("apiKeySecret")
     routing = _routing(spec.get("routing") or {}, names)
+    limit = spec.get("maxRequestSize")
     return ModelDeployment(
         name=metadata["name"],
         namespace=metadata.get("namespace", "default"),
@@ -167,6 +180,7 @@ def parse(body: Mapping[str, Any], *, default_image: str) -> ModelDeployment:
         variants=variants,
         api_key_secret=ApiKeySecret(secret["name"], secret.get("key", "keys")) if secret else None,
         routing=routing,
+        max_request_bytes=None if limit is None else _bytes("spec.maxRequestSize", limit),
     )
 
 
@@ -183,10 +197,17 @@ def _routing(raw: Mapping[str, Any], variants: list[str]) -> Routing:
         replicas=int(raw.get("replicas", 2)),
         resources=dict(raw.get("resources") or {}),
         sticky_header=str(sticky) if sticky else None,
-        allow_override=bool(raw.get("allowOverride", True)),
-        mirror=Mirror(str(mirror["variant"]), int(mirror.get("percent", 100))) if mirror else None,
+        allow_override=bool(raw.get("allowOverride", False)),
+        mirror=_mirror(mirror) if mirror else None,
         rate_limit=RateLimit(int(limit["requestsPerSecond"]), int(limit.get("burst", 0))) if limit else None,
+        connections_per_client=int(raw.get("connectionsPerClient", DEFAULT_CONNECTIONS_PER_CLIENT)),
     )
+
+
+def _mirror(raw: Mapping[str, Any]) -> Mirror:
+    size = raw.get("bufferSize")
+    buffer = DEFAULT_MIRROR_BUFFER if size is None else _bytes("spec.routing.mirror.bufferSize", size)
+    return Mirror(str(raw["variant"]), int(raw.get("percent", 100)), buffer)
 
 
 def _variant(index: int, item: Mapping[str, Any], image: str, *, single: bool) -> Variant:

@@ -54,7 +54,13 @@ def parsed(**overrides: Any) -> spec.ModelDeployment:
 
 
 ROUTER_IMAGE = "mlmodel-router:0.1.0"
-CLUSTER_IPS = {"stable": "10.96.0.10", "canary": "10.96.0.11", "shadow": "10.96.0.12"}
+CLUSTER_IPS = {
+    "stable": "10.96.0.10",
+    "canary": "10.96.0.11",
+    "shadow": "10.96.0.12",
+    "default": "10.96.0.13",
+    "include": "10.96.0.14",
+}
 
 
 def children(md: spec.ModelDeployment) -> list[dict[str, Any]]:
@@ -99,6 +105,14 @@ def test_environment_and_volumes() -> None:
     stable = render.deployment(md, md.variant("stable"))["spec"]["template"]["spec"]["containers"][0]
     stable_env = {e["name"]: e["value"] for e in stable["env"]}
     assert stable_env["MODEL_SHA256"] == SHA and stable_env["WORKERS"] == "1"
+    assert "MAX_BODY_BYTES" not in stable_env  # the server's own default, which the router's limit equals
+
+
+def test_max_request_size_is_the_servers_limit_too() -> None:
+    md = parsed(maxRequestSize="32Mi")
+    for variant in md.variants:
+        container = render.deployment(md, variant)["spec"]["template"]["spec"]["containers"][0]
+        assert {"name": "MAX_BODY_BYTES", "value": str(32 << 20)} in container["env"]
 
 
 def test_a_single_variant_is_served_without_a_router() -> None:

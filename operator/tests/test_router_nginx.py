@@ -34,6 +34,7 @@ from test_router_traffic import TWO, WITH_SHADOW
 
 UP, DOWN, SLOW = "127.0.0.2", "127.0.0.3", "127.0.0.4"
 MIRRORED = "mlmodel_router_mirrored_requests_total"
+PINNABLE = {"allowOverride": True}
 
 
 class _Variant(http.server.BaseHTTPRequestHandler):
@@ -122,7 +123,8 @@ def _nginx(tmp_path: Path, md: spec.ModelDeployment, upstreams: dict[str, str]) 
 def router(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """The two-variant config: stable answers, canary's address refuses connections."""
     assert _refused(DOWN, names.SERVICE_PORT), f"{DOWN}:{names.SERVICE_PORT} must have nothing listening"
-    with _serving(UP, _Variant), _nginx(tmp_path, parsed(variants=TWO), {"stable": UP, "canary": DOWN}) as urls:
+    md = parsed(variants=TWO, routing=PINNABLE)
+    with _serving(UP, _Variant), _nginx(tmp_path, md, {"stable": UP, "canary": DOWN}) as urls:
         yield urls
 
 
@@ -144,7 +146,7 @@ def _post(base: str, variant: str) -> tuple[int, bytes]:
 def _counted(metrics: str, name: str = "mlmodel_router_requests_total") -> dict[tuple[str, str], int]:
     with urllib.request.urlopen(metrics, timeout=5) as r:
         text = r.read().decode()
-    found = re.findall(name + r'\{model="iris",variant="([^"]+)",status_class="(\dxx)"\} (\d+)', text)
+    found = re.findall(name + r'\{model="iris",variant="([^"]+)",status_class="(\w+)"\} (\d+)', text)
     return {(variant, status): int(n) for variant, status, n in found}
 
 
@@ -164,7 +166,7 @@ def test_refused_connections_are_a_502_json_counted_against_the_variant(router: 
 def test_a_slow_failing_mirror_neither_slows_nor_fails_the_primary(tmp_path: Path) -> None:
     """Every request is copied to a shadow that takes 2 s and answers 500: clients get the primary's
     200 at once, on new connections and on one kept alive, and the copies are counted on their own."""
-    md = parsed(variants=WITH_SHADOW, routing={"mirror": {"variant": "shadow", "percent": 100}})
+    md = parsed(variants=WITH_SHADOW, routing={"mirror": {"variant": "shadow", "percent": 100}, **PINNABLE})
     upstreams = {"stable": UP, "canary": UP, "shadow": SLOW}
     with _serving(UP, _Variant), _serving(SLOW, _Slow), _nginx(tmp_path, md, upstreams) as (base, metrics):
         timed = []
@@ -279,7 +281,7 @@ def test_override_reaches_a_weight_zero_variant_and_the_mirror_copies_half(tmp_p
     gets about half of them as copies, as many as the router counts as sent; the override header reaches
     canary, 20 of 20; a variant it does not know gets a 400 in the shape of the request's protocol."""
     variants = [{**WITH_SHADOW[0], "weight": 100}, {**WITH_SHADOW[1], "weight": 0}, WITH_SHADOW[2]]
-    md = parsed(variants=variants, routing={"mirror": {"variant": "shadow", "percent": 50}})
+    md = parsed(variants=variants, routing={"mirror": {"variant": "shadow", "percent": 50}, **PINNABLE})
     served = (("stable", STABLE), ("canary", CANARY), ("shadow", SHADOW))
     with _variants(*served) as handlers, _nginx(tmp_path, md, dict(served)) as (base, metrics):
         connection = _connection(base)
@@ -307,6 +309,10 @@ def test_override_reaches_a_weight_zero_variant_and_the_mirror_copies_half(tmp_p
         assert status == 400 and json.loads(body)["error"]["code"] == "unknown_variant", body
         status, _, body = _call(connection, {names.HEADER_VARIANT: "nope"}, path="/v2/models/iris/infer")
         assert status == 400 and isinstance(json.loads(body)["error"], str), body
+        # The mirror's variant only gets copies: it cannot be pinned, and no error names a variant.
+        status, _, body = _call(connection, {names.HEADER_VARIANT: "shadow"})
+        assert status == 400 and json.loads(body)["error"]["code"] == "unknown_variant", body
+        assert not any(name.encode() in body for name in ("stable", "canary", "shadow")), body
         connection.close()
     assert 150 <= copied <= 250, copied  # 50 % of 400, binomial sd 10
 
@@ -335,3 +341,101 @@ def test_rate_limit_answers_429_json_over_the_limit_and_nothing_under_it(tmp_pat
             calm.append(one(0)[0])
             time.sleep(0.5)  # paced at 2 requests a second, under the limit of 5
     assert calm == [200] * 10
+
+
+# --- limits: the override header when it is off, the body size, the mirror's budget ------------------------------
+
+
+def test_the_override_header_is_a_403_json_when_allow_override_is_off(tmp_path: Path) -> None:
+    """The default: a request that names a variant is refused in its protocol's shape, naming no variant; a request
+    without the header is routed by weight."""
+    with (
+        _variants(("stable", STABLE), ("canary", CANARY)),
+        _nginx(tmp_path, parsed(variants=TWO), {"stable": STABLE, "canary": CANARY}) as (base, _),
+    ):
+        connection = _connection(base)
+        status, _, body = _call(connection, {names.HEADER_VARIANT: "canary"})
+        assert status == 403 and json.loads(body)["error"]["code"] == "override_forbidden", body
+        status, _, body = _call(connection, {names.HEADER_VARIANT: "canary"}, path="/v2/models/iris/infer")
+        assert status == 403 and json.loads(body)["code"] == "override_forbidden", body
+        assert b"stable" not in body and b'canary"' not in body, body
+        assert _call(connection)[0] == 200
+        connection.close()
+
+
+def _worker_peak_kib(tmp_path: Path) -> int:
+    """The peak resident memory (VmHWM) of the nginx worker whose master wrote ``tmp_path/nginx.pid``."""
+    master = (tmp_path / "nginx.pid").read_text().strip()
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    assert len(children) == 1, children
+    status = Path(f"/proc/{children[0]}/status").read_text()
+    found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+    assert found, status
+    return int(found[1])
+
+
+def _raw_post(base: str, declared: int, sent: bytes, chunked: bool = False) -> tuple[int, bytes]:
+    """A POST that declares ``declared`` bytes (or is chunked) and sends ``sent`` of them: the answer."""
+    port = int(base.rsplit(":", 1)[1])
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {declared}"
+    head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{framing}\r\n\r\n".encode()
+    body = f"{len(sent):x}\r\n".encode() + sent + b"\r\n" if chunked else sent
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head)
+        with contextlib.suppress(OSError):  # nginx may answer, and close, before it has it all
+            s.sendall(body)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    status_line, _, rest = reply.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.split(b"\r\n\r\n", 1)[1]
+
+
+def test_a_body_over_max_request_size_is_a_413_json_and_a_mirrored_one_is_never_held(tmp_path: Path) -> None:
+    """Every request copied to a shadow, maxRequestSize 1Mi: a declared 32 MiB body and a chunked 2 MiB one get a
+    413 in JSON from the router, before any of it reaches a variant; a body within the limit is served and copied;
+    the worker's peak memory stays under 48 MiB (the whole body was read into Lua before: 136 MiB for 32 MiB)."""
+    variants = [{**WITH_SHADOW[0], "weight": 100}, {**WITH_SHADOW[1], "weight": 0}, WITH_SHADOW[2]]
+    md = parsed(variants=variants, routing={"mirror": {"variant": "shadow", "percent": 100}}, maxRequestSize="1Mi")
+    served = (("stable", STABLE), ("canary", CANARY), ("shadow", SHADOW))
+    with _variants(*served) as handlers, _nginx(tmp_path, md, dict(served)) as (base, metrics):
+        status, body = _raw_post(base, 32 << 20, b"x" * (64 << 10))  # the declared length is enough
+        assert status == 413 and json.loads(body)["error"]["code"] == "too_large", body
+        status, body = _raw_post(base, 0, b"x" * (2 << 20), chunked=True)
+        assert status == 413 and json.loads(body)["error"]["code"] == "too_large", body
+        within = b'{"instances": [[6.7, 3.0, 5.2, 2.3]], "pad": "' + b"x" * (512 << 10) + b'"}'
+        connection = _connection(base)
+        connection.request("POST", "/predict", within, HEADERS)
+        reply = connection.getresponse()
+        assert (reply.status, reply.read()) == (200, b'{"predictions":[0]}')
+        connection.close()
+        deadline = time.monotonic() + 10
+        while len(handlers["shadow"].received) < 1:
+            assert time.monotonic() < deadline, _counted(metrics, MIRRORED)
+            time.sleep(0.1)
+        assert [len(body) for _, _, body in handlers["stable"].received] == [len(within)]
+        assert [len(body) for _, _, body in handlers["shadow"].received] == [len(within)]
+        assert _worker_peak_kib(tmp_path) < 48 << 10
+
+
+def test_copies_over_the_mirror_budget_are_skipped_and_the_primary_is_served(tmp_path: Path) -> None:
+    """bufferSize 64Ki: 10 requests of 100 KiB are all served by stable, and none is copied (each counted as
+    skipped); 10 small ones are copied."""
+    variants = [{**WITH_SHADOW[0], "weight": 100}, {**WITH_SHADOW[1], "weight": 0}, WITH_SHADOW[2]]
+    md = parsed(variants=variants, routing={"mirror": {"variant": "shadow", "bufferSize": "64Ki"}})
+    served = (("stable", STABLE), ("canary", CANARY), ("shadow", SHADOW))
+    big = b'{"instances": [[6.7, 3.0, 5.2, 2.3]], "pad": "' + b"x" * (100 << 10) + b'"}'
+    with _variants(*served) as handlers, _nginx(tmp_path, md, dict(served)) as (base, metrics):
+        connection = _connection(base)
+        for body in [big] * 10 + [PREDICT] * 10:
+            connection.request("POST", "/predict", body, HEADERS)
+            reply = connection.getresponse()
+            assert (reply.status, reply.getheader(names.HEADER_VARIANT)) == (200, "stable"), reply.read()
+            reply.read()
+        connection.close()
+        deadline = time.monotonic() + 10
+        while _counted(metrics, MIRRORED).get(("shadow", "2xx"), 0) < 10:
+            assert time.monotonic() < deadline, _counted(metrics, MIRRORED)
+            time.sleep(0.1)
+        assert _counted(metrics, MIRRORED) == {("shadow", "2xx"): 10, ("shadow", "skipped"): 10}
+    assert [body for _, _, body in handlers["shadow"].received] == [PREDICT] * 10

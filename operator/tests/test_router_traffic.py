@@ -31,9 +31,21 @@ CASES: dict[str, tuple[list[dict[str, Any]], dict[str, Any], list[str]]] = {
     "canary-not-ready": (TWO, {}, ["stable"]),
     "none-ready": (TWO, {}, []),
     "sticky": (TWO, {"stickyHeader": "X-User-Id"}, ["stable", "canary"]),
-    "override-off": (TWO, {"allowOverride": False}, ["stable", "canary"]),
+    "override-on": (TWO, {"allowOverride": True}, ["stable", "canary"]),
     "mirror": (WITH_SHADOW, {"mirror": {"variant": "shadow", "percent": 50}}, ["stable", "canary", "shadow"]),
+    "mirror-override": (
+        WITH_SHADOW,
+        {"mirror": {"variant": "shadow", "bufferSize": "1Mi"}, "allowOverride": True},
+        ["stable", "canary", "shadow"],
+    ),
     "rate-limit": (TWO, {"rateLimit": {"requestsPerSecond": 20, "burst": 5}}, ["stable", "canary"]),
+    "rate-limit-no-burst": (TWO, {"rateLimit": {"requestsPerSecond": 20}, "connectionsPerClient": 8}, ["stable"]),
+    # nginx's map keywords as variant names: escaped in the override map.
+    "keyword-names": (
+        [{**TWO[0], "name": "default"}, {**TWO[1], "name": "include"}],
+        {"allowOverride": True},
+        ["default", "include"],
+    ),
 }
 
 
@@ -103,16 +115,35 @@ def test_parse_reads_routing() -> None:
             "router": "always",
             "replicas": 3,
             "stickyHeader": "X-User-Id",
-            "allowOverride": False,
-            "mirror": {"variant": "shadow", "percent": 25},
+            "allowOverride": True,
+            "mirror": {"variant": "shadow", "percent": 25, "bufferSize": "1Mi"},
             "rateLimit": {"requestsPerSecond": 10, "burst": 2},
+            "connectionsPerClient": 8,
         },
+        maxRequestSize="32Mi",
     )
     assert md.routing == spec.Routing(
         always=True,
         replicas=3,
         sticky_header="X-User-Id",
-        allow_override=False,
-        mirror=spec.Mirror("shadow", 25),
+        allow_override=True,
+        mirror=spec.Mirror("shadow", 25, 1 << 20),
         rate_limit=spec.RateLimit(10, 2),
+        connections_per_client=8,
     )
+    assert md.max_request_bytes == md.request_limit == 32 << 20
+
+
+def test_the_defaults_refuse_the_override_and_cap_bodies_at_the_servers_limit() -> None:
+    md = parsed(variants=WITH_SHADOW, routing={"mirror": {"variant": "shadow"}})
+    assert not md.routing.allow_override
+    assert md.routing.mirror == spec.Mirror("shadow", 100, 4 << 20)
+    assert md.routing.connections_per_client == 64
+    assert md.max_request_bytes is None and md.request_limit == 10 << 20  # the server's MAX_BODY_BYTES default
+
+
+def test_a_bad_max_request_size_names_the_field() -> None:
+    with pytest.raises(spec.SpecError, match=r"^spec.maxRequestSize: not a quantity"):
+        parsed(maxRequestSize="ten megs")
+    with pytest.raises(spec.SpecError, match=r"^spec.routing.mirror.bufferSize: must be more than 0"):
+        parsed(variants=WITH_SHADOW, routing={"mirror": {"variant": "shadow", "bufferSize": 0}})

@@ -256,7 +256,7 @@ def test_a_bad_canary_gets_no_request_is_degraded_within_60_s_and_its_fix_rolls_
             bases[case] = stack.enter_context(cluster.service_url(namespace, case, 80))
             loads[case] = stack.enter_context(constant_load(bases[case], rate=10))
         applied = time.monotonic()
-        cluster.apply([md(namespace, [stable, canary], name=case) for case, (canary, _, _) in cases.items()])
+        cluster.apply([md(namespace, [stable, canary], PINNABLE, name=case) for case, (canary, _, _) in cases.items()])
         degraded: dict[str, float] = {}
         for case, (_, reason, fragment) in cases.items():
             found = cluster.wait_until(
@@ -280,7 +280,7 @@ def test_a_bad_canary_gets_no_request_is_degraded_within_60_s_and_its_fix_rolls_
         bad = {case: load.since(applied) for case, load in loads.items()}
         fixed = time.monotonic()
         canary = variant("canary", V2, v2, 10, resources=SMALL)
-        cluster.apply([md(namespace, [stable, canary], name=case) for case in cases])
+        cluster.apply([md(namespace, [stable, canary], PINNABLE, name=case) for case in cases])
         for case in cases:
             cluster.wait_until(f"{case} Ready again", functools.partial(_ready_for, cluster, namespace, case), 240)
         cluster.wait_until(
@@ -292,6 +292,9 @@ def test_a_bad_canary_gets_no_request_is_degraded_within_60_s_and_its_fix_rolls_
     for case, results in bad.items():
         assert results and all(r.status == 200 and r.variant == "stable" for r in results), (case, summary(results))
     assert max(degraded.values()) <= DEGRADED_SECONDS
+
+
+PINNABLE = {"allowOverride": True}  # the bad canaries are pinned to: refused in JSON
 
 
 def _refused(base: str) -> Result | None:

@@ -16,17 +16,11 @@ from hypothesis import strategies as st
 from mlmodel_operator import names
 from mlmodel_testing.cluster import Cluster
 from mlmodel_testing.models import V1, deploy_model_store, digests, md, variant
+from mlmodel_testing.pods import restarts
 from mlmodel_testing.status import wait_settled
 
 SLOW = list(HealthCheck)  # each example is a round trip to the cluster
 FUZZED = 1000
-
-
-def restarts(pods: list[dict[str, Any]]) -> dict[str, int]:
-    """Each pod's container restarts, by pod name."""
-    return {
-        p["metadata"]["name"]: sum(s["restartCount"] for s in p["status"].get("containerStatuses") or []) for p in pods
-    }
 
 
 PATHS = ["/predict", "/v1/models/iris:predict", "/v2/models/iris/infer", "/v2/models/iris/versions/x/infer"]

@@ -87,3 +87,10 @@ def post_predict(base_url: str) -> dict[str, Any]:
         assert r.status == 200
         result: dict[str, Any] = json.loads(r.read())
         return result
+
+
+def restarts(pods: list[dict[str, Any]]) -> dict[str, int]:
+    """Each pod's container restarts, by pod name."""
+    return {
+        p["metadata"]["name"]: sum(s["restartCount"] for s in p["status"].get("containerStatuses") or []) for p in pods
+    }

@@ -7,21 +7,24 @@
 -- Shadow copies: a sampled request is sent again to the mirror variant from a timer, after the
 -- client has its answer, and the copy's answer is counted and dropped. nginx's own `mirror` holds
 -- a kept-alive client connection until the copy is answered, so a slow shadow would slow every
--- next request on it; here it cannot. When too many copies are pending, new ones are dropped.
+-- next request on it; here it cannot. A worker holds at most the mirror's budget of bodies for
+-- copies not yet sent (the body is let go once sent, within the send timeout): a copy that would
+-- go over it is skipped, and so is one that no timer can take (too many pending).
 local M = {}
 local dict = ngx.shared.mlmodel_metrics
 local BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
 local CLASSES = { "1xx", "2xx", "3xx", "4xx", "5xx" }
-local MIRRORED = { "1xx", "2xx", "3xx", "4xx", "5xx", "dropped" } -- dropped: too many copies pending
+local MIRRORED = { "1xx", "2xx", "3xx", "4xx", "5xx", "skipped" } -- skipped: over the budget, or no timer
 local ALWAYS = { ["2xx"] = true, ["4xx"] = true, ["5xx"] = true } -- shown at 0 before the first request
 local HOP_BY_HOP = {
     connection = true, ["keep-alive"] = true, te = true, trailer = true, ["transfer-encoding"] = true,
     upgrade = true, ["proxy-connection"] = true, host = true, ["content-length"] = true, ["x-request-id"] = true,
 }
 local labels, weights, mirror = {}, {}, nil
+local pending = 0 -- bytes of bodies held by this worker for copies not yet sent
 
 -- Called once at start: the ModelDeployment's name and config digest, the applied weights, and the
--- mirror ({variant, host, port}, or nil).
+-- mirror ({variant, host, port, budget}, or nil).
 function M.init(settings, applied, shadow)
     labels, weights, mirror = settings, applied, shadow
 end
@@ -30,34 +33,58 @@ local function class(status)
     return string.sub(tostring(status), 1, 1) .. "xx"
 end
 
--- The access phase of a request sampled for the mirror: keep what its copy needs.
-function M.capture()
+local function mirrored(outcome)
+    dict:incr("mirrored\t" .. mirror.variant .. "\t" .. outcome, 1, 0)
+end
+
+-- The body of the request, if it fits in what is left of the budget; false if it does not.
+local function body_within_budget()
     ngx.req.read_body()
     local body = ngx.req.get_body_data()
-    local path = not body and ngx.req.get_body_file()
-    if path then -- a big body nginx buffered to a file
-        local file = io.open(path, "rb")
-        if file then
-            body = file:read("*a")
-            file:close()
-        end
+    if body then
+        return pending + #body <= mirror.budget and body
     end
+    local path = ngx.req.get_body_file()
+    if not path then
+        return ""
+    end
+    local file = io.open(path, "rb") -- a big body nginx buffered to a file: its size first
+    if not file then
+        return false
+    end
+    local size = file:seek("end")
+    if not size or pending + size > mirror.budget then
+        file:close()
+        return false
+    end
+    file:seek("set")
+    body = file:read("*a")
+    file:close()
+    return body
+end
+
+-- The access phase of a request sampled for the mirror: keep what its copy needs, within the budget.
+function M.capture()
+    local body = body_within_budget()
+    if not body then
+        mirrored("skipped")
+        return
+    end
+    pending = pending + #body
     ngx.ctx.copy = {
         method = ngx.req.get_method(),
         uri = ngx.var.request_uri,
         headers = ngx.req.get_headers(100),
         request_id = ngx.var.mlmodel_request_id,
-        body = body or "",
+        body = body,
     }
-end
-
-local function mirrored(outcome)
-    dict:incr("mirrored\t" .. mirror.variant .. "\t" .. outcome, 1, 0)
 end
 
 -- A timer: one copy to the mirror over HTTP/1.1, its status line read, the connection closed.
 local function send(premature, copy)
+    local size = #copy.body
     if premature then
+        pending = pending - size
         return
     end
     local lines = {
@@ -74,12 +101,15 @@ local function send(premature, copy)
             end
         end
     end
-    lines[#lines + 1] = ""
-    lines[#lines + 1] = copy.body
+    lines[#lines + 1] = "\r\n"
     local sock = ngx.socket.tcp()
     sock:settimeouts(1000, 10000, 120000) -- connect, send, read (ms)
     local status
-    if sock:connect(mirror.host, mirror.port) and sock:send(table.concat(lines, "\r\n")) then
+    local sent = sock:connect(mirror.host, mirror.port) and sock:send(table.concat(lines, "\r\n"))
+        and sock:send(copy.body)
+    copy.body = nil
+    pending = pending - size -- sent, or given up within the connect and send timeouts
+    if sent then
         local line = sock:receive("*l")
         status = line and tonumber(string.match(line, "^HTTP/%d%.%d (%d%d%d)"))
     end
@@ -89,8 +119,10 @@ end
 
 -- The log phase of every request: which variant answered (none if the router answered itself).
 function M.observe()
-    if ngx.ctx.copy and not ngx.timer.at(0, send, ngx.ctx.copy) then
-        mirrored("dropped")
+    local copy = ngx.ctx.copy
+    if copy and not ngx.timer.at(0, send, copy) then
+        pending = pending - #copy.body
+        mirrored("skipped")
     end
     local variant = ngx.var.mlmodel_variant
     if not ngx.var.upstream_addr then

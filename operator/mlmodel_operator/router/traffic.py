@@ -24,7 +24,10 @@ _LUA = f'require("{LUA_MODULE}")'
 LUA = resources.files("mlmodel_operator.router").joinpath("router.lua").read_text()
 _OBSERVE = f"log_by_lua_block {{ {_LUA}.observe() }}"
 NGINX_CONF = "nginx.conf"
-UNKNOWN = '"?"'  # $mlmodel_variant when the override header names no variant
+UNKNOWN = '"?"'  # $mlmodel_variant when the override header names no variant it may pin
+FORBIDDEN = '"!"'  # $mlmodel_variant when the override header is sent and allowOverride is false
+# Words that a map's source values must escape: a variant may be called "default".
+_MAP_KEYWORDS = frozenset({"default", "hostnames", "include", "volatile"})
 NONE = '"-"'  # $mlmodel_variant when no variant can take a request (not a DNS label, so never a variant's name)
 
 
@@ -143,11 +146,18 @@ def _http_settings(
     shadow = "nil"
     if mirror is not None:
         variant, ip = mirror
-        shadow = _lua_table({"variant": variant, "host": _host(ip), "port": names.SERVICE_PORT})
+        budget = md.routing.mirror.buffer_bytes if md.routing.mirror else 0
+        shadow = _lua_table({"variant": variant, "host": _host(ip), "port": names.SERVICE_PORT, "budget": budget})
     return [
         "    server_tokens off;",
         "    default_type application/json;",
-        "    client_max_body_size 0;  # the server enforces its own limit, with its own error body",
+        f"    client_max_body_size {md.request_limit};  # spec.maxRequestSize, the servers' limit too",
+        # A slow client is timed out here, and never reaches a server: nginx reads the whole request first.
+        "    client_header_timeout 10s;",
+        "    client_body_timeout 30s;  # between two reads",
+        "    send_timeout 30s;",
+        "    keepalive_timeout 75s;",
+        "    limit_conn_zone $binary_remote_addr zone=mlmodel_conn:10m;",
         *(f"    {kind}_temp_path {run_dir}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
         f'    lua_package_path "{config_dir}/?.lua;;";',
         "    lua_shared_dict mlmodel_metrics 4m;",
@@ -173,17 +183,18 @@ def _data_server(md: ModelDeployment, mirrored: bool) -> list[str]:
     location = [
         *(
             [
-                f"            limit_req zone=mlmodel_rate burst={r.rate_limit.burst} nodelay;",
+                "            limit_req zone=mlmodel_rate"
+                + (f" burst={r.rate_limit.burst} nodelay;" if r.rate_limit.burst else ";"),
                 "            limit_req_status 429;",
             ]
             if r.rate_limit
             else []
         ),
-        *(
-            ['            if ($mlmodel_variant = "?") { return 400 $mlmodel_unknown_variant; }']
-            if r.allow_override
-            else []
-        ),
+        f"            limit_conn mlmodel_conn {r.connections_per_client};",
+        "            limit_conn_status 429;",
+        f"            if ($mlmodel_variant = {UNKNOWN}) {{ return 400 $mlmodel_unknown_variant; }}"
+        if r.allow_override
+        else f"            if ($mlmodel_variant = {FORBIDDEN}) {{ return 403 $mlmodel_override_forbidden; }}",
         f"            if ($mlmodel_variant = {NONE}) {{ return 503 $mlmodel_no_variant; }}",
         *(
             [f'            access_by_lua_block {{ if ngx.var.mlmodel_mirror ~= "" then {_LUA}.capture() end }}']
@@ -197,6 +208,7 @@ def _data_server(md: ModelDeployment, mirrored: bool) -> list[str]:
         "    server {",
         f"        listen {names.ROUTER_PORT};",
         f"        add_header {names.HEADER_ROUTER_CONFIG} @DIGEST@ always;",
+        "        error_page 413 = @too_large;",
         "        error_page 429 = @rate_limited;",
         "        error_page 502 504 = @upstream_failed;",
         *_proxy("        "),
@@ -204,6 +216,7 @@ def _data_server(md: ModelDeployment, mirrored: bool) -> list[str]:
         *location,
         "        }",
         # The router's own answers are counted too: log_by_lua does not follow error_page's redirect.
+        f"        location @too_large {{ return 413 $mlmodel_too_large; {_OBSERVE} }}",
         f"        location @rate_limited {{ return 429 $mlmodel_rate_limited; {_OBSERVE} }}",
         f"        location @upstream_failed {{ return 502 $mlmodel_upstream_failed; {_OBSERVE} }}",
         "    }",
@@ -220,12 +233,21 @@ def _choice(md: ModelDeployment, upstreams: Mapping[str, str], weighted: list[tu
         lines += _split(key, "$mlmodel_sticky", weighted, default=NONE)
         lines.append(f'    map {key} $mlmodel_weighted {{ "" $mlmodel_random; default $mlmodel_sticky; }}')
     if not r.allow_override:
-        return [*lines, "    map $mlmodel_weighted $mlmodel_variant { default $mlmodel_weighted; }"]
-    pinned = " ".join(f"{v.name} {v.name if v.name in upstreams else NONE};" for v in md.variants)
+        refused = f'    map $http_x_model_variant $mlmodel_variant {{ "" $mlmodel_weighted; default {FORBIDDEN}; }}'
+        return [*lines, refused]
+    shadow = r.mirror.variant if r.mirror else None  # it gets copies only, never a request of its own
+    pinned = " ".join(
+        f"{_map_key(v.name)} {v.name if v.name in upstreams else NONE};" for v in md.variants if v.name != shadow
+    )
     return [
         *lines,
         f'    map $http_x_model_variant $mlmodel_variant {{ "" $mlmodel_weighted; {pinned} default {UNKNOWN}; }}',
     ]
+
+
+def _map_key(name: str) -> str:
+    """A variant's name as a ``map`` source value: the map's own keywords escaped."""
+    return f"\\{name}" if name in _MAP_KEYWORDS else name
 
 
 def _split(key: str, variable: str, shares: list[tuple[str, int]], default: str) -> list[str]:
@@ -241,14 +263,16 @@ def _split(key: str, variable: str, shares: list[tuple[str, int]], default: str)
 
 def _error_maps(md: ModelDeployment, weighted: list[tuple[str, int]]) -> list[str]:
     """Error bodies in each protocol's shape: ``/predict`` nests code and message, V1 and V2 give a string."""
-    known = ", ".join(v.name for v in md.variants)
     errors = {
-        "unknown_variant": f"the {names.HEADER_VARIANT} header names no variant of {md.name} (variants: {known})",
+        "unknown_variant": f"the {names.HEADER_VARIANT} header names no variant of {md.name} that it may pin",
+        "override_forbidden": f"{md.name} does not take the {names.HEADER_VARIANT} header (routing.allowOverride)",
+        "too_large": f"the request body is over the limit of {md.request_limit} bytes of {md.name} (maxRequestSize)",
         "no_variant": f"no variant of {md.name} is ready to serve"
         + ("" if weighted else " (a variant with no ready replicas gets no traffic)"),
-        "rate_limited": f"too many requests: over the rate limit of {md.name}",
+        "rate_limited": f"too many requests from this client: over the rate or connection limit of {md.name}",
         "upstream_failed": f"the variant chosen for this request did not answer ({md.name} router)",
     }
+    del errors["override_forbidden" if md.routing.allow_override else "unknown_variant"]
     return [
         f"    map $mlmodel_protocol $mlmodel_{code} {{ predict {_quoted({'error': {'code': code, 'message': text}})}; "
         f"default {_quoted({'error': text, 'code': code})}; }}"
@@ -263,6 +287,8 @@ def _proxy(indent: str) -> list[str]:
         f"{indent}proxy_set_header X-Request-Id $mlmodel_request_id;",
         f"{indent}proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
         f"{indent}proxy_next_upstream error non_idempotent;  # a kept-alive connection the server closed: retry once",
+        f"{indent}proxy_connect_timeout 5s;",
+        f"{indent}proxy_send_timeout 30s;",
         f"{indent}proxy_read_timeout 120s;",
     ]
 

@@ -1,0 +1,94 @@
+"""No single request or slow client takes a model endpoint down (issue 23), on real pods: under 20 requests a
+second through the entry Service of a ModelDeployment whose every request is mirrored to a shadow variant,
+a declared 32 MiB POST gets the router's 413, a request that names a variant gets a 403 (the override is off by
+default), and 200 slow connections to each of its Services (the entry Service, and each variant's) hold no
+thread: ``/predict`` answers within 1 s meanwhile. No request of the load fails, and no pod restarts."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from mlmodel_operator import names
+from mlmodel_testing.cluster import Cluster
+from mlmodel_testing.load import call, constant_load, summary
+from mlmodel_testing.models import V1, V2, deploy_model_store, digests, md, variant
+from mlmodel_testing.pods import restarts
+from mlmodel_testing.status import wait_settled
+
+RATE = 20.0
+SLOW_CONNECTIONS = 200
+SERVICES = ["iris", "iris-stable", "iris-shadow"]  # the entry Service, and each variant's
+
+
+@contextlib.contextmanager
+def _slow_connections(base: str, count: int) -> Iterator[list[socket.socket]]:
+    """``count`` connections to ``base`` that have sent half a request's headers, and nothing more."""
+    url = urlsplit(base)
+    opened: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.create_connection((url.hostname or "", url.port or 80), timeout=5)
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: app")
+            opened.append(s)
+        yield opened
+    finally:
+        for s in opened:
+            s.close()
+
+
+def _declared_32_mib(base: str) -> tuple[int, bytes]:
+    """A POST that declares a 32 MiB body and sends 64 KiB of it: the status and body of the answer."""
+    url = urlsplit(base)
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 33554432\r\n\r\n"
+    with socket.create_connection((url.hostname or "", url.port or 80), timeout=10) as s:
+        s.sendall(head)
+        with contextlib.suppress(OSError):  # the router may answer, and close, before it has it all
+            s.sendall(b"x" * (64 << 10))
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    status_line, _, rest = reply.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.split(b"\r\n\r\n", 1)[1]
+
+
+def test_a_huge_body_an_override_and_slow_clients_fail_no_request_and_restart_no_pod(
+    cluster: Cluster, namespace: str, operator: None, models: Path
+) -> None:
+    v1, v2 = digests(models)
+    deploy_model_store(cluster, namespace, models)
+    variants = [variant("stable", V1, v1, 100), variant("shadow", V2, v2, 0)]
+    cluster.apply(md(namespace, variants, {"mirror": {"variant": "shadow"}}))
+    status = wait_settled(cluster, namespace)
+    assert status["weights"] == "stable=100,shadow=0", status
+    pods = cluster.kubectl_json("-n", namespace, "get", "pods")["items"]
+    before = restarts(pods)
+    with contextlib.ExitStack() as stack:
+        bases = {name: stack.enter_context(cluster.service_url(namespace, name, 80)) for name in SERVICES}
+        load = stack.enter_context(constant_load(bases["iris"], RATE))
+        start = time.monotonic()
+
+        code, body = _declared_32_mib(bases["iris"])
+        assert code == 413 and json.loads(body)["error"]["code"] == "too_large", body
+        pinned = call(bases["iris"], {names.HEADER_VARIANT: "shadow"})
+        assert pinned.status == 403 and json.loads(pinned.body)["error"]["code"] == "override_forbidden", pinned
+
+        for name, base in bases.items():
+            with _slow_connections(base, SLOW_CONNECTIONS):
+                timed = []
+                for _ in range(5):
+                    sent = time.monotonic()
+                    answer = call(base)
+                    timed.append((answer.status, round(time.monotonic() - sent, 3)))
+                assert all(code == 200 and seconds < 1 for code, seconds in timed), (name, timed)
+        elapsed = time.monotonic() - start
+    results = load.since(start)
+    assert results and all(r.status == 200 for r in results), summary(results)
+    assert len(results) >= 0.8 * RATE * elapsed, (len(results), elapsed)
+    after = restarts(cluster.kubectl_json("-n", namespace, "get", "pods")["items"])
+    assert {pod: after.get(pod) for pod in before} == before, (before, after)
