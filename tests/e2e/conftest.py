@@ -26,7 +26,8 @@ from mlmodel_testing.release import NAMESPACE, RELEASE, helm, install
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
     if os.environ.get("MLMODEL_E2E_NO_UP") != "1":
-        p = harness("up")
+        with _locked(STATE / "e2e-up.lock"):  # one `up` at a time: xdist workers would restart a daemon twice
+            p = harness("up")
         if p.returncode != 0:
             pytest.fail(
                 f"the test cluster could not be brought up:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}", pytrace=False
@@ -52,7 +53,8 @@ def server_image(cluster: Cluster) -> str:
     quick after ``make images``.
     """
     if os.environ.get("MLMODEL_E2E_NO_UP") != "1":
-        p = harness("images")
+        with _locked(STATE / "e2e-up.lock"):
+            p = harness("images")
         if p.returncode != 0:
             pytest.fail(f"building/loading the images failed:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}", pytrace=False)
     return SERVER_IMAGE
@@ -75,6 +77,7 @@ def operator(cluster: Cluster, server_image: str) -> Iterator[None]:
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (the xdist workers are processes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
