@@ -90,4 +90,5 @@ def test_a_huge_body_an_override_and_slow_clients_fail_no_request_and_restart_no
     assert results and all(r.status == 200 for r in results), summary(results)
     assert len(results) >= 0.8 * RATE * elapsed, (len(results), elapsed)
     after = restarts(cluster.kubectl_json("-n", namespace, "get", "pods")["items"])
-    assert {pod: after.get(pod) for pod in before} == before, (before, after)
+    # Every pod that serves now, none restarted (a router pod of a configuration before the last may be gone).
+    assert all(count == before.get(pod, 0) for pod, count in after.items()), (before, after)
