@@ -103,7 +103,11 @@ def _pod(md: ModelDeployment, variant: Variant) -> Obj:
         volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": pvc.claim, "readOnly": True}})
     if md.api_key_secret is not None:
         mounts.append({"name": "api-keys", "mountPath": names.API_KEYS_MOUNT, "readOnly": True})
-        volumes.append({"name": "api-keys", "secret": {"secretName": md.api_key_secret.name, "defaultMode": 0o440}})
+        secret = md.api_key_secret
+        items = [{"key": secret.key, "path": secret.key}]
+        volumes.append(
+            {"name": "api-keys", "secret": {"secretName": secret.name, "items": items, "defaultMode": 0o440}}
+        )
     container: Obj = {
         "name": names.SERVER_CONTAINER,
         "image": variant.image,
@@ -118,7 +122,7 @@ def _pod(md: ModelDeployment, variant: Variant) -> Obj:
             "runAsNonRoot": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "terminationMessagePolicy": "File",
         "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
         "volumeMounts": mounts,
         "resources": _server_resources(variant),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from mlmodel_operator import names
 from mlmodel_operator.router import traffic
@@ -28,6 +30,22 @@ _IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageNam
 _CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
 _QUOTA = "exceeded quota"
 _DONE = frozenset({"Succeeded", "Failed"})  # pod phases of pods that will never serve again
+_URI = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` fit for status and Events: without ``user:password@``, query string (presigned URLs, tokens)
+    or fragment."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparseable URI>"
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def _redact_uris(text: str) -> str:
+    """``text`` (a container's termination message) with every URI in it redacted."""
+    return _URI.sub(lambda found: redact_uri(found.group()), text)
 
 
 @dataclass(frozen=True)
@@ -156,7 +174,7 @@ def pod_failure(
                     "raise resources.limits.memory",
                 )
             if terminated and terminated.get("exitCode", 0) != 0:
-                message = (terminated.get("message") or "").strip()
+                message = _redact_uris(terminated.get("message") or "").strip()
                 return Failure(crash, message or f"{container} exited with code {terminated['exitCode']}")
     return None
 
@@ -233,7 +251,7 @@ def compute(
                 "weight": routing.weights[v.name],
                 "desiredReplicas": o.desired,
                 "readyReplicas": o.ready,
-                "modelUri": v.model_uri,
+                "modelUri": redact_uri(v.model_uri),
                 **({"modelSha256": v.model_sha256} if v.model_sha256 else {}),
             }
             for v, o in zip(md.variants, observed, strict=True)

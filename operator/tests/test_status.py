@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -238,3 +239,27 @@ def test_a_server_killed_for_its_memory_is_oomkilled_with_the_limit_and_does_not
         "Degraded": ("True", "OOMKilled"),
     }
     assert st["conditions"][1]["message"] == st["conditions"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("https://user:pa55@host.example/m.joblib?X-Amz-Signature=abc&token=t0k#f", "https://host.example/m.joblib"),
+        ("s3://AKIA:secret@bucket/m.joblib", "s3://bucket/m.joblib"),
+        ("https://models.example.com/iris/v1.joblib", "https://models.example.com/iris/v1.joblib"),
+    ],
+)
+def test_redact_uri(uri: str, shown: str) -> None:
+    assert status.redact_uri(uri) == shown
+
+
+def test_model_uris_in_status_and_failures_carry_no_credentials() -> None:
+    md = parsed()
+    secret_uri = "https://user:pa55@models.example.com/iris/v1.joblib?X-Amz-Signature=s3cr3t"
+    md = dataclasses.replace(md, variants=(dataclasses.replace(md.variants[0], model_uri=secret_uri), *md.variants[1:]))
+    st = status.compute(md, [ready("stable", 2), ready("canary", 1)], [], NOW, routed())
+    assert st["variants"][0]["modelUri"] == "https://models.example.com/iris/v1.joblib"
+    pod = crashing("server", {"exitCode": 1, "message": f"model_not_found: {secret_uri} does not exist (404)"})
+    failure = status.pod_failure([pod])
+    assert failure is not None and "s3cr3t" not in failure.message and "pa55" not in failure.message
+    assert "https://models.example.com/iris/v1.joblib does not exist" in failure.message

@@ -26,6 +26,7 @@ class Settings:
     max_batch_size: int = 10_000
     max_batch_wait_ms: float = 2.0
     max_body_bytes: int = 10 * 1024 * 1024
+    max_json_bytes: int = 1024 * 1024
     api_keys_file: Path | None = None
     allow_unpinned: bool = False
     skops_trusted: tuple[str, ...] = ()
@@ -48,7 +49,7 @@ def _bool(text: str) -> bool:
         return True
     if value in {"0", "false", "no", "off", ""}:
         return False
-    raise ValueError(f"expected true or false, got {text!r}")
+    raise ValueError("expected true or false")
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -67,7 +68,8 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--threads", "THREADS", int, "request threads per worker (default: 16 for a costly model, else 2)"),
     ("--max-batch-size", "MAX_BATCH_SIZE", int, "most rows in one request, and in one coalesced model call"),
     ("--max-batch-wait-ms", "MAX_BATCH_WAIT_MS", float, "longest wait for more requests to join a batch"),
-    ("--max-body-bytes", "MAX_BODY_BYTES", int, "largest request body accepted"),
+    ("--max-body-bytes", "MAX_BODY_BYTES", int, "largest request body accepted (V2 binary tensors)"),
+    ("--max-json-bytes", "MAX_JSON_BYTES", int, "largest JSON request body accepted"),
     ("--api-keys-file", "API_KEYS_FILE", Path, "file of API keys, one a line; enables authentication"),
     ("--skops-trusted", "SKOPS_TRUSTED", _csv, "comma-separated extra types to trust in .skops files"),
     ("--cache-dir", "MODEL_CACHE_DIR", Path, "where downloaded models are kept"),
@@ -80,6 +82,10 @@ _SWITCHES: list[tuple[str, str, str]] = [
     ("allow-unpinned", "ALLOW_UNPINNED", "serve a remote model without --model-sha256"),
     ("preload", "PRELOAD", "load the model once in the gunicorn master (copy-on-write)"),
 ]
+
+
+# what an environment variable's parser expects: the error names this, never the value (it may be a Secret)
+_EXPECTED: dict[Callable[[str], Any], str] = {int: "an integer", float: "a number"}
 
 
 def _dest(flag: str) -> str:
@@ -96,21 +102,28 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         if var in env:
             try:
                 default = convert(env[var])
-            except ValueError as err:
-                parser.error(f"environment variable {var}: {err}")
+            except ValueError:
+                parser.error(f"environment variable {var}: expected {_EXPECTED.get(convert, 'a valid value')}")
         parser.add_argument(flag, type=convert, default=default, help=f"{text} [{var}]")
     for name, var, text in _SWITCHES:
         default = getattr(defaults, _dest(name))
         if var in env:
             try:
                 default = _bool(env[var])
-            except ValueError as err:
-                parser.error(f"environment variable {var}: {err}")
+            except ValueError:
+                parser.error(f"environment variable {var}: expected true or false")
         parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=default, help=f"{text} [{var}]")
     args = parser.parse_args(argv)
     if not args.model_uri:
         parser.error("--model-uri (or MODEL_URI) is required")
-    for flag in ("--port", "--workers", "--max-batch-size", "--max-body-bytes", "--download-retries"):
+    for flag in (
+        "--port",
+        "--workers",
+        "--max-batch-size",
+        "--max-body-bytes",
+        "--max-json-bytes",
+        "--download-retries",
+    ):
         if getattr(args, _dest(flag)) < 1:
             parser.error(f"{flag} must be at least 1")
     if args.threads < 0:

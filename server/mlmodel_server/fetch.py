@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from mlmodel_server.errors import DigestMismatch, ModelLoadError, UnpinnedModel
 
@@ -18,6 +18,22 @@ log = logging.getLogger(__name__)
 
 REMOTE_SCHEMES = frozenset({"http", "https", "s3"})
 _CHUNK = 1 << 20
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` fit for logs and errors: without ``user:password@``, query string (presigned URLs, tokens)
+    or fragment."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparseable URI>"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _redacted(text: str, uri: str) -> str:
+    """``text`` (say an HTTP client's error) with ``uri`` in it redacted."""
+    return text.replace(uri, redact_uri(uri))
 
 
 def is_remote(uri: str) -> bool:
@@ -30,12 +46,14 @@ def local_path(uri: str) -> Path:
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
-            raise ModelLoadError(f"file URI {uri!r} names host {parsed.netloc!r}; use file:///absolute/path")
+            raise ModelLoadError(
+                f"file URI {redact_uri(uri)!r} names host {parsed.hostname!r}; use file:///absolute/path"
+            )
         return Path(parsed.path)
     if parsed.scheme == "" or len(parsed.scheme) == 1:  # a Windows drive letter is a path too
         return Path(uri)
     raise ModelLoadError(
-        f"unsupported model URI scheme {parsed.scheme!r} in {uri!r}: use a path, file://, http(s):// or s3://"
+        f"unsupported model URI scheme {parsed.scheme!r} in {redact_uri(uri)!r}: use a path, file://, http(s):// or s3://"
     )
 
 
@@ -54,14 +72,15 @@ def fetch(
     code. A download goes to a temporary name and is renamed into the cache only once
     complete and, when pinned, verified, so a partial file is never loaded.
     """
+    shown = redact_uri(uri)
     if not is_remote(uri):
         path = local_path(uri)
         if not path.exists():
-            raise ModelLoadError(f"model not found: {path} (from --model-uri {uri!r})")
+            raise ModelLoadError(f"model not found: {path} (from --model-uri {shown!r})")
         return path
     if sha256 is None and not allow_unpinned:
         raise UnpinnedModel(
-            f"refusing to download {uri} without --model-sha256: unpickling runs arbitrary code. "
+            f"refusing to download {shown} without --model-sha256: unpickling runs arbitrary code. "
             "Pin the digest, or pass --allow-unpinned to accept the risk."
         )
     name = Path(urlparse(uri).path).name or "model"
@@ -77,16 +96,17 @@ def fetch(
         except DigestMismatch:
             raise
         except FileNotFoundError as err:  # fsspec's word for an HTTP 404 or a missing S3 key: never retried
-            raise ModelLoadError(f"model not found: {uri} does not exist (404)") from err
+            raise ModelLoadError(f"model not found: {shown} does not exist (404)") from err
         except Exception as err:
             if attempt == retries:
-                raise ModelLoadError(
-                    f"could not download {uri} after {retries} attempts: {type(err).__name__}: {err}"
-                ) from err
+                why = f"{type(err).__name__}: {_redacted(str(err), uri)}"
+                raise ModelLoadError(f"could not download {shown} after {retries} attempts: {why}") from err
             delay = min(2.0 ** (attempt - 1), 10.0)
             log.warning(
                 "model download failed, retrying",
-                extra={"fields": {"uri": uri, "attempt": attempt, "error": str(err), "retry_in_s": delay}},
+                extra={
+                    "fields": {"uri": shown, "attempt": attempt, "error": _redacted(str(err), uri), "retry_in_s": delay}
+                },
             )
             time.sleep(delay)
     raise AssertionError("unreachable")
@@ -125,7 +145,7 @@ def _download(uri: str, target: Path, *, sha256: str | None, timeout: float) -> 
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
-    log.info("model downloaded", extra={"fields": {"uri": uri, "path": str(target)}})
+    log.info("model downloaded", extra={"fields": {"uri": redact_uri(uri), "path": str(target)}})
     return target
 
 
@@ -141,4 +161,4 @@ def file_sha256(path: Path) -> str:
 def check_digest(what: str, expected: str | None, actual: str) -> None:
     """Raise ``DigestMismatch`` naming both digests unless they agree (or none is expected)."""
     if expected is not None and expected.lower() != actual:
-        raise DigestMismatch(f"sha256 mismatch for {what}: expected {expected.lower()}, got {actual}")
+        raise DigestMismatch(f"sha256 mismatch for {redact_uri(what)}: expected {expected.lower()}, got {actual}")

@@ -90,22 +90,25 @@ def _body(environ: WSGIEnvironment, size: int) -> bytes:
     return data
 
 
-def _json(environ: WSGIEnvironment, size: int) -> dict[str, Any]:
+def _json(state: Serving, environ: WSGIEnvironment, size: int) -> dict[str, Any]:
     inference.check_content_type(environ.get("CONTENT_TYPE", ""), binary=False)
-    return protocol.parse_json(_body(environ, size))
+    limit = state.settings.max_json_bytes
+    protocol.check_json_size(size, limit)  # before a byte is read
+    return protocol.parse_json(_body(environ, size), limit, protocol.ROWS_FIELDS)
 
 
 def _predict(state: Serving, _: str | None, environ: WSGIEnvironment, size: int) -> inference.Reply:
-    return inference.predict(state, lambda: _json(environ, size))
+    return inference.predict(state, lambda: _json(state, environ, size))
 
 
 def _v1_predict(state: Serving, _: str | None, environ: WSGIEnvironment, size: int) -> inference.Reply:
-    return inference.v1_predict(state, state.settings.model_name, lambda: _json(environ, size))
+    return inference.v1_predict(state, state.settings.model_name, lambda: _json(state, environ, size))
 
 
 def _v2_infer(state: Serving, version: str | None, environ: WSGIEnvironment, size: int) -> inference.Reply:
     def read() -> tuple[dict[str, Any], memoryview]:
         inference.check_content_type(environ.get("CONTENT_TYPE", ""), binary=True)
-        return v2.split_body(_body(environ, size), environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"))
+        header_length = environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
+        return v2.split_body(_body(environ, size), header_length, state.settings.max_json_bytes)
 
     return inference.v2_infer(state, state.settings.model_name, version, read)

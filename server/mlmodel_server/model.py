@@ -27,7 +27,7 @@ from sklearn.utils import get_tags
 from sklearn.utils.extmath import softmax
 
 from mlmodel_server.errors import ModelLoadError, ModelRejectedInput, UnsupportedModel
-from mlmodel_server.fetch import check_digest
+from mlmodel_server.fetch import check_digest, redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,7 @@ def load(path: Path, *, source: str, sha256: str | None, skops_trusted: tuple[st
     The digest is checked before a single byte is unpickled, and a mismatch names both digests.
     """
     started = time.perf_counter()
+    source = redact_uri(source)
     artifact = locate(path)
     data = artifact.path.read_bytes()
     actual = hashlib.sha256(data).hexdigest()

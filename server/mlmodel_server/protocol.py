@@ -11,6 +11,7 @@ problem is raised as a domain error whose message names the row, feature or fiel
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from mlmodel_server.errors import (
     MalformedJSON,
     MissingValue,
     NonNumericValue,
+    PayloadTooLarge,
 )
 from mlmodel_server.model import Prediction
 
@@ -41,10 +43,38 @@ class Schema:
     has_proba: bool
 
 
-def parse_json(body: bytes) -> dict[str, Any]:
-    """Parse a request body that must be a JSON object."""
+_NUM = rb"-?+(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+(?:[eE][+-]?+[0-9]++)?+"
+_ROW = rb"\[\s*+" + _NUM + rb"(?:\s*+,\s*+" + _NUM + rb")*+\s*+\]"
+_NUMERIC_ROWS = re.compile(rb"\[\s*+(?:" + _ROW + rb"(?:\s*+,\s*+" + _ROW + rb")*+)?+\s*+\]|" + _ROW)
+_ENVELOPE = re.compile(rb'\s*+\{\s*+"([a-z]++)"\s*+:\s*+(\[[-+.,\[\]0-9eE\s]*\])\s*+\}\s*+')
+_ROW_SPAN = re.compile(rb"\[[^\[\]]*+\]")
+_UNSPACE = b"[] \t\r\n"
+
+
+ROWS_FIELDS = ("features", "instances", "inputs")
+"""Fields that hold rows in ``/predict`` and V1 bodies: ``parse_json`` decodes them straight to a matrix."""
+
+
+def check_json_size(size: int, limit: int) -> None:
+    """Refuse a JSON body over ``limit`` bytes (``--max-json-bytes``): decoding costs a multiple of it."""
+    if size > limit:
+        raise PayloadTooLarge(f"JSON request body is {size} bytes; the limit is {limit} bytes (--max-json-bytes)")
+
+
+def parse_json(body: bytes, limit: int, rows_fields: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Parse a request body that must be a JSON object of at most ``limit`` bytes.
+
+    A body that is only ``{"<one of rows_fields>": <rows of plain numbers>}`` is decoded straight into a
+    float matrix, without a Python object per value: the payload then holds that matrix under its field.
+    """
+    check_json_size(len(body), limit)
     if not body:
         raise MalformedJSON("request body is empty: send a JSON object")
+    envelope = _ENVELOPE.fullmatch(body) if rows_fields else None
+    if envelope is not None and envelope.group(1).decode() in rows_fields:
+        start, end = envelope.span(2)
+        if _NUMERIC_ROWS.fullmatch(body, start, end):
+            return {envelope.group(1).decode(): _numeric_rows(body, start, end)}
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as err:
@@ -52,6 +82,22 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise InvalidPayload(f"request body must be a JSON object, got {kind(payload)}")
     return payload
+
+
+def _numeric_rows(body: bytes, start: int, end: int) -> np.ndarray:
+    """The matrix of rows checked by ``_NUMERIC_ROWS`` in ``body[start:end]``; rows are counted and their
+    widths compared before a value is converted."""
+    n_rows = body.count(b"[", start, end) - 1
+    if n_rows <= 0:  # one flat row, or none
+        values = np.fromstring(body[start:end].translate(None, _UNSPACE), sep=",")  # text mode: not deprecated
+        return values.reshape(1 if values.size else 0, values.size)
+    width = body.count(b",", start, body.index(b"]", start)) + 1
+    for r, row in enumerate(_ROW_SPAN.finditer(body, start + 1, end - 1)):
+        got = body.count(b",", row.start(), row.end()) + 1
+        if got != width:
+            raise FeatureCountMismatch(f"row {r}: expected {width} features, got {got}")
+    flat = body[start:end].translate(None, _UNSPACE)
+    return np.fromstring(flat, sep=",").reshape(n_rows, width)
 
 
 def decode_predict(payload: dict[str, Any], schema: Schema) -> np.ndarray:
@@ -106,6 +152,12 @@ def _rows_field(payload: dict[str, Any], fields: tuple[str, ...], schema: Schema
         raise InvalidPayload(f"send the rows under exactly one of {names}; {problem}")
     field = present[0]
     rows = payload[field]
+    if isinstance(rows, np.ndarray):  # decoded by parse_json's numeric path
+        if rows.shape[0] > schema.max_rows:
+            raise BatchTooLarge(
+                f'"{field}" has {rows.shape[0]} rows; the limit is {schema.max_rows} (--max-batch-size)'
+            )
+        return check_matrix(rows, schema, where=field)
     if not isinstance(rows, list):
         raise InvalidPayload(f'"{field}" must be a list of rows, got {kind(rows)}')
     if rows and all(_is_scalar(v) for v in rows):

@@ -17,13 +17,13 @@ blueprint = Blueprint("mlmodel", __name__)
 
 def _payload() -> dict[str, Any]:
     inference.check_content_type(request.environ.get("CONTENT_TYPE", ""), binary=False)
-    return protocol.parse_json(_body())
+    return protocol.parse_json(_body(), serving().settings.max_json_bytes, protocol.ROWS_FIELDS)
 
 
 def _v2_payload() -> tuple[dict[str, Any], memoryview]:
     """The JSON header and the binary part of a V2 request (binary tensor data extension)."""
     inference.check_content_type(request.environ.get("CONTENT_TYPE", ""), binary=True)
-    return v2.split_body(_body(), request.headers.get(HEADER_LENGTH))
+    return v2.split_body(_body(), request.headers.get(HEADER_LENGTH), serving().settings.max_json_bytes)
 
 
 def _body() -> bytes:

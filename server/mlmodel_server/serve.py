@@ -1,4 +1,4 @@
-"""Run the app under gunicorn: gthread workers, the model preloaded in the master or loaded per worker."""
+"""Run the app under gunicorn: buffering gthread workers (``worker``), the model preloaded or loaded per worker."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from gunicorn.workers.base import Worker
 from prometheus_client import multiprocess
 
 from mlmodel_server import model as model_lib
+from mlmodel_server import worker
 from mlmodel_server.app import create_app
 from mlmodel_server.config import Settings
 from mlmodel_server.errors import ModelLoadError
@@ -71,7 +72,7 @@ class ModelServer(BaseApplication):  # type: ignore[misc]
         options: dict[str, Any] = {
             "bind": [f"{s.host}:{s.port}"],
             "workers": s.workers,
-            "worker_class": "gthread",
+            "worker_class": worker.buffering(s.max_body_bytes),
             "threads": s.threads,
             "preload_app": s.preload,
             "graceful_timeout": s.graceful_timeout,

@@ -10,6 +10,7 @@ import numpy as np
 import orjson
 from flask import Response, current_app
 
+from mlmodel_server.auth import KeyFile
 from mlmodel_server.batching import COSTLY_CALL_S, Batcher
 from mlmodel_server.config import Settings
 from mlmodel_server.errors import NotReady, ServerError, body_for, status_for
@@ -29,12 +30,18 @@ class Serving:
     def __init__(self, settings: Settings, metrics: Metrics, api_keys: tuple[bytes, ...] | None) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.api_keys = api_keys
+        key_file = settings.api_keys_file
+        self._keys = api_keys if api_keys is None or key_file is None else KeyFile(key_file, api_keys)
         self.model: LoadedModel | None = None
         self.schema: Schema | None = None
         self.batcher: Batcher | None = None
         self.load_wait_s = LOAD_WAIT_S
         self._loaded = threading.Event()
+
+    @property
+    def api_keys(self) -> tuple[bytes, ...] | None:
+        """The API keys in force, or None when authentication is off; re-read from ``--api-keys-file``."""
+        return self._keys.current() if isinstance(self._keys, KeyFile) else self._keys
 
     def set_model(self, model: LoadedModel) -> None:
         """Start serving ``model``."""

@@ -51,10 +51,11 @@ def offered_outputs(has_proba: bool) -> tuple[str, ...]:
     return OUTPUTS if has_proba else OUTPUTS[:1]
 
 
-def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memoryview]:
-    """The JSON header of a request body, and the binary data after it (``header_length`` bytes in)."""
+def split_body(body: bytes, header_length: str | None, json_limit: int) -> tuple[dict[str, Any], memoryview]:
+    """The JSON header of a request body, and the binary data after it (``header_length`` bytes in); the
+    JSON part is held to ``json_limit`` bytes, the binary part only to the body limit."""
     if header_length is None:
-        return parse_json(body), memoryview(b"")
+        return parse_json(body, json_limit), memoryview(b"")
     try:
         length = int(header_length)
     except ValueError:
@@ -64,7 +65,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
             f"Inference-Header-Content-Length must be a number of bytes from 1 to the body's {len(body)}, "
             f"got {header_length!r:.40}"
         )
-    return parse_json(body[:length]), memoryview(body)[length:]
+    return parse_json(body[:length], json_limit), memoryview(body)[length:]
 
 
 def decode(payload: dict[str, Any], binary: memoryview, schema: Schema) -> Request:

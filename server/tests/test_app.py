@@ -253,9 +253,16 @@ def test_a_request_to_a_worker_still_loading_waits_for_its_model(
         (
             {"data": '{"features": [[1, 2, 3, 1e999]]}', "content_type": "application/json"},
             400,
+            "non_numeric_value",
+            ["row 0", "out of range"],
+        ),
+        (
+            {"data": '{"features": [[1, 2, 3, 1e999]], "x": "y"}', "content_type": "application/json"},
+            400,
             "malformed_json",
             ["infinity", "column 25"],
         ),
+        ({"json": {"features": [[1, 2, 3, 4], [1, 2, 3]]}}, 400, "wrong_feature_count", ["row 1", "expected 4"]),
         ({"json": {"instances": [{"sepal_length": 1}]}}, 400, "invalid_feature_names", ["missing feature(s)"]),
     ],
 )

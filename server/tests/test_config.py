@@ -60,3 +60,22 @@ def test_bad_settings_are_named(
         parse_settings(argv, env)
     assert caught.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("var", "expected"),
+    [("PORT", "an integer"), ("MAX_BATCH_WAIT_MS", "a number"), ("PRELOAD", "true or false")],
+)
+def test_env_errors_never_echo_the_value(var: str, expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    secret = "s3cr3t-Tok3n-from-a-secretKeyRef"
+    with pytest.raises(SystemExit):
+        parse_settings(["--model-uri", "m"], {var: secret})
+    err = capsys.readouterr().err
+    assert f"environment variable {var}: expected {expected}" in err
+    assert secret not in err
+
+
+def test_json_limit_defaults_below_the_body_limit() -> None:
+    s = parse_settings(["--model-uri", "m"], {"MAX_JSON_BYTES": "2048"})
+    assert (s.max_json_bytes, s.max_body_bytes) == (2048, 10 * 1024 * 1024)
+    assert parse_settings(["--model-uri", "m"], {}).max_json_bytes == 1024 * 1024

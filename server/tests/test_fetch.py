@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mlmodel_server import errors
-from mlmodel_server.fetch import fetch, local_path
+from mlmodel_server.fetch import fetch, local_path, redact_uri
 
 PAYLOAD = b"model bytes " * 1000
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
@@ -129,3 +129,27 @@ def test_a_model_that_is_not_there_is_not_found_at_once(origin: Origin, tmp_path
         _fetch(url, tmp_path, retries=3)
     assert origin.hits <= 2  # fsspec may ask with HEAD and GET; no retry
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        (
+            "https://user:pa55@host.example/m/model.pkl?X-Amz-Signature=abc&token=t0k#frag",
+            "https://host.example/m/model.pkl",
+        ),
+        ("s3://AKIA:secret@bucket/key.pkl", "s3://bucket/key.pkl"),
+        ("https://host.example:8443/model.pkl", "https://host.example:8443/model.pkl"),
+        ("/models/iris.pkl", "/models/iris.pkl"),
+    ],
+)
+def test_redact_uri(uri: str, shown: str) -> None:
+    assert redact_uri(uri) == shown
+
+
+def test_errors_never_carry_uri_credentials(tmp_path: Path) -> None:
+    uri = "https://user:pa55@host.example/model.pkl?X-Amz-Signature=s3cr3t"
+    with pytest.raises(errors.UnpinnedModel) as caught:
+        fetch(uri, sha256=None, cache_dir=tmp_path, allow_unpinned=False, timeout=1, retries=1)
+    assert "pa55" not in str(caught.value) and "s3cr3t" not in str(caught.value)
+    assert "https://host.example/model.pkl" in str(caught.value)

@@ -74,12 +74,12 @@ def test_named_rows_need_a_model_fitted_with_names() -> None:
 @pytest.mark.parametrize("body", [b"", b"{", b"NaN", b"[1, 2", b"\xff"])
 def test_malformed_json(body: bytes) -> None:
     with pytest.raises(errors.MalformedJSON):
-        protocol.parse_json(body)
+        protocol.parse_json(body, 1 << 20)
 
 
 def test_json_that_is_not_an_object() -> None:
     with pytest.raises(errors.InvalidPayload, match=r"JSON object, got a list"):
-        protocol.parse_json(b"[1, 2]")
+        protocol.parse_json(b"[1, 2]", 1 << 20)
 
 
 def test_v1_takes_instances_or_inputs() -> None:

@@ -72,7 +72,7 @@ def test_binary_inputs(datatype: str, dtype: str) -> None:
     x = np.arange(6, dtype=dtype).reshape(2, 3)
     tensor = {"name": "x", "shape": [2, 3], "datatype": datatype, "parameters": {"binary_data_size": x.nbytes}}
     body, length = _binary_body({"inputs": [tensor]}, x.tobytes())
-    payload, binary = v2.split_body(body, length)
+    payload, binary = v2.split_body(body, length, 1 << 20)
     assert v2.decode(payload, binary, SCHEMA).x.tolist() == x.tolist()
 
 
@@ -84,7 +84,7 @@ def test_binary_and_json_inputs_mix_in_order() -> None:
         {"name": "c", "shape": [2], "datatype": "INT64", "parameters": {"binary_data_size": 16}},
     ]
     body, length = _binary_body({"inputs": inputs}, a.tobytes(), c.tobytes())
-    assert v2.decode(*v2.split_body(body, length), SCHEMA).x.tolist() == [[1, 3, 5], [2, 4, 6]]
+    assert v2.decode(*v2.split_body(body, length, 1 << 20), SCHEMA).x.tolist() == [[1, 3, 5], [2, 4, 6]]
 
 
 def test_null_is_nan_where_the_model_accepts_missing_values() -> None:
@@ -156,12 +156,12 @@ def test_bad_requests_name_the_problem(
 @pytest.mark.parametrize("length", ["0", "-1", "abc", "1e3", "100000", "\xb2"])
 def test_a_bad_header_length_is_a_bad_request(length: str) -> None:
     with pytest.raises(errors.InvalidPayload, match="Inference-Header-Content-Length"):
-        v2.split_body(b'{"inputs": []}', length)
+        v2.split_body(b'{"inputs": []}', length, 1 << 20)
 
 
 def test_a_header_length_that_cuts_the_json_is_malformed() -> None:
     with pytest.raises(errors.MalformedJSON):
-        v2.split_body(b'{"inputs": []}', "5")
+        v2.split_body(b'{"inputs": []}', "5", 1 << 20)
 
 
 def test_encode_json_and_binary() -> None:
