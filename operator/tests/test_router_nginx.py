@@ -439,3 +439,49 @@ def test_copies_over_the_mirror_budget_are_skipped_and_the_primary_is_served(tmp
             time.sleep(0.1)
         assert _counted(metrics, MIRRORED) == {("shadow", "2xx"): 10, ("shadow", "skipped"): 10}
     assert [body for _, _, body in handlers["shadow"].received] == [PREDICT] * 10
+
+
+def _crashing_on_second(address: str, seen: list[bytes]) -> socket.socket:
+    """A variant that answers the first request of each connection, keeping it alive, and dies on the second
+    (closes without an answer): a POST that crashes a server. ``seen`` gets each request's first line."""
+    listener = socket.create_server((address, names.SERVICE_PORT))
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            for answered in (True, False):
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+                while len(body) < length:
+                    body += conn.recv(65536)
+                seen.append(head.split(b"\r\n", 1)[0])
+                if answered:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                threading.Thread(target=serve, args=(listener.accept()[0],), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener
+
+
+def test_a_post_that_crashes_a_server_is_not_sent_again(tmp_path: Path) -> None:
+    seen: list[bytes] = []
+    listener = _crashing_on_second(UP, seen)
+    md = parsed(variants=TWO, routing=PINNABLE)
+    try:
+        with _nginx(tmp_path, md, {"stable": UP, "canary": DOWN}) as (base, metrics):
+            assert _post(base, "stable")[0] == 200  # the router keeps this connection to the variant alive
+            status, body = _post(base, "stable")  # the second on it: the variant dies
+            assert status == 502 and b'"code":"upstream_failed"' in body, (status, body)
+            assert len(seen) == 2, f"the crashing POST reached the variant {len(seen) - 1} times: {seen}"
+            assert _counted(metrics)[("stable", "5xx")] == 1
+    finally:
+        listener.close()

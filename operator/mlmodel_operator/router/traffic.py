@@ -286,7 +286,7 @@ def _proxy(indent: str) -> list[str]:
         f'{indent}proxy_set_header Connection "";',
         f"{indent}proxy_set_header X-Request-Id $mlmodel_request_id;",
         f"{indent}proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-        f"{indent}proxy_next_upstream error non_idempotent;  # a kept-alive connection the server closed: retry once",
+        f"{indent}proxy_next_upstream error;  # never a POST: one that crashed a server must not crash a second",
         f"{indent}proxy_connect_timeout 5s;",
         f"{indent}proxy_send_timeout 30s;",
         f"{indent}proxy_read_timeout 120s;",
