@@ -380,3 +380,20 @@ def test_dashboard_is_a_consistent_grafana_dashboard() -> None:
     (config_map,) = find(render("--set", "monitoring.dashboard.enabled=true"), "ConfigMap")
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(config_map["data"]["mlmodel.json"]) == board
+
+
+def test_network_policies_are_on_by_default_and_name_who_may_scrape() -> None:
+    objects = render()
+    (policy,) = find(objects, "NetworkPolicy")
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    metrics, test = policy["spec"]["ingress"]
+    assert metrics == {"from": [monitoring], "ports": [{"protocol": "TCP", "port": "metrics"}]}
+    assert test["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "test"
+    (deployment,) = find(objects, "Deployment")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (env["NETWORK_POLICIES"], json.loads(env["METRICS_FROM"])) == ("true", [monitoring])
+    off = render("--set", "networkPolicy.enabled=false", "--set", "networkPolicy.metricsFrom=null")
+    assert not find(off, "NetworkPolicy")
+    (deployment,) = find(off, "Deployment")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (env["NETWORK_POLICIES"], env["METRICS_FROM"]) == ("false", "[]")

@@ -14,6 +14,8 @@
 #   build-go-bins.sh kind VERSION OUTDIR         # the kind CLI from sigs.k8s.io/kind
 #   build-go-bins.sh crictl VERSION OUTDIR       # crictl from sigs.k8s.io/cri-tools (kind's node image)
 #   build-go-bins.sh local-path-provisioner VERSION OUTDIR  # from github.com/rancher/local-path-provisioner
+#   build-go-bins.sh kube-router VERSION OUTDIR  # kube-router (its NetworkPolicy firewall) from
+#                                             # github.com/cloudnativelabs/kube-router/v2
 #
 # Each build happens in a throwaway module next to OUTDIR (OUTDIR/../src) that requires the wanted
 # version. Binaries are written to OUTDIR.tmp and renamed to OUTDIR only when all succeeded, so a
@@ -154,6 +156,11 @@ crictl)
 local-path-provisioner)
     requiring github.com/rancher/local-path-provisioner
     pkgs="github.com/rancher/local-path-provisioner"
+    ;;
+kube-router)
+    requiring github.com/cloudnativelabs/kube-router/v2
+    pkgs="github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"
+    ldflags="$ldflags -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$version"
     ;;
 *)
     echo "unknown kind $kind" >&2

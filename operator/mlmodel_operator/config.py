@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from mlmodel_operator.netpol import Access
 
 CONNECT_SECONDS = 10.0  # at most, for the TCP and TLS handshakes of one API call
+# Prometheus in the namespace `monitoring` scrapes servers and routers (the chart's networkPolicy.metricsFrom).
+METRICS_FROM = '[{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]'
 
 
 @dataclass(frozen=True)
@@ -28,11 +34,29 @@ class Config:
     leader_election: bool
     lease_namespace: str
     lease_name: str
+    network_policies: bool = True
+    metrics_from: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def access(self) -> Access | None:
+        """Who may reach the pods of a ModelDeployment besides its router; None: render no NetworkPolicy."""
+        return Access(self.metrics_from) if self.network_policies else None
 
     @property
     def api_timeouts(self) -> tuple[float, float]:
         """(connect, read) seconds of one API call."""
         return min(CONNECT_SECONDS, self.api_timeout_seconds), self.api_timeout_seconds
+
+
+def _peers(text: str) -> tuple[dict[str, Any], ...]:
+    """A JSON list of NetworkPolicy peers, each an object."""
+    try:
+        peers = json.loads(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"metrics-from is not JSON: {err}") from err
+    if not isinstance(peers, list) or not all(isinstance(p, dict) and p for p in peers):  # [] : nobody
+        raise argparse.ArgumentTypeError("metrics-from must be a JSON list of NetworkPolicy peers (objects)")
+    return tuple(peers)
 
 
 def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -131,6 +155,20 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         default=env.get("LEADER_ELECTION_ID", "mlmodel-operator"),
         help="name of the Lease [LEADER_ELECTION_ID]",
     )
+    parser.add_argument(
+        "--network-policies",
+        action=argparse.BooleanOptionalAction,
+        default=env.get("NETWORK_POLICIES", "true").lower() == "true",
+        help="give each ModelDeployment NetworkPolicies: its servers reached only from its router and from"
+        " --metrics-from, the router's admin port only from --metrics-from [NETWORK_POLICIES]",
+    )
+    parser.add_argument(
+        "--metrics-from",
+        type=_peers,
+        default=env.get("METRICS_FROM", METRICS_FROM),
+        help="a JSON list of NetworkPolicy peers (namespaceSelector, podSelector, ipBlock) that may scrape"
+        f" the servers and routers (default: {METRICS_FROM}) [METRICS_FROM]",
+    )
     args = parser.parse_args(argv)
     namespaces = args.namespaces or [n.strip() for n in env.get("WATCH_NAMESPACES", "").split(",") if n.strip()]
     return Config(
@@ -148,6 +186,8 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         metrics_port=args.metrics_port,
         json_logs=args.log_format == "json",
         leader_election=args.leader_election,
+        network_policies=args.network_policies,
+        metrics_from=args.metrics_from,
         lease_namespace=args.leader_election_namespace,
         lease_name=args.leader_election_id,
     )

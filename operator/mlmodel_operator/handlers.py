@@ -221,6 +221,7 @@ def _sync(memo: kopf.Memo, trigger: str, body_of: Callable[[], Mapping[str, Any]
                 now=_now(),
                 memory=memo,
                 store=watched.store,
+                access=watched.config.access,
             )
             if verdict.status is not None and not _written(memo, body, verdict.status):
                 memo["written"] = (kube.patch_status(body, verdict.status), verdict.status)

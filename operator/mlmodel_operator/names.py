@@ -81,6 +81,11 @@ def router(md: str) -> str:
     return _checked(f"{md}-router")
 
 
+def server_policy(md: str) -> str:
+    """The NetworkPolicy of every server of ``md``: the ModelDeployment's name (the router's has the router's)."""
+    return _checked(md)
+
+
 def router_config(md: str, digest: str) -> str:
     """The router's ConfigMap for one configuration (immutable; a new configuration is a new ConfigMap)."""
     return f"{router(md)}-{digest[:10]}"

@@ -11,7 +11,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from mlmodel_operator import cache, drift, kube, metrics, names, render, spec, status
+from mlmodel_operator import cache, drift, kube, metrics, names, netpol, render, spec, status
 from mlmodel_operator.router import objects, traffic
 from mlmodel_operator.spec import ModelDeployment
 
@@ -39,7 +39,12 @@ Key = tuple[str, str]  # (kind, name)
 
 
 def reconcile(
-    md: ModelDeployment, previous: Mapping[str, Any], now: str, router_image: str, store: cache.Store
+    md: ModelDeployment,
+    previous: Mapping[str, Any],
+    now: str,
+    router_image: str,
+    store: cache.Store,
+    access: netpol.Access | None = None,
 ) -> Outcome:
     """Apply what drifted, delete what is no longer wanted, and compute the status.
 
@@ -51,11 +56,19 @@ def reconcile(
     only; then the entry Service, moved only to something ready; and what is no longer wanted but
     still serves (a removed variant, the router of a ModelDeployment now down to one variant) is
     deleted only once traffic has moved off it: the entry Service leads elsewhere, and the router
-    runs a configuration without it.
+    runs a configuration without it. With ``access``, NetworkPolicies let only the router (and monitoring) reach
+    the servers once the entry Service leads to the router, and before it leads elsewhere; without, those
+    applied before are deleted.
     """
     run = _Pass(md, store)
     live, observed = _variants(run)
     routed = _router(run, live, observed, router_image)
+    entry = run.found.get(("Service", names.entry_service(md.name)))
+    behind_router = (
+        routed.target is None and entry is not None and _target(entry["spec"].get("selector") or {}) == status.ROUTER
+    )
+    for policy in netpol.network_policies(md, access, behind_router) if access is not None else []:
+        run.ensure(policy)
     stale = _stale(run)
     _entry(run, routed, observed, stale)
     _prune(run, routed, stale)
@@ -257,6 +270,7 @@ def sync(
     now: str,
     memory: MutableMapping[str, Any],
     store: cache.Store,
+    access: netpol.Access | None = None,
 ) -> Verdict:
     """Parse, reconcile, and record Events for every change and every new failure.
 
@@ -275,7 +289,7 @@ def sync(
             _event(body, "Warning", status.INVALID_SPEC, message, now)
         memory["status"] = new
         return Verdict(new if _changed(actual, new) else None, settled=True, invalid=message)
-    outcome = reconcile(md, previous, now, router_image, store)
+    outcome = reconcile(md, previous, now, router_image, store, access)
     for change in outcome.changes:
         metrics.CHANGES.labels(change.split()[0]).inc()
     for reason, verb in (("Applied", "applied"), ("Deleted", "deleted")):  # one Event each per pass

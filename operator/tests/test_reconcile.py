@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from mlmodel_operator import kube, names, reconcile, spec, status
+from mlmodel_operator import kube, names, netpol, reconcile, spec, status
 from test_render import parsed, resource
 
 NOW = "2026-01-01T00:00:00Z"
@@ -272,3 +272,29 @@ def test_a_refused_handover_keeps_applying_replicas(api: FakeApi) -> None:
     assert ready["reason"] == status.APPLY_FAILED
     assert ("Deployment", "iris-stable") not in {key for _, key, _ in api.applied}
     assert api.objects[("Deployment", "iris-stable")]["spec"]["replicas"] == 3
+
+
+ACCESS = netpol.Access(({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},))
+
+
+def policy_sources(api: FakeApi, access: netpol.Access | None, md: spec.ModelDeployment) -> list[Any]:
+    """One pass with NetworkPolicies: who may reach the servers afterwards (``None``: no policy)."""
+    reconcile.reconcile(md, {}, NOW, "mlmodel-router:0.1.0", api, access)  # type: ignore[arg-type]
+    servers = api.objects.get(("NetworkPolicy", names.server_policy("iris")))
+    return None if servers is None else [rule.get("from") for rule in servers["spec"]["ingress"]]
+
+
+def test_servers_admit_only_the_router_once_the_entry_service_leads_there_and_policies_go_when_off(
+    api: FakeApi,
+) -> None:
+    assert policy_sources(api, ACCESS, single()) == [None]  # no router: the entry Service leads to the server
+    # A second variant: the router is made, but the entry Service keeps leading to the server this pass.
+    assert policy_sources(api, ACCESS, parsed()) == [None]
+    router = [{"podSelector": {"matchLabels": names.router_selector("iris")}}]
+    assert policy_sources(api, ACCESS, parsed()) == [router, list(ACCESS.metrics_from)]
+    assert ("NetworkPolicy", names.router("iris")) in api.objects
+    # Back to one variant: the servers are open again in the pass that moves the entry Service to them.
+    assert policy_sources(api, ACCESS, single()) == [None]
+    assert ("NetworkPolicy", names.router("iris")) not in api.objects
+    assert policy_sources(api, None, single()) is None
+    assert ("NetworkPolicy", "iris") in api.deleted

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from mlmodel_operator import drift, names, render, spec
+from mlmodel_operator import config, drift, names, netpol, render, spec
 from mlmodel_operator.router import objects, traffic
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -54,6 +54,7 @@ def parsed(**overrides: Any) -> spec.ModelDeployment:
 
 
 ROUTER_IMAGE = "mlmodel-router:0.1.0"
+ACCESS = netpol.Access(config.parse([], env={}).metrics_from)  # the default: Prometheus in `monitoring` scrapes
 CLUSTER_IPS = {
     "stable": "10.96.0.10",
     "canary": "10.96.0.11",
@@ -69,6 +70,7 @@ def children(md: spec.ModelDeployment) -> list[dict[str, Any]]:
     if md.routed:
         config = traffic.router_config(md, {v.name: CLUSTER_IPS[v.name] for v in md.variants})
         found += objects.children(md, config, ROUTER_IMAGE)
+    found += netpol.network_policies(md, ACCESS, behind_router=md.routed)
     return [*found, render.entry_service(md, None if md.routed else md.variants[0].name)]
 
 
@@ -373,3 +375,41 @@ def test_the_routers_tmp_is_limited() -> None:
     pod = objects.deployment(md, traffic.router_config(md, CLUSTER_IPS), ROUTER_IMAGE)["spec"]["template"]["spec"]
     tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
     assert tmp == {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
+
+
+def test_network_policies_let_only_the_router_and_monitoring_reach_a_server() -> None:
+    md = parsed()
+    servers, router = netpol.network_policies(md, ACCESS, behind_router=True)
+    assert servers["spec"]["podSelector"]["matchLabels"] == names.selector("iris")
+    sources = [rule.get("from") for rule in servers["spec"]["ingress"]]
+    assert sources == [[{"podSelector": {"matchLabels": names.router_selector("iris")}}], list(ACCESS.metrics_from)]
+    data, admin = router["spec"]["ingress"]
+    assert "from" not in data and data["ports"] == [{"protocol": "TCP", "port": names.ROUTER_PORT}]
+    assert admin == {"from": list(ACCESS.metrics_from), "ports": [{"protocol": "TCP", "port": names.ROUTER_ADMIN_PORT}]}
+
+
+def test_with_no_metrics_peers_no_rule_lets_everyone_in() -> None:
+    for md in (parsed(), parsed(variants=[{"name": "stable", "modelUri": "file:///m/iris.joblib"}])):
+        policies = netpol.network_policies(md, netpol.Access(()), behind_router=md.routed)
+        rules = [rule for policy in policies for rule in policy["spec"]["ingress"]]
+        open_ports = {rule["ports"][0]["port"] for rule in rules if not rule.get("from")}
+        # A client's entry: the router's data port, or with no router the server's own.
+        assert open_ports == ({names.ROUTER_PORT} if md.routed else {names.SERVER_PORT})
+        assert all(rule.get("from") != [] for rule in rules)
+
+
+def test_metrics_from_is_a_json_list_of_peers() -> None:
+    peers = '[{"podSelector": {"matchLabels": {"app": "prometheus"}}, "namespaceSelector": {}}]'
+    assert config.parse(["--metrics-from", peers], env={}).metrics_from == (
+        {"podSelector": {"matchLabels": {"app": "prometheus"}}, "namespaceSelector": {}},
+    )
+    assert config.parse([], env={"NETWORK_POLICIES": "false"}).access is None
+    for bad in ('{"podSelector": {}}', "[1]", "not json"):
+        with pytest.raises(SystemExit):
+            config.parse(["--metrics-from", bad], env={})
+
+
+def test_until_the_entry_service_leads_to_the_router_the_servers_stay_open() -> None:
+    (servers, router) = netpol.network_policies(parsed(), ACCESS, behind_router=False)
+    assert servers["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": names.SERVER_PORT}]}]
+    assert router["metadata"]["name"] == names.router("iris")

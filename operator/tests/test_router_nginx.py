@@ -441,6 +441,9 @@ def test_copies_over_the_mirror_budget_are_skipped_and_the_primary_is_served(tmp
     assert [body for _, _, body in handlers["shadow"].received] == [PREDICT] * 10
 
 
+CRASHING = "127.0.0.8"
+
+
 def _crashing_on_second(address: str, seen: list[bytes]) -> socket.socket:
     """A variant that answers the first request of each connection, keeping it alive, and dies on the second
     (closes without an answer): a POST that crashes a server. ``seen`` gets each request's first line."""
@@ -474,10 +477,10 @@ def _crashing_on_second(address: str, seen: list[bytes]) -> socket.socket:
 
 def test_a_post_that_crashes_a_server_is_not_sent_again(tmp_path: Path) -> None:
     seen: list[bytes] = []
-    listener = _crashing_on_second(UP, seen)
+    listener = _crashing_on_second(CRASHING, seen)
     md = parsed(variants=TWO, routing=PINNABLE)
     try:
-        with _nginx(tmp_path, md, {"stable": UP, "canary": DOWN}) as (base, metrics):
+        with _nginx(tmp_path, md, {"stable": CRASHING, "canary": DOWN}) as (base, metrics):
             assert _post(base, "stable")[0] == 200  # the router keeps this connection to the variant alive
             status, body = _post(base, "stable")  # the second on it: the variant dies
             assert status == 502 and b'"code":"upstream_failed"' in body, (status, body)

@@ -1,9 +1,12 @@
 """No single request or slow client takes a model endpoint down (issue 23), on real pods: under 20 requests a
 second through the entry Service of a ModelDeployment whose every request is mirrored to a shadow variant,
 a declared 32 MiB POST gets the router's 413, a request that names a variant gets a 403 (the override is off by
-default), and 200 slow connections to its entry Service (the router's) hold nothing up: ``/predict`` answers
-within 1 s meanwhile. No request of the load fails, and no pod restarts. (A variant's own Service, which a pod
-can call past the router, is not yet guarded against slow clients: issue 23, finding 4.)"""
+default), and 200 slow connections to each of its Services (the entry Service, the router's, and each variant's,
+the servers' own, which a pod can call past the router) hold nothing up: ``/predict`` answers within 1 s
+meanwhile, through the entry Service and straight from each variant. The operator's NetworkPolicies, enforced by
+the local cluster's kube-router: a pod of another namespace reaches the router's data port, but neither a server
+nor the router's admin port; a pod of the namespace ``monitoring`` (the chart's default ``metricsFrom``) reaches
+both; the router reaches the servers (the load). No request of the load fails, and no pod restarts."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from mlmodel_operator import names
 from mlmodel_testing.cluster import Cluster
 from mlmodel_testing.load import call, constant_load, summary
 from mlmodel_testing.models import V1, V2, deploy_model_store, digests, md, variant
-from mlmodel_testing.pods import restarts
+from mlmodel_testing.pods import connect_from, idle_pod, restarts
 from mlmodel_testing.status import wait_settled
 
 RATE = 20.0
@@ -57,8 +60,38 @@ def _declared_32_mib(base: str) -> tuple[int, bytes]:
     return int(status_line.split()[1]), rest.split(b"\r\n\r\n", 1)[1]
 
 
-def test_a_huge_body_an_override_and_slow_clients_fail_no_request_and_restart_no_pod(
-    cluster: Cluster, namespace: str, operator: None, models: Path
+@contextlib.contextmanager
+def _idle_in(cluster: Cluster, namespace: str, image: str) -> Iterator[str]:
+    """An idle pod in ``namespace`` (made, and then deleted, if missing); yields the pod's name."""
+    made = cluster.kubectl("get", "namespace", namespace, check=False).returncode != 0
+    if made:
+        cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    cluster.wait_until(
+        f"default ServiceAccount in {namespace}",
+        lambda: cluster.kubectl("-n", namespace, "get", "sa", "default", check=False).returncode == 0,
+        60,
+    )
+    cluster.apply(idle_pod(namespace, "probe", image))
+    try:
+        cluster.kubectl("-n", namespace, "wait", "--for=condition=Ready", "pod/probe", "--timeout=90s")
+        yield "probe"
+    finally:
+        cluster.kubectl("-n", namespace, "delete", "pod", "probe", "--wait=false", check=False)
+        if made:
+            cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def _reaches(cluster: Cluster, where: tuple[str, str], host: str, port: int, expected: bool) -> None:
+    """Wait (for the policy agent to sync) until a connection from pod ``where`` to host:port opens, or not."""
+    cluster.wait_until(
+        f"{where[0]}/{where[1]} {'' if expected else 'not '}to reach {host}:{port}",
+        lambda: (connect_from(cluster, *where, host, port) == 0) == expected,
+        30,
+    )
+
+
+def test_a_huge_body_an_override_slow_clients_and_other_namespaces_fail_no_request_and_restart_no_pod(
+    cluster: Cluster, namespace: str, operator: None, models: Path, server_image: str
 ) -> None:
     v1, v2 = digests(models)
     deploy_model_store(cluster, namespace, models)
@@ -78,13 +111,29 @@ def test_a_huge_body_an_override_and_slow_clients_fail_no_request_and_restart_no
         pinned = call(base, {names.HEADER_VARIANT: "shadow"})
         assert pinned.status == 403 and json.loads(pinned.body)["error"]["code"] == "override_forbidden", pinned
 
-        with _slow_connections(base, SLOW_CONNECTIONS):
+        direct = {
+            v: stack.enter_context(cluster.service_url(namespace, names.child("iris", v), 80))
+            for v in ("stable", "shadow")
+        }
+        with contextlib.ExitStack() as slow:
+            for url in (base, *direct.values()):
+                slow.enter_context(_slow_connections(url, SLOW_CONNECTIONS))
             timed = []
-            for _ in range(5):
+            for url in (base, base, *direct.values()):
                 sent = time.monotonic()
-                answer = call(base)
-                timed.append((answer.status, round(time.monotonic() - sent, 3)))
-        assert all(code == 200 and seconds < 1 for code, seconds in timed), timed
+                answer = call(url)
+                timed.append((url, answer.status, round(time.monotonic() - sent, 3)))
+        assert all(code == 200 and seconds < 1 for _, code, seconds in timed), timed
+
+        stranger = (f"{namespace}-other", stack.enter_context(_idle_in(cluster, f"{namespace}-other", server_image)))
+        monitoring = ("monitoring", stack.enter_context(_idle_in(cluster, "monitoring", server_image)))
+        server = urlsplit(direct["stable"])
+        routers = cluster.kubectl_json("-n", namespace, "get", "pods", "-l", f"{names.LABEL_COMPONENT}=router")
+        router_ip = next(p["status"]["podIP"] for p in routers["items"] if p["status"].get("podIP"))
+        _reaches(cluster, stranger, router_ip, names.ROUTER_PORT, True)
+        for where, expected in ((stranger, False), (monitoring, True)):
+            _reaches(cluster, where, server.hostname or "", server.port or 80, expected)
+            _reaches(cluster, where, router_ip, names.ROUTER_ADMIN_PORT, expected)
         elapsed = time.monotonic() - start
     results = load.since(start)
     assert results and all(r.status == 200 for r in results), summary(results)

@@ -140,6 +140,10 @@ capabilities:
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, list, watch, create, patch, delete]
+# Who may reach the servers and routers (networkPolicy.enabled); listed even when off, to delete old ones.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch, create, patch, delete]
 # Pods are watched for readiness and failures (termination messages); Events are created (core/v1 only).
 - apiGroups: [""]
   resources: [pods]

@@ -128,6 +128,10 @@ def coredns_bin_dir() -> Path:
     return CACHE / "coredns" / versions.COREDNS / f"plugins-{versions.COREDNS_PLUGINS}" / "bin"
 
 
+def kube_router_bin_dir() -> Path:
+    return CACHE / "kube-router" / versions.KUBE_ROUTER / "bin"
+
+
 def ensure_go_tool(kind: str, version: str, names: tuple[str, ...]) -> Path:
     """The cache directory holding ``names`` of tool ``kind``; built first when missing."""
     dest = CACHE / kind / version / "bin"
@@ -166,6 +170,9 @@ def ensure_binaries(need_coredns: bool = True) -> Path:
     if need_coredns and not _complete(coredns_bin_dir(), ("coredns",)):
         log(f"building CoreDNS {versions.COREDNS}; log: {LOGS / 'build-coredns.log'}")
         builds["coredns"] = _go_build("coredns", versions.COREDNS, coredns_bin_dir())
+    if need_coredns and not _complete(kube_router_bin_dir(), ("kube-router",)):
+        log(f"building kube-router {versions.KUBE_ROUTER}; log: {LOGS / 'build-kube-router.log'}")
+        builds["kube-router"] = _go_build("kube-router", versions.KUBE_ROUTER, kube_router_bin_dir())
     if builds:
         with step(f"go build {', '.join(builds)}"):
             failed = [k for k, p in builds.items() if p.wait() != 0]

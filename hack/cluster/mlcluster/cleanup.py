@@ -8,8 +8,9 @@ What the local cluster leaves on the host while it runs, and how ``down`` remove
   rootfs overlays, sandbox shm) and the pod network namespaces ``/run/netns/cni-*``
   -> unmounted (deepest first) and the namespaces deleted;
 * network: bridge ``mlbr0`` and the veths on it, the Service route -> deleted;
-* iptables/ip6tables: chains ``KUBE-*`` (kube-proxy), ``CNI-*`` (portmap/bridge) and
-  ``MLMODEL-*`` (ours), and the jumps to them from the built-in chains -> deleted;
+* iptables/ip6tables: chains ``KUBE-*`` (kube-proxy, kube-router), ``CNI-*`` (portmap/bridge) and
+  ``MLMODEL-*`` (ours), and the jumps to them from the built-in chains -> deleted; then kube-router's
+  ipsets (``KUBE-*`` and ``inet6:KUBE-*``) -> destroyed;
 * cgroups ``kubepods`` in every v1 hierarchy -> removed;
 * files: ``.cluster/`` (except ``logs/``), the socket dir, ``/var/log/containers`` links into it.
 
@@ -59,6 +60,7 @@ DAEMON_NAMES = {
     "kube-scheduler",
     "kubelet",
     "kube-proxy",
+    "kube-router",
 }
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -174,6 +176,7 @@ def leftovers() -> dict[str, list[str]]:
         "mounts": leftover_mounts(),
         "interfaces": leftover_interfaces(),
         "iptables": leftover_chains(),
+        "ipsets": leftover_ipsets(),
         "cgroups": [str(p) for p in kubepods_cgroups()],
     }
 
@@ -274,6 +277,18 @@ def _delete_chains() -> None:
                 run([binary, "-w", "-t", table, "-X", chain], check=False, quiet=True)
 
 
+def leftover_ipsets() -> list[str]:
+    if not shutil.which("ipset"):
+        return []
+    names = run(["ipset", "list", "-n"], check=False, quiet=True).stdout.decode().split()
+    return [n for n in names if n.removeprefix("inet6:").startswith("KUBE-")]
+
+
+def _delete_ipsets() -> None:
+    for name in leftover_ipsets():  # after the chains: a set still in a rule cannot go
+        run(["ipset", "destroy", name], check=False, quiet=True)
+
+
 def _delete_network() -> None:
     for ns in netns_names():
         run(["ip", "netns", "delete", ns], check=False, quiet=True)
@@ -349,6 +364,7 @@ def teardown_local(local: Node) -> None:
         _unmount_all()
         _delete_network()
         _delete_chains()
+        _delete_ipsets()
         _remove_cgroups()
     with step("remove cluster state (logs are kept in .cluster/logs)"):
         _remove_files()

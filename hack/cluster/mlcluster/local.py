@@ -12,6 +12,8 @@ Layout (all state under ``.cluster/``, sockets under ``/run/mlmodel-<hash>/``):
   masquerading to the outside: pods can reach the node and each other, nothing else.
 * kube-proxy in iptables mode; Service IPs (10.96.0.0/16) are routed to ``mlmodel`` bridge so
   nothing for a Service ever leaves through the default route.
+* NetworkPolicies enforced by kube-router's firewall alone (iptables and ipsets on the bridged traffic),
+  run as a host process beside kube-proxy: see ``versions.KUBE_ROUTER`` for why not kind's agent.
 * CoreDNS as a Deployment in kube-system (image built here from the binary), Service
   ``kube-dns`` at 10.96.0.10, serving only ``cluster.local`` and reverse zones (no upstream).
 """
@@ -53,6 +55,7 @@ from .localnode import (
     CONTROLLER_MANAGER,
     ETCD,
     KUBE_PROXY,
+    KUBE_ROUTER,
     KUBELET,
     NODE,
     SCHEDULER,
@@ -68,6 +71,7 @@ API_PORT = 6443
 ETCD_CLIENT = "127.0.0.1:2379"
 ETCD_PEER = "127.0.0.1:2380"
 FORWARD_CHAIN = "MLMODEL-FORWARD"
+KUBE_ROUTER_HEALTH_PORT = 20244
 
 PKI = STATE / "pki"
 ETC = STATE / "etc"
@@ -581,6 +585,25 @@ conntrack:
             configs=(conf,),
         )
 
+    def network_policies(self) -> None:
+        """kube-router's firewall: NetworkPolicies enforced with iptables and ipsets (see versions.KUBE_ROUTER)."""
+        self._start(
+            KUBE_ROUTER,
+            [
+                binaries.kube_router_bin_dir() / "kube-router",
+                f"--kubeconfig={KUBECONFIG}",
+                f"--hostname-override={NODE}",
+                "--run-firewall=true",
+                "--run-router=false",
+                "--run-service-proxy=false",
+                "--enable-cni=false",
+                f"--health-port={KUBE_ROUTER_HEALTH_PORT}",
+                "--v=1",
+            ],
+            f"http://127.0.0.1:{KUBE_ROUTER_HEALTH_PORT}/healthz",
+            timeout=60,
+        )
+
     def coredns(self) -> None:
         build_coredns_image(binaries.coredns_bin_dir() / "coredns")
         self.load_image(versions.COREDNS_IMAGE)
@@ -627,6 +650,7 @@ conntrack:
         self.kubelet()
         self.wait_node_ready()
         self.kube_proxy()
+        self.network_policies()
         self.coredns()
 
     def down(self) -> None:

@@ -15,9 +15,11 @@ SCHEDULER = Daemon("kube-scheduler")
 CONTAINERD = Daemon("containerd")
 KUBELET = Daemon("kubelet")
 KUBE_PROXY = Daemon("kube-proxy")
+KUBE_ROUTER = Daemon("kube-router")  # NetworkPolicies: its firewall only
 # Stop order for `down` (reverse of start).
 ALL_DAEMONS = (
     KUBELET,
+    KUBE_ROUTER,
     KUBE_PROXY,
     SCHEDULER,
     CONTAINERD,

@@ -47,6 +47,12 @@ KIND_NODE_IMAGE = "kindest/node:v1.34.11@sha256:44e222ee2132dab25ff87301682f89eb
 # kind built here (make kind-node-image, kindimage.py): kind v0.30 is the release made for Kubernetes 1.34;
 # crictl follows the Kubernetes minor; v0.0.30 is the local-path-provisioner the module proxy serves.
 # The storage images are tagged as kind v0.30's manifest names them.
+# The local cluster's NetworkPolicy enforcement: kube-router's firewall alone (iptables and ipsets), run on the
+# node beside kube-proxy. Not sigs.k8s.io/kube-network-policies (kind's agent): it hands each new connection to
+# user space with nftables' `queue` statement, which this machine's kernel lacks (CONFIG_NFT_QUEUE is unset:
+# `nft add rule ... queue num 100` answers "No such file or directory"). v2.1.0 is the only kube-router the module
+# proxy serves here; the flaws reported against it do not matter on a throwaway cluster with no outside network.
+KUBE_ROUTER = "v2.1.0"
 KIND = "v0.30.0"
 CRICTL = "v1.34.0"
 LOCAL_PATH_PROVISIONER = "v0.0.30"

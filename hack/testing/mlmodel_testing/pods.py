@@ -94,3 +94,35 @@ def restarts(pods: list[dict[str, Any]]) -> dict[str, int]:
     return {
         p["metadata"]["name"]: sum(s["restartCount"] for s in p["status"].get("containerStatuses") or []) for p in pods
     }
+
+
+def idle_pod(namespace: str, name: str, image: str) -> dict[str, Any]:
+    """A pod that only sleeps, to open connections from with ``connect_from`` (``image`` must have python3)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 0,
+            "securityContext": RESTRICTED_POD,
+            "containers": [
+                {
+                    "name": "idle",
+                    "image": image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["sleep", "infinity"],
+                    "securityContext": RESTRICTED_CONTAINER,
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+                }
+            ],
+        },
+    }
+
+
+def connect_from(cluster: Cluster, namespace: str, pod: str, host: str, port: int) -> int:
+    """Open a TCP connection from ``pod`` to host:port: 0 when it connects, else the errno (a refused or timed-out
+    connection: 111 or 11)."""
+    probe = f"import socket; s = socket.socket(); s.settimeout(3); print(s.connect_ex(({host!r}, {port})))"
+    done = cluster.kubectl("-n", namespace, "exec", pod, "--", "python3", "-c", probe)
+    return int(done.stdout.strip())

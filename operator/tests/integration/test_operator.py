@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mlmodel_operator import config, drift, kube, names, render, spec
+from mlmodel_operator import config, drift, kube, names, netpol, render, spec
 from mlmodel_operator.router import objects, traffic
 from prometheus_client import REGISTRY
 
@@ -242,10 +242,13 @@ def no_pods(namespace: str) -> dict[str, Any]:
 
 
 def desired(body: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    """Every child the operator should make for ``body`` while no variant is ready, by kind and name."""
-    parsed = spec.parse(body, default_image=config.parse([]).server_image)
+    """Every child the operator should make for ``body`` while no variant is ready, by kind and name (the entry
+    Service leads to the router from the first pass on, so the servers' NetworkPolicy admits only the router)."""
+    settings = config.parse([])
+    parsed = spec.parse(body, default_image=settings.server_image)
     router = objects.children(parsed, traffic.router_config(parsed, {}), ROUTER_ABSENT)
-    wanted = [*render.variant_children(parsed), *router, render.entry_service(parsed, None)]
+    policies = netpol.network_policies(parsed, netpol.Access(settings.metrics_from), behind_router=True)
+    wanted = [*render.variant_children(parsed), *router, *policies, render.entry_service(parsed, None)]
     return {(o["kind"], o["metadata"]["name"]): o for o in wanted}
 
 
@@ -265,7 +268,7 @@ def owned(namespace: str, uid: str) -> dict[tuple[str, str], dict[str, Any]]:
 def test_restart_in_the_middle_of_reconciling(
     kubectl: Kubectl, namespace: str, operator_process: Callable[[], OperatorProcess]
 ) -> None:
-    """The operator, a process of its own, is SIGKILLed while its first pass is applying the 44
+    """The operator, a process of its own, is SIGKILLed while its first pass is applying the 46
     children of a ModelDeployment with the most variants the CRD allows. While no operator runs,
     the spec drops its first variant (whose Deployment is the pass's first child). A fresh
     operator converges: every child it should make exists once, as rendered, controlled by the
@@ -276,7 +279,7 @@ def test_restart_in_the_middle_of_reconciling(
     kubectl.apply(crowded(namespace, variants))  # made while no operator runs
     body = kubectl.json("get", "md", "iris", "-n", namespace)
     uid, first_pass = body["metadata"]["uid"], desired(body)
-    assert len(first_pass) == 4 * MAX_VARIANTS + 4 and not owned(namespace, uid)
+    assert len(first_pass) == 4 * MAX_VARIANTS + 6 and not owned(namespace, uid)
 
     first = operator_process()
     eventually(
