@@ -277,7 +277,7 @@ def test_a_refused_handover_keeps_applying_replicas(api: FakeApi) -> None:
 ACCESS = netpol.Access(({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},))
 
 
-def policy_sources(api: FakeApi, access: netpol.Access | None, md: spec.ModelDeployment) -> list[Any]:
+def policy_sources(api: FakeApi, access: netpol.Access | None, md: spec.ModelDeployment) -> list[Any] | None:
     """One pass with NetworkPolicies: who may reach the servers afterwards (``None``: no policy)."""
     reconcile.reconcile(md, {}, NOW, "mlmodel-router:0.1.0", api, access)  # type: ignore[arg-type]
     servers = api.objects.get(("NetworkPolicy", names.server_policy("iris")))
