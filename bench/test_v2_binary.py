@@ -14,7 +14,7 @@ SCHEMA = Schema(n_features=30, feature_names=None, allow_nan=False, max_rows=10,
 
 
 def _decode(body: bytes, headers: dict[str, str]) -> v2.Request:
-    return v2.decode(*v2.split_body(body, headers.get(HEADER_LENGTH)), SCHEMA)
+    return v2.decode(*v2.split_body(body, headers.get(HEADER_LENGTH), len(body)), SCHEMA)
 
 
 def test_both_bodies_carry_the_same_rows() -> None:
