@@ -488,3 +488,26 @@ def test_a_post_that_crashes_a_server_is_not_sent_again(tmp_path: Path) -> None:
             assert _counted(metrics)[("stable", "5xx")] == 1
     finally:
         listener.close()
+
+
+def _ready(metrics: str) -> tuple[int, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(metrics.replace("/metrics", "/ready"), timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_a_router_is_ready_once_it_has_reached_every_variant_and_stays_so(tmp_path: Path) -> None:
+    """A new router pod whose address a NetworkPolicy agent has not admitted yet must get no traffic."""
+    late = "127.0.0.9"
+    md = parsed(variants=TWO)
+    with _nginx(tmp_path, md, {"stable": STABLE, "canary": late}) as (_, metrics), _variants(("stable", STABLE)):
+        status, body = _ready(metrics)
+        assert (status, body["status"], body["variant"]) == (503, "unreachable", "canary"), body
+        with _variants(("canary", late)):
+            status, body = _ready(metrics)
+            assert (status, body["status"]) == (200, "ready"), body
+        assert _ready(metrics)[0] == 200  # a variant gone later is its own 502s, not a router out of its Service
+    with _nginx(tmp_path, parsed(variants=TWO), {}) as (_, metrics):
+        assert _ready(metrics)[0] == 200  # nothing to reach: it answers 503 no_variant itself

@@ -20,13 +20,37 @@ local HOP_BY_HOP = {
     connection = true, ["keep-alive"] = true, te = true, trailer = true, ["transfer-encoding"] = true,
     upgrade = true, ["proxy-connection"] = true, host = true, ["content-length"] = true, ["x-request-id"] = true,
 }
-local labels, weights, mirror = {}, {}, nil
+local labels, weights, mirror, targets = {}, {}, nil, {}
 local pending = 0 -- bytes of bodies held by this worker for copies not yet sent
+local reached = false -- this worker has connected to every variant once
 
--- Called once at start: the ModelDeployment's name and config digest, the applied weights, and the
--- mirror ({variant, host, port, budget}, or nil).
-function M.init(settings, applied, shadow)
-    labels, weights, mirror = settings, applied, shadow
+-- Called once at start: the ModelDeployment's name and config digest, the applied weights, the
+-- mirror ({variant, host, port, budget}, or nil), and the variants' Services ({variant = {host, port}}).
+function M.init(settings, applied, shadow, upstreams)
+    labels, weights, mirror, targets = settings, applied, shadow, upstreams
+end
+
+-- /ready: ready once this worker has connected to every variant's Service. A new router pod must not
+-- get traffic before it can pass it on; a NetworkPolicy agent, say, admits a new pod's address a moment
+-- after the pod starts. Once reached, it stays ready: a variant that goes down later is that variant's
+-- 502s, not a router taken out of its Service.
+function M.ready()
+    ngx.header["Content-Type"] = "application/json"
+    if not reached then
+        for variant, target in pairs(targets) do
+            local sock = ngx.socket.tcp()
+            sock:settimeout(500)
+            local ok, err = sock:connect(target.host, target.port)
+            if not ok then
+                ngx.status = 503
+                ngx.say(string.format('{"status":"unreachable","variant":"%s","error":"%s"}', variant, err))
+                return
+            end
+            sock:close()
+        end
+        reached = true
+    end
+    ngx.say(string.format('{"status":"ready","config":"%s"}', labels.config))
 end
 
 local function class(status)

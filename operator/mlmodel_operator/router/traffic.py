@@ -104,7 +104,7 @@ def _nginx(
         "events { worker_connections 4096; }",
         "http {",
         *_http_settings(
-            md, applied, config_dir, run_dir, (mirror.variant, upstreams[mirror.variant]) if mirror else None
+            md, applied, upstreams, config_dir, run_dir, (mirror.variant, upstreams[mirror.variant]) if mirror else None
         ),
         *_error_maps(md, weighted),
         *_choice(md, upstreams, weighted),
@@ -119,7 +119,7 @@ def _nginx(
         "    server {",
         f"        listen {names.ROUTER_ADMIN_PORT};",
         "        access_log off;",
-        '        location = /ready { return 200 \'{"status":"ready","config":"@DIGEST@"}\'; }',
+        f"        location = /ready {{ content_by_lua_block {{ {_LUA}.ready() }} }}",
         f"        location = /metrics {{ content_by_lua_block {{ {_LUA}.render() }} }}",
         "    }",
         "}",
@@ -128,7 +128,12 @@ def _nginx(
 
 
 def _http_settings(
-    md: ModelDeployment, applied: Mapping[str, int], config_dir: str, run_dir: str, mirror: tuple[str, str] | None
+    md: ModelDeployment,
+    applied: Mapping[str, int],
+    upstreams: Mapping[str, str],
+    config_dir: str,
+    run_dir: str,
+    mirror: tuple[str, str] | None,
 ) -> list[str]:
     log = {
         "time": "$time_iso8601",
@@ -143,6 +148,9 @@ def _http_settings(
         "client": "$remote_addr",
         "config": "@DIGEST@",
     }
+    targets = _lua_table(
+        {name: {"host": _host(ip), "port": names.SERVICE_PORT} for name, ip in upstreams.items()}, nested=True
+    )
     shadow = "nil"
     if mirror is not None:
         variant, ip = mirror
@@ -162,7 +170,7 @@ def _http_settings(
         f'    lua_package_path "{config_dir}/?.lua;;";',
         "    lua_shared_dict mlmodel_metrics 4m;",
         f"    init_by_lua_block {{ {_LUA}.init({_lua_table({'model': md.name, 'config': '@DIGEST@'})}, "
-        f"{_lua_table(dict(applied))}, {shadow}) }}",
+        f"{_lua_table(dict(applied))}, {shadow}, {targets}) }}",
         f"    log_format mlmodel escape=json {_quoted(log)};",
         "    access_log /dev/stdout mlmodel buffer=64k flush=1s;",
         '    map $http_x_request_id $mlmodel_request_id { "" $request_id; default $http_x_request_id; }',
@@ -310,5 +318,10 @@ def _lua(text: str) -> str:
     return json.dumps(text)  # a JSON string is a valid Lua string literal for these names
 
 
-def _lua_table(values: Mapping[str, object]) -> str:
-    return "{" + ", ".join(f"[{_lua(k)}] = {json.dumps(v)}" for k, v in values.items()) + "}"
+def _lua_table(values: Mapping[str, object], nested: bool = False) -> str:
+    """A Lua table of ``values``: numbers and strings, or (``nested``) tables of them."""
+
+    def value(v: object) -> str:
+        return _lua_table(v) if nested and isinstance(v, Mapping) else json.dumps(v)
+
+    return "{" + ", ".join(f"[{_lua(k)}] = {value(v)}" for k, v in values.items()) + "}"
