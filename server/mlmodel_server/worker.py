@@ -156,6 +156,15 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         self.nr_conns -= 1
         state.conn.close()
 
+    def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
+        """gthread's, but a body the app did not read (a 413 or 401 answered first) is discarded whole: it is
+        in memory already. gthread drains at most 64 KiB and otherwise closes the connection after a reply that
+        announced keep-alive, and the router's next request on it fails (pinned gunicorn: a private hook)."""
+        if not keepalive:
+            return False
+        deadline = time.monotonic() + self.body_idle_timeout
+        return bool(conn.parser.finish_body(deadline=deadline, max_bytes=self.max_body_bytes))
+
     def murder_keepalived(self, force: bool = False) -> None:
         super().murder_keepalived(force)
         now = time.monotonic()

@@ -133,3 +133,24 @@ def test_chunked_bodies_are_read_whole_by_their_last_chunk() -> None:
     assert not complete(b"5\r\nab0\r\n\r\n")  # ends like a last chunk, but is inside a chunk's data
     assert not complete(b"4\r\nabcd\r\n0\r\nTrailer: x\r\n")
     assert complete(b"-5\r\nab")  # not chunked: handed on, for gunicorn's parser to refuse
+
+
+def test_a_large_body_answered_before_it_is_read_keeps_the_connection(serve, models: dict[str, SavedModel]) -> None:  # type: ignore[no-untyped-def]
+    """A 2 MiB JSON body gets its 413 before the app reads it; the next request on the connection is served."""
+    server = _iris(serve, models)
+    small = orjson.dumps({"instances": IRIS_ROWS})
+    large = b'{"instances": [' + b"[1,2,3,4]," * 200_000 + b"[1,2,3,4]]}"
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        reader = sock.makefile("rb")
+        answers = []
+        for body in (large, small):
+            sock.sendall(head % len(body) + body)
+            status = reader.readline()
+            headers = {}
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                headers[name.strip().lower()] = value.strip()
+            reader.read(int(headers.get("content-length", 0)))
+            answers.append((status.split()[1] if status else b"closed", headers.get("connection")))
+    assert answers == [(b"413", "keep-alive"), (b"200", "keep-alive")], answers
