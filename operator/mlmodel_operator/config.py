@@ -34,13 +34,7 @@ class Config:
     leader_election: bool
     lease_namespace: str
     lease_name: str
-    network_policies: bool = True
-    metrics_from: tuple[dict[str, Any], ...] = ()
-
-    @property
-    def access(self) -> Access | None:
-        """Who may reach the pods of a ModelDeployment besides its router; None: render no NetworkPolicy."""
-        return Access(self.metrics_from) if self.network_policies else None
+    access: Access | None  # who may reach a ModelDeployment's pods besides its router; None: no NetworkPolicy
 
     @property
     def api_timeouts(self) -> tuple[float, float]:
@@ -186,8 +180,7 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         metrics_port=args.metrics_port,
         json_logs=args.log_format == "json",
         leader_election=args.leader_election,
-        network_policies=args.network_policies,
-        metrics_from=args.metrics_from,
+        access=Access(args.metrics_from) if args.network_policies else None,
         lease_namespace=args.leader_election_namespace,
         lease_name=args.leader_election_id,
     )

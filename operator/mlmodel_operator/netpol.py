@@ -45,12 +45,11 @@ def _monitoring(access: Access, ports: list[Obj]) -> list[Obj]:
 def network_policies(md: ModelDeployment, access: Access, behind_router: bool) -> list[Obj]:
     """The servers' policy (only the router may call them if ``behind_router``), and the router's if it has one."""
     server_port = [_port(names.SERVER_PORT)]
-    monitoring = _monitoring(access, server_port)
     if not behind_router:
         servers = [{"ports": server_port}]
     else:
         router = {"podSelector": {"matchLabels": names.router_selector(md.name)}}
-        servers = [{"from": [router], "ports": server_port}, *monitoring]
+        servers = [{"from": [router], "ports": server_port}, *_monitoring(access, server_port)]
     policies = [_policy(md, names.server_policy(md.name), names.selector(md.name), servers)]
     if md.routed:
         ingress = [{"ports": [_port(names.ROUTER_PORT)]}, *_monitoring(access, [_port(names.ROUTER_ADMIN_PORT)])]

@@ -64,9 +64,7 @@ def reconcile(
     live, observed = _variants(run)
     routed = _router(run, live, observed, router_image)
     entry = run.found.get(("Service", names.entry_service(md.name)))
-    behind_router = (
-        routed.target is None and entry is not None and _target(entry["spec"].get("selector") or {}) == status.ROUTER
-    )
+    behind_router = routed.target is None and entry is not None and _led_to(entry) == status.ROUTER
     for policy in netpol.network_policies(md, access, behind_router) if access is not None else []:
         run.ensure(policy)
     stale = _stale(run)
@@ -199,7 +197,7 @@ def _entry(run: _Pass, routed: _Routed, observed: list[status.Observed], stale: 
         _target(obj["metadata"]["labels"]) for (kind, _), obj in stale.items() if kind == "Deployment" and _ready(obj)
     }
     keep = entry in run.found and _controlled(run.found[entry], md.uid)
-    if not routed.arrived and keep and _target(run.found[entry]["spec"].get("selector") or {}) in up:
+    if not routed.arrived and keep and _led_to(run.found[entry]) in up:
         run.found.pop(entry)  # it keeps leading to pods that serve until what it should lead to is ready
     else:
         run.ensure(render.entry_service(md, routed.target))
@@ -244,6 +242,11 @@ def _handover(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> int
 
 def _ready(deployment: Mapping[str, Any]) -> bool:
     return bool((deployment.get("status") or {}).get("readyReplicas"))
+
+
+def _led_to(service: Mapping[str, Any]) -> str:
+    """Where a Service leads: a variant's name, or the router."""
+    return _target(service["spec"].get("selector") or {})
 
 
 def _target(labels: Mapping[str, str]) -> str:

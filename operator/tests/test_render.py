@@ -54,7 +54,9 @@ def parsed(**overrides: Any) -> spec.ModelDeployment:
 
 
 ROUTER_IMAGE = "mlmodel-router:0.1.0"
-ACCESS = netpol.Access(config.parse([], env={}).metrics_from)  # the default: Prometheus in `monitoring` scrapes
+DEFAULT_ACCESS = config.parse([], env={}).access  # the default: Prometheus in `monitoring` scrapes
+assert DEFAULT_ACCESS is not None
+ACCESS: netpol.Access = DEFAULT_ACCESS
 CLUSTER_IPS = {
     "stable": "10.96.0.10",
     "canary": "10.96.0.11",
@@ -400,8 +402,8 @@ def test_with_no_metrics_peers_no_rule_lets_everyone_in() -> None:
 
 def test_metrics_from_is_a_json_list_of_peers() -> None:
     peers = '[{"podSelector": {"matchLabels": {"app": "prometheus"}}, "namespaceSelector": {}}]'
-    assert config.parse(["--metrics-from", peers], env={}).metrics_from == (
-        {"podSelector": {"matchLabels": {"app": "prometheus"}}, "namespaceSelector": {}},
+    assert config.parse(["--metrics-from", peers], env={}).access == netpol.Access(
+        ({"podSelector": {"matchLabels": {"app": "prometheus"}}, "namespaceSelector": {}},)
     )
     assert config.parse([], env={"NETWORK_POLICIES": "false"}).access is None
     for bad in ('{"podSelector": {}}', "[1]", "not json"):

@@ -122,6 +122,7 @@ def _download(uri: str, target: Path, *, sha256: str | None, timeout: float) -> 
 
         options["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(total=timeout)}
     fs, path = fsspec.core.url_to_fs(uri, **options)
+    shown = redact_uri(uri)
     if scheme == "s3" and fs.isdir(path):
         staging = Path(tempfile.mkdtemp(dir=target.parent.parent, prefix=".partial-"))
         try:
@@ -141,11 +142,11 @@ def _download(uri: str, target: Path, *, sha256: str | None, timeout: float) -> 
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
-        check_digest(uri, sha256, digest.hexdigest())
+        check_digest(shown, sha256, digest.hexdigest())
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
-    log.info("model downloaded", extra={"fields": {"uri": redact_uri(uri), "path": str(target)}})
+    log.info("model downloaded", extra={"fields": {"uri": shown, "path": str(target)}})
     return target
 
 
@@ -159,6 +160,7 @@ def file_sha256(path: Path) -> str:
 
 
 def check_digest(what: str, expected: str | None, actual: str) -> None:
-    """Raise ``DigestMismatch`` naming both digests unless they agree (or none is expected)."""
+    """Raise ``DigestMismatch`` naming both digests unless they agree (or none is expected); ``what`` is shown as
+    given (a URI redacted by the caller)."""
     if expected is not None and expected.lower() != actual:
-        raise DigestMismatch(f"sha256 mismatch for {redact_uri(what)}: expected {expected.lower()}, got {actual}")
+        raise DigestMismatch(f"sha256 mismatch for {what}: expected {expected.lower()}, got {actual}")

@@ -88,16 +88,16 @@ def _numeric_rows(body: bytes, start: int, end: int) -> np.ndarray:
     """The matrix of rows checked by ``_NUMERIC_ROWS`` in ``body[start:end]``; rows are counted and their
     widths compared before a value is converted."""
     n_rows = body.count(b"[", start, end) - 1
+    if n_rows > 0:
+        width = body.count(b",", start, body.index(b"]", start)) + 1
+        for r, row in enumerate(_ROW_SPAN.finditer(body, start + 1, end - 1)):
+            got = body.count(b",", row.start(), row.end()) + 1
+            if got != width:
+                raise FeatureCountMismatch(f"row {r}: expected {width} features, got {got}")
+    values = np.fromstring(body[start:end].translate(None, _UNSPACE), sep=",")  # text mode: not deprecated
     if n_rows <= 0:  # one flat row, or none
-        values = np.fromstring(body[start:end].translate(None, _UNSPACE), sep=",")  # text mode: not deprecated
         return values.reshape(1 if values.size else 0, values.size)
-    width = body.count(b",", start, body.index(b"]", start)) + 1
-    for r, row in enumerate(_ROW_SPAN.finditer(body, start + 1, end - 1)):
-        got = body.count(b",", row.start(), row.end()) + 1
-        if got != width:
-            raise FeatureCountMismatch(f"row {r}: expected {width} features, got {got}")
-    flat = body[start:end].translate(None, _UNSPACE)
-    return np.fromstring(flat, sep=",").reshape(n_rows, width)
+    return values.reshape(n_rows, width)
 
 
 def decode_predict(payload: dict[str, Any], schema: Schema) -> np.ndarray:
@@ -152,18 +152,14 @@ def _rows_field(payload: dict[str, Any], fields: tuple[str, ...], schema: Schema
         raise InvalidPayload(f"send the rows under exactly one of {names}; {problem}")
     field = present[0]
     rows = payload[field]
-    if isinstance(rows, np.ndarray):  # decoded by parse_json's numeric path
-        if rows.shape[0] > schema.max_rows:
-            raise BatchTooLarge(
-                f'"{field}" has {rows.shape[0]} rows; the limit is {schema.max_rows} (--max-batch-size)'
-            )
-        return check_matrix(rows, schema, where=field)
-    if not isinstance(rows, list):
+    if not isinstance(rows, list | np.ndarray):  # an array: rows parse_json decoded straight to a matrix
         raise InvalidPayload(f'"{field}" must be a list of rows, got {kind(rows)}')
-    if rows and all(_is_scalar(v) for v in rows):
+    if isinstance(rows, list) and rows and all(_is_scalar(v) for v in rows):
         rows = [rows]  # one flat row, as many tutorials send it
     if len(rows) > schema.max_rows:
         raise BatchTooLarge(f'"{field}" has {len(rows)} rows; the limit is {schema.max_rows} (--max-batch-size)')
+    if isinstance(rows, np.ndarray):
+        return check_matrix(rows, schema, where=field)
     if rows and isinstance(rows[0], dict):
         rows = _named_rows(rows, schema)
     return check_matrix(_to_matrix(rows, schema), schema, where=field)

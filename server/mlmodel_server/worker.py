@@ -65,13 +65,14 @@ def _chunked_complete(buf: bytearray, start: int) -> bool:
 class _Reading:
     """A connection whose request is still arriving."""
 
-    __slots__ = ("buf", "conn", "deadline", "head_end")
+    __slots__ = ("buf", "conn", "deadline", "head_end", "needed")
 
     def __init__(self, conn: Any, deadline: float) -> None:
         self.conn = conn
         self.buf = bytearray()
         self.deadline = deadline
         self.head_end = -1
+        self.needed: int | None = 0  # bytes of body the head announces, once it is in; None: chunked
 
 
 class BufferingWorker(ThreadWorker):  # type: ignore[misc]
@@ -95,7 +96,10 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         conn.sock.setblocking(False)
         state = _Reading(conn, time.monotonic() + self.header_timeout)
         self.reading.append(state)
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, state))
+        self._watch(state)
+
+    def _watch(self, state: _Reading) -> None:
+        self.poller.register(state.conn.sock, selectors.EVENT_READ, partial(self._on_readable, state))
 
     def _on_readable(self, state: _Reading, _sock: Any) -> None:
         if len(state.buf) >= SMALL_BYTES and self.buffered + _RECV > self.budget:
@@ -121,13 +125,14 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
                     self._hand_over(state)  # gunicorn's parser refuses it with its 4xx
                 return
             state.head_end += 4
+            state.needed = _body_needed(bytes(state.buf[: state.head_end]))
         if self._complete(state):
             self._hand_over(state)
         else:
             state.deadline = time.monotonic() + self.body_idle_timeout
 
     def _complete(self, state: _Reading) -> bool:
-        needed = _body_needed(bytes(state.buf[: state.head_end]))
+        needed = state.needed
         if needed is None:
             return _chunked_complete(state.buf, state.head_end) or len(state.buf) - state.head_end > self.max_body_bytes
         return len(state.buf) - state.head_end >= needed or needed > self.max_body_bytes
@@ -140,8 +145,7 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         self.reading.remove(state)
         self.buffered -= max(len(state.buf) - SMALL_BYTES, 0)
         while self.paused and self.buffered + _RECV <= self.budget:
-            resumed = self.paused.popleft()
-            self.poller.register(resumed.conn.sock, selectors.EVENT_READ, partial(self._on_readable, resumed))
+            self._watch(self.paused.popleft())
 
     def _hand_over(self, state: _Reading) -> None:
         self._forget(state)

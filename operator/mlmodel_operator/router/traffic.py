@@ -148,9 +148,7 @@ def _http_settings(
         "client": "$remote_addr",
         "config": "@DIGEST@",
     }
-    targets = _lua_table(
-        {name: {"host": _host(ip), "port": names.SERVICE_PORT} for name, ip in upstreams.items()}, nested=True
-    )
+    targets = _lua_table({name: {"host": _host(ip), "port": names.SERVICE_PORT} for name, ip in upstreams.items()})
     shadow = "nil"
     if mirror is not None:
         variant, ip = mirror
@@ -318,10 +316,10 @@ def _lua(text: str) -> str:
     return json.dumps(text)  # a JSON string is a valid Lua string literal for these names
 
 
-def _lua_table(values: Mapping[str, object], nested: bool = False) -> str:
-    """A Lua table of ``values``: numbers and strings, or (``nested``) tables of them."""
+def _lua_table(values: Mapping[str, object]) -> str:
+    """A Lua table of ``values``: numbers, strings, and tables of them."""
 
     def value(v: object) -> str:
-        return _lua_table(v) if nested and isinstance(v, Mapping) else json.dumps(v)
+        return _lua_table(v) if isinstance(v, Mapping) else json.dumps(v)
 
     return "{" + ", ".join(f"[{_lua(k)}] = {value(v)}" for k, v in values.items()) + "}"

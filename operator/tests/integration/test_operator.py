@@ -247,7 +247,8 @@ def desired(body: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     settings = config.parse([])
     parsed = spec.parse(body, default_image=settings.server_image)
     router = objects.children(parsed, traffic.router_config(parsed, {}), ROUTER_ABSENT)
-    policies = netpol.network_policies(parsed, netpol.Access(settings.metrics_from), behind_router=True)
+    assert settings.access is not None
+    policies = netpol.network_policies(parsed, settings.access, behind_router=True)
     wanted = [*render.variant_children(parsed), *router, *policies, render.entry_service(parsed, None)]
     return {(o["kind"], o["metadata"]["name"]): o for o in wanted}
 
