@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from wrk_output import WrkResult, lua_post_script, run_wrk
 
@@ -45,12 +46,12 @@ def kubectl(*args: str, stdin: str | None = None) -> str:
     return proc.stdout
 
 
-def wait_ready(timeout_s: float = 300) -> None:
+def wait_ready(namespace: str, timeout_s: float = 300) -> None:
     ready = 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         proc = subprocess.run(
-            [*KUBECTL, "-n", NAMESPACE, "get", "md", "iris", "-o", ready], capture_output=True, text=True
+            [*KUBECTL, "-n", namespace, "get", "md", "iris", "-o", ready], capture_output=True, text=True
         )
         if proc.stdout.strip() == "True":
             return
@@ -58,8 +59,9 @@ def wait_ready(timeout_s: float = 300) -> None:
     raise SystemExit(f"iris did not become Ready in {timeout_s:.0f} s")
 
 
-def deploy() -> None:
-    """The chart with the local images, the example model store and the ModelDeployment, until it is Ready."""
+def deploy(namespace: str, spec: dict[str, Any]) -> None:
+    """The chart with the local images, the example model store and ModelDeployment iris with ``spec`` (its
+    variants' ``modelUri`` the store's iris model, pinned here), until it is Ready."""
     helm = [str(REPO / ".venv" / "bin" / "helm"), "--kubeconfig", str(KUBECONFIG)]
     release = ["upgrade", "--install", "mlmodel", str(REPO / "charts" / "mlmodel"), "--namespace", "mlmodel-system"]
     images = [f"{kind}.repository=mlmodel-{name},{kind}.tag=0.1.0" for kind, name in IMAGES.items()]
@@ -71,32 +73,22 @@ def deploy() -> None:
         capture_output=True,
     )
     digest = hashlib.sha256((models / "iris.joblib").read_bytes()).hexdigest()
-    kubectl("create", "namespace", NAMESPACE)
-    kubectl("-n", NAMESPACE, "create", "configmap", "example-models", f"--from-file={models / 'iris.joblib'}")
-    kubectl("-n", NAMESPACE, "apply", "-f", str(REPO / "manifests" / "examples" / "model-store.yaml"))
+    kubectl("create", "namespace", namespace)
+    kubectl("-n", namespace, "create", "configmap", "example-models", f"--from-file={models / 'iris.joblib'}")
+    kubectl("-n", namespace, "apply", "-f", str(REPO / "manifests" / "examples" / "model-store.yaml"))
+    variants = [{**v, "modelUri": "http://model-store/iris.joblib", "modelSha256": digest} for v in spec["variants"]]
     md = {
         "apiVersion": "mlmodel.io/v1alpha1",
         "kind": "ModelDeployment",
-        "metadata": {"name": "iris", "namespace": NAMESPACE},
-        "spec": {
-            "variants": [
-                {
-                    "name": "stable",
-                    "modelUri": "http://model-store/iris.joblib",
-                    "modelSha256": digest,
-                    # One core for the server on either path, as if the router ran on other cores.
-                    "resources": {"limits": {"cpu": "1"}},
-                }
-            ],
-            "routing": {"router": "always"},
-        },
+        "metadata": {"name": "iris", "namespace": namespace},
+        "spec": {**spec, "variants": variants},
     }
     kubectl("apply", "-f", "-", stdin=json.dumps(md))
-    wait_ready()
+    wait_ready(namespace)
 
 
-def cluster_ip(service: str) -> str:
-    return kubectl("-n", NAMESPACE, "get", "svc", service, "-o", "jsonpath={.spec.clusterIP}").strip()
+def cluster_ip(service: str, namespace: str = NAMESPACE) -> str:
+    return kubectl("-n", namespace, "get", "svc", service, "-o", "jsonpath={.spec.clusterIP}").strip()
 
 
 def measure(args: argparse.Namespace) -> dict[str, list[WrkResult]]:
@@ -158,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     subprocess.run([*KUBECTL, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true"], check=False)
     try:
-        deploy()
+        # One core for the server on either path, as if the router ran on other cores.
+        one_core = {"name": "stable", "resources": {"limits": {"cpu": "1"}}}
+        deploy(NAMESPACE, {"variants": [one_core], "routing": {"router": "always"}})
         text, passed = report(measure(args), args)
     finally:
         if not args.keep:

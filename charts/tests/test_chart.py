@@ -202,7 +202,9 @@ def test_operator_gets_its_images_and_settings() -> None:
     assert pod["tolerations"][0]["key"] == "dedicated"
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"healthz": 8080, "metrics": 9090}
+    assert ports == {"healthz": 8080, "metrics": 9090, "weights": 8082}
+    # Routers long-poll the leader for their weights through the operator's Service.
+    assert (env["WEIGHTS_PORT"], env["WEIGHTS_ADDRESS"]) == ("8082", "mlmodel-operator.mlmodel-system.svc:8082")
     defaults = find(render(), "Deployment")[0]["spec"]
     assert defaults["replicas"] == 2
     assert defaults["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
@@ -386,8 +388,14 @@ def test_network_policies_are_on_by_default_and_name_who_may_scrape() -> None:
     objects = render()
     (policy,) = find(objects, "NetworkPolicy")
     monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
-    metrics, test = policy["spec"]["ingress"]
+    metrics, routers, test = policy["spec"]["ingress"]
     assert metrics == {"from": [monitoring], "ports": [{"protocol": "TCP", "port": "metrics"}]}
+    # Every ModelDeployment's router pods, in any namespace, and nobody else, long-poll the weights port.
+    router_pods = {"app.kubernetes.io/name": "mlmodel-router", "app.kubernetes.io/component": "router"}
+    assert routers == {
+        "from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": router_pods}}],
+        "ports": [{"protocol": "TCP", "port": "weights"}],
+    }
     assert test["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "test"
     (deployment,) = find(objects, "Deployment")
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}

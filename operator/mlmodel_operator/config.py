@@ -35,6 +35,8 @@ class Config:
     lease_namespace: str
     lease_name: str
     access: Access | None  # who may reach a ModelDeployment's pods besides its router; None: no NetworkPolicy
+    weights_port: int = 0  # serve the routers' weights here (0: not at all)
+    weights_address: str | None = None  # host:port where routers reach that port (the operator's Service)
 
     @property
     def api_timeouts(self) -> tuple[float, float]:
@@ -163,6 +165,19 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         help="a JSON list of NetworkPolicy peers (namespaceSelector, podSelector, ipBlock) that may scrape"
         f" the servers and routers (default: {METRICS_FROM}) [METRICS_FROM]",
     )
+    parser.add_argument(
+        "--weights-port",
+        type=int,
+        default=int(env.get("WEIGHTS_PORT", "0")),
+        help="serve the routers' live weights on this port (0: not at all; routers then follow only their"
+        " weights ConfigMap, which kubelet refreshes within a minute or so) [WEIGHTS_PORT]",
+    )
+    parser.add_argument(
+        "--weights-address",
+        default=env.get("WEIGHTS_ADDRESS") or None,
+        help="host:port where routers reach the weights port, e.g. the operator's Service"
+        " mlmodel-operator.mlmodel-system.svc:8082 [WEIGHTS_ADDRESS]",
+    )
     args = parser.parse_args(argv)
     namespaces = args.namespaces or [n.strip() for n in env.get("WATCH_NAMESPACES", "").split(",") if n.strip()]
     return Config(
@@ -183,4 +198,6 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         access=Access(args.metrics_from) if args.network_policies else None,
         lease_namespace=args.leader_election_namespace,
         lease_name=args.leader_election_id,
+        weights_port=args.weights_port,
+        weights_address=args.weights_address,
     )

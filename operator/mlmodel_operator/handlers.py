@@ -14,6 +14,7 @@ for which kopf puts its finalizer on every object (and takes it off again once n
 from __future__ import annotations
 
 import functools
+import http.server
 import logging
 import random
 import threading
@@ -25,7 +26,7 @@ from typing import Any
 
 import kopf
 
-from mlmodel_operator import cache, config, informer, kube, liveness, metrics, names, reconcile
+from mlmodel_operator import cache, config, informer, kube, liveness, metrics, names, reconcile, weights
 
 LOG = logging.getLogger(__name__)
 MD = (names.GROUP, names.VERSION, names.PLURAL)
@@ -51,6 +52,9 @@ class Watched:
     triggers: dict[str, str] = field(default_factory=dict)  # uid -> why it is queued
     passes: liveness.Progress = field(default_factory=liveness.Progress)
     watches: dict[str, liveness.Progress] = field(default_factory=dict)
+    board: weights.Board = field(default_factory=weights.Board)  # the routers' weights, for the weights endpoint
+    source: tuple[str, int] | None = None  # where routers reach the weights endpoint (resolved at start)
+    endpoint: http.server.ThreadingHTTPServer | None = None
 
     def enqueue(self, uid: str, trigger: str, delay: float = 0.0) -> None:
         self.triggers[uid] = trigger
@@ -94,6 +98,12 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
             args = (mirror, api_version, kind, namespace, functools.partial(_changed, watched), watched.stop)
             run = functools.partial(informer.run, names_only=names_only)
             _thread(run, *args, cfg.watch_seconds, progress.beat, name=f"watch-{what.replace(' ', '-')}")
+    if cfg.weights_port:
+        endpoint = weights.server(watched.board, cfg.weights_port)
+        _thread(endpoint.serve_forever, name="weights")
+        watched.endpoint = endpoint
+    if cfg.weights_address:
+        watched.source = weights.resolve(cfg.weights_address)  # fails the start loudly: routers need it
     _thread(_start, watched, name="start")
 
 
@@ -118,6 +128,9 @@ def _start(watched: Watched) -> None:
 @kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.watched.stop.set()
+    if memo.watched.endpoint is not None:
+        memo.watched.endpoint.shutdown()
+        memo.watched.endpoint.server_close()
 
 
 @kopf.on.probe(id="reconciling", errors=kopf.ErrorsMode.PERMANENT)
@@ -154,6 +167,7 @@ async def on_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         memo.watched.objects.pop(meta["uid"], None)
         memo.watched.uids.pop(owner, None)
         memo.watched.triggers.pop(meta["uid"], None)
+        memo.watched.board.publish(owner, None)
         metrics.gone(*owner)
     else:
         memo.watched.objects[meta["uid"]] = (body, memo)
@@ -222,6 +236,7 @@ def _sync(memo: kopf.Memo, trigger: str, body_of: Callable[[], Mapping[str, Any]
                 memory=memo,
                 store=watched.store,
                 access=watched.config.access,
+                source=watched.source,
             )
             if verdict.status is not None and not _written(memo, body, verdict.status):
                 memo["written"] = (kube.patch_status(body, verdict.status), verdict.status)
@@ -231,6 +246,9 @@ def _sync(memo: kopf.Memo, trigger: str, body_of: Callable[[], Mapping[str, Any]
         finally:
             metrics.DURATION.observe(time.perf_counter() - started)
         watched.passes.beat()
+        if verdict.invalid is None:  # a bad spec keeps the weights its routers have
+            meta = body["metadata"]
+            watched.board.publish((meta["namespace"], meta["name"]), verdict.weights)
         metrics.passed(body["metadata"]["namespace"], body["metadata"]["name"], memo["status"])
         memo["retries"] = memo.get("retries", 0) + 1 if verdict.retry else 0
         if verdict.retry:  # as controller-runtime requeues an error: soon, then less and less often

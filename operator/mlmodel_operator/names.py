@@ -41,8 +41,13 @@ ROUTER_PORT = 8080
 ADMIN_PORT_NAME = "admin"
 ROUTER_ADMIN_PORT = 8081  # /ready and /metrics, never behind the entry Service
 ROUTER_CONFIG_DIR = "/etc/mlmodel-router"
+ROUTER_WEIGHTS_DIR = "/etc/mlmodel-router-weights"  # the weights ConfigMap, mounted whole so that kubelet refreshes it
+ROUTER_WEIGHTS_FILE = "weights"
+WEIGHTS_PORT = 8082  # the operator's: routers long-poll it for their weights
+WEIGHTS_PATH = "/v1/weights"  # + /<namespace>/<name>
 HEADER_VARIANT = "X-Model-Variant"  # pins a request to a variant; the server names the variant that answered
 HEADER_ROUTER_CONFIG = "X-Router-Config"  # the digest of the router configuration that routed a response
+HEADER_ROUTER_WEIGHTS = "X-Router-Weights"  # the weights the router pod had when it routed a response
 MODEL_MOUNT = "/mnt/models"
 API_KEYS_MOUNT = "/etc/mlmodel/api-keys"
 MAX_NAME = 63
@@ -89,6 +94,11 @@ def server_policy(md: str) -> str:
 def router_config(md: str, digest: str) -> str:
     """The router's ConfigMap for one configuration (immutable; a new configuration is a new ConfigMap)."""
     return f"{router(md)}-{digest[:10]}"
+
+
+def router_weights(md: str) -> str:
+    """The router's weights ConfigMap: one per ModelDeployment, updated in place (the routers follow it live)."""
+    return f"{router(md)}-weights"
 
 
 def router_selector(md: str) -> dict[str, str]:

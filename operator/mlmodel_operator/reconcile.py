@@ -23,6 +23,7 @@ class Outcome:
     status: dict[str, Any]
     changes: tuple[str, ...]
     retry: bool = False  # the API server refused a write: try again soon, not at the next resync
+    weights: str | None = None  # the router's weights document (None: no router), for the weights endpoint
 
     @property
     def settled(self) -> bool:
@@ -45,6 +46,7 @@ def reconcile(
     router_image: str,
     store: cache.Store,
     access: netpol.Access | None = None,
+    source: tuple[str, int] | None = None,
 ) -> Outcome:
     """Apply what drifted, delete what is no longer wanted, and compute the status.
 
@@ -58,11 +60,12 @@ def reconcile(
     deleted only once traffic has moved off it: the entry Service leads elsewhere, and the router
     runs a configuration without it. With ``access``, NetworkPolicies let only the router (and monitoring) reach
     the servers once the entry Service leads to the router, and before it leads elsewhere; without, those
-    applied before are deleted.
+    applied before are deleted. The routers follow their weights from ``source`` (the operator's weights
+    endpoint), and from their weights ConfigMap.
     """
     run = _Pass(md, store)
     live, observed = _variants(run)
-    routed = _router(run, live, observed, router_image)
+    routed = _router(run, live, observed, router_image, source)
     entry = run.found.get(("Service", names.entry_service(md.name)))
     behind_router = routed.target is None and entry is not None and _led_to(entry) == status.ROUTER
     for policy in netpol.network_policies(md, access, behind_router) if access is not None else []:
@@ -73,7 +76,10 @@ def reconcile(
     routing = status.Routing(routed.weights, routed.router, via_router=routed.target is None and routed.arrived)
     conditions = previous.get("conditions") or []
     return Outcome(
-        status.compute(md, observed, conditions, now, routing, run.problems), tuple(run.changes), bool(run.refused)
+        status.compute(md, observed, conditions, now, routing, run.problems),
+        tuple(run.changes),
+        bool(run.refused),
+        routed.document,
     )
 
 
@@ -154,29 +160,37 @@ def _variants(run: _Pass) -> tuple[dict[Key, dict[str, Any] | None], list[status
 @dataclass(frozen=True)
 class _Routed:
     """Where traffic goes: the weights, the router's state (``None``: no router), the variant the entry
-    Service leads to (``None``: the router), and whether that target serves yet."""
+    Service leads to (``None``: the router), whether that target serves yet, and the router's weights document."""
 
     weights: Mapping[str, int]
     router: status.Observed | None
     target: str | None
     arrived: bool
+    document: str | None = None
 
 
 def _router(
-    run: _Pass, live: Mapping[Key, dict[str, Any] | None], observed: list[status.Observed], image: str
+    run: _Pass,
+    live: Mapping[Key, dict[str, Any] | None],
+    observed: list[status.Observed],
+    image: str,
+    source: tuple[str, int] | None,
 ) -> _Routed:
-    """With more than one variant, apply the router, configured with the ready variants only."""
+    """With more than one variant, apply the router, configured with the ready variants only, and its weights
+    (the live document while the weights stay, else one with the next serial)."""
     md = run.md
     ready = [o.name for o in observed if o.ready > 0]
     if not md.routed:
         return _Routed(traffic.applied_weights(md, ready), None, md.variants[0].name, bool(ready))
     services = {name: live[("Service", names.child(md.name, name))] for name in ready}
     upstreams = {name: svc["spec"]["clusterIP"] for name, svc in services.items() if svc is not None}
-    config = traffic.router_config(md, upstreams)
-    router_live = [run.ensure(obj) for obj in objects.children(md, config, image)][1]
+    config = traffic.router_config(md, upstreams, source=source)
+    weights = run.found.get(("ConfigMap", names.router_weights(md.name)))
+    document = traffic.next_weights(config.weights, ((weights or {}).get("data") or {}).get(names.ROUTER_WEIGHTS_FILE))
+    router_live = [run.ensure(obj) for obj in objects.children(md, config, document, image)][2]
     pods = run.pods(names.router_selector(md.name))
     router = status.observe(status.ROUTER, router_live, pods, container=names.ROUTER_CONTAINER)
-    return _Routed(config.weights, router, None, router.ready > 0)
+    return _Routed(config.weights, router, None, router.ready > 0, document)
 
 
 def _stale(run: _Pass) -> dict[Key, dict[str, Any]]:
@@ -263,6 +277,7 @@ class Verdict:
     settled: bool
     invalid: str | None = None
     retry: bool = False
+    weights: str | None = None  # the router's weights document, to publish (None: no router, or a bad spec)
 
 
 def sync(
@@ -274,6 +289,7 @@ def sync(
     memory: MutableMapping[str, Any],
     store: cache.Store,
     access: netpol.Access | None = None,
+    source: tuple[str, int] | None = None,
 ) -> Verdict:
     """Parse, reconcile, and record Events for every change and every new failure.
 
@@ -292,7 +308,7 @@ def sync(
             _event(body, "Warning", status.INVALID_SPEC, message, now)
         memory["status"] = new
         return Verdict(new if _changed(actual, new) else None, settled=True, invalid=message)
-    outcome = reconcile(md, previous, now, router_image, store, access)
+    outcome = reconcile(md, previous, now, router_image, store, access, source)
     for change in outcome.changes:
         metrics.CHANGES.labels(change.split()[0]).inc()
     for reason, verb in (("Applied", "applied"), ("Deleted", "deleted")):  # one Event each per pass
@@ -302,7 +318,7 @@ def sync(
     _transition_events(body, previous, outcome.status, now)
     memory["status"] = outcome.status
     changed = outcome.status if _changed(actual, outcome.status) else None
-    return Verdict(changed, settled=outcome.settled, retry=outcome.retry)
+    return Verdict(changed, settled=outcome.settled, retry=outcome.retry, weights=outcome.weights)
 
 
 def _event(body: Mapping[str, Any], kind: str, reason: str, message: str, now: str) -> None:

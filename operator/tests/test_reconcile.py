@@ -298,3 +298,24 @@ def test_servers_admit_only_the_router_once_the_entry_service_leads_there_and_po
     assert ("NetworkPolicy", names.router("iris")) not in api.objects
     assert policy_sources(api, None, single()) is None
     assert ("NetworkPolicy", "iris") in api.deleted
+
+
+def test_a_weight_change_rewrites_the_weights_configmap_with_the_next_serial_and_leaves_the_router_alone(
+    api: FakeApi,
+) -> None:
+    """The routers follow their weights live: a weight change is a new weights document (next serial), the
+    router's configuration and Deployment stay; a pass with the same weights applies nothing."""
+    run(api, parsed())
+    for name in ("iris-stable", "iris-canary"):  # both variants ready
+        api.objects[("Deployment", name)]["status"] = {"readyReplicas": 1, "replicas": 1, "updatedReplicas": 1}
+    first = run(api, parsed())
+    assert first.weights == "serial 2\nstable 90\ncanary 10\n"  # serial 1 held no weight: nothing was ready
+    router = copy.deepcopy(api.objects[("Deployment", names.router("iris"))])
+    api.applied.clear()
+    assert run(api, parsed()).weights == first.weights and not api.applied
+    moved = [{**v, "weight": 50} for v in resource()["spec"]["variants"]]
+    outcome = run(api, parsed(variants=moved))
+    assert outcome.weights == "serial 3\nstable 50\ncanary 50\n"
+    assert [key for _, key, _ in api.applied] == [("ConfigMap", names.router_weights("iris"))]
+    assert api.objects[("ConfigMap", names.router_weights("iris"))]["data"] == {"weights": outcome.weights}
+    assert api.objects[("Deployment", names.router("iris"))] == router

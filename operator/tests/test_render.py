@@ -71,7 +71,7 @@ def children(md: spec.ModelDeployment) -> list[dict[str, Any]]:
     found = render.variant_children(md)
     if md.routed:
         config = traffic.router_config(md, {v.name: CLUSTER_IPS[v.name] for v in md.variants})
-        found += objects.children(md, config, ROUTER_IMAGE)
+        found += objects.children(md, config, traffic.weights_document(config.weights, 1), ROUTER_IMAGE)
     found += netpol.network_policies(md, ACCESS, behind_router=md.routed)
     return [*found, render.entry_service(md, None if md.routed else md.variants[0].name)]
 
@@ -146,13 +146,16 @@ def test_several_variants_are_routed_through_the_router() -> None:
     volume = deployment["spec"]["template"]["spec"]["volumes"][0]
     assert volume["configMap"]["name"] == objects.config_map(md, config)["metadata"]["name"]
     assert deployment["spec"]["template"]["metadata"]["annotations"][names.ANNOTATION_ROUTER_CONFIG] == config.digest
-    assert [o["kind"] for o in objects.children(md, config, ROUTER_IMAGE)] == [
+    document = traffic.weights_document(config.weights, 1)
+    assert [o["kind"] for o in objects.children(md, config, document, ROUTER_IMAGE)] == [
+        "ConfigMap",
         "ConfigMap",
         "Deployment",
         "PodDisruptionBudget",
     ]
     one = parsed(routing={"replicas": 1})
-    assert [o["kind"] for o in objects.children(one, config, ROUTER_IMAGE)] == ["ConfigMap", "Deployment"]
+    kinds = [o["kind"] for o in objects.children(one, config, document, ROUTER_IMAGE)]
+    assert kinds == ["ConfigMap", "ConfigMap", "Deployment"]
 
 
 @pytest.mark.parametrize(

@@ -65,7 +65,7 @@ def _check(conf_dir: Path, body: dict[str, Any], ready: list[str]) -> None:
     resource = {"metadata": {"name": "iris", "namespace": "ml"}, "spec": body}
     md = spec.parse(resource, default_image="mlmodel-server:0.1.0")
     upstreams = {name: f"10.96.0.{i + 10}" for i, name in enumerate(ready)}
-    rendered = traffic.router_config(md, upstreams, str(conf_dir), str(conf_dir))
+    rendered = traffic.router_config(md, upstreams, str(conf_dir), str(conf_dir), str(conf_dir))
     for name, text in rendered.files.items():
         (conf_dir / name).write_text(text)
     check = subprocess.run(

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from mlmodel_operator import names, spec
+from mlmodel_operator import names, spec, weights
 from mlmodel_operator.router import traffic
 from test_render import parsed
 from test_router_traffic import TWO, WITH_SHADOW
@@ -94,10 +94,14 @@ def _serving(address: str, handler: type[_Variant]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _nginx(tmp_path: Path, md: spec.ModelDeployment, upstreams: dict[str, str]) -> Iterator[tuple[str, str]]:
-    """nginx running the config rendered for ``md``: the data server's base URL and /metrics."""
+def _nginx(
+    tmp_path: Path, md: spec.ModelDeployment, upstreams: dict[str, str], source: tuple[str, int] | None = None
+) -> Iterator[tuple[str, str]]:
+    """nginx running the config rendered for ``md`` (its weights file at serial 1, and the weights endpoint at
+    ``source`` if given): the data server's base URL and /metrics."""
     data, admin = _free_port(), _free_port()
-    rendered = traffic.router_config(md, upstreams, str(tmp_path), str(tmp_path))
+    rendered = traffic.router_config(md, upstreams, str(tmp_path), str(tmp_path), str(tmp_path), source)
+    (tmp_path / names.ROUTER_WEIGHTS_FILE).write_text(traffic.weights_document(rendered.weights, 1))
     for name, text in rendered.files.items():
         # The pod listens on every address; here, on loopback ports of our own.
         text = text.replace(f"listen {names.ROUTER_PORT};", f"listen 127.0.0.1:{data};")
@@ -511,3 +515,102 @@ def test_a_router_is_ready_once_it_has_reached_every_variant_and_stays_so(tmp_pa
         assert _ready(metrics)[0] == 200  # a variant gone later is its own 502s, not a router out of its Service
     with _nginx(tmp_path, parsed(variants=TWO), {}) as (_, metrics):
         assert _ready(metrics)[0] == 200  # nothing to reach: it answers 503 no_variant itself
+
+
+# --- live weights: from the operator's weights endpoint, and from the mounted file ------------------------------
+
+LIVE_STABLE, LIVE_CANARY = "127.0.0.10", "127.0.0.11"
+
+
+@contextlib.contextmanager
+def _endpoint(board: weights.Board) -> Iterator[int]:
+    """The operator's weights endpoint on loopback: its port."""
+    endpoint = weights.server(board, 0, "127.0.0.1")
+    threading.Thread(target=endpoint.serve_forever, daemon=True).start()
+    try:
+        yield int(endpoint.server_address[1])
+    finally:
+        endpoint.shutdown()
+        endpoint.server_close()
+
+
+def _workers(tmp_path: Path) -> set[int]:
+    """The pids of nginx's master and workers: the same set means no reload and no restart."""
+    master = int((tmp_path / "nginx.pid").read_text())
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return {master, *map(int, children)}
+
+
+def _in_effect(base: str, text: str, seconds: float = 2.0) -> float:
+    """Seconds until a response carries the weights ``text``; fails after ``seconds``."""
+    start = time.monotonic()
+    while True:
+        connection = _connection(base)
+        try:
+            connection.request("POST", "/predict", PREDICT, HEADERS)
+            reply = connection.getresponse()
+            reply.read()
+        finally:
+            connection.close()
+        assert reply.status == 200, reply.status
+        if reply.getheader(names.HEADER_ROUTER_WEIGHTS) == text:
+            return time.monotonic() - start
+        assert time.monotonic() - start < seconds, f"{text} not in effect after {seconds} s"
+        time.sleep(0.02)
+
+
+def _split(base: str, requests: int) -> Counter[str | None]:
+    connection = _connection(base)
+    try:
+        return Counter(variant for status, variant, _ in (_call(connection) for _ in range(requests)) if status == 200)
+    finally:
+        connection.close()
+
+
+def test_weights_move_live_from_the_operator_then_from_the_file_with_no_reload_and_no_failed_request(
+    tmp_path: Path,
+) -> None:
+    """The router follows the operator's weights endpoint (the real one, ``weights.server``): each new
+    document is in effect within 2 s, and the split follows it; with the operator gone, it follows the
+    mounted file; a document older than the one in effect changes nothing. One nginx throughout, the
+    same processes, and every request of a client that keeps calling is answered 200."""
+    board, owner = weights.Board(), ("ml", "iris")
+    board.publish(owner, traffic.weights_document({"stable": 90, "canary": 10}, 1))
+    md = parsed(variants=TWO)
+    upstreams = {"stable": LIVE_STABLE, "canary": LIVE_CANARY}
+    failed: list[int] = []
+    stop = threading.Event()
+    with (
+        _variants(("stable", LIVE_STABLE), ("canary", LIVE_CANARY)),
+        _endpoint(board) as port,
+        _nginx(tmp_path, md, upstreams, ("127.0.0.1", port)) as (base, metrics),
+    ):
+        before = _workers(tmp_path)
+
+        def client() -> None:
+            connection = _connection(base)
+            while not stop.is_set():
+                status, _, _ = _call(connection)
+                if status != 200:
+                    failed.append(status)
+
+        caller = threading.Thread(target=client, daemon=True)
+        caller.start()
+        _in_effect(base, "stable=90,canary=10")
+        for serial, (stable, canary) in enumerate([(0, 100), (100, 0), (50, 50)], start=2):
+            board.publish(owner, traffic.weights_document({"stable": stable, "canary": canary}, serial))
+            assert _in_effect(base, f"stable={stable},canary={canary}") < 2.0
+            seen = _split(base, 200)
+            assert abs(seen["canary"] - 2 * canary) <= 30, (stable, canary, seen)
+        with urllib.request.urlopen(metrics, timeout=5) as r:
+            assert re.search(r'mlmodel_router_weights_serial\{model="iris"\} 4\b', r.read().decode())
+        board.publish(owner, None)  # the operator has nothing for it now: the file is what moves the weights
+        (tmp_path / names.ROUTER_WEIGHTS_FILE).write_text(traffic.weights_document({"stable": 20, "canary": 80}, 5))
+        assert _in_effect(base, "stable=20,canary=80", seconds=3.0) < 3.0  # the file is read at least every second
+        (tmp_path / names.ROUTER_WEIGHTS_FILE).write_text(traffic.weights_document({"stable": 100, "canary": 0}, 3))
+        time.sleep(2.5)  # two reads of the file at least: the older serial must not be taken
+        assert _split(base, 100)["canary"] > 50
+        stop.set()
+        caller.join(10)
+        assert _workers(tmp_path) == before
+    assert not failed, Counter(failed)

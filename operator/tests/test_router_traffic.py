@@ -14,6 +14,7 @@ from mlmodel_operator.router import traffic
 from test_render import CLUSTER_IPS, parsed
 
 GOLDEN = Path(__file__).parent / "golden" / "router"
+SOURCE = ("10.96.0.99", 8082)  # the operator's weights endpoint
 TWO = [
     {"name": "stable", "modelUri": "file:///m/v1.joblib", "weight": 90},
     {"name": "canary", "modelUri": "file:///m/v2.joblib", "weight": 10},
@@ -52,7 +53,7 @@ CASES: dict[str, tuple[list[dict[str, Any]], dict[str, Any], list[str]]] = {
 def config(case: str) -> traffic.RouterConfig:
     variants, routing, ready = CASES[case]
     md = parsed(variants=variants, routing=routing)
-    return traffic.router_config(md, {name: CLUSTER_IPS[name] for name in ready})
+    return traffic.router_config(md, {name: CLUSTER_IPS[name] for name in ready}, source=SOURCE)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -69,7 +70,9 @@ def test_nginx_accepts_the_config(case: str, tmp_path: Path) -> None:
     """Debian's nginx with the Lua module, as in the router image (`make install` installs it)."""
     variants, routing, ready = CASES[case]
     md = parsed(variants=variants, routing=routing)
-    rendered = traffic.router_config(md, {n: CLUSTER_IPS[n] for n in ready}, str(tmp_path), str(tmp_path))
+    rendered = traffic.router_config(
+        md, {n: CLUSTER_IPS[n] for n in ready}, str(tmp_path), str(tmp_path), str(tmp_path), SOURCE
+    )
     for name, text in rendered.files.items():
         (tmp_path / name).write_text(text)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -147,3 +150,14 @@ def test_a_bad_max_request_size_names_the_field() -> None:
         parsed(maxRequestSize="ten megs")
     with pytest.raises(spec.SpecError, match=r"^spec.routing.mirror.bufferSize: must be more than 0"):
         parsed(variants=WITH_SHADOW, routing={"mirror": {"variant": "shadow", "bufferSize": 0}})
+
+
+def test_the_weights_document_keeps_its_serial_while_the_weights_stay_and_takes_the_next_when_they_move() -> None:
+    first = traffic.next_weights({"stable": 90, "canary": 10}, None)
+    assert first == "serial 1\nstable 90\ncanary 10\n"
+    assert traffic.parse_weights(first) == (1, {"stable": 90, "canary": 10})
+    assert traffic.next_weights({"stable": 90, "canary": 10}, first) == first
+    assert traffic.next_weights({"stable": 50, "canary": 50}, first) == "serial 2\nstable 50\ncanary 50\n"
+    # Someone else's text in the ConfigMap (a hand edit) is replaced, from serial 1.
+    assert traffic.next_weights({"stable": 100}, "stable=100") == "serial 1\nstable 100\n"
+    assert traffic.parse_weights("serial x\n") is None and traffic.parse_weights("") is None

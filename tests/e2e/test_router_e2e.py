@@ -18,14 +18,17 @@ from typing import Any
 
 import pytest
 from mlmodel_testing.cluster import Cluster
-from mlmodel_testing.load import Load, Result, burst, constant_load, shares, summary
+from mlmodel_testing.load import Result, burst, call, constant_load, shares, summary
 from mlmodel_testing.models import CANARY_EXAMPLE, V1, V2, deploy, deploy_model_store, digests, md, variant
 from mlmodel_testing.pods import client_pod, client_result
 from mlmodel_testing.status import router_digest, wait_settled
 
 # Issue 7's bound for every edit: weights, a variant added (its pod starts and loads the model
-# first) or removed, a mirror switched on. Measured on its own: 2-4 s, and 7-11 s for a new variant.
+# first) or removed, a mirror switched on. Measured on its own: 7-11 s for a new variant.
 IN_EFFECT_SECONDS = 15
+# A weight change alone, from the edit (kubectl apply, the operator's watch and pass, the routers' poll)
+# to the last request routed by the old weights: the routers follow within 2 s of the operator's pass.
+LIVE_SECONDS = 4
 
 
 def assert_all_ok(results: list[Result]) -> None:
@@ -78,50 +81,75 @@ def test_the_example_splits_90_10_exactly_in_expectation(
     ] == [0]
 
 
-@pytest.mark.serial  # its 15 s bound for a change to take effect is measured on a quiet cluster
+@pytest.mark.serial  # its bounds for a change to take effect are measured on a quiet cluster
 def test_zero_loss_while_weights_move_and_variants_come_and_go(
     cluster: Cluster, namespace: str, operator: None, models: Path
 ) -> None:
+    """Weight changes reach the running router pods live: in effect within ``LIVE_SECONDS`` of the edit, with
+    no router pod replaced, and a ``kubectl port-forward svc/iris`` session held open through them keeps
+    answering. A variant added or removed, or a mirror switched on, is a new configuration: the router's
+    pods roll (``RoutingUpdate``) within ``IN_EFFECT_SECONDS``. Not one request fails throughout."""
     v1, v2 = digests(models)
     stable, canary = variant("stable", V1, v1, 90), variant("canary", V2, v2, 10)
     deploy(cluster, namespace, models, md(namespace, [stable, canary]))
-    steps: list[tuple[str, list[dict[str, Any]], dict[str, Any] | None]] = [
-        ("50/50", [{**stable, "weight": 50}, {**canary, "weight": 50}], None),
-        ("0/100", [{**stable, "weight": 0}, {**canary, "weight": 100}], None),
-        ("add v3", [{**stable, "weight": 0}, {**canary, "weight": 50}, variant("v3", V2, v2, 50)], None),
-        ("remove stable", [{**canary, "weight": 50}, variant("v3", V2, v2, 50)], None),
+    # (label, variants, routing, whether the router's pods roll onto a new configuration)
+    steps: list[tuple[str, list[dict[str, Any]], dict[str, Any] | None, bool]] = [
+        ("50/50", [{**stable, "weight": 50}, {**canary, "weight": 50}], None, False),
+        ("0/100", [{**stable, "weight": 0}, {**canary, "weight": 100}], None, False),
+        ("add v3", [{**stable, "weight": 0}, {**canary, "weight": 50}, variant("v3", V2, v2, 50)], None, True),
+        ("remove stable", [{**canary, "weight": 50}, variant("v3", V2, v2, 50)], None, True),
         # v3 leaves the split and gets half the requests as copies: clients see only canary.
         (
             "mirror on",
             [{**canary, "weight": 100}, variant("v3", V2, v2, 0)],
             {"mirror": {"variant": "v3", "percent": 50}},
+            True,
         ),
     ]
     timings: dict[str, float] = {}
-    with cluster.service_url(namespace, "iris", 80) as base, constant_load(base, rate=50) as load:
+    forwarded: list[Result] = []
+    with (
+        cluster.service_url(namespace, "iris", 80) as base,
+        cluster.port_forward(namespace, "iris", 80) as forward,
+        constant_load(base, rate=50) as load,
+    ):
         cluster.wait_until("traffic", lambda: len(load.results) > 100, 30)
-        for label, variants, routing in steps:
+        for label, variants, routing, rolls in steps:
+            wanted = {v["name"]: v["weight"] for v in variants}
+            weights = ",".join(f"{k}={w}" for k, w in wanted.items())
+            pods = _router_pods(cluster, namespace)
             edited = time.monotonic()
             cluster.apply(md(namespace, variants, routing))
-            cluster.wait_until(
-                f"{label}: Progressing=True, RoutingUpdate",
-                lambda: _routing_update(cluster, namespace),
-                IN_EFFECT_SECONDS,
-                0.2,
-            )
+            if rolls:
+                cluster.wait_until(
+                    f"{label}: Progressing=True, RoutingUpdate",
+                    lambda: _routing_update(cluster, namespace),
+                    IN_EFFECT_SECONDS,
+                    0.2,
+                )
             status = wait_settled(cluster, namespace)
             final = router_digest(cluster, namespace)
-            cluster.wait_until(f"{label}: the new config answers", _answered(load, edited, final), 30)
+
+            def current(r: Result, final: str = final, weights: str = weights) -> bool:
+                return r.config == final and r.weights == weights
+
+            def answered(edited: float = edited, current: Callable[[Result], bool] = current) -> bool:
+                return len([r for r in load.since(edited) if current(r)]) > 50
+
+            cluster.wait_until(f"{label}: the new split answers", answered, 30)
             after = load.since(edited)
-            stale = [r.sent for r in after if r.config != final]
+            stale = [r.sent for r in after if not current(r)]
             timings[label] = (max(stale) - edited) if stale else 0.0
-            new = _with(load, edited, final)
-            wanted = {v["name"]: v["weight"] for v in variants}
-            assert status["weights"] == ",".join(f"{k}={w}" for k, w in wanted.items())
-            assert {r.variant for r in new} <= {name for name, weight in wanted.items() if weight}, label
+            assert status["weights"] == weights
+            assert {r.variant for r in after if current(r)} <= {name for name, weight in wanted.items() if weight}
+            if not rolls:
+                assert _router_pods(cluster, namespace) == pods, f"{label}: a weight change replaced router pods"
+                forwarded.append(call(forward))  # the port-forward's pod is still there, and answers
         results = list(load.results)
     assert_all_ok(results)
+    assert_all_ok(forwarded)
     print(f"\nsplit in effect after each edit (s): {timings}; {len(results)} requests, all 200")
+    assert max(timings[label] for label, *_, rolls in steps if not rolls) <= LIVE_SECONDS, timings
     assert max(timings.values()) <= IN_EFFECT_SECONDS, timings
     # The removed variant's objects are gone once the router stopped routing to it.
     names = cluster.kubectl("-n", namespace, "get", "deploy,svc", "-o", "name").stdout.split()
@@ -158,15 +186,6 @@ def test_renaming_the_only_variant_never_leaves_the_entry_service_without_endpoi
     assert_all_ok(results)
     assert {r.variant for r in results} == {"stable", "v2"}
     assert not [r for r in results if r.sent > switched + 10 and r.variant == "stable"]
-
-
-def _with(load: Load, since: float, config: str) -> list[Result]:
-    return [r for r in load.since(since) if r.config == config]
-
-
-def _answered(load: Load, since: float, config: str) -> Callable[[], bool]:
-    """More than 50 answers routed by ``config`` since ``since``."""
-    return lambda: len(_with(load, since, config)) > 50
 
 
 def _router_pods(cluster: Cluster, namespace: str) -> list[str]:

@@ -50,6 +50,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end }}
 
+{{/* Labels that select the router pods of every ModelDeployment (names.router_selector, but its instance). */}}
+{{- define "mlmodel.routerSelectorLabels" -}}
+app.kubernetes.io/name: mlmodel-router
+app.kubernetes.io/component: router
+{{- end }}
+
 {{/* Labels common to every object of the release; each adds its own component. */}}
 {{- define "mlmodel.commonLabels" -}}
 app.kubernetes.io/part-of: mlmodel
@@ -133,7 +139,7 @@ capabilities:
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, list, watch, create, patch, delete]
-# The weighted router: its configuration and its disruption budget.
+# The weighted router: its configuration, its weights and its disruption budget.
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, list, watch, create, patch, delete]

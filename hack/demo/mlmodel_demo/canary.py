@@ -94,8 +94,9 @@ def predictions(base: str) -> list[str]:
     return lines
 
 
-def move_canary(cluster: Cluster, namespace: str, weight: int) -> float:
-    """Give the canary ``weight`` percent; the seconds until the router serves that split."""
+def move_canary(cluster: Cluster, namespace: str, base: str, weight: int) -> float:
+    """Give the canary ``weight`` percent; the seconds until the status says so and every one of 20 answers
+    through ``base`` was routed by those weights (the router pods follow them live)."""
     md = cluster.kubectl_json("-n", namespace, "get", "modeldeployment", MD)
     patch = weight_patch(md["spec"]["variants"], CANARY, weight)
     started = time.monotonic()
@@ -104,9 +105,10 @@ def move_canary(cluster: Cluster, namespace: str, weight: int) -> float:
 
     def in_effect() -> bool:
         status = settled(cluster, namespace)
-        return status is not None and status.get("weights") == weights
+        decided = status is not None and status.get("weights") == weights
+        return decided and all(r.weights == weights for r in burst(base, 20))
 
-    cluster.wait_until(f"the router to serve {weights}", in_effect, 120, interval=0.5)
+    cluster.wait_until(f"the router to serve {weights}", in_effect, 120, interval=0.1)
     return time.monotonic() - started
 
 
@@ -131,7 +133,7 @@ def live(steps: Steps, cluster: Cluster, namespace: str) -> list[Split]:
             step.output = predictions(base)
         for weight in WEIGHTS:
             with steps.step(f"weight-{weight}", f"canary at {weight:>3} %, {REQUESTS} requests") as step:
-                split = observe(base, weight, move_canary(cluster, namespace, weight))
+                split = observe(base, weight, move_canary(cluster, namespace, base, weight))
                 step.note = f"in effect after {split.effect_seconds:.1f}s; " + ", ".join(
                     f"{name} {count}" for name, count in sorted(split.counts.items())
                 )

@@ -105,6 +105,13 @@ class Cluster:
             self.wait_until(f"{ip}:{port} (Service {name}) to take connections", lambda: _connects(ip, port), 30, 0.1)
             yield f"http://{ip}:{port}"
             return
+        with self.port_forward(namespace, name, port) as base:
+            yield base
+
+    @contextlib.contextmanager
+    def port_forward(self, namespace: str, name: str, port: int) -> Iterator[str]:
+        """``kubectl port-forward svc/<name>``, as a user would run it: a base URL on loopback. It is pinned
+        to one of the Service's pods (kubectl picks one), so it ends when that pod goes."""
         proc = subprocess.Popen(
             [
                 self.kubectl_bin,

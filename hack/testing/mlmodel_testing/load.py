@@ -29,6 +29,7 @@ class Result:
     config: str | None
     body: bytes = b""
     error: str | None = None
+    weights: str | None = None  # the weights the router pod that routed it had (X-Router-Weights)
 
 
 def call(
@@ -42,7 +43,8 @@ def call(
         conn.request("POST", path, body, {"Content-Type": "application/json", **(headers or {})})
         reply = conn.getresponse()
         data = reply.read()
-        return Result(sent, reply.status, reply.getheader("X-Model-Variant"), reply.getheader("X-Router-Config"), data)
+        variant, config = reply.getheader("X-Model-Variant"), reply.getheader("X-Router-Config")
+        return Result(sent, reply.status, variant, config, data, weights=reply.getheader("X-Router-Weights"))
     except (OSError, http.client.HTTPException) as err:
         return Result(sent, 0, None, None, error=f"{type(err).__name__}: {err}")
     finally:

@@ -1,5 +1,6 @@
-"""The router's Kubernetes objects: its ConfigMap (the files ``traffic.router_config`` renders), its
-Deployment (nginx, from the router image) and, with several replicas, its PodDisruptionBudget.
+"""The router's Kubernetes objects: its weights ConfigMap (``traffic.weights_document``, updated in place),
+its config ConfigMap (the files ``traffic.router_config`` renders), its Deployment (nginx, from the router
+image) and, with several replicas, its PodDisruptionBudget.
 
 Pure functions of the parsed spec and the rendered configuration, like ``render``.
 """
@@ -17,9 +18,10 @@ RESOURCES: Obj = {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memo
 TMP_SIZE = "1Gi"
 
 
-def children(md: ModelDeployment, config: RouterConfig, image: str) -> list[Obj]:
-    """The router's ConfigMap, Deployment and (with several replicas) PodDisruptionBudget, in apply order."""
-    objects = [config_map(md, config), deployment(md, config, image)]
+def children(md: ModelDeployment, config: RouterConfig, weights: str, image: str) -> list[Obj]:
+    """The router's weights and config ConfigMaps, Deployment and (with several replicas) PodDisruptionBudget,
+    in apply order."""
+    objects = [weights_map(md, weights), config_map(md, config), deployment(md, config, image)]
     if md.routing.replicas > 1:
         objects.append(pdb(md))
     return objects
@@ -33,6 +35,16 @@ def config_map(md: ModelDeployment, config: RouterConfig) -> Obj:
         "metadata": metadata(md, names.router_config(md.name, config.digest), names.router_labels(md.name)),
         "immutable": True,
         "data": dict(config.files),
+    }
+
+
+def weights_map(md: ModelDeployment, document: str) -> Obj:
+    """The weights document, in one ConfigMap updated in place: a new pod starts with the latest weights."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(md, names.router_weights(md.name), names.router_labels(md.name)),
+        "data": {names.ROUTER_WEIGHTS_FILE: document},
     }
 
 
@@ -70,6 +82,7 @@ def deployment(md: ModelDeployment, config: RouterConfig, image: str) -> Obj:
         },
         "volumeMounts": [
             {"name": "config", "mountPath": names.ROUTER_CONFIG_DIR, "readOnly": True},
+            {"name": "weights", "mountPath": names.ROUTER_WEIGHTS_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
@@ -96,6 +109,7 @@ def deployment(md: ModelDeployment, config: RouterConfig, image: str) -> Obj:
                     "containers": [container],
                     "volumes": [
                         {"name": "config", "configMap": {"name": names.router_config(md.name, config.digest)}},
+                        {"name": "weights", "configMap": {"name": names.router_weights(md.name)}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
                     ],
                 },

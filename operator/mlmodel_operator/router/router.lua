@@ -1,4 +1,14 @@
--- mlmodel router: metrics and shadow copies.
+-- mlmodel router: live weights, metrics and shadow copies.
+--
+-- Weights: a weights document ("serial N", then "variant percent" lines in spec order) comes from the
+-- operator's weights endpoint, long-polled from a timer, and from the mounted weights ConfigMap (read at
+-- start, and again after every poll: kubelet refreshes it within a minute or so, which covers an operator
+-- that cannot be reached). A document is taken only if its serial is higher than the one in effect, so
+-- the two sources never move the weights back. A request's variant is the bucket its key (the sticky
+-- header's value, or the request id) hashes to: contiguous buckets in spec order, so that when the
+-- weights move only the keys in the buckets that moved change variant. A variant this configuration
+-- has no Service for (it became ready after this pod's configuration was made) gets no bucket: the
+-- others share its weight.
 --
 -- Metrics: requests and upstream latency per variant, counted at the router so that connection
 -- failures and nginx's own 502/504 are seen too. The counts live in a shared dict (all nginx
@@ -20,14 +30,130 @@ local HOP_BY_HOP = {
     connection = true, ["keep-alive"] = true, te = true, trailer = true, ["transfer-encoding"] = true,
     upgrade = true, ["proxy-connection"] = true, host = true, ["content-length"] = true, ["x-request-id"] = true,
 }
-local labels, weights, mirror, targets = {}, {}, nil, {}
+local BUCKETS_TOTAL = 10000
+local WAIT = 20 -- seconds the operator may hold a poll before it answers with the same weights
+local labels, mirror, targets, follow = {}, nil, {}, {}
+-- The weights in effect: their serial, {variant = percent}, the routable buckets ({variant, percent} in
+-- spec order, only variants with a Service here and a weight), their percents' sum, and the header text.
+local current = { serial = -1, weights = {}, buckets = {}, total = 0, text = "" }
 local pending = 0 -- bytes of bodies held by this worker for copies not yet sent
 local reached = false -- this worker has connected to every variant once
 
--- Called once at start: the ModelDeployment's name and config digest, the applied weights, the
--- mirror ({variant, host, port, budget}, or nil), and the variants' Services ({variant = {host, port}}).
-function M.init(settings, applied, shadow, upstreams)
-    labels, weights, mirror, targets = settings, applied, shadow, upstreams
+local function parse(document)
+    local serial = tonumber(string.match(document or "", "^serial (%d+)\n"))
+    if not serial then
+        return nil
+    end
+    local order = {}
+    for name, percent in string.gmatch(document, "\n([%w%-]+) (%d+)") do
+        order[#order + 1] = { name, tonumber(percent) }
+    end
+    return serial, order
+end
+
+-- Take ``document`` if it is newer than the weights in effect; from ``origin``, for the log.
+local function adopt(document, origin)
+    local serial, order = parse(document)
+    if not serial or serial <= current.serial then
+        return
+    end
+    local weights, buckets, total, text = {}, {}, 0, {}
+    for _, entry in ipairs(order) do
+        local name, percent = entry[1], entry[2]
+        weights[name] = percent
+        text[#text + 1] = name .. "=" .. percent
+        if targets[name] and percent > 0 then
+            buckets[#buckets + 1] = entry
+            total = total + percent
+        end
+    end
+    current = { serial = serial, weights = weights, buckets = buckets, total = total, text = table.concat(text, ",") }
+    ngx.log(ngx.NOTICE, "weights ", serial, " from ", origin, ": ", current.text)
+end
+
+local function read_file()
+    local file = io.open(follow.file, "rb")
+    if file then
+        adopt(file:read("*a"), "file")
+        file:close()
+    end
+end
+
+-- Called once at start: the ModelDeployment's name and config digest, the mirror ({variant, host, port,
+-- budget}, or nil), the variants' Services ({variant = {host, port}}), and where the weights come from
+-- ({file, source = {host, port, path} or nil}).
+function M.init(settings, shadow, upstreams, weights)
+    labels, mirror, targets, follow = settings, shadow, upstreams, weights
+    read_file()
+end
+
+-- One long poll of the operator: true once it answered (with weights, or none for this ModelDeployment).
+local function poll()
+    local source = follow.source
+    local sock = ngx.socket.tcp()
+    sock:settimeouts(1000, 1000, (WAIT + 5) * 1000) -- connect, send, read (ms)
+    local ok, err = sock:connect(source.host, source.port)
+    if ok then
+        ok, err = sock:send("GET " .. source.path .. "?serial=" .. current.serial .. "&wait=" .. WAIT
+            .. " HTTP/1.0\r\nHost: mlmodel-operator\r\n\r\n")
+    end
+    local line = ok and sock:receive("*l")
+    local status = line and tonumber(string.match(line, "^HTTP/%d%.%d (%d%d%d)"))
+    while status and line and line ~= "" do
+        line = sock:receive("*l")
+    end
+    local body = status == 200 and line == "" and sock:receive("*a")
+    sock:close()
+    if body then
+        adopt(body, "the operator")
+    elseif status ~= 404 and err ~= "connection refused" then -- refused: a standby, or the operator restarting
+        ngx.log(ngx.WARN, "weights from the operator: ", err or ("HTTP " .. tostring(status)))
+    end
+    return status == 200 or status == 404
+end
+
+-- Polls, and the file after each. A poll that fails is tried again soon, then less and less often (up
+-- to every second): the operator's Service also leads to standby replicas, which refuse the connection.
+local function watch(premature)
+    local failures = 0
+    while not premature and not ngx.worker.exiting() do
+        local answered = follow.source and poll()
+        read_file()
+        failures = answered and 0 or failures + 1
+        if failures > 0 then
+            ngx.sleep(math.min(1, 0.05 * 2 ^ (failures - 1)))
+        end
+    end
+end
+
+-- init_worker: follow the weights from a timer, for as long as the worker runs.
+function M.follow()
+    local ok, err = ngx.timer.at(0, watch)
+    if not ok then
+        ngx.log(ngx.ERR, "cannot follow the weights: ", err)
+    end
+end
+
+-- The variant for a request: the bucket of its sticky key, or of its request id; "-" if none has weight.
+function M.pick(sticky)
+    if current.total == 0 then
+        return "-"
+    end
+    local key = (sticky and sticky ~= "") and sticky or ngx.var.request_id
+    local point = ngx.crc32_long(key) % BUCKETS_TOTAL
+    local edge = 0
+    for _, entry in ipairs(current.buckets) do
+        edge = edge + entry[2] * BUCKETS_TOTAL / current.total
+        if point < edge then
+            return entry[1]
+        end
+    end
+    return current.buckets[#current.buckets][1]
+end
+
+-- The weights in effect, "stable=90,canary=10", for the response header.
+function M.weights()
+    return current.text
 end
 
 -- /ready: ready once this worker has connected to every variant's Service. A new router pod must not
@@ -175,7 +301,7 @@ end
 
 local function variants()
     local seen, out = {}, {}
-    for name in pairs(weights) do
+    for name in pairs(current.weights) do
         seen[name] = true
     end
     for _, key in ipairs(dict:get_keys(0)) do
@@ -196,9 +322,13 @@ function M.render()
         "# HELP mlmodel_router_config_info The router configuration in effect.",
         "# TYPE mlmodel_router_config_info gauge",
         string.format('mlmodel_router_config_info{model="%s",config="%s"} 1', labels.model, labels.config),
+        "# HELP mlmodel_router_weights_serial The serial of the weights in effect.",
+        "# TYPE mlmodel_router_weights_serial gauge",
+        string.format('mlmodel_router_weights_serial{model="%s"} %d', labels.model, current.serial),
         "# HELP mlmodel_router_weight Applied traffic weight of a variant, in percent.",
         "# TYPE mlmodel_router_weight gauge",
     }
+    local weights = current.weights
     local names = variants()
     for _, variant in ipairs(names) do
         if weights[variant] then

@@ -1,11 +1,14 @@
 """How traffic is split across variants, and the router's nginx configuration. Pure: values in, text out.
 
 The router is nginx with the Lua module (Debian's nginx and libnginx-mod-http-lua: ``Dockerfile.router``).
-Native directives do the routing: ``split_clients`` picks a variant by weight (on the request id, or on the
-sticky header's value), ``map`` applies the override header, ``limit_req`` rate-limits. The Lua module
-(``router.lua``) counts requests and upstream latency per variant for Prometheus, and sends the copies of the
-requests ``split_clients`` samples for the mirror, after the response, so that a slow shadow never holds up a
-client.
+Native directives do most of the routing: ``map`` applies the override header, ``limit_req`` rate-limits,
+``split_clients`` samples the mirror's copies. The weights are live: they are not in the configuration but
+in a weights document (``weights_document``) that the router's Lua module (``router.lua``) follows without
+a reload: it long-polls the operator for it and re-reads the mounted weights ConfigMap, and takes the newer
+(by serial). It picks a variant by hashing the request id (or the sticky header's value) into contiguous
+buckets in spec order, so that when the weights move only the keys in the buckets that moved change variant.
+It also counts requests and upstream latency per variant for Prometheus, and sends the mirror's copies
+after the response, so that a slow shadow never holds up a client.
 """
 
 from __future__ import annotations
@@ -33,11 +36,37 @@ NONE = '"-"'  # $mlmodel_variant when no variant can take a request (not a DNS l
 
 @dataclass(frozen=True)
 class RouterConfig:
-    """The files of the router's ConfigMap, and their digest (which names the ConfigMap)."""
+    """The files of the router's ConfigMap and their digest (which names the ConfigMap), and the weights
+    in effect (not in the files: they go to the weights document)."""
 
     files: Mapping[str, str]
     digest: str
     weights: Mapping[str, int]
+
+
+def weights_document(applied: Mapping[str, int], serial: int) -> str:
+    """What the router reads its weights from: ``serial N`` (a router takes a document only if its serial
+    is higher than the one it has), then a ``variant percent`` line a variant, in spec order."""
+    return f"serial {serial}\n" + "".join(f"{name} {weight}\n" for name, weight in applied.items())
+
+
+def parse_weights(document: str) -> tuple[int, dict[str, int]] | None:
+    """A weights document's serial and weights; ``None`` if it is not one."""
+    lines = document.splitlines()
+    try:
+        key, serial = lines[0].split()
+        weights = {name: int(weight) for name, weight in (line.split() for line in lines[1:])}
+    except (IndexError, ValueError):
+        return None
+    return (int(serial), weights) if key == "serial" and serial.isdigit() else None
+
+
+def next_weights(applied: Mapping[str, int], live: str | None) -> str:
+    """The weights document to apply: the live one while it holds ``applied``, else one with the next serial."""
+    parsed = parse_weights(live) if live is not None else None
+    if parsed is not None and parsed[1] == dict(applied):
+        return str(live)
+    return weights_document(applied, parsed[0] + 1 if parsed is not None else 1)
 
 
 def applied_weights(md: ModelDeployment, ready: Collection[str]) -> dict[str, int]:
@@ -75,25 +104,33 @@ def router_config(
     upstreams: Mapping[str, str],
     config_dir: str = names.ROUTER_CONFIG_DIR,
     run_dir: str = "/tmp",
+    weights_dir: str = names.ROUTER_WEIGHTS_DIR,
+    source: tuple[str, int] | None = None,
 ) -> RouterConfig:
     """The router's files for ``md``, given the ClusterIPs of the ready variants' Services.
 
     A variant missing from ``upstreams`` is not ready: it gets no weight, and a request pinned to it
-    gets a 503. nginx reads its files from ``config_dir`` and writes only to ``run_dir`` (the pod's
-    root filesystem is read-only). The digest covers every file, so a new configuration is a new ConfigMap and a new
-    pod template: the rollout is the reload.
+    gets a 503. nginx reads its files from ``config_dir``, its weights from ``weights_dir`` and from
+    ``source`` (the operator's weights endpoint, address and port; ``None``: the file only), and writes
+    only to ``run_dir`` (the pod's root filesystem is read-only). The digest covers every file, so a new
+    configuration is a new ConfigMap and a new pod template: the rollout is the reload. The weights are
+    not in it: a change of weights alone reaches the running pods.
     """
     applied = applied_weights(md, upstreams)
-    body = _nginx(md, upstreams, applied, config_dir, run_dir)
+    body = _nginx(md, upstreams, config_dir, run_dir, weights_dir, source)
     digest = hashlib.sha256((body + LUA).encode()).hexdigest()
     conf = f"# config {digest[:16]}\n" + body.replace("@DIGEST@", digest[:16])
     return RouterConfig({NGINX_CONF: conf, f"{LUA_MODULE}.lua": LUA}, digest, applied)
 
 
 def _nginx(
-    md: ModelDeployment, upstreams: Mapping[str, str], applied: Mapping[str, int], config_dir: str, run_dir: str
+    md: ModelDeployment,
+    upstreams: Mapping[str, str],
+    config_dir: str,
+    run_dir: str,
+    weights_dir: str,
+    source: tuple[str, int] | None,
 ) -> str:
-    weighted = [(name, weight) for name, weight in applied.items() if weight > 0]
     mirror = md.routing.mirror if md.routing.mirror and md.routing.mirror.variant in upstreams else None
     lines = [
         f"# The router of ModelDeployment {md.namespace}/{md.name}, rendered by {names.FIELD_MANAGER}. Do not edit.",
@@ -104,10 +141,14 @@ def _nginx(
         "events { worker_connections 4096; }",
         "http {",
         *_http_settings(
-            md, applied, upstreams, config_dir, run_dir, (mirror.variant, upstreams[mirror.variant]) if mirror else None
+            md,
+            upstreams,
+            (config_dir, run_dir, weights_dir),
+            source,
+            (mirror.variant, upstreams[mirror.variant]) if mirror else None,
         ),
-        *_error_maps(md, weighted),
-        *_choice(md, upstreams, weighted),
+        *_error_maps(md),
+        *_choice(md, upstreams),
         *(
             f"    upstream {_upstream(name)} {{ server {_host(ip)}:{names.SERVICE_PORT}; keepalive 32; "
             f"keepalive_timeout 60s; }}  # Service {names.child(md.name, name)}"
@@ -129,12 +170,12 @@ def _nginx(
 
 def _http_settings(
     md: ModelDeployment,
-    applied: Mapping[str, int],
     upstreams: Mapping[str, str],
-    config_dir: str,
-    run_dir: str,
+    dirs: tuple[str, str, str],
+    source: tuple[str, int] | None,
     mirror: tuple[str, str] | None,
 ) -> list[str]:
+    config_dir, run_dir, weights_dir = dirs
     log = {
         "time": "$time_iso8601",
         "status": "$status",
@@ -154,6 +195,10 @@ def _http_settings(
         variant, ip = mirror
         budget = md.routing.mirror.buffer_bytes if md.routing.mirror else 0
         shadow = _lua_table({"variant": variant, "host": _host(ip), "port": names.SERVICE_PORT, "budget": budget})
+    weights: dict[str, object] = {"file": f"{weights_dir}/{names.ROUTER_WEIGHTS_FILE}"}
+    if source is not None:
+        path = f"{names.WEIGHTS_PATH}/{md.namespace}/{md.name}"
+        weights["source"] = {"host": _host(source[0]), "port": source[1], "path": path}
     return [
         "    server_tokens off;",
         "    default_type application/json;",
@@ -168,7 +213,8 @@ def _http_settings(
         f'    lua_package_path "{config_dir}/?.lua;;";',
         "    lua_shared_dict mlmodel_metrics 4m;",
         f"    init_by_lua_block {{ {_LUA}.init({_lua_table({'model': md.name, 'config': '@DIGEST@'})}, "
-        f"{_lua_table(dict(applied))}, {shadow}, {targets}) }}",
+        f"{shadow}, {targets}, {_lua_table(weights)}) }}",
+        f"    init_worker_by_lua_block {{ {_LUA}.follow() }}",
         f"    log_format mlmodel escape=json {_quoted(log)};",
         "    access_log /dev/stdout mlmodel buffer=64k flush=1s;",
         '    map $http_x_request_id $mlmodel_request_id { "" $request_id; default $http_x_request_id; }',
@@ -214,6 +260,9 @@ def _data_server(md: ModelDeployment, mirrored: bool) -> list[str]:
         "    server {",
         f"        listen {names.ROUTER_PORT};",
         f"        add_header {names.HEADER_ROUTER_CONFIG} @DIGEST@ always;",
+        f"        add_header {names.HEADER_ROUTER_WEIGHTS} $mlmodel_weights always;",
+        f"        set_by_lua_block $mlmodel_weights {{ return {_LUA}.weights() }}",
+        f"        set_by_lua_block $mlmodel_weighted {{ return {_LUA}.pick({_sticky_key(md)}) }}",
         "        error_page 413 = @too_large;",
         "        error_page 429 = @rate_limited;",
         "        error_page 502 504 = @upstream_failed;",
@@ -229,26 +278,24 @@ def _data_server(md: ModelDeployment, mirrored: bool) -> list[str]:
     ]
 
 
-def _choice(md: ModelDeployment, upstreams: Mapping[str, str], weighted: list[tuple[str, int]]) -> list[str]:
-    """``$mlmodel_variant``: the pinned variant, else the sticky or random pick by weight, else ``none``."""
+def _sticky_key(md: ModelDeployment) -> str:
+    """The Lua expression of a request's sticky key: the sticky header's value (``nil`` without one)."""
+    header = md.routing.sticky_header
+    return f"ngx.var.http_{header.lower().replace('-', '_')}" if header else "nil"
+
+
+def _choice(md: ModelDeployment, upstreams: Mapping[str, str]) -> list[str]:
+    """``$mlmodel_variant``: the pinned variant, else the pick by weight (``$mlmodel_weighted``, set by the
+    Lua module in the data server: the sticky key's bucket, else the request id's; ``NONE`` when no
+    variant has weight)."""
     r = md.routing
-    random = "$mlmodel_random" if r.sticky_header else "$mlmodel_weighted"
-    lines = _split("${request_id}", random, weighted, default=NONE)
-    if r.sticky_header:
-        key = "$http_" + r.sticky_header.lower().replace("-", "_")
-        lines += _split(key, "$mlmodel_sticky", weighted, default=NONE)
-        lines.append(f'    map {key} $mlmodel_weighted {{ "" $mlmodel_random; default $mlmodel_sticky; }}')
     if not r.allow_override:
-        refused = f'    map $http_x_model_variant $mlmodel_variant {{ "" $mlmodel_weighted; default {FORBIDDEN}; }}'
-        return [*lines, refused]
+        return [f'    map $http_x_model_variant $mlmodel_variant {{ "" $mlmodel_weighted; default {FORBIDDEN}; }}']
     shadow = r.mirror.variant if r.mirror else None  # it gets copies only, never a request of its own
     pinned = " ".join(
         f"{_map_key(v.name)} {v.name if v.name in upstreams else NONE};" for v in md.variants if v.name != shadow
     )
-    return [
-        *lines,
-        f'    map $http_x_model_variant $mlmodel_variant {{ "" $mlmodel_weighted; {pinned} default {UNKNOWN}; }}',
-    ]
+    return [f'    map $http_x_model_variant $mlmodel_variant {{ "" $mlmodel_weighted; {pinned} default {UNKNOWN}; }}']
 
 
 def _map_key(name: str) -> str:
@@ -257,24 +304,21 @@ def _map_key(name: str) -> str:
 
 
 def _split(key: str, variable: str, shares: list[tuple[str, int]], default: str) -> list[str]:
-    """A ``split_clients`` on ``key``: MurmurHash2 into contiguous buckets in spec order, so that when the
-    weights move, only the keys in the buckets that moved change variant."""
-    if not shares:
-        return [f"    map $request_id {variable} {{ default {default}; }}"]
+    """A ``split_clients`` on ``key`` (the mirror's sample): MurmurHash2 into buckets."""
     parts = [f"{percent}% {name};" for name, percent in shares]
     if sum(percent for _, percent in shares) < 100:
         parts.append(f"* {default};")
     return [f'    split_clients "{key}" {variable} {{ {" ".join(parts)} }}']
 
 
-def _error_maps(md: ModelDeployment, weighted: list[tuple[str, int]]) -> list[str]:
+def _error_maps(md: ModelDeployment) -> list[str]:
     """Error bodies in each protocol's shape: ``/predict`` nests code and message, V1 and V2 give a string."""
     errors = {
         "unknown_variant": f"the {names.HEADER_VARIANT} header names no variant of {md.name} that it may pin",
         "override_forbidden": f"{md.name} does not take the {names.HEADER_VARIANT} header (routing.allowOverride)",
         "too_large": f"the request body is over the limit of {md.request_limit} bytes of {md.name} (maxRequestSize)",
-        "no_variant": f"no variant of {md.name} is ready to serve"
-        + ("" if weighted else " (a variant with no ready replicas gets no traffic)"),
+        "no_variant": f"no variant of {md.name} is ready to serve with a weight above 0"
+        " (a variant with no ready replicas gets no traffic)",
         "rate_limited": f"too many requests from this client: over the rate or connection limit of {md.name}",
         "upstream_failed": f"the variant chosen for this request did not answer ({md.name} router)",
     }

@@ -246,7 +246,8 @@ def desired(body: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     Service leads to the router from the first pass on, so the servers' NetworkPolicy admits only the router)."""
     settings = config.parse([])
     parsed = spec.parse(body, default_image=settings.server_image)
-    router = objects.children(parsed, traffic.router_config(parsed, {}), ROUTER_ABSENT)
+    routed = traffic.router_config(parsed, {})
+    router = objects.children(parsed, routed, traffic.weights_document(routed.weights, 1), ROUTER_ABSENT)
     assert settings.access is not None
     policies = netpol.network_policies(parsed, settings.access, behind_router=True)
     wanted = [*render.variant_children(parsed), *router, *policies, render.entry_service(parsed, None)]

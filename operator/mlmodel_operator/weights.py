@@ -1,0 +1,120 @@
+"""The weights endpoint: routers long-poll the operator for their weights, so that a change reaches every
+router pod within a second of the pass that decided it, with no restart and no reload.
+
+``GET /v1/weights/<namespace>/<name>?serial=N&wait=S`` answers the ModelDeployment's weights document
+(``traffic.weights_document``) as soon as its serial is not ``N``, or after ``S`` seconds (at most
+``MAX_WAIT``) with the same one; 404 while the operator has no document for it (a standby, a replica that
+has not passed it yet, a ModelDeployment without a router). It serves only what passes publish to the
+``Board``: the weights ConfigMap they applied, which new router pods read at start.
+
+A router asks the operator rather than the API server: it needs no token, no RBAC and no route to the API
+server, and the operator hears nothing but what it already knows. Nothing here is writable.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import re
+import socket
+import threading
+import time
+from urllib.parse import parse_qs, urlsplit
+
+from mlmodel_operator import cache, names
+from mlmodel_operator.router import traffic
+
+LOG = logging.getLogger(__name__)
+MAX_WAIT = 30.0
+MAX_WAITING = 1024  # polls held at once; one more is a 503, and its router tries again a second later
+_PATH = re.compile(rf"^{re.escape(names.WEIGHTS_PATH)}/([a-z0-9-]+)/([a-z0-9-]+)$")
+
+
+class Board:
+    """The weights document of every routed ModelDeployment, as the last pass applied it; a poll waits on it."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._documents: dict[cache.Owner, str] = {}
+
+    def publish(self, owner: cache.Owner, document: str | None) -> None:
+        """``owner``'s weights are now ``document`` (``None``: it has none, no router or deleted)."""
+        with self._changed:
+            if self._documents.get(owner) == document:
+                return
+            if document is None:
+                self._documents.pop(owner, None)
+            else:
+                self._documents[owner] = document
+            self._changed.notify_all()
+
+    def wait(self, owner: cache.Owner, serial: int, seconds: float) -> str | None:
+        """``owner``'s document once its serial is not ``serial``, or after ``seconds``; ``None`` if it has none."""
+        deadline = time.monotonic() + seconds
+        with self._changed:
+            while True:
+                document = self._documents.get(owner)
+                parsed = traffic.parse_weights(document) if document is not None else None
+                left = deadline - time.monotonic()
+                if parsed is None or parsed[0] != serial or left <= 0:
+                    return document
+                self._changed.wait(left)
+
+
+def resolve(address: str) -> tuple[str, int]:
+    """``host:port`` (the operator's Service, as routers should reach it) as an IP address and a port: a
+    router's nginx has no resolver, and a Service's ClusterIP lives as long as the release."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"weights address {address!r} is not host:port")
+    sockaddr = socket.getaddrinfo(host.strip("[]"), int(port), proto=socket.IPPROTO_TCP)[0][4]
+    return str(sockaddr[0]), int(port)
+
+
+def server(board: Board, port: int, host: str = "0.0.0.0") -> http.server.ThreadingHTTPServer:
+    """The endpoint on ``host:port`` (not started: ``serve_forever`` it in a thread)."""
+    slots = threading.BoundedSemaphore(MAX_WAITING)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            found = _PATH.match(url.path)
+            query = parse_qs(url.query)
+            try:
+                serial = int(query.get("serial", ["-1"])[0])
+                wait = min(MAX_WAIT, max(0.0, float(query.get("wait", ["0"])[0])))
+            except ValueError:
+                self._json(400, "serial must be an integer and wait a number of seconds")
+                return
+            if found is None:
+                self._json(404, f"not found: GET {names.WEIGHTS_PATH}/<namespace>/<name>")
+                return
+            if not slots.acquire(blocking=False):
+                self._json(503, f"too many polls held at once (over {MAX_WAITING})")
+                return
+            try:
+                document = board.wait((found[1], found[2]), serial, wait)
+            finally:
+                slots.release()
+            if document is None:
+                self._json(404, f"no weights for {found[1]}/{found[2]} here")
+                return
+            self._send(200, "text/plain; charset=utf-8", document.encode())
+
+        def _json(self, code: int, message: str) -> None:
+            self._send(code, "application/json", json.dumps({"error": message}).encode())
+
+        def _send(self, code: int, content_type: str, body: bytes) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer((host, port), Handler)
+    httpd.daemon_threads = True
+    return httpd
