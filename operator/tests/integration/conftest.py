@@ -102,8 +102,15 @@ def kubectl() -> Kubectl:
     if kubectl("version", check=False).returncode != 0:
         pytest.fail("the API server in .cluster/kubeconfig does not answer: run `make cluster-up`")
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))  # a Helm install may own it
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/modeldeployments.mlmodel.io")
+    # Polled, not `kubectl wait`: that fails at once while a new CRD's status.conditions is still null.
+    eventually(lambda: _established(kubectl), "the CRD to be Established")
     return kubectl
+
+
+def _established(kubectl: Kubectl) -> bool:
+    crd = kubectl.json("get", "crd", "modeldeployments.mlmodel.io")
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
 
 @pytest.fixture
