@@ -251,6 +251,8 @@ def _sync(memo: kopf.Memo, trigger: str, body_of: Callable[[], Mapping[str, Any]
             watched.board.publish((meta["namespace"], meta["name"]), verdict.weights)
         metrics.passed(body["metadata"]["namespace"], body["metadata"]["name"], memo["status"])
         memo["retries"] = memo.get("retries", 0) + 1 if verdict.retry else 0
+        if verdict.wake is not None:  # a rollout's pause ends, or its previous revision is due to go
+            watched.enqueue(body["metadata"]["uid"], "rollout", verdict.wake)
         if verdict.retry:  # as controller-runtime requeues an error: soon, then less and less often
             watched.enqueue(body["metadata"]["uid"], "retry", retry_delay(memo["retries"]))
         return verdict

@@ -11,11 +11,13 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from mlmodel_operator import cache, drift, kube, metrics, names, netpol, render, spec, status
+from mlmodel_operator import cache, drift, kube, metrics, names, netpol, render, rollout, spec, status
 from mlmodel_operator.router import objects, traffic
 from mlmodel_operator.spec import ModelDeployment
+from mlmodel_operator.status import Observed
 
 LOG = logging.getLogger(__name__)
+AGAIN_SECONDS = 0.5  # a rollout in flight passes again this soon when a pass saw its pods change
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class Outcome:
     changes: tuple[str, ...]
     retry: bool = False  # the API server refused a write: try again soon, not at the next resync
     weights: str | None = None  # the router's weights document (None: no router), for the weights endpoint
+    observed: tuple[Observed, ...] = ()  # how each variant's pods are doing
+    routed: bool = False  # the router (if any) runs the configuration of this pass on every pod
 
     @property
     def settled(self) -> bool:
@@ -80,6 +84,8 @@ def reconcile(
         tuple(run.changes),
         bool(run.refused),
         routed.document,
+        tuple(observed),
+        routed.router is None or routed.router.rolled_out,
     )
 
 
@@ -278,6 +284,7 @@ class Verdict:
     invalid: str | None = None
     retry: bool = False
     weights: str | None = None  # the router's weights document, to publish (None: no router, or a bad spec)
+    wake: float | None = None  # a rollout wants a pass this many seconds from now
 
 
 def sync(
@@ -308,17 +315,35 @@ def sync(
             _event(body, "Warning", status.INVALID_SPEC, message, now)
         memory["status"] = new
         return Verdict(new if _changed(actual, new) else None, settled=True, invalid=message)
-    outcome = reconcile(md, previous, now, router_image, store, access, source)
+    plan = None
+    if md.rollout is not None:  # the revisions in play, as variants
+        raw = body["spec"]["variants"][0]
+        plan = rollout.plan(md, raw, previous, memory.get("observed") or {}, now)
+    outcome = reconcile(plan.md if plan else md, previous, now, router_image, store, access, source)
+    seen = memory.get("observed")
+    memory["observed"] = {rollout.ROUTER: (int(outcome.routed), None)} | {
+        o.name: (o.ready, f"{o.failure.reason}: {o.failure.message}" if o.failure else None) for o in outcome.observed
+    }
+    wake = plan.wake if plan else None
+    if plan is not None and plan.state.phase in (rollout.PROGRESSING, rollout.PAUSED) and seen != memory["observed"]:
+        wake = min(wake or AGAIN_SECONDS, AGAIN_SECONDS)  # the steps go on from what this pass saw
+    computed = outcome.status
+    if plan is not None:
+        assert md.rollout is not None
+        conditions = previous.get("conditions") or []
+        computed = rollout.with_rollout(plan, computed, len(md.rollout.steps), conditions, md.generation, now)
+        for kind, reason, message in plan.events:
+            _event(body, kind, reason, message, now)
     for change in outcome.changes:
         metrics.CHANGES.labels(change.split()[0]).inc()
     for reason, verb in (("Applied", "applied"), ("Deleted", "deleted")):  # one Event each per pass
         done = [change for change in outcome.changes if change.startswith(verb)]
         if done:
             _event(body, "Normal", reason, "; ".join(done), now)
-    _transition_events(body, previous, outcome.status, now)
-    memory["status"] = outcome.status
-    changed = outcome.status if _changed(actual, outcome.status) else None
-    return Verdict(changed, settled=outcome.settled, retry=outcome.retry, weights=outcome.weights)
+    _transition_events(body, previous, computed, now)
+    memory["status"] = computed
+    changed = computed if _changed(actual, computed) else None
+    return Verdict(changed, settled=outcome.settled, retry=outcome.retry, weights=outcome.weights, wake=wake)
 
 
 def _event(body: Mapping[str, Any], kind: str, reason: str, message: str, now: str) -> None:
@@ -336,7 +361,10 @@ def _changed(previous: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 
 
 def _transition_events(body: Mapping[str, Any], previous: Mapping[str, Any], new: Mapping[str, Any], now: str) -> None:
+    """An Event when Ready or Degraded turns True, naming the generation: the same words for another spec are
+    another transition, not the same one told twice."""
     for kind, wanted, event_type in ((status.DEGRADED, "True", "Warning"), (status.READY, "True", "Normal")):
         after, before = status.condition(new, kind), status.condition(previous, kind)
         if after and after["status"] == wanted and (before is None or before.get("status") != wanted):
-            _event(body, event_type, after["reason"], after["message"], now)
+            message = f"{after['message']} (generation {after['observedGeneration']})"
+            _event(body, event_type, after["reason"], message, now)

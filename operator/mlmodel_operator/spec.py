@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 from mlmodel_operator import names, quantity
 
 _HEADER = re.compile(r"[A-Za-z0-9][-A-Za-z0-9]{0,63}")
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+DEFAULT_SCALE_DOWN_DELAY = 30.0  # seconds: rollout.scaleDownDelay when unset
 REMOTE_SCHEMES = frozenset({"http", "https", "s3"})
 SCHEMES = REMOTE_SCHEMES | {"file", "pvc"}
 DEFAULT_MODEL_CACHE = 1 << 30  # bytes: modelCacheSize when unset (the CRD's description says so)
@@ -125,6 +127,22 @@ class Routing:
 
 
 @dataclass(frozen=True)
+class Step:
+    """One step of a rollout: give the new revision ``set_weight`` percent, or wait ``pause_seconds``."""
+
+    set_weight: int | None = None
+    pause_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """``spec.rollout``: how a new revision of the only variant replaces the one serving."""
+
+    steps: tuple[Step, ...]
+    scale_down_delay: float = DEFAULT_SCALE_DOWN_DELAY  # seconds the previous revision stays up after promotion
+
+
+@dataclass(frozen=True)
 class ModelDeployment:
     name: str
     namespace: str
@@ -134,6 +152,7 @@ class ModelDeployment:
     api_key_secret: ApiKeySecret | None = None
     routing: Routing = Routing()
     max_request_bytes: int | None = None  # spec.maxRequestSize; None: the server's default, DEFAULT_MAX_REQUEST
+    rollout: Rollout | None = None
 
     @property
     def request_limit(self) -> int:
@@ -172,6 +191,9 @@ def parse(body: Mapping[str, Any], *, default_image: str) -> ModelDeployment:
     secret = spec.get("apiKeySecret")
     routing = _routing(spec.get("routing") or {}, names)
     limit = spec.get("maxRequestSize")
+    rollout = spec.get("rollout")
+    if rollout is not None and len(variants) != 1:
+        raise SpecError(f"spec.rollout: needs exactly one variant (the one it rolls out), got {len(variants)}")
     return ModelDeployment(
         name=metadata["name"],
         namespace=metadata.get("namespace", "default"),
@@ -181,7 +203,45 @@ def parse(body: Mapping[str, Any], *, default_image: str) -> ModelDeployment:
         api_key_secret=ApiKeySecret(secret["name"], secret.get("key", "keys")) if secret else None,
         routing=routing,
         max_request_bytes=None if limit is None else _bytes("spec.maxRequestSize", limit),
+        rollout=None if rollout is None else _rollout(rollout),
     )
+
+
+def _rollout(raw: Mapping[str, Any]) -> Rollout:
+    steps = []
+    for i, item in enumerate(raw.get("steps") or []):
+        if "setWeight" in item:
+            weight = int(item["setWeight"])
+            if not 0 <= weight <= 100:
+                raise SpecError(f"spec.rollout.steps[{i}].setWeight: a percent from 0 to 100, got {weight}")
+            steps.append(Step(set_weight=weight))
+        elif "pause" in item and (item["pause"] or {}).get("duration") is not None:
+            steps.append(
+                Step(pause_seconds=duration(f"spec.rollout.steps[{i}].pause.duration", item["pause"]["duration"]))
+            )
+        else:
+            raise SpecError(f"spec.rollout.steps[{i}]: a step is setWeight: N or pause: {{duration: 30s}}")
+    if not steps:
+        raise SpecError("spec.rollout.steps: at least one step is required")
+    delay = raw.get("scaleDownDelay")
+    return Rollout(
+        tuple(steps),
+        DEFAULT_SCALE_DOWN_DELAY if delay is None else duration("spec.rollout.scaleDownDelay", delay),
+    )
+
+
+def duration(where: str, value: Any) -> float:
+    """``30s``, ``5m``, ``1h30m`` in seconds."""
+    found = _DURATION.fullmatch(str(value))
+    if not found or not any(found.groups()):
+        raise SpecError(f"{where}: a duration such as 30s, 5m or 1h30m, got {value!r}")
+    hours, minutes, seconds = (int(part or 0) for part in found.groups())
+    return float(hours * 3600 + minutes * 60 + seconds)
+
+
+def variant_of(item: Mapping[str, Any], image: str) -> Variant:
+    """The variant ``item`` (a ``spec.variants`` entry, as recorded in a revision), alone in its spec."""
+    return _variant(0, item, image, single=True)
 
 
 def _routing(raw: Mapping[str, Any], variants: list[str]) -> Routing:

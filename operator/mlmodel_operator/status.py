@@ -239,7 +239,7 @@ def compute(
     else:
         progressing = (False, "RolloutComplete", "every variant runs its latest spec")
     conditions = [
-        _condition(kind, value, md.generation, previous, now)
+        new_condition(kind, value, md.generation, previous, now)
         for kind, value in ((READY, ready), (PROGRESSING, progressing), (DEGRADED, degraded))
     ]
     return {
@@ -281,7 +281,7 @@ def invalid(generation: int, message: str, previous: Sequence[Mapping[str, Any]]
     )
     return {
         "observedGeneration": generation,
-        "conditions": [_condition(kind, value, generation, previous, now) for kind, value in values],
+        "conditions": [new_condition(kind, value, generation, previous, now) for kind, value in values],
     }
 
 
@@ -290,9 +290,10 @@ def condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
     return next((c for c in status.get("conditions") or [] if c.get("type") == kind), None)
 
 
-def _condition(
+def new_condition(
     kind: str, value: tuple[bool, str, str], generation: int, previous: Sequence[Mapping[str, Any]], now: str
 ) -> dict[str, Any]:
+    """Condition ``kind`` at ``value`` (status, reason, message), its transition time kept from ``previous``."""
     flag, reason, message = value
     text = "True" if flag else "False"
     before = next((c for c in previous if c.get("type") == kind), None)

@@ -16,6 +16,7 @@ from mlmodel_testing.status import wait_settled
 
 MODEL_STORE = REPO / "manifests" / "examples" / "model-store.yaml"
 CANARY_EXAMPLE = REPO / "manifests" / "examples" / "iris-canary.yaml"
+ROLLOUT_EXAMPLE = REPO / "manifests" / "examples" / "iris-rollout.yaml"
 V1 = "http://model-store/iris.joblib"
 V2 = "http://model-store/iris-v2.joblib"
 WRONG_DIGEST = "0" * 64

@@ -59,13 +59,16 @@ local function adopt(document, origin)
     end
     local weights, buckets, total, text = {}, {}, 0, {}
     for _, entry in ipairs(order) do
-        local name, percent = entry[1], entry[2]
-        weights[name] = percent
-        text[#text + 1] = name .. "=" .. percent
-        if targets[name] and percent > 0 then
+        if targets[entry[1]] and entry[2] > 0 then
             buckets[#buckets + 1] = entry
-            total = total + percent
+            total = total + entry[2]
         end
+    end
+    -- What this pod routes by: a variant it has no Service for gets 0, the others share its weight.
+    for _, entry in ipairs(order) do
+        local name = entry[1]
+        weights[name] = targets[name] and total > 0 and math.floor(entry[2] * 100 / total + 0.5) or 0
+        text[#text + 1] = name .. "=" .. weights[name]
     end
     current = { serial = serial, weights = weights, buckets = buckets, total = total, text = table.concat(text, ",") }
     ngx.log(ngx.NOTICE, "weights ", serial, " from ", origin, ": ", current.text)
@@ -151,7 +154,7 @@ function M.pick(sticky)
     return current.buckets[#current.buckets][1]
 end
 
--- The weights in effect, "stable=90,canary=10", for the response header.
+-- The weights this pod routes by, "stable=90,canary=10", for the response header.
 function M.weights()
     return current.text
 end

@@ -212,6 +212,7 @@ def _http_settings(
         *(f"    {kind}_temp_path {run_dir}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
         f'    lua_package_path "{config_dir}/?.lua;;";',
         "    lua_shared_dict mlmodel_metrics 4m;",
+        "    lua_socket_log_errors off;  # the weights poll logs its own failures, and none for a standby's refusal",
         f"    init_by_lua_block {{ {_LUA}.init({_lua_table({'model': md.name, 'config': '@DIGEST@'})}, "
         f"{shadow}, {targets}, {_lua_table(weights)}) }}",
         f"    init_worker_by_lua_block {{ {_LUA}.follow() }}",

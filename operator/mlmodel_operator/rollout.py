@@ -1,0 +1,302 @@
+"""Progressive delivery of a one-variant ModelDeployment (``spec.rollout``). Pure: status in, plan out.
+
+Each distinct spec of the variant (its entry in ``spec.variants`` less name, weight, replicas and
+autoscaling, with the image it resolves to) is a revision, numbered from 1 and recorded in
+``status.revisions`` (the last ``MAX_REVISIONS``, each with the spec it was made from). The first
+revision serves at once. A new one (the user changed the model or the image) is the canary: it runs
+beside the stable revision and the steps move traffic to it, ``setWeight`` by ``setWeight``, with
+``pause`` between them; after the last step it is promoted, and the previous revision stays up for
+``scaleDownDelay`` (an instant way back) before it goes. A canary whose pods fail (its model does not
+load, it crashes) is aborted: all traffic goes back to the stable revision and the canary goes. A new
+spec during a rollout starts a fresh one from its step 0; the spec of the stable revision again ends
+it. Where a rollout is lives in the status, so an operator that restarts goes on from the same step.
+
+``plan`` turns that into what to reconcile: the ModelDeployment with one variant per revision in play
+(``r<N>``, weighted by the step), through the router, whose weights are live.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from mlmodel_operator import spec, status
+from mlmodel_operator.spec import ModelDeployment
+
+MAX_REVISIONS = 10
+PROGRESSING, PAUSED, PROMOTED, ABORTED = "Progressing", "Paused", "Promoted", "Aborted"
+CONDITION = "Promoted"
+ROUTER = "-router"  # in ``observed``: 1 once every router pod runs the configuration with every revision in play
+
+
+@dataclass(frozen=True)
+class Revision:
+    number: int
+    template: (
+        str  # the variant's spec (JSON) less name, weight, replicas and autoscaling, and its image; "" out of play
+    )
+    model_uri: str
+    model_sha256: str | None
+    image: str
+    created: str
+    outcome: str  # Progressing, Promoted, Aborted
+
+    def status(self) -> dict[str, Any]:
+        out = {
+            "revision": self.number,
+            "modelUri": status.redact_uri(self.model_uri),
+            "image": self.image,
+            "created": self.created,
+            "outcome": self.outcome,
+        }
+        out |= {"template": self.template} if self.template else {}
+        return out | ({"modelSha256": self.model_sha256} if self.model_sha256 else {})
+
+
+@dataclass(frozen=True)
+class State:
+    """Where the rollout is: the revisions in play, the step (``len(steps)``: none left) and since when,
+    the canary's weight, the phase, and the previous stable revision kept after a promotion."""
+
+    stable: int
+    canary: int | None = None
+    step: int = 0
+    since: str = ""
+    weight: int = 0
+    phase: str = PROMOTED
+    message: str = ""
+    previous: int | None = None
+    promoted: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    md: ModelDeployment  # what to reconcile: a variant r<N> per revision in play
+    state: State
+    revisions: tuple[Revision, ...]
+    events: tuple[tuple[str, str, str], ...]  # (type, reason, message)
+    wake: float | None  # seconds until a pass is due (a pause ends, the previous revision goes), if any
+
+
+def name(number: int) -> str:
+    """The variant (and child objects' suffix) of revision ``number``."""
+    return f"r{number}"
+
+
+def template(md: ModelDeployment, raw: Mapping[str, Any]) -> str:
+    """What makes a revision: the variant's spec that its pods run, and the image it resolves to."""
+    item = {k: v for k, v in raw.items() if k not in ("name", "weight", "replicas", "autoscaling")}
+    return json.dumps({"variant": item, "image": md.variants[0].image}, sort_keys=True, separators=(",", ":"))
+
+
+def _seconds(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def _revisions(status: Mapping[str, Any]) -> list[Revision]:
+    return [
+        Revision(
+            int(r["revision"]),
+            str(r.get("template", "")),
+            str(r.get("modelUri", "")),
+            r.get("modelSha256"),
+            str(r.get("image", "")),
+            str(r.get("created", "")),
+            str(r.get("outcome", "")),
+        )
+        for r in status.get("revisions") or []
+    ]
+
+
+def _state(raw: Mapping[str, Any]) -> State:
+    return State(
+        stable=int(raw["stableRevision"]),
+        canary=raw.get("canaryRevision"),
+        step=int(raw.get("currentStepIndex", 0)),
+        since=str(raw.get("stepStartedAt", "")),
+        weight=int(raw.get("canaryWeight", 0)),
+        phase=str(raw.get("phase", PROMOTED)),
+        message=str(raw.get("message", "")),
+        previous=raw.get("previousRevision"),
+        promoted=raw.get("promotedAt"),
+    )
+
+
+def plan(
+    md: ModelDeployment,
+    raw: Mapping[str, Any],
+    before: Mapping[str, Any],
+    observed: Mapping[str, tuple[int, str | None]],
+    now: str,
+) -> Plan:
+    """The next step of ``md``'s rollout. ``raw`` is its variant as written, ``before`` the status the last
+    pass wrote, ``observed`` each revision variant's ready replicas and failure (from the last pass; none
+    after a restart, which holds the steps for a pass)."""
+    assert md.rollout is not None
+    steps = md.rollout.steps
+    revisions = _revisions(before)
+    events: list[tuple[str, str, str]] = []
+    wanted = template(md, raw)
+    variant = md.variants[0]
+
+    def made(number: int, outcome: str) -> Revision:
+        return Revision(number, wanted, variant.model_uri, variant.model_sha256, variant.image, now, outcome)
+
+    def mark(number: int, outcome: str) -> None:
+        revisions[:] = [replace(r, outcome=outcome) if r.number == number else r for r in revisions]
+
+    if not revisions or not before.get("rollout"):
+        revisions = [made(1, PROMOTED)]
+        state = State(stable=1, step=len(steps), since=now, message="revision 1 serves all traffic")
+        events.append(("Normal", "RevisionPromoted", "revision 1 serves all traffic (the first: no steps)"))
+    else:
+        state = _state(before["rollout"])
+        by_number = {r.number: r for r in revisions}
+        current = state.canary if state.phase in (PROGRESSING, PAUSED) and state.canary else state.stable
+        if state.phase == ABORTED and wanted == by_number[state.stable].template:
+            state = replace(state, canary=None, phase=PROMOTED, message=f"revision {state.stable} serves all traffic")
+        elif wanted != by_number[current].template and not (
+            state.phase == ABORTED and state.canary and wanted == by_number[state.canary].template
+        ):
+            if state.canary is not None and state.phase in (PROGRESSING, PAUSED):
+                mark(state.canary, ABORTED)
+                events.append(("Warning", "RolloutAborted", f"revision {state.canary}: superseded by a new spec"))
+            if wanted == by_number[state.stable].template:
+                state = replace(state, canary=None, weight=0, phase=PROMOTED, step=len(steps), since=now)
+                state = replace(state, message=f"back to revision {state.stable}, which serves all traffic")
+            else:
+                number = max(r.number for r in revisions) + 1
+                revisions.append(made(number, PROGRESSING))
+                state = replace(state, canary=number, step=0, since=now, weight=0, phase=PROGRESSING)
+                state = replace(state, message=f"revision {number} is rolling out")
+                events.append(("Normal", "RolloutStarted", f"revision {number} replaces revision {state.stable}"))
+    wake: float | None = None
+    if state.phase in (PROGRESSING, PAUSED) and state.canary is not None:
+        state, wake = _advance(md, state, observed, now, events, mark)
+    if state.previous is not None and state.promoted is not None:
+        left = md.rollout.scale_down_delay - _seconds(state.promoted, now)
+        if left <= 0:
+            state = replace(state, previous=None)
+        else:
+            wake = left if wake is None else min(wake, left)
+    in_play = {state.stable, *(n for n in (state.canary, state.previous) if n is not None)}
+    while len(revisions) > MAX_REVISIONS:  # the oldest that no longer serves goes
+        revisions.remove(next(r for r in revisions if r.number not in in_play))
+    # Only a revision in play keeps its spec (to run it): the status stays small.
+    revisions = [r if r.number in in_play else replace(r, template="") for r in revisions]
+    return Plan(_serving(md, state, {r.number: r for r in revisions}), state, tuple(revisions), tuple(events), wake)
+
+
+def _advance(
+    md: ModelDeployment,
+    state: State,
+    observed: Mapping[str, tuple[int, str | None]],
+    now: str,
+    events: list[tuple[str, str, str]],
+    mark: Any,
+) -> tuple[State, float | None]:
+    """Walk the steps as far as they go now: a failed canary aborts; a weight waits for a ready canary."""
+    assert md.rollout is not None and state.canary is not None
+    steps = md.rollout.steps
+    canary = state.canary
+    if name(canary) not in observed:  # the operator just started: look at the canary first
+        return state, 1.0
+    ready, failure = observed[name(canary)]
+    if failure is not None:
+        mark(canary, ABORTED)
+        message = f"revision {canary} failed: {failure}; all traffic is back on revision {state.stable}"
+        events.append(("Warning", "RolloutAborted", message))
+        return replace(state, weight=0, phase=ABORTED, message=message), None
+    while state.step < len(steps):
+        step = steps[state.step]
+        label = f"step {state.step + 1}/{len(steps)}"
+        if step.set_weight is not None:
+            if not ready or not observed.get(ROUTER, (1, None))[0]:
+                return replace(state, message=f"{label}: waiting for revision {canary} to be ready"), None
+            events.append(("Normal", "RolloutStep", f"{label}: revision {canary} gets {step.set_weight} %"))
+            state = replace(state, step=state.step + 1, since=now, weight=step.set_weight)
+            continue
+        assert step.pause_seconds is not None
+        left = step.pause_seconds - _seconds(state.since, now)
+        if left > 0:
+            message = f"{label}: pause {step.pause_seconds:g} s with revision {canary} at {state.weight} %"
+            if state.message != message:
+                events.append(("Normal", "RolloutPaused", message))
+            return replace(state, message=message, phase=PAUSED), left
+        state = replace(state, step=state.step + 1, since=now, phase=PROGRESSING)
+    mark(canary, PROMOTED)
+    message = f"revision {canary} promoted: it serves all traffic; revision {state.stable} stays up"
+    message += f" for {md.rollout.scale_down_delay:g} s"
+    events.append(("Normal", "RolloutPromoted", message))
+    promoted = State(
+        stable=canary, step=len(steps), since=now, phase=PROMOTED, message=message, previous=state.stable, promoted=now
+    )
+    return promoted, md.rollout.scale_down_delay
+
+
+def _serving(md: ModelDeployment, state: State, revisions: Mapping[int, Revision]) -> ModelDeployment:
+    """``md`` with one variant per revision in play, through the router: the stable one, the canary at its
+    weight while it rolls out, and the previous one at weight 0 until it goes."""
+    variant = md.variants[0]
+
+    def of(number: int, weight: int) -> spec.Variant:
+        recorded = json.loads(revisions[number].template)
+        item = {**recorded["variant"], "name": name(number), "weight": weight}
+        parsed = spec.variant_of(item, recorded["image"])
+        return replace(parsed, replicas=variant.replicas, autoscaling=variant.autoscaling)
+
+    canary = state.canary if state.phase in (PROGRESSING, PAUSED) else None
+    variants = [of(state.stable, 100 - (state.weight if canary else 0))]
+    if canary is not None:
+        variants.append(of(canary, state.weight))
+    if state.previous is not None and state.previous not in (state.stable, canary):
+        variants.append(of(state.previous, 0))
+    return replace(md, variants=tuple(variants), routing=replace(md.routing, always=True))
+
+
+def with_rollout(
+    plan: Plan, computed: Mapping[str, Any], steps: int, before: Sequence[Mapping[str, Any]], generation: int, now: str
+) -> dict[str, Any]:
+    """``computed`` (the status of the revisions' variants) with the rollout, the revisions and the
+    ``Promoted`` condition (``before``: the conditions last written). While a rollout is in flight,
+    ``Progressing`` names its step, and ``Ready`` holds as long as the stable revision serves."""
+    state = plan.state
+    rolling = state.phase in (PROGRESSING, PAUSED)
+    conditions = {c["type"]: c for c in computed.get("conditions") or []}
+    stable: Mapping[str, Any] = next((v for v in computed.get("variants") or [] if v["name"] == name(state.stable)), {})
+    ready = conditions.get(status.READY)
+    values: dict[str, tuple[bool, str, str]] = {}
+    if rolling and ready and ready["reason"] == "Waiting" and stable.get("readyReplicas"):
+        values[status.READY] = (True, "StableRevisionReady", f"revision {state.stable} serves; {state.message}")
+    if rolling:
+        values[status.PROGRESSING] = (True, f"Rollout{state.phase}", state.message)
+    values[CONDITION] = (
+        state.phase == PROMOTED,
+        "RevisionPromoted" if state.phase == PROMOTED else f"Rollout{state.phase}",
+        state.message,
+    )
+    for kind, value in values.items():
+        conditions[kind] = status.new_condition(kind, value, generation, before, now)
+    rollout: dict[str, Any] = {
+        "phase": state.phase,
+        "step": f"{state.step}/{steps}",
+        "currentStepIndex": state.step,
+        "stepStartedAt": state.since,
+        "stableRevision": state.stable,
+        "canaryWeight": state.weight if rolling else 0,
+        "message": state.message,
+    }
+    for key, number in (("canaryRevision", state.canary), ("previousRevision", state.previous)):
+        if number is not None:
+            rollout[key] = number
+    if state.promoted is not None:
+        rollout["promotedAt"] = state.promoted
+    return {
+        **computed,
+        "conditions": list(conditions.values()),
+        "rollout": rollout,
+        "revisions": [r.status() for r in plan.revisions],
+    }

@@ -1,0 +1,122 @@
+"""A rollout's passes, pure: each pass plans from the status the last one wrote (as after a restart)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from mlmodel_operator import rollout, spec
+from test_render import SHA, resource
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+ROLLOUT = {"steps": [{"setWeight": 20}, {"pause": {"duration": "10s"}}, {"setWeight": 50}], "scaleDownDelay": "30s"}
+V2 = "https://models.example.com/iris/v2.joblib"
+
+
+def body(uri: str = "https://models.example.com/iris/v1.joblib") -> dict[str, Any]:
+    variant = {"name": "stable", "modelUri": uri, "modelSha256": SHA, "replicas": 2}
+    return resource(variants=[variant], rollout=ROLLOUT)
+
+
+class Passes:
+    """Passes of one ModelDeployment: the status each writes is the next one's ``before``."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, Any] = {}
+        self.events: list[str] = []
+
+    def run(self, uri: str, at: float, observed: dict[str, tuple[int, str | None]] | None = None) -> rollout.Plan:
+        raw = body(uri)
+        md = spec.parse(raw, default_image="mlmodel-server:0.1.0")
+        now = (T0 + timedelta(seconds=at)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        plan = rollout.plan(md, raw["spec"]["variants"][0], self.status, observed or {}, now)
+        computed = {"conditions": [], "variants": [{"name": v.name, "readyReplicas": 1} for v in plan.md.variants]}
+        self.status = rollout.with_rollout(plan, computed, 3, self.status.get("conditions") or [], 1, now)
+        self.events += [reason for _, reason, _ in plan.events]
+        return plan
+
+
+def served(plan: rollout.Plan) -> dict[str, int]:
+    return {v.name: v.weight for v in plan.md.variants}
+
+
+def promoted(status: dict[str, Any]) -> str:
+    return str(next(c["status"] for c in status["conditions"] if c["type"] == "Promoted"))
+
+
+def test_a_new_model_goes_through_the_steps_is_promoted_and_the_previous_revision_goes_after_the_delay() -> None:
+    passes = Passes()
+    first = passes.run("https://models.example.com/iris/v1.joblib", 0)
+    assert served(first) == {"r1": 100} and first.md.routing.always
+    assert passes.status["rollout"]["phase"] == "Promoted" and promoted(passes.status) == "True"
+    # A new model: revision 2 starts beside revision 1, at 0 % until a pass has seen its pods.
+    started = passes.run(V2, 5)
+    assert served(started) == {"r1": 100, "r2": 0} and started.wake == 1.0
+    assert passes.status["rollout"]["canaryRevision"] == 2 and promoted(passes.status) == "False"
+    waiting = passes.run(V2, 6, {"r1": (2, None), "r2": (0, None)})
+    assert served(waiting) == {"r1": 100, "r2": 0} and "waiting for revision 2" in waiting.state.message
+    stepped = passes.run(V2, 7, {"r1": (2, None), "r2": (1, None)})
+    assert served(stepped) == {"r1": 80, "r2": 20}
+    assert passes.status["rollout"]["phase"] == "Paused" and stepped.wake == 10.0
+    assert passes.status["rollout"]["step"] == "1/3"
+    assert passes.run(V2, 12, {"r1": (2, None), "r2": (1, None)}).wake == 5.0  # the pause goes on
+    done = passes.run(V2, 17, {"r1": (2, None), "r2": (1, None)})
+    assert served(done) == {"r2": 100, "r1": 0}  # revision 1 stays up, with no traffic, for scaleDownDelay
+    assert done.wake == 30.0 and promoted(passes.status) == "True"
+    assert [r["outcome"] for r in passes.status["revisions"]] == ["Promoted", "Promoted"]
+    assert served(passes.run(V2, 47, {"r2": (2, None), "r1": (2, None)})) == {"r2": 100}
+    assert passes.events == [
+        "RevisionPromoted",
+        "RolloutStarted",
+        "RolloutStep",
+        "RolloutPaused",
+        "RolloutStep",
+        "RolloutPromoted",
+    ]
+
+
+def test_a_failing_canary_is_aborted_stays_so_and_a_revert_or_a_new_spec_moves_on() -> None:
+    passes = Passes()
+    passes.run("https://models.example.com/iris/v1.joblib", 0)
+    passes.run(V2, 1)
+    assert served(passes.run(V2, 2, {"r1": (2, None), "r2": (1, None)})) == {"r1": 80, "r2": 20}
+    aborted = passes.run(V2, 3, {"r1": (2, None), "r2": (0, "ModelLoadFailed: digest mismatch")})
+    assert served(aborted) == {"r1": 100}
+    assert passes.status["rollout"]["phase"] == "Aborted" and "digest mismatch" in aborted.state.message
+    assert passes.events[-1] == "RolloutAborted"
+    assert served(passes.run(V2, 60, {"r1": (2, None)})) == {"r1": 100}  # the same spec does not start again
+    third = passes.run("https://models.example.com/iris/v3.joblib", 61, {"r1": (2, None)})
+    assert served(third) == {"r1": 100, "r3": 0} and third.state.canary == 3
+    # A fourth spec while revision 3 rolls out: 3 is aborted (superseded), 4 starts from step 0.
+    fourth = passes.run("https://models.example.com/iris/v4.joblib", 62, {"r1": (2, None), "r3": (1, None)})
+    assert served(fourth) == {"r1": 100, "r4": 0}
+    assert [(r["revision"], r["outcome"]) for r in passes.status["revisions"]] == [
+        (1, "Promoted"),
+        (2, "Aborted"),
+        (3, "Aborted"),
+        (4, "Progressing"),
+    ]
+    back = passes.run("https://models.example.com/iris/v1.joblib", 63, {"r1": (2, None), "r4": (1, None)})
+    assert served(back) == {"r1": 100} and promoted(passes.status) == "True"
+
+
+def test_at_most_ten_revisions_are_kept_and_those_in_play_never_go() -> None:
+    passes = Passes()
+    for i in range(14):
+        passes.run(f"https://models.example.com/iris/v{i}.joblib", i)
+    numbers = [r["revision"] for r in passes.status["revisions"]]
+    assert len(numbers) == 10 and 1 in numbers and numbers[-1] == 14  # 1 is still the stable one
+
+
+def test_durations_parse_and_a_bad_one_names_its_field() -> None:
+    assert spec.duration("x", "1h2m3s") == 3723.0 and spec.duration("x", "45s") == 45.0
+    raw = resource(
+        variants=[{"name": "stable", "modelUri": "file:///m.joblib"}],
+        rollout={"steps": [{"pause": {"duration": "soon"}}]},
+    )
+    try:
+        spec.parse(raw, default_image="i")
+    except spec.SpecError as err:
+        assert str(err).startswith("spec.rollout.steps[0].pause.duration:")
+    else:
+        raise AssertionError("a bad duration was taken")
