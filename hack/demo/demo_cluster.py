@@ -3,7 +3,9 @@
 ``up`` (after ``demo.py``'s steps 1-3): ``helm upgrade --install`` of the chart, the iris models trained
 here and served from the in-cluster model store, ``iris-canary.yaml`` with their digests, then the canary
 live: ``kubectl get md``, predictions through the entry Service and the split observed while the canary's
-weight goes 0 -> 10 -> 50 -> 100. ``load``: Locust against the entry Service. ``down``: remove it all.
+weight goes 0 -> 10 -> 50 -> 100; then ``iris-rollout.yaml`` in a namespace of its own, a new model rolled
+out by its steps and promoted, and a model that does not load aborted (``mlmodel_demo.rollout``).
+``load``: Locust against the entry Service. ``down``: remove it all.
 
 The cluster is reached as the e2e tests reach it, with ``mlmodel_testing`` (``hack/testing``); the live part
 is ``mlmodel_demo.canary``, which ``tests/e2e/test_demo_e2e.py`` runs.
@@ -16,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from mlmodel_demo import rollout
 from mlmodel_demo.canary import CANARY, MD, REQUESTS, STABLE, LoggedCluster, apply_canary, live, pointers, serve_models
 from mlmodel_demo.report import load_rows, load_table, split_table
 from mlmodel_demo.steps import WORKDIR, StepFailed, Steps, make
@@ -27,6 +30,7 @@ from mlmodel_testing.release import RELEASE, helm, install, restricted_namespace
 from mlmodel_testing.status import settled
 
 NAMESPACE = "demo"
+ROLLOUT_NAMESPACE = "demo-rollout"  # the rollout example is called iris too
 LOCUSTFILE = REPO / "bench" / "locustfile.py"
 LOCUST_PREFIX = "/predict "  # bench/locustfile.py names each request "/predict <variant>"
 
@@ -56,6 +60,12 @@ def up(steps: Steps, cluster: Cluster) -> None:
     splits = live(steps, cluster, NAMESPACE)
     print(f"\nThe split the router served at each step ({REQUESTS} requests, a new connection each):")
     print(split_table(splits, STABLE, CANARY))
+    with steps.step("rollout-models", f"the example models in the model store of namespace {ROLLOUT_NAMESPACE}"):
+        restricted_namespace(cluster, ROLLOUT_NAMESPACE)
+        serve_models(cluster, ROLLOUT_NAMESPACE, WORKDIR / "models")
+    outcome = rollout.run(steps, cluster, ROLLOUT_NAMESPACE, WORKDIR / "models")
+    print(f"\nThe automated rollout ({rollout.RATE} requests/s through Service {ROLLOUT_NAMESPACE}/iris meanwhile):")
+    print(rollout.report(outcome))
     print()
     print(pointers(cluster, NAMESPACE))
 
@@ -81,8 +91,10 @@ def down(steps: Steps, cluster: Cluster) -> None:
     """The example namespace, the release and its namespace, then the cluster."""
     reachable = cluster.kubeconfig.exists() and cluster.kubectl("get", "--raw", "/readyz", check=False).returncode == 0
     if reachable:
-        with steps.step("down-examples", f"namespace {NAMESPACE} (kubectl delete namespace)"):
-            cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait", timeout=300)
+        with steps.step("down-examples", f"namespaces {NAMESPACE}, {ROLLOUT_NAMESPACE} (kubectl delete namespace)"):
+            cluster.kubectl(
+                "delete", "namespace", NAMESPACE, ROLLOUT_NAMESPACE, "--ignore-not-found", "--wait", timeout=300
+            )
         with steps.step("down-chart", f"release {RELEASE} and namespace {OPERATOR_NAMESPACE} (helm uninstall)"):
             helm(cluster, "uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--ignore-not-found", "--wait")
             cluster.kubectl("delete", "namespace", OPERATOR_NAMESPACE, "--ignore-not-found", "--wait", timeout=300)

@@ -21,6 +21,8 @@ from mlmodel_demo.report import (
     split_table,
     weight_patch,
 )
+from mlmodel_demo.rollout import Outcome, report, share
+from mlmodel_testing.load import Result
 
 REPO = Path(__file__).resolve().parents[2]
 VARIANTS = [{"name": "stable", "weight": 90}, {"name": "canary", "weight": 10}]
@@ -175,3 +177,14 @@ def test_next_steps_are_commands_for_this_cluster() -> None:
     ):
         assert f"  {command}" in lines
     assert lines[-1] == "  sum(x)"
+
+
+def test_the_rollout_report_gives_each_steps_share_and_the_outcome() -> None:
+    answers = [Result(0.0, 200, "r2" if i < 2 else "r1", "c", weights="r1=80,r2=20") for i in range(10)]
+    answers.append(Result(0.0, 502, None, "c", weights="r1=50,r2=50"))
+    assert share(answers, "r1=80,r2=20") == (20.0, 10)
+    assert share(answers, "r1=50,r2=50") == (0.0, 1) and share(answers, "r2=100") == (0.0, 0)
+    outcome = Outcome(61.6, {"r1=80,r2=20": (17.8, 965), "r1=50,r2=50": (52.2, 1033)}, 9.6, 0.0, answers)
+    text = report(outcome)
+    assert "| setWeight 20 |     965 |" in text and "17.8 %" in text and "52.2 %" in text, text
+    assert "promoted 62 s after" in text and "aborted after 10 s" in text and "1 of 11 requests failed" in text

@@ -56,8 +56,11 @@ def test_create_update_remove_variant_and_garbage_collection(
     assert env["MODEL_SHA256"] == SHA and env["MODEL_VARIANT"] == "stable" and env["MODEL_NAME"] == "iris"
     entry = kubectl.json("get", "service", "iris", "-n", namespace)
     assert entry["spec"]["selector"] == names.router_selector("iris")
-    (config,) = children(kubectl, namespace, "configmaps")
+    # The router's configuration (named by its digest) and its weights, which the routers follow live.
+    (config,) = children(kubectl, namespace, "configmaps") - {names.router_weights("iris")}
     assert config.startswith("iris-router-")
+    weights = kubectl.json("get", "configmap", names.router_weights("iris"), "-n", namespace)
+    assert weights["data"]["weights"] == "serial 1\nstable 0\ncanary 0\n"  # no pod is ready here
     # The router's budget, and stable's (2 replicas); canary runs one pod, and a budget would block drains.
     assert children(kubectl, namespace, "poddisruptionbudgets") == {"iris-router", "iris-stable"}
     status = eventually(lambda: (kubectl.get("modeldeployment", "iris", namespace) or {}).get("status"), "status")
@@ -228,7 +231,7 @@ MAX_VARIANTS = 10
 
 def crowded(namespace: str, variants: list[str]) -> dict[str, Any]:
     """ModelDeployment ``iris`` with a Deployment, Service, HPA and PodDisruptionBudget per variant,
-    and the router's ConfigMap, Deployment and budget: a pass applies them one by one."""
+    and the router's ConfigMaps (configuration, weights), Deployment and budget: a pass applies them one by one."""
     weights = [100 // len(variants)] * len(variants)
     weights[0] += 100 - sum(weights)
     extra = {"autoscaling": {"minReplicas": 2, "maxReplicas": 3}, "resources": {"requests": {"cpu": "10m"}}}
@@ -270,7 +273,7 @@ def owned(namespace: str, uid: str) -> dict[tuple[str, str], dict[str, Any]]:
 def test_restart_in_the_middle_of_reconciling(
     kubectl: Kubectl, namespace: str, operator_process: Callable[[], OperatorProcess]
 ) -> None:
-    """The operator, a process of its own, is SIGKILLed while its first pass is applying the 46
+    """The operator, a process of its own, is SIGKILLed while its first pass is applying the 47
     children of a ModelDeployment with the most variants the CRD allows. While no operator runs,
     the spec drops its first variant (whose Deployment is the pass's first child). A fresh
     operator converges: every child it should make exists once, as rendered, controlled by the
@@ -281,7 +284,7 @@ def test_restart_in_the_middle_of_reconciling(
     kubectl.apply(crowded(namespace, variants))  # made while no operator runs
     body = kubectl.json("get", "md", "iris", "-n", namespace)
     uid, first_pass = body["metadata"]["uid"], desired(body)
-    assert len(first_pass) == 4 * MAX_VARIANTS + 6 and not owned(namespace, uid)
+    assert len(first_pass) == 4 * MAX_VARIANTS + 7 and not owned(namespace, uid)
 
     first = operator_process()
     eventually(

@@ -1,0 +1,113 @@
+"""The automated rollout live, as ``make demo`` shows it after the canary: ``iris-rollout.yaml`` applied as it
+is, a new model (iris-v2) rolled out by the example's steps under a steady load and promoted, then a model that
+does not load (a wrong digest) aborted while the promoted one goes on serving. ``tests/e2e/test_rollout_e2e.py``
+runs it and asserts every number."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlmodel_testing.cluster import REPO, Cluster
+from mlmodel_testing.load import Result, constant_load
+from mlmodel_testing.models import ROLLOUT_EXAMPLE, V1, V2, WRONG_DIGEST, digests
+from mlmodel_testing.status import wait_settled
+
+from mlmodel_demo.report import bar, table
+from mlmodel_demo.steps import Steps
+
+RATE = 50  # requests/s: about 1,000 at each 20 s step of the example, to judge each share within 5 points
+PROMOTED_SECONDS = 180  # the example's promise: a good model promoted in under 3 minutes
+SHARES = {"r1=80,r2=20": 20, "r1=50,r2=50": 50}  # X-Router-Weights at each setWeight -> revision 2's percent
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a client saw of the rollout: when revision 2 was promoted, its share at each step (percent and
+    answers), when the broken revision 3 was aborted, and every request's result."""
+
+    promoted_seconds: float
+    shares: dict[str, tuple[float, int]]
+    aborted_seconds: float
+    broken_at: float  # time.monotonic() when the broken model was applied
+    results: list[Result]
+
+    @property
+    def failed(self) -> int:
+        return sum(r.status != 200 for r in self.results)
+
+
+def rollout_status(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    found = cluster.kubectl_json("-n", namespace, "get", "md", "iris")
+    return dict((found.get("status") or {}).get("rollout") or {})
+
+
+def set_model(cluster: Cluster, namespace: str, uri: str, sha: str) -> None:
+    """Start a rollout: a new model for the only variant."""
+    patch = [
+        {"op": "replace", "path": "/spec/variants/0/modelUri", "value": uri},
+        {"op": "replace", "path": "/spec/variants/0/modelSha256", "value": sha},
+    ]
+    cluster.kubectl("-n", namespace, "patch", "md", "iris", "--type=json", "-p", json.dumps(patch))
+
+
+def share(results: list[Result], weights: str) -> tuple[float, int]:
+    """Revision 2's percent of the answers routed by ``weights``, and how many there were."""
+    routed = [r for r in results if r.weights == weights]
+    return (100 * sum(r.variant == "r2" for r in routed) / len(routed) if routed else 0.0), len(routed)
+
+
+def run(steps: Steps, cluster: Cluster, namespace: str, models: Path) -> Outcome:
+    """The example (its model store in ``namespace`` serving ``models``), then iris-v2 rolled out and a model
+    that does not load aborted, under ``RATE`` requests a second through the entry Service."""
+    with steps.step("rollout", f"kubectl apply -f {ROLLOUT_EXAMPLE.relative_to(REPO)}, until revision 1 serves"):
+        cluster.kubectl("-n", namespace, "apply", "-f", str(ROLLOUT_EXAMPLE))
+        wait_settled(cluster, namespace, timeout=300)
+    _, v2 = digests(models)
+    with cluster.service_url(namespace, "iris", 80) as base, constant_load(base, RATE) as load:
+        cluster.wait_until("traffic", lambda: len(load.results) > 100, 30)
+        with steps.step("rollout-good", "a new model, iris-v2: by the steps, promoted") as step:
+            edited = time.monotonic()
+            set_model(cluster, namespace, V2, v2)
+            cluster.wait_until(
+                "revision 2 to be promoted",
+                lambda: rollout_status(cluster, namespace).get("stableRevision") == 2,
+                PROMOTED_SECONDS,
+                0.5,
+            )
+            promoted = time.monotonic() - edited
+            step.note = f"promoted {promoted:.0f} s after the edit"
+        with steps.step("rollout-bad", "a model that does not load (a wrong digest): aborted") as step:
+            broken = time.monotonic()
+            set_model(cluster, namespace, V1, WRONG_DIGEST)
+            cluster.wait_until(
+                "revision 3 to be aborted",
+                lambda: rollout_status(cluster, namespace).get("phase") == "Aborted",
+                120,
+                0.5,
+            )
+            aborted = time.monotonic() - broken
+            step.note = f"aborted {aborted:.0f} s after the edit"
+            cluster.wait_until("answers after the abort", lambda: len(load.since(time.monotonic() - 5)) > 100, 30)
+        results = list(load.results)
+    return Outcome(promoted, {w: share(results, w) for w in SHARES}, aborted, broken, results)
+
+
+def report(outcome: Outcome) -> str:
+    """The shares revision 2 got at each step, and what came of the rollout and of the broken model."""
+    rows = [
+        [f"setWeight {wanted}", str(count), f"{bar(got / 100)} {got:5.1f} %"]
+        for (got, count), wanted in zip(outcome.shares.values(), SHARES.values(), strict=True)
+    ]
+    return "\n".join(
+        [
+            table(["step", "answers", "revision 2's share"], rows, left={2}),
+            "",
+            f"Revision 2 promoted {outcome.promoted_seconds:.0f} s after the model changed; a model that does not"
+            f" load aborted after {outcome.aborted_seconds:.0f} s, revision 2 serving throughout;"
+            f" {outcome.failed} of {len(outcome.results)} requests failed.",
+        ]
+    )
