@@ -16,13 +16,14 @@ Targets: at most 1 ms added at p50, at least 90 % of direct throughput.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,26 @@ def deploy(namespace: str, spec: dict[str, Any]) -> None:
     wait_ready(namespace)
 
 
+@contextlib.contextmanager
+def fresh_namespace(namespace: str, keep: bool) -> Iterator[None]:
+    """``namespace`` deleted before the block (a run left over), and after it unless ``keep``."""
+    if not KUBECONFIG.exists():
+        raise SystemExit("no test cluster: run `make cluster-up images` first")
+    subprocess.run([*KUBECTL, "delete", "namespace", namespace, "--ignore-not-found", "--wait=true"], check=False)
+    try:
+        yield
+    finally:
+        if not keep:
+            subprocess.run([*KUBECTL, "delete", "namespace", namespace, "--wait=false"], check=False)
+
+
+def publish(text: str, markdown: str, title: str) -> None:
+    """The report on stdout, and in ``markdown`` (a path, or '' for none) under ``title``."""
+    print(text, end="")
+    if markdown:
+        Path(markdown).write_text(f"# {title}\n\n{text}")
+
+
 def cluster_ip(service: str, namespace: str = NAMESPACE) -> str:
     return kubectl("-n", namespace, "get", "svc", service, "-o", "jsonpath={.spec.clusterIP}").strip()
 
@@ -145,21 +166,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if not KUBECONFIG.exists():
-        raise SystemExit("no test cluster: run `make cluster-up images` first")
     WORK.mkdir(parents=True, exist_ok=True)
-    subprocess.run([*KUBECTL, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true"], check=False)
-    try:
+    with fresh_namespace(NAMESPACE, args.keep):
         # One core for the server on either path, as if the router ran on other cores.
         one_core = {"name": "stable", "resources": {"limits": {"cpu": "1"}}}
         deploy(NAMESPACE, {"variants": [one_core], "routing": {"router": "always"}})
         text, passed = report(measure(args), args)
-    finally:
-        if not args.keep:
-            subprocess.run([*KUBECTL, "delete", "namespace", NAMESPACE, "--wait=false"], check=False)
-    print(text, end="")
-    if args.markdown:
-        Path(args.markdown).write_text(f"# Router overhead (`bench/router.py`)\n\n{text}")
+    publish(text, args.markdown, "Router overhead (`bench/router.py`)")
     return 0 if passed else 1
 
 

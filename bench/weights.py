@@ -30,11 +30,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from mlmodel_testing.load import burst, call, constant_load, summary
-from router import KUBECTL, REPO, cluster_ip, deploy, kubectl
+from router import KUBECTL, REPO, cluster_ip, deploy, fresh_namespace, kubectl, publish
 
 NAMESPACE = "bench-weights"
 
@@ -196,17 +195,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if not (REPO / ".cluster" / "kubeconfig").exists():
-        raise SystemExit("no test cluster: run `make cluster-up images` first")
-    subprocess.run([*KUBECTL, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true"], check=False)
-    try:
+    with fresh_namespace(NAMESPACE, args.keep):
         text, passed = report(*measure(args), args)
-    finally:
-        if not args.keep:
-            subprocess.run([*KUBECTL, "delete", "namespace", NAMESPACE, "--wait=false"], check=False)
-    print(text, end="")
-    if args.markdown:
-        Path(args.markdown).write_text(f"# Live weights (`bench/weights.py`)\n\n{text}")
+    publish(text, args.markdown, "Live weights (`bench/weights.py`)")
     return 0 if passed else 1
 
 
