@@ -6,7 +6,8 @@ autoscaling, with the image it resolves to) is a revision, numbered from 1 and r
 revision serves at once. A new one (the user changed the model or the image) is the canary: it runs
 beside the stable revision and the steps move traffic to it, ``setWeight`` by ``setWeight``, with
 ``pause`` between them; after the last step it is promoted, and the previous revision stays up for
-``scaleDownDelay`` (an instant way back) before it goes. A canary whose pods fail (its model does not
+``scaleDownDelay`` (an instant way back: the spec of that revision applied again meanwhile takes all traffic
+back at once, with no steps) before it goes. A canary whose pods fail (its model does not
 load, it crashes) is aborted: all traffic goes back to the stable revision and the canary goes. A new
 spec during a rollout starts a fresh one from its step 0; the spec of the stable revision again ends
 it. Where a rollout is lives in the status, so an operator that restarts goes on from the same step.
@@ -167,6 +168,13 @@ def plan(
             if wanted == by_number[state.stable].template:
                 state = replace(state, canary=None, weight=0, phase=PROMOTED, step=len(steps), since=now)
                 state = replace(state, message=f"back to revision {state.stable}, which serves all traffic")
+            elif state.previous is not None and wanted == by_number[state.previous].template:
+                # An undo while the previous revision is still up: it takes all traffic back at once.
+                leaving, back = state.stable, state.previous
+                message = f"undone: revision {back} serves all traffic again, revision {leaving} stays up"
+                message += f" for {md.rollout.scale_down_delay:g} s"
+                state = State(back, step=len(steps), since=now, message=message, previous=leaving, promoted=now)
+                events.append(("Normal", "RolloutUndone", message))
             else:
                 number = max(r.number for r in revisions) + 1
                 revisions.append(made(number, PROGRESSING))

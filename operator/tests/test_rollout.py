@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +26,7 @@ class Passes:
         self.status: dict[str, Any] = {}
         self.events: list[str] = []
 
-    def run(self, uri: str, at: float, observed: dict[str, tuple[int, str | None]] | None = None) -> rollout.Plan:
+    def run(self, uri: str, at: float, observed: Mapping[str, tuple[int, str | None]] | None = None) -> rollout.Plan:
         raw = body(uri)
         md = spec.parse(raw, default_image="mlmodel-server:0.1.0")
         now = (T0 + timedelta(seconds=at)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
@@ -120,3 +121,20 @@ def test_durations_parse_and_a_bad_one_names_its_field() -> None:
         assert str(err).startswith("spec.rollout.steps[0].pause.duration:")
     else:
         raise AssertionError("a bad duration was taken")
+
+
+def test_the_previous_spec_applied_again_while_its_revision_is_up_takes_all_traffic_back_at_once() -> None:
+    passes = Passes()
+    passes.run("https://models.example.com/iris/v1.joblib", 0)
+    passes.run(V2, 1)
+    up = {"r1": (2, None), "r2": (1, None)}
+    passes.run(V2, 2, up)
+    assert served(passes.run(V2, 12, up)) == {"r2": 100, "r1": 0}  # promoted; revision 1 stays up 30 s
+    undone = passes.run("https://models.example.com/iris/v1.joblib", 20, up)
+    assert served(undone) == {"r1": 100, "r2": 0} and undone.state.previous == 2
+    assert passes.status["rollout"]["phase"] == "Promoted" and passes.events[-1] == "RolloutUndone"
+    assert [r["revision"] for r in passes.status["revisions"]] == [1, 2]  # no new revision
+    assert served(passes.run("https://models.example.com/iris/v1.joblib", 51, up)) == {"r1": 100}
+    # Once the previous revision has gone, its spec again is a new revision, rolled out by the steps.
+    again = passes.run(V2, 52, {"r1": (2, None)})
+    assert served(again) == {"r1": 100, "r3": 0}

@@ -1,6 +1,7 @@
 """The automated rollout live, as ``make demo`` shows it after the canary: ``iris-rollout.yaml`` applied as it
-is, a new model (iris-v2) rolled out by the example's steps under a steady load and promoted, then a model that
-does not load (a wrong digest) aborted while the promoted one goes on serving. ``tests/e2e/test_rollout_e2e.py``
+is, a new model (iris-v2) rolled out by the example's steps under a steady load and promoted, the previous model
+applied again (an undo: its revision, still up, takes all traffic back at once), then a model that does not
+load (a wrong digest) aborted while revision 1 goes on serving. ``tests/e2e/test_rollout_e2e.py``
 runs it and asserts every number."""
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Outcome:
 
     promoted_seconds: float
     shares: dict[str, tuple[float, int]]
+    undo_seconds: float  # from the undo's edit to the last answer of revision 2
     aborted_seconds: float
     broken_at: float  # time.monotonic() when the broken model was applied
     results: list[Result]
@@ -66,7 +68,7 @@ def run(steps: Steps, cluster: Cluster, namespace: str, models: Path) -> Outcome
     with steps.step("rollout", f"kubectl apply -f {ROLLOUT_EXAMPLE.relative_to(REPO)}, until revision 1 serves"):
         cluster.kubectl("-n", namespace, "apply", "-f", str(ROLLOUT_EXAMPLE))
         wait_settled(cluster, namespace, timeout=300)
-    _, v2 = digests(models)
+    v1, v2 = digests(models)
     with cluster.service_url(namespace, "iris", 80) as base, constant_load(base, RATE) as load:
         cluster.wait_until("traffic", lambda: len(load.results) > 100, 30)
         with steps.step("rollout-good", "a new model, iris-v2: by the steps, promoted") as step:
@@ -80,6 +82,19 @@ def run(steps: Steps, cluster: Cluster, namespace: str, models: Path) -> Outcome
             )
             promoted = time.monotonic() - edited
             step.note = f"promoted {promoted:.0f} s after the edit"
+        with steps.step("rollout-undo", "the previous model applied again: revision 1 takes all traffic back") as step:
+            undone = time.monotonic()
+            set_model(cluster, namespace, V1, v1)
+            cluster.wait_until(
+                "revision 1 to serve again",
+                lambda: rollout_status(cluster, namespace).get("stableRevision") == 1,
+                60,
+                0.2,
+            )
+            back = time.monotonic()
+            cluster.wait_until("answers after the undo", lambda: len(load.since(back + 2)) > 50, 30)
+            undo = max((r.sent for r in load.since(undone) if r.variant == "r2"), default=undone) - undone
+            step.note = f"the last answer of revision 2 {undo:.1f} s after the edit"
         with steps.step("rollout-bad", "a model that does not load (a wrong digest): aborted") as step:
             broken = time.monotonic()
             set_model(cluster, namespace, V1, WRONG_DIGEST)
@@ -93,7 +108,7 @@ def run(steps: Steps, cluster: Cluster, namespace: str, models: Path) -> Outcome
             step.note = f"aborted {aborted:.0f} s after the edit"
             cluster.wait_until("answers after the abort", lambda: len(load.since(time.monotonic() - 5)) > 100, 30)
         results = list(load.results)
-    return Outcome(promoted, {w: share(results, w) for w in SHARES}, aborted, broken, results)
+    return Outcome(promoted, {w: share(results, w) for w in SHARES}, undo, aborted, broken, results)
 
 
 def report(outcome: Outcome) -> str:
@@ -106,8 +121,9 @@ def report(outcome: Outcome) -> str:
         [
             table(["step", "answers", "revision 2's share"], rows, left={2}),
             "",
-            f"Revision 2 promoted {outcome.promoted_seconds:.0f} s after the model changed; a model that does not"
-            f" load aborted after {outcome.aborted_seconds:.0f} s, revision 2 serving throughout;"
+            f"Revision 2 promoted {outcome.promoted_seconds:.0f} s after the model changed; undone (the previous"
+            f" model applied again), its last answer {outcome.undo_seconds:.1f} s after the edit; a model that does"
+            f" not load aborted after {outcome.aborted_seconds:.0f} s, revision 1 serving throughout;"
             f" {outcome.failed} of {len(outcome.results)} requests failed.",
         ]
     )
