@@ -1,7 +1,7 @@
 """Automated rollouts (``spec.rollout``) on real pods, as ``make demo`` shows them (``mlmodel_demo.rollout``):
 ``manifests/examples/iris-rollout.yaml`` as it is, a new model promoted through its steps under a steady load,
 undone at once while the previous revision is up, then a model that fails to load aborted, and the revision
-undone removed after ``scaleDownDelay``. The steps
+undone removed after ``scaleDownDelay``; and the operator's leader killed mid-rollout and after an abort. The steps
 themselves, pure: ``operator/tests/test_rollout.py``.
 
 Every request is a new connection with no retry (``load.call``); every number is asserted.
@@ -10,12 +10,16 @@ Every request is a new connection with no retry (``load.call``); every number is
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
 from mlmodel_demo import rollout
 from mlmodel_demo.steps import Steps
 from mlmodel_testing.cluster import Cluster
 from mlmodel_testing.load import summary
-from mlmodel_testing.models import deploy_model_store
+from mlmodel_testing.models import ROLLOUT_EXAMPLE, V1, V2, WRONG_DIGEST, deploy_model_store, digests
+from mlmodel_testing.release import NAMESPACE, leader_metrics, leader_pod
+from mlmodel_testing.status import wait_settled
 
 SHARE_POINTS = 5
 UNDO_SECONDS = 4  # from the edit that undoes a promotion to the last answer of the revision undone
@@ -52,3 +56,56 @@ def test_the_example_promotes_a_good_model_by_its_steps_and_aborts_one_that_fail
         120,
     )
     print(f"\n{rollout.report(outcome)}")
+
+
+@pytest.mark.serial  # kills the shared operator's leader
+def test_the_leader_killed_mid_rollout_goes_on_at_the_same_step_and_an_abort_stays(
+    cluster: Cluster, namespace: str, operator: None, models: Path
+) -> None:
+    """The leader is force-deleted while revision 2 pauses at step 2 of 4: the new leader goes on from that step
+    (never back to step 0, one RolloutStarted) to the promotion. Then a model that does not load is aborted, the
+    leader killed again, and the new one, once it has passed the ModelDeployment, keeps it aborted."""
+    deploy_model_store(cluster, namespace, models)
+    cluster.kubectl("-n", namespace, "apply", "-f", str(ROLLOUT_EXAMPLE))
+    wait_settled(cluster, namespace, timeout=300)
+    _, v2 = digests(models)
+    rollout.set_model(cluster, namespace, V2, v2)
+    paused = cluster.wait_until(
+        "the first pause", lambda: _at(cluster, namespace, "Paused"), rollout.PROMOTED_SECONDS, 0.5
+    )
+    assert paused["currentStepIndex"] == 1 and paused["canaryRevision"] == 2, paused
+    _kill_leader(cluster)
+    seen: list[dict[str, Any]] = []
+
+    def promoted() -> bool:
+        seen.append(rollout.rollout_status(cluster, namespace))
+        return seen[-1].get("stableRevision") == 2
+
+    cluster.wait_until("revision 2 to be promoted by the new leader", promoted, rollout.PROMOTED_SECONDS, 0.5)
+    steps = [s["currentStepIndex"] for s in seen if s.get("canaryRevision") == 2 and s["phase"] != "Promoted"]
+    assert steps == sorted(steps) and min(steps, default=1) >= 1, steps  # never back to step 0
+    assert _reasons(cluster, namespace).count("RolloutStarted") == 1
+
+    rollout.set_model(cluster, namespace, V1, WRONG_DIGEST)
+    cluster.wait_until("revision 3 to be aborted", lambda: _at(cluster, namespace, "Aborted"), 120, 0.5)
+    _kill_leader(cluster)
+    ready = f'mlmodel_operator_ready{{name="iris",namespace="{namespace}"}}'
+    cluster.wait_until("the new leader to pass iris", lambda: ready in leader_metrics(cluster), 120, 1)
+    after = rollout.rollout_status(cluster, namespace)
+    assert (after["phase"], after["stableRevision"], after.get("canaryRevision")) == ("Aborted", 2, 3), after
+    assert _reasons(cluster, namespace).count("RolloutStarted") == 2  # revision 2's, and revision 3's: no other
+
+
+def _at(cluster: Cluster, namespace: str, phase: str) -> dict[str, Any] | None:
+    found = rollout.rollout_status(cluster, namespace)
+    return found if found.get("phase") == phase else None
+
+
+def _kill_leader(cluster: Cluster) -> None:
+    leader = cluster.wait_until("a leader", lambda: leader_pod(cluster), 60)
+    cluster.kubectl("-n", NAMESPACE, "delete", "pod", leader, "--grace-period=0", "--force")
+
+
+def _reasons(cluster: Cluster, namespace: str) -> list[str]:
+    events = cluster.kubectl_json("-n", namespace, "get", "events", "--field-selector", "involvedObject.name=iris")
+    return [e["reason"] for e in events["items"] for _ in range(e.get("count") or 1)]
