@@ -28,9 +28,11 @@ images: ## Build mlmodel-server/-operator/-router images and load them into the 
 # worker (E2E_WORKERS), then those marked `serial` (they change the release, or need the cluster idle) one by one,
 # whatever the first run's outcome (the last of them takes the cluster down).
 E2E_WORKERS ?= 2
-# Two serial tests run on kind's cluster instead, beside the suite (lane-kind), when there are two clusters: the
-# chart's lifecycle and the writes of an idle cluster, which want a cluster of their own, not a particular one.
-ON_KIND := tests/e2e/test_chart_lifecycle_e2e.py tests/e2e/test_operator_e2e.py::test_no_writes_at_idle
+# Three serial tests run on kind's cluster instead, beside the suite (lane-kind), when there are two clusters: the
+# chart's lifecycle, the writes of an idle cluster and the leader killed mid-rollout, which want a cluster of their
+# own, not a particular one.
+ON_KIND := tests/e2e/test_chart_lifecycle_e2e.py tests/e2e/test_operator_e2e.py::test_no_writes_at_idle \
+	tests/e2e/test_rollout_e2e.py::test_the_leader_killed_mid_rollout_goes_on_at_the_same_step_and_an_abort_stays
 E2E := tests/e2e --ignore=tests/e2e/kind $(if $(filter kind,$(MLMODEL_CLUSTER)),,$(addprefix --deselect=,$(ON_KIND)))
 define e2e_suite
 	$(call pytest,e2e/parallel,$(BIN)/pytest) $(E2E) -m "not serial" -n $(E2E_WORKERS) --dist loadfile; parallel=$$?; \
