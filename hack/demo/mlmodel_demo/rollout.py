@@ -56,6 +56,18 @@ def set_model(cluster: Cluster, namespace: str, uri: str, sha: str) -> None:
     cluster.kubectl("-n", namespace, "patch", "md", "iris", "--type=json", "-p", json.dumps(patch))
 
 
+def change(
+    cluster: Cluster, namespace: str, model: tuple[str, str], until: tuple[str, object], timeout: float
+) -> float:
+    """A new model (URI, digest) for the only variant: the seconds until ``status.rollout`` has ``until``."""
+    edited = time.monotonic()
+    set_model(cluster, namespace, *model)
+    key, value = until
+    what = f"status.rollout.{key} to be {value}"
+    cluster.wait_until(what, lambda: rollout_status(cluster, namespace).get(key) == value, timeout, 0.2)
+    return time.monotonic() - edited
+
+
 def share(results: list[Result], weights: str) -> tuple[float, int]:
     """Revision 2's percent of the answers routed by ``weights``, and how many there were."""
     routed = [r for r in results if r.weights == weights]
@@ -72,39 +84,18 @@ def run(steps: Steps, cluster: Cluster, namespace: str, models: Path) -> Outcome
     with cluster.service_url(namespace, "iris", 80) as base, constant_load(base, RATE) as load:
         cluster.wait_until("traffic", lambda: len(load.results) > 100, 30)
         with steps.step("rollout-good", "a new model, iris-v2: by the steps, promoted") as step:
-            edited = time.monotonic()
-            set_model(cluster, namespace, V2, v2)
-            cluster.wait_until(
-                "revision 2 to be promoted",
-                lambda: rollout_status(cluster, namespace).get("stableRevision") == 2,
-                PROMOTED_SECONDS,
-                0.5,
-            )
-            promoted = time.monotonic() - edited
+            promoted = change(cluster, namespace, (V2, v2), ("stableRevision", 2), PROMOTED_SECONDS)
             step.note = f"promoted {promoted:.0f} s after the edit"
         with steps.step("rollout-undo", "the previous model applied again: revision 1 takes all traffic back") as step:
             undone = time.monotonic()
-            set_model(cluster, namespace, V1, v1)
-            cluster.wait_until(
-                "revision 1 to serve again",
-                lambda: rollout_status(cluster, namespace).get("stableRevision") == 1,
-                60,
-                0.2,
-            )
+            change(cluster, namespace, (V1, v1), ("stableRevision", 1), 60)
             back = time.monotonic()
             cluster.wait_until("answers after the undo", lambda: len(load.since(back + 2)) > 50, 30)
             undo = max((r.sent for r in load.since(undone) if r.variant == "r2"), default=undone) - undone
             step.note = f"the last answer of revision 2 {undo:.1f} s after the edit"
         with steps.step("rollout-bad", "a model that does not load (a wrong digest): aborted") as step:
             broken = time.monotonic()
-            set_model(cluster, namespace, V1, WRONG_DIGEST)
-            cluster.wait_until(
-                "revision 3 to be aborted",
-                lambda: rollout_status(cluster, namespace).get("phase") == "Aborted",
-                120,
-                0.5,
-            )
-            aborted = time.monotonic() - broken
+            aborted = change(cluster, namespace, (V1, WRONG_DIGEST), ("phase", "Aborted"), 120)
             step.note = f"aborted {aborted:.0f} s after the edit"
             cluster.wait_until("answers after the abort", lambda: len(load.since(time.monotonic() - 5)) > 100, 30)
         results = list(load.results)
