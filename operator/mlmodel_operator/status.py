@@ -235,7 +235,7 @@ def compute(
         progressing = (True, "RollingOut", "waiting for " + ", ".join(_label(o) for o in waiting))
     elif routing.router is not None and not routing.router.rolled_out:
         weights = traffic.weights(routing.weights)
-        progressing = (True, ROUTING_UPDATE, f"the router is rolling out the weights {weights}")
+        progressing = (True, ROUTING_UPDATE, f"the router is rolling out a new configuration (weights {weights})")
     else:
         progressing = (False, "RolloutComplete", "every variant runs its latest spec")
     conditions = [
