@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mlmodel_testing.cluster import Cluster
 from mlmodel_testing.load import burst, call, constant_load, summary
 from router import KUBECTL, REPO, cluster_ip, deploy, fresh_namespace, kubectl, publish
 
@@ -39,6 +40,7 @@ NAMESPACE = "bench-weights"
 
 SPLITS = ({"stable": 90, "canary": 10}, {"stable": 50, "canary": 50})
 TARGET_P50_S, TARGET_MAX_S = 1.0, 2.0
+POLL = 0.01  # seconds between two looks at the status or at a router pod
 
 
 class StatusWatch:
@@ -69,19 +71,14 @@ class StatusWatch:
 
     def when(self, wanted: Callable[[str, int], bool], since: float, timeout: float = 120) -> float:
         """When the first status since ``since`` that is ``wanted`` (weights, observedGeneration) was seen."""
-        return _until(lambda: next((t for t, w, g in list(self.seen) if t >= since and wanted(w, g)), None), timeout)
+
+        def first() -> float | None:
+            return next((t for t, w, g in list(self.seen) if t >= since and wanted(w, g)), None)
+
+        return float(Cluster.wait_until("the status", first, timeout, POLL))
 
     def stop(self) -> None:
         self._proc.terminate()
-
-
-def _until(found: Callable[[], float | None], timeout: float, what: str = "the status") -> float:
-    deadline = time.monotonic() + timeout
-    while (value := found()) is None:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.01)
-    return value
 
 
 def router_pods() -> list[str]:
@@ -106,14 +103,14 @@ def flip(watch: StatusWatch, pods: list[str], variants: list[dict[str, Any]], sp
     started = time.monotonic()
     patch({"variants": [{**v, "weight": split[v["name"]]} for v in variants]})
     decided = watch.when(lambda w, _: w == weights, started)
-    arrived = []
+    arrived: list[float] = []
     for pod in pods:
 
         def serves(pod: str = pod) -> float | None:
             result = call(f"http://{pod}:8080")
             return result.sent if result.weights == weights else None
 
-        arrived.append(_until(serves, 30, f"router pod {pod} to route by {weights}"))
+        arrived.append(float(Cluster.wait_until(f"router pod {pod} to route by {weights}", serves, 30, POLL)))
     return max(arrived) - decided
 
 
@@ -131,7 +128,7 @@ def rollout(watch: StatusWatch, connections: int) -> float:
         results = burst(base, 20, workers=4)
         return max(r.sent for r in results) if all(r.config == digest for r in results) else None
 
-    return _until(served, 120, f"every answer from router config {digest}") - decided
+    return float(Cluster.wait_until(f"every answer from router config {digest}", served, 120, POLL)) - decided
 
 
 STABLE: dict[str, Any] = {"name": "stable"}  # both serve the example iris model (``router.deploy``)
@@ -141,7 +138,7 @@ ROUTING: dict[str, Any] = {"replicas": 2, "connectionsPerClient": 64}
 
 def measure(args: argparse.Namespace) -> tuple[list[float], list[float], str]:
     deploy(NAMESPACE, {"variants": [{**STABLE, "weight": 90}, {**CANARY, "weight": 10}], "routing": ROUTING})
-    _until(lambda: 1.0 if len(router_pods()) == 2 else None, 120, "2 ready router pods")
+    Cluster.wait_until("2 ready router pods", lambda: len(router_pods()) == 2, 120, POLL)
     watch = StatusWatch()
     flips: list[float] = []
     rollouts: list[float] = []

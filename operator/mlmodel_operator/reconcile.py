@@ -320,18 +320,14 @@ def sync(
         raw = body["spec"]["variants"][0]
         plan = rollout.plan(md, raw, previous, memory.get("observed") or {}, now)
     outcome = reconcile(plan.md if plan else md, previous, now, router_image, store, access, source)
-    seen = memory.get("observed")
-    memory["observed"] = {rollout.ROUTER: (int(outcome.routed), None)} | {
-        o.name: (o.ready, f"{o.failure.reason}: {o.failure.message}" if o.failure else None) for o in outcome.observed
-    }
-    wake = plan.wake if plan else None
-    if plan is not None and plan.state.phase in (rollout.PROGRESSING, rollout.PAUSED) and seen != memory["observed"]:
-        wake = min(wake or AGAIN_SECONDS, AGAIN_SECONDS)  # the steps go on from what this pass saw
-    computed = outcome.status
+    computed, wake = outcome.status, None
     if plan is not None:
-        assert md.rollout is not None
-        conditions = previous.get("conditions") or []
-        computed = rollout.with_rollout(plan, computed, len(md.rollout.steps), conditions, md.generation, now)
+        # What the next pass plans from: the revisions' pods, and whether every router pod reaches them.
+        seen, memory["observed"] = memory.get("observed"), _observed(outcome)
+        wake = plan.wake
+        if plan.state.rolling and seen != memory["observed"]:
+            wake = min(wake or AGAIN_SECONDS, AGAIN_SECONDS)  # the steps go on from what this pass saw
+        computed = rollout.with_rollout(plan, computed, previous.get("conditions") or [], now)
         for kind, reason, message in plan.events:
             _event(body, kind, reason, message, now)
     for change in outcome.changes:
@@ -344,6 +340,15 @@ def sync(
     memory["status"] = computed
     changed = computed if _changed(actual, computed) else None
     return Verdict(changed, settled=outcome.settled, retry=outcome.retry, weights=outcome.weights, wake=wake)
+
+
+def _observed(outcome: Outcome) -> dict[str, tuple[int, str | None]]:
+    """Each variant's ready replicas and failure (reason: message), and under ``rollout.ROUTER`` whether every
+    router pod runs this pass's configuration."""
+    pods = {
+        o.name: (o.ready, f"{o.failure.reason}: {o.failure.message}" if o.failure else None) for o in outcome.observed
+    }
+    return {rollout.ROUTER: (int(outcome.routed), None), **pods}
 
 
 def _event(body: Mapping[str, Any], kind: str, reason: str, message: str, now: str) -> None:

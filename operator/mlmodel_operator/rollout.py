@@ -19,7 +19,7 @@ it. Where a rollout is lives in the status, so an operator that restarts goes on
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -36,9 +36,8 @@ ROUTER = "-router"  # in ``observed``: 1 once every router pod runs the configur
 @dataclass(frozen=True)
 class Revision:
     number: int
-    template: (
-        str  # the variant's spec (JSON) less name, weight, replicas and autoscaling, and its image; "" out of play
-    )
+    # The variant's spec (JSON) less name, weight, replicas and autoscaling, and its image; "" out of play.
+    template: str
     model_uri: str
     model_sha256: str | None
     image: str
@@ -71,6 +70,11 @@ class State:
     message: str = ""
     previous: int | None = None
     promoted: str | None = None
+
+    @property
+    def rolling(self) -> bool:
+        """A rollout is in flight: its steps move traffic, or a pause holds them."""
+        return self.phase in (PROGRESSING, PAUSED)
 
 
 @dataclass(frozen=True)
@@ -156,13 +160,13 @@ def plan(
     else:
         state = _state(before["rollout"])
         by_number = {r.number: r for r in revisions}
-        current = state.canary if state.phase in (PROGRESSING, PAUSED) and state.canary else state.stable
+        current = state.canary if state.rolling and state.canary else state.stable
         if state.phase == ABORTED and wanted == by_number[state.stable].template:
             state = replace(state, canary=None, phase=PROMOTED, message=f"revision {state.stable} serves all traffic")
         elif wanted != by_number[current].template and not (
             state.phase == ABORTED and state.canary and wanted == by_number[state.canary].template
         ):
-            if state.canary is not None and state.phase in (PROGRESSING, PAUSED):
+            if state.canary is not None and state.rolling:
                 mark(state.canary, ABORTED)
                 events.append(("Warning", "RolloutAborted", f"revision {state.canary}: superseded by a new spec"))
             if wanted == by_number[state.stable].template:
@@ -182,7 +186,7 @@ def plan(
                 state = replace(state, message=f"revision {number} is rolling out")
                 events.append(("Normal", "RolloutStarted", f"revision {number} replaces revision {state.stable}"))
     wake: float | None = None
-    if state.phase in (PROGRESSING, PAUSED) and state.canary is not None:
+    if state.rolling and state.canary is not None:
         state, wake = _advance(md, state, observed, now, events, mark)
     if state.previous is not None and state.promoted is not None:
         left = md.rollout.scale_down_delay - _seconds(state.promoted, now)
@@ -204,7 +208,7 @@ def _advance(
     observed: Mapping[str, tuple[int, str | None]],
     now: str,
     events: list[tuple[str, str, str]],
-    mark: Any,
+    mark: Callable[[int, str], None],
 ) -> tuple[State, float | None]:
     """Walk the steps as far as they go now: a failed canary aborts; a weight waits for a ready canary."""
     assert md.rollout is not None and state.canary is not None
@@ -256,7 +260,7 @@ def _serving(md: ModelDeployment, state: State, revisions: Mapping[int, Revision
         parsed = spec.variant_of(item, recorded["image"])
         return replace(parsed, replicas=variant.replicas, autoscaling=variant.autoscaling)
 
-    canary = state.canary if state.phase in (PROGRESSING, PAUSED) else None
+    canary = state.canary if state.rolling else None
     variants = [of(state.stable, 100 - (state.weight if canary else 0))]
     if canary is not None:
         variants.append(of(canary, state.weight))
@@ -266,20 +270,20 @@ def _serving(md: ModelDeployment, state: State, revisions: Mapping[int, Revision
 
 
 def with_rollout(
-    plan: Plan, computed: Mapping[str, Any], steps: int, before: Sequence[Mapping[str, Any]], generation: int, now: str
+    plan: Plan, computed: Mapping[str, Any], before: Sequence[Mapping[str, Any]], now: str
 ) -> dict[str, Any]:
     """``computed`` (the status of the revisions' variants) with the rollout, the revisions and the
     ``Promoted`` condition (``before``: the conditions last written). While a rollout is in flight,
     ``Progressing`` names its step, and ``Ready`` holds as long as the stable revision serves."""
-    state = plan.state
-    rolling = state.phase in (PROGRESSING, PAUSED)
+    state, md = plan.state, plan.md
+    assert md.rollout is not None
     conditions = {c["type"]: c for c in computed.get("conditions") or []}
     stable: Mapping[str, Any] = next((v for v in computed.get("variants") or [] if v["name"] == name(state.stable)), {})
     ready = conditions.get(status.READY)
     values: dict[str, tuple[bool, str, str]] = {}
-    if rolling and ready and ready["reason"] == "Waiting" and stable.get("readyReplicas"):
+    if state.rolling and ready and ready["reason"] == "Waiting" and stable.get("readyReplicas"):
         values[status.READY] = (True, "StableRevisionReady", f"revision {state.stable} serves; {state.message}")
-    if rolling:
+    if state.rolling:
         values[status.PROGRESSING] = (True, f"Rollout{state.phase}", state.message)
     values[CONDITION] = (
         state.phase == PROMOTED,
@@ -287,14 +291,14 @@ def with_rollout(
         state.message,
     )
     for kind, value in values.items():
-        conditions[kind] = status.new_condition(kind, value, generation, before, now)
+        conditions[kind] = status.new_condition(kind, value, md.generation, before, now)
     rollout: dict[str, Any] = {
         "phase": state.phase,
-        "step": f"{state.step}/{steps}",
+        "step": f"{state.step}/{len(md.rollout.steps)}",
         "currentStepIndex": state.step,
         "stepStartedAt": state.since,
         "stableRevision": state.stable,
-        "canaryWeight": state.weight if rolling else 0,
+        "canaryWeight": state.weight if state.rolling else 0,
         "message": state.message,
     }
     for key, number in (("canaryRevision", state.canary), ("previousRevision", state.previous)):

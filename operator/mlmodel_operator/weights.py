@@ -36,17 +36,18 @@ class Board:
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
-        self._documents: dict[cache.Owner, str] = {}
+        self._documents: dict[cache.Owner, tuple[str, int | None]] = {}  # the document, and its serial
 
     def publish(self, owner: cache.Owner, document: str | None) -> None:
         """``owner``'s weights are now ``document`` (``None``: it has none, no router or deleted)."""
         with self._changed:
-            if self._documents.get(owner) == document:
+            if self._documents.get(owner, (None,))[0] == document:
                 return
             if document is None:
                 self._documents.pop(owner, None)
             else:
-                self._documents[owner] = document
+                parsed = traffic.parse_weights(document)
+                self._documents[owner] = (document, parsed[0] if parsed else None)
             self._changed.notify_all()
 
     def wait(self, owner: cache.Owner, serial: int, seconds: float) -> str | None:
@@ -54,10 +55,9 @@ class Board:
         deadline = time.monotonic() + seconds
         with self._changed:
             while True:
-                document = self._documents.get(owner)
-                parsed = traffic.parse_weights(document) if document is not None else None
+                document, current = self._documents.get(owner, (None, None))
                 left = deadline - time.monotonic()
-                if parsed is None or parsed[0] != serial or left <= 0:
+                if current is None or current != serial or left <= 0:
                     return document
                 self._changed.wait(left)
 

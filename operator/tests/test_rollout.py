@@ -32,7 +32,7 @@ class Passes:
         now = (T0 + timedelta(seconds=at)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
         plan = rollout.plan(md, raw["spec"]["variants"][0], self.status, observed or {}, now)
         computed = {"conditions": [], "variants": [{"name": v.name, "readyReplicas": 1} for v in plan.md.variants]}
-        self.status = rollout.with_rollout(plan, computed, 3, self.status.get("conditions") or [], 1, now)
+        self.status = rollout.with_rollout(plan, computed, self.status.get("conditions") or [], now)
         self.events += [reason for _, reason, _ in plan.events]
         return plan
 
