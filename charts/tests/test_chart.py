@@ -400,6 +400,12 @@ def test_network_policies_are_on_by_default_and_name_who_may_scrape() -> None:
     (deployment,) = find(objects, "Deployment")
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert (env["NETWORK_POLICIES"], json.loads(env["METRICS_FROM"])) == ("true", [monitoring])
+    # Routers admit the operator's own pods to their admin port: a rollout's analysis reads their metrics.
+    (operator,) = json.loads(env["OPERATOR_FROM"])
+    assert operator["podSelector"] == deployment["spec"]["selector"]
+    assert operator["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": deployment["metadata"]["namespace"]
+    }
     off = render("--set", "networkPolicy.enabled=false", "--set", "networkPolicy.metricsFrom=null")
     assert not find(off, "NetworkPolicy")
     (deployment,) = find(off, "Deployment")

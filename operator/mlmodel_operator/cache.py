@@ -21,7 +21,7 @@ from mlmodel_operator import names
 
 Obj = dict[str, Any]
 Owner = tuple[str, str]  # namespace, ModelDeployment name
-_POD_STATUS = ("phase", "conditions", "containerStatuses")
+_POD_STATUS = ("phase", "conditions", "containerStatuses", "podIP")  # podIP: where a rollout reads a router pod
 
 
 def trim(kind: str, obj: Mapping[str, Any]) -> Obj:

@@ -49,9 +49,9 @@ def _peers(text: str) -> tuple[dict[str, Any], ...]:
     try:
         peers = json.loads(text)
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"metrics-from is not JSON: {err}") from err
+        raise argparse.ArgumentTypeError(f"not JSON: {err}") from err
     if not isinstance(peers, list) or not all(isinstance(p, dict) and p for p in peers):  # [] : nobody
-        raise argparse.ArgumentTypeError("metrics-from must be a JSON list of NetworkPolicy peers (objects)")
+        raise argparse.ArgumentTypeError("not a JSON list of NetworkPolicy peers (objects)")
     return tuple(peers)
 
 
@@ -166,6 +166,13 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         f" the servers and routers (default: {METRICS_FROM}) [METRICS_FROM]",
     )
     parser.add_argument(
+        "--operator-from",
+        type=_peers,
+        default=env.get("OPERATOR_FROM", "[]"),
+        help="a JSON list of NetworkPolicy peers that select this operator's pods: routers let them read their"
+        " metrics, which a rollout's analysis judges by (default: none) [OPERATOR_FROM]",
+    )
+    parser.add_argument(
         "--weights-port",
         type=int,
         default=int(env.get("WEIGHTS_PORT", "0")),
@@ -195,7 +202,7 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         metrics_port=args.metrics_port,
         json_logs=args.log_format == "json",
         leader_election=args.leader_election,
-        access=Access(args.metrics_from) if args.network_policies else None,
+        access=Access(args.metrics_from, args.operator_from) if args.network_policies else None,
         lease_namespace=args.leader_election_namespace,
         lease_name=args.leader_election_id,
         weights_port=args.weights_port,

@@ -1,5 +1,6 @@
 """The NetworkPolicies of a ModelDeployment: a server takes connections only from its router (and from
-monitoring), the router's admin port only from monitoring. Pure: ``reconcile`` applies what this renders.
+monitoring), the router's admin port only from monitoring and the operator (a rollout's analysis reads it).
+Pure: ``reconcile`` applies what this renders.
 
 While the entry Service leads straight to the servers (a single-variant ModelDeployment has no router, and one
 that gains a router keeps its entry there until the router serves), the servers' port stays open to every client.
@@ -19,9 +20,11 @@ Obj = dict[str, Any]
 @dataclass(frozen=True)
 class Access:
     """Who, besides the router, may reach a ModelDeployment's pods: NetworkPolicy peers that may scrape
-    metrics (the chart's ``networkPolicy.metricsFrom``)."""
+    metrics (the chart's ``networkPolicy.metricsFrom``), and those of the operator's pods, which read the
+    routers' metrics for a rollout's analysis."""
 
     metrics_from: tuple[Obj, ...]
+    operator_from: tuple[Obj, ...] = ()
 
 
 def _port(number: int) -> Obj:
@@ -37,9 +40,9 @@ def _policy(md: ModelDeployment, name: str, selector: dict[str, str], ingress: l
     }
 
 
-def _monitoring(access: Access, ports: list[Obj]) -> list[Obj]:
-    """The rule that lets monitoring in; none without peers (a rule with no ``from`` would let everyone in)."""
-    return [{"from": [dict(peer) for peer in access.metrics_from], "ports": ports}] if access.metrics_from else []
+def _from(peers: tuple[Obj, ...], ports: list[Obj]) -> list[Obj]:
+    """The rule that lets ``peers`` in; none without peers (a rule with no ``from`` would let everyone in)."""
+    return [{"from": [dict(peer) for peer in peers], "ports": ports}] if peers else []
 
 
 def network_policies(md: ModelDeployment, access: Access, behind_router: bool) -> list[Obj]:
@@ -49,9 +52,10 @@ def network_policies(md: ModelDeployment, access: Access, behind_router: bool) -
         servers = [{"ports": server_port}]
     else:
         router = {"podSelector": {"matchLabels": names.router_selector(md.name)}}
-        servers = [{"from": [router], "ports": server_port}, *_monitoring(access, server_port)]
+        servers = [{"from": [router], "ports": server_port}, *_from(access.metrics_from, server_port)]
     policies = [_policy(md, names.server_policy(md.name), names.selector(md.name), servers)]
     if md.routed:
-        ingress = [{"ports": [_port(names.ROUTER_PORT)]}, *_monitoring(access, [_port(names.ROUTER_ADMIN_PORT)])]
+        admin = [_port(names.ROUTER_ADMIN_PORT)]
+        ingress = [{"ports": [_port(names.ROUTER_PORT)]}, *_from(access.metrics_from + access.operator_from, admin)]
         policies.append(_policy(md, names.router(md.name), names.router_selector(md.name), ingress))
     return policies

@@ -6,12 +6,13 @@ watches' cache, so a steady ModelDeployment costs no request at all.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from mlmodel_operator import cache, drift, kube, metrics, names, netpol, render, rollout, spec, status
+from mlmodel_operator import cache, drift, kube, measure, metrics, names, netpol, render, rollout, spec, status
 from mlmodel_operator.router import objects, traffic
 from mlmodel_operator.spec import ModelDeployment
 from mlmodel_operator.status import Observed
@@ -318,7 +319,10 @@ def sync(
     plan = None
     if md.rollout is not None:  # the revisions in play, as variants
         raw = body["spec"]["variants"][0]
-        plan = rollout.plan(md, raw, previous, memory.get("observed") or {}, now)
+        pods = functools.partial(store.list_objects, "v1", "Pod", md.namespace, names.router_selector(md.name))
+        readings = rollout.Readings(memory.get("baseline"), lambda: measure.routers(pods()), measure.query)
+        plan = rollout.plan(md, raw, previous, memory.get("observed") or {}, now, readings)
+        memory["baseline"] = plan.baseline
     outcome = reconcile(plan.md if plan else md, previous, now, router_image, store, access, source)
     computed, wake = outcome.status, None
     if plan is not None:

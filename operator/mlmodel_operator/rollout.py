@@ -24,8 +24,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from mlmodel_operator import spec, status
-from mlmodel_operator.spec import ModelDeployment
+from mlmodel_operator import analysis, spec, status
+from mlmodel_operator.spec import Analysis, ModelDeployment, Prometheus
 
 MAX_REVISIONS = 10
 PROGRESSING, PAUSED, PROMOTED, ABORTED = "Progressing", "Paused", "Promoted", "Aborted"
@@ -57,6 +57,40 @@ class Revision:
 
 
 @dataclass(frozen=True)
+class Judged:
+    """The analysis of a rollout: when the interval under way started, the intervals judged so far by their
+    result, and the verdict on the last one."""
+
+    started: str
+    passed: int = 0
+    failed: int = 0
+    inconclusive: int = 0
+    last: analysis.Interval | None = None
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "intervalStartedAt": self.started,
+            "passedIntervals": self.passed,
+            "failedIntervals": self.failed,
+            "inconclusiveIntervals": self.inconclusive,
+        }
+        return out | ({} if self.last is None else {"lastInterval": self.last.status()})
+
+
+Baseline = tuple[str, analysis.Snapshot]  # when the interval under way started, and the routers' counts then
+
+
+@dataclass(frozen=True)
+class Readings:
+    """What the analysis reads, only when it needs to: the counts at the start of the interval under way (kept
+    by the caller between passes, from ``Plan.baseline``), every router pod's counts now, a query's value now."""
+
+    start: Baseline | None = None
+    routers: Callable[[], analysis.Snapshot] = dict
+    query: Callable[[Prometheus], float | None] = lambda _: None
+
+
+@dataclass(frozen=True)
 class State:
     """Where the rollout is: the revisions in play, the step (``len(steps)``: none left) and since when,
     the canary's weight, the phase, and the previous stable revision kept after a promotion."""
@@ -70,6 +104,7 @@ class State:
     message: str = ""
     previous: int | None = None
     promoted: str | None = None
+    judged: Judged | None = None  # with spec.rollout.analysis, once the canary got traffic
 
     @property
     def rolling(self) -> bool:
@@ -83,7 +118,8 @@ class Plan:
     state: State
     revisions: tuple[Revision, ...]
     events: tuple[tuple[str, str, str], ...]  # (type, reason, message)
-    wake: float | None  # seconds until a pass is due (a pause ends, the previous revision goes), if any
+    wake: float | None  # seconds until a pass is due (a pause or an interval ends, the previous revision goes)
+    baseline: Baseline | None = None  # the routers' counts when the analysis's interval under way started
 
 
 def name(number: int) -> str:
@@ -117,6 +153,7 @@ def _revisions(status: Mapping[str, Any]) -> list[Revision]:
 
 
 def _state(raw: Mapping[str, Any]) -> State:
+    judged = raw.get("analysis")
     return State(
         stable=int(raw["stableRevision"]),
         canary=raw.get("canaryRevision"),
@@ -127,6 +164,15 @@ def _state(raw: Mapping[str, Any]) -> State:
         message=str(raw.get("message", "")),
         previous=raw.get("previousRevision"),
         promoted=raw.get("promotedAt"),
+        judged=None
+        if not judged
+        else Judged(
+            str(judged["intervalStartedAt"]),
+            int(judged.get("passedIntervals", 0)),
+            int(judged.get("failedIntervals", 0)),
+            int(judged.get("inconclusiveIntervals", 0)),
+            analysis.interval_of(judged["lastInterval"]) if judged.get("lastInterval") else None,
+        ),
     )
 
 
@@ -136,10 +182,11 @@ def plan(
     before: Mapping[str, Any],
     observed: Mapping[str, tuple[int, str | None]],
     now: str,
+    readings: Readings = Readings(),
 ) -> Plan:
     """The next step of ``md``'s rollout. ``raw`` is its variant as written, ``before`` the status the last
     pass wrote, ``observed`` each revision variant's ready replicas and failure (from the last pass; none
-    after a restart, which holds the steps for a pass)."""
+    after a restart, which holds the steps for a pass), ``readings`` what the analysis reads."""
     assert md.rollout is not None
     steps = md.rollout.steps
     revisions = _revisions(before)
@@ -182,12 +229,13 @@ def plan(
             else:
                 number = max(r.number for r in revisions) + 1
                 revisions.append(made(number, PROGRESSING))
-                state = replace(state, canary=number, step=0, since=now, weight=0, phase=PROGRESSING)
+                state = replace(state, canary=number, step=0, since=now, weight=0, phase=PROGRESSING, judged=None)
                 state = replace(state, message=f"revision {number} is rolling out")
                 events.append(("Normal", "RolloutStarted", f"revision {number} replaces revision {state.stable}"))
     wake: float | None = None
+    baseline = None
     if state.rolling and state.canary is not None:
-        state, wake = _advance(md, state, observed, now, events, mark)
+        state, wake, baseline = _advance(md, state, observed, readings, now, events, mark)
     if state.previous is not None and state.promoted is not None:
         left = md.rollout.scale_down_delay - _seconds(state.promoted, now)
         if left <= 0:
@@ -199,35 +247,57 @@ def plan(
         revisions.remove(next(r for r in revisions if r.number not in in_play))
     # Only a revision in play keeps its spec (to run it): the status stays small.
     revisions = [r if r.number in in_play else replace(r, template="") for r in revisions]
-    return Plan(_serving(md, state, {r.number: r for r in revisions}), state, tuple(revisions), tuple(events), wake)
+    serving = _serving(md, state, {r.number: r for r in revisions})
+    return Plan(serving, state, tuple(revisions), tuple(events), wake, baseline)
 
 
 def _advance(
     md: ModelDeployment,
     state: State,
     observed: Mapping[str, tuple[int, str | None]],
+    readings: Readings,
     now: str,
     events: list[tuple[str, str, str]],
     mark: Callable[[int, str], None],
-) -> tuple[State, float | None]:
-    """Walk the steps as far as they go now: a failed canary aborts; a weight waits for a ready canary."""
+) -> tuple[State, float | None, Baseline | None]:
+    """Walk the steps as far as they go now: a failed canary aborts, and so does one that failed its analysis
+    more than ``failureLimit`` times; a weight waits for a ready canary. Also the wake (when a pause or an
+    interval ends) and the counts the interval under way started from."""
     assert md.rollout is not None and state.canary is not None
-    steps = md.rollout.steps
+    steps, gates = md.rollout.steps, md.rollout.analysis
     canary = state.canary
     if name(canary) not in observed:  # the operator just started: look at the canary first
-        return state, 1.0
+        return state, 1.0, None
     ready, failure = observed[name(canary)]
-    if failure is not None:
+
+    def abort(message: str) -> tuple[State, None, None]:
         mark(canary, ABORTED)
-        message = f"revision {canary} failed: {failure}; all traffic is back on revision {state.stable}"
+        message += f"; all traffic is back on revision {state.stable}"
         events.append(("Warning", "RolloutAborted", message))
-        return replace(state, weight=0, phase=ABORTED, message=message), None
+        return replace(state, weight=0, phase=ABORTED, message=message), None, None
+
+    if failure is not None:
+        return abort(f"revision {canary} failed: {failure}")
+    baseline = None
+    if gates is not None and state.weight > 0:  # an interval that ends now is judged by the step it ran in
+        state, verdict, baseline = _judge(gates, state, readings, now)
+        if verdict is not None and verdict.result == analysis.FAILED:
+            assert state.judged is not None
+            failed = ", ".join(m.describe() for m in verdict.failed)
+            what = f"revision {canary} failed its analysis: {failed}, with {verdict.errors} 5xx of {verdict.requests}"
+            what += f" answers in the last {gates.interval:g} s"
+            if state.judged.failed > gates.failure_limit:
+                return abort(f"{what} ({state.judged.failed} failed intervals; failureLimit {gates.failure_limit})")
+            allowed = f"{state.judged.failed} failed of {gates.failure_limit} allowed"
+            events.append(("Warning", "AnalysisFailed", f"{what} ({allowed})"))
+    wake: float | None = None
     while state.step < len(steps):
         step = steps[state.step]
         label = f"step {state.step + 1}/{len(steps)}"
         if step.set_weight is not None:
             if not ready or not observed.get(ROUTER, (1, None))[0]:
-                return replace(state, message=f"{label}: waiting for revision {canary} to be ready"), None
+                state = replace(state, message=f"{label}: waiting for revision {canary} to be ready")
+                break
             events.append(("Normal", "RolloutStep", f"{label}: revision {canary} gets {step.set_weight} %"))
             state = replace(state, step=state.step + 1, since=now, weight=step.set_weight)
             continue
@@ -237,16 +307,59 @@ def _advance(
             message = f"{label}: pause {step.pause_seconds:g} s with revision {canary} at {state.weight} %"
             if state.message != message:
                 events.append(("Normal", "RolloutPaused", message))
-            return replace(state, message=message, phase=PAUSED), left
+            state, wake = replace(state, message=message, phase=PAUSED), left
+            break
         state = replace(state, step=state.step + 1, since=now, phase=PROGRESSING)
-    mark(canary, PROMOTED)
-    message = f"revision {canary} promoted: it serves all traffic; revision {state.stable} stays up"
-    message += f" for {md.rollout.scale_down_delay:g} s"
-    events.append(("Normal", "RolloutPromoted", message))
-    promoted = State(
-        stable=canary, step=len(steps), since=now, phase=PROMOTED, message=message, previous=state.stable, promoted=now
+    else:
+        mark(canary, PROMOTED)
+        message = f"revision {canary} promoted: it serves all traffic; revision {state.stable} stays up"
+        message += f" for {md.rollout.scale_down_delay:g} s"
+        events.append(("Normal", "RolloutPromoted", message))
+        promoted = State(
+            stable=canary,
+            step=len(steps),
+            since=now,
+            phase=PROMOTED,
+            message=message,
+            previous=state.stable,
+            promoted=now,
+            judged=state.judged,
+        )
+        return promoted, md.rollout.scale_down_delay, None
+    if gates is not None and state.weight > 0:
+        if baseline is None:  # the canary has just got traffic: its first interval starts
+            state, _, baseline = _judge(gates, state, readings, now)
+        assert state.judged is not None
+        due = gates.interval - _seconds(state.judged.started, now)
+        wake = due if wake is None else min(wake, due)
+    return state, wake, baseline
+
+
+def _judge(
+    gates: Analysis, state: State, readings: Readings, now: str
+) -> tuple[State, analysis.Interval | None, Baseline]:
+    """The interval under way judged if it is due, and the next one started; one started if none is under way
+    (or its counts at the start went with a restart of the operator: it starts again, nothing is skipped)."""
+    assert state.canary is not None
+    judged, start = state.judged, readings.start
+    if judged is None or start is None or start[0] != judged.started:
+        return replace(state, judged=replace(judged or Judged(now), started=now)), None, (now, readings.routers())
+    if _seconds(judged.started, now) < gates.interval:
+        return state, None, start
+    snapshot = readings.routers()
+    counts = analysis.window(start[1], snapshot)
+    query = readings.query(gates.prometheus) if gates.prometheus is not None else None
+    none = analysis.Tally()
+    verdict = analysis.judge(gates, counts.get(name(state.canary), none), counts.get(name(state.stable), none), query)
+    judged = replace(
+        judged,
+        started=now,
+        passed=judged.passed + (verdict.result == analysis.PASSED),
+        failed=judged.failed + (verdict.result == analysis.FAILED),
+        inconclusive=judged.inconclusive + (verdict.result == analysis.INCONCLUSIVE),
+        last=verdict,
     )
-    return promoted, md.rollout.scale_down_delay
+    return replace(state, judged=judged), verdict, (now, snapshot)
 
 
 def _serving(md: ModelDeployment, state: State, revisions: Mapping[int, Revision]) -> ModelDeployment:
@@ -306,6 +419,8 @@ def with_rollout(
             rollout[key] = number
     if state.promoted is not None:
         rollout["promotedAt"] = state.promoted
+    if state.judged is not None:
+        rollout["analysis"] = state.judged.status()
     return {
         **computed,
         "conditions": list(conditions.values()),

@@ -19,6 +19,8 @@ from mlmodel_operator import names, quantity
 _HEADER = re.compile(r"[A-Za-z0-9][-A-Za-z0-9]{0,63}")
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 DEFAULT_SCALE_DOWN_DELAY = 30.0  # seconds: rollout.scaleDownDelay when unset
+DEFAULT_INTERVAL = 30.0  # seconds: rollout.analysis.interval when unset
+DEFAULT_MIN_REQUESTS = 20  # rollout.analysis.minRequests when unset
 REMOTE_SCHEMES = frozenset({"http", "https", "s3"})
 SCHEMES = REMOTE_SCHEMES | {"file", "pvc"}
 DEFAULT_MODEL_CACHE = 1 << 30  # bytes: modelCacheSize when unset (the CRD's description says so)
@@ -135,11 +137,36 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Prometheus:
+    """``spec.rollout.analysis.prometheus``: a PromQL query whose value must stay within ``min`` and ``max``."""
+
+    address: str
+    query: str
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """``spec.rollout.analysis``: the gates the canary is judged by at every interval, from the routers' own
+    counts of its answers (and a Prometheus query, if any). Rates are percents, latencies milliseconds."""
+
+    interval: float = DEFAULT_INTERVAL
+    min_requests: int = DEFAULT_MIN_REQUESTS
+    failure_limit: int = 0  # failed intervals allowed: one more aborts
+    min_success_rate: float | None = None
+    max_p99_ms: float | None = None
+    max_p99_ratio: float | None = None  # the canary's p99 over the stable revision's, in the same interval
+    prometheus: Prometheus | None = None
+
+
+@dataclass(frozen=True)
 class Rollout:
     """``spec.rollout``: how a new revision of the only variant replaces the one serving."""
 
     steps: tuple[Step, ...]
     scale_down_delay: float = DEFAULT_SCALE_DOWN_DELAY  # seconds the previous revision stays up after promotion
+    analysis: Analysis | None = None
 
 
 @dataclass(frozen=True)
@@ -227,7 +254,57 @@ def _rollout(raw: Mapping[str, Any]) -> Rollout:
     return Rollout(
         tuple(steps),
         DEFAULT_SCALE_DOWN_DELAY if delay is None else duration("spec.rollout.scaleDownDelay", delay),
+        None if raw.get("analysis") is None else _analysis(raw["analysis"]),
     )
+
+
+def _analysis(raw: Mapping[str, Any]) -> Analysis:
+    where = "spec.rollout.analysis"
+
+    def number(key: str, low: float, high: float | None = None) -> float | None:
+        value = raw.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < low or (high and value > high):
+            bounds = f"from {low:g} to {high:g}" if high else f"of at least {low:g}"
+            raise SpecError(f"{where}.{key}: a number {bounds}, got {value!r}")
+        return float(value)
+
+    prometheus = raw.get("prometheus")
+    analysis = Analysis(
+        interval=duration(f"{where}.interval", raw.get("interval", f"{DEFAULT_INTERVAL:.0f}s")),
+        min_requests=int(number("minRequests", 1) or DEFAULT_MIN_REQUESTS),
+        failure_limit=int(number("failureLimit", 0) or 0),
+        min_success_rate=number("minSuccessRate", 0, 100),
+        max_p99_ms=number("maxP99LatencyMs", 1),
+        max_p99_ratio=number("maxP99LatencyRatio", 1),
+        prometheus=None if prometheus is None else _prometheus(prometheus),
+    )
+    if analysis.interval < 1:
+        raise SpecError(f"{where}.interval: at least 1s")
+    gates = (analysis.min_success_rate, analysis.max_p99_ms, analysis.max_p99_ratio, analysis.prometheus)
+    if all(gate is None for gate in gates):
+        raise SpecError(f"{where}: set at least one of minSuccessRate, maxP99LatencyMs, maxP99LatencyRatio, prometheus")
+    return analysis
+
+
+def _prometheus(raw: Mapping[str, Any]) -> Prometheus:
+    where = "spec.rollout.analysis.prometheus"
+    address, query = str(raw.get("address", "")), str(raw.get("query", ""))
+    if urlparse(address).scheme not in ("http", "https") or not urlparse(address).netloc:
+        raise SpecError(f"{where}.address: an http:// or https:// URL of Prometheus, got {address!r}")
+    if not query.strip():
+        raise SpecError(f"{where}.query: a PromQL query is required")
+    bounds: dict[str, float] = {}
+    for key in ("min", "max"):
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise SpecError(f"{where}.{key}: a number, got {value!r}")
+        if value is not None:
+            bounds[key] = float(value)
+    if not bounds:
+        raise SpecError(f"{where}: set min, max or both")
+    return Prometheus(address.rstrip("/"), query, bounds.get("min"), bounds.get("max"))
 
 
 def duration(where: str, value: Any) -> float:

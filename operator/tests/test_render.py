@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 from pathlib import Path
@@ -391,6 +392,13 @@ def test_network_policies_let_only_the_router_and_monitoring_reach_a_server() ->
     data, admin = router["spec"]["ingress"]
     assert "from" not in data and data["ports"] == [{"protocol": "TCP", "port": names.ROUTER_PORT}]
     assert admin == {"from": list(ACCESS.metrics_from), "ports": [{"protocol": "TCP", "port": names.ROUTER_ADMIN_PORT}]}
+    # The operator reads the routers' metrics for a rollout's analysis: its peers join monitoring's on the admin port.
+    operator = {"podSelector": {"matchLabels": {"app.kubernetes.io/component": "operator"}}}
+    access = netpol.Access(ACCESS.metrics_from, (operator,))
+    _, (_, admin) = (p["spec"]["ingress"] for p in netpol.network_policies(md, access, behind_router=True))
+    assert admin["from"] == [*ACCESS.metrics_from, operator]
+    parsed_access = config.parse(["--operator-from", json.dumps([operator])], env={}).access
+    assert parsed_access is not None and parsed_access.operator_from == (operator,)
 
 
 def test_with_no_metrics_peers_no_rule_lets_everyone_in() -> None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mlmodel_operator import rollout, spec
+from mlmodel_operator.analysis import Snapshot
 from test_render import SHA, resource
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -14,26 +15,42 @@ ROLLOUT = {"steps": [{"setWeight": 20}, {"pause": {"duration": "10s"}}, {"setWei
 V2 = "https://models.example.com/iris/v2.joblib"
 
 
-def body(uri: str = "https://models.example.com/iris/v1.joblib") -> dict[str, Any]:
+def body(uri: str = "https://models.example.com/iris/v1.joblib", plan: Mapping[str, Any] = ROLLOUT) -> dict[str, Any]:
     variant = {"name": "stable", "modelUri": uri, "modelSha256": SHA, "replicas": 2}
-    return resource(variants=[variant], rollout=ROLLOUT)
+    return resource(variants=[variant], rollout=plan)
 
 
 class Passes:
-    """Passes of one ModelDeployment: the status each writes is the next one's ``before``."""
+    """Passes of one ModelDeployment: the status each writes is the next one's ``before``, and the routers' counts
+    at the start of the analysis's interval are kept between them as the operator keeps them."""
 
-    def __init__(self) -> None:
+    def __init__(self, plan: Mapping[str, Any] = ROLLOUT) -> None:
+        self.plan = plan
         self.status: dict[str, Any] = {}
         self.events: list[str] = []
+        self.messages: list[str] = []
+        self.baseline: rollout.Baseline | None = None
 
-    def run(self, uri: str, at: float, observed: Mapping[str, tuple[int, str | None]] | None = None) -> rollout.Plan:
-        raw = body(uri)
+    @staticmethod
+    def at(seconds: float) -> str:
+        return (T0 + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+    def run(
+        self,
+        uri: str,
+        at: float,
+        observed: Mapping[str, tuple[int, str | None]] | None = None,
+        counts: Snapshot | None = None,
+    ) -> rollout.Plan:
+        raw = body(uri, self.plan)
         md = spec.parse(raw, default_image="mlmodel-server:0.1.0")
-        now = (T0 + timedelta(seconds=at)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
-        plan = rollout.plan(md, raw["spec"]["variants"][0], self.status, observed or {}, now)
+        readings = rollout.Readings(self.baseline, lambda: counts or {})
+        plan = rollout.plan(md, raw["spec"]["variants"][0], self.status, observed or {}, self.at(at), readings)
+        self.baseline = plan.baseline
         computed = {"conditions": [], "variants": [{"name": v.name, "readyReplicas": 1} for v in plan.md.variants]}
-        self.status = rollout.with_rollout(plan, computed, self.status.get("conditions") or [], now)
+        self.status = rollout.with_rollout(plan, computed, self.status.get("conditions") or [], self.at(at))
         self.events += [reason for _, reason, _ in plan.events]
+        self.messages += [message for _, _, message in plan.events]
         return plan
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from mlmodel_operator import names, spec, weights
+from mlmodel_operator import analysis, names, spec, weights
 from mlmodel_operator.router import traffic
 from test_render import parsed
 from test_router_traffic import TWO, WITH_SHADOW
@@ -38,20 +38,20 @@ PINNABLE = {"allowOverride": True}
 
 
 class _Variant(http.server.BaseHTTPRequestHandler):
-    """A variant that answers 200 at once, or (``slow``) a 500 after 2 s; with a ``name``, it names itself in
-    ``X-Model-Variant`` as the server does."""
+    """A variant that answers ``code`` after ``delay`` seconds (200 at once by default); with a ``name``, it names
+    itself in ``X-Model-Variant`` as the server does."""
 
-    slow = False
+    code: ClassVar[int] = 200
+    delay: ClassVar[float] = 0.0
     name: str | None = None
     received: ClassVar[list[tuple[str, str, bytes]]] = []  # path, content type, body
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.received.append((self.path, self.headers.get("Content-Type", ""), body))
-        if self.slow:
-            time.sleep(2)
+        time.sleep(self.delay)
         answer = b'{"predictions":[0]}'
-        self.send_response(500 if self.slow else 200)
+        self.send_response(self.code)
         self.send_header("Content-Type", "application/json")
         if self.name:
             self.send_header(names.HEADER_VARIANT, self.name)
@@ -64,7 +64,7 @@ class _Variant(http.server.BaseHTTPRequestHandler):
 
 
 class _Slow(_Variant):
-    slow = True
+    code, delay = 500, 2.0
     received: ClassVar[list[tuple[str, str, bytes]]] = []
 
 
@@ -203,6 +203,44 @@ def test_with_no_variant_ready_the_router_answers_503_json(tmp_path: Path) -> No
         error = json.loads(body)
         assert error["code"] == "no_variant" and "no variant of iris is ready" in error["error"], error
         assert _counted(metrics)[("none", "5xx")] == 1
+
+
+class _Failing(_Variant):
+    code = 500
+    received: ClassVar[list[tuple[str, str, bytes]]] = []
+
+
+class _Sluggish(_Variant):
+    delay = 0.06
+    received: ClassVar[list[tuple[str, str, bytes]]] = []
+
+
+def test_a_rollouts_analysis_judges_each_variant_by_the_routers_own_counts(tmp_path: Path) -> None:
+    """What the operator reads of a real router (``analysis.parse`` of its /metrics, before and after): a variant
+    that answers 500 fails the success rate, one that answers 200 but slower fails the p99 latency gates."""
+    md = parsed(variants=WITH_SHADOW, routing=PINNABLE)
+    upstreams = {"stable": "127.0.0.8", "canary": "127.0.0.9", "shadow": "127.0.0.10"}
+    handlers = {"127.0.0.8": _Variant, "127.0.0.9": _Failing, "127.0.0.10": _Sluggish}
+    with contextlib.ExitStack() as stack:
+        for address, handler in handlers.items():
+            stack.enter_context(_serving(address, handler))
+        base, metrics = stack.enter_context(_nginx(tmp_path, md, upstreams))
+        with urllib.request.urlopen(metrics, timeout=5) as r:
+            start = {"pod": analysis.parse(r.read().decode())}
+        for variant in ("stable", "canary", "shadow"):
+            assert [_post(base, variant)[0] for _ in range(20)] == [500 if variant == "canary" else 200] * 20
+        with urllib.request.urlopen(metrics, timeout=5) as r:
+            counts = analysis.window(start, {"pod": analysis.parse(r.read().decode())})
+    gates = spec.Analysis(min_requests=20, min_success_rate=95, max_p99_ms=50, max_p99_ratio=3)
+    failing = analysis.judge(gates, counts["canary"], counts["stable"])
+    assert (failing.requests, failing.errors) == (20, 20) and failing.metrics[0].value == 0, failing
+    assert [m.name for m in failing.failed] == ["successRate"], failing
+    slow = analysis.judge(gates, counts["shadow"], counts["stable"])
+    assert (slow.requests, slow.errors) == (20, 0) and [m.name for m in slow.failed] == [
+        "p99LatencyMs",
+        "p99LatencyRatio",
+    ], slow
+    assert analysis.judge(gates, counts["stable"], counts["stable"]).result == analysis.PASSED
 
 
 # --- the split, sticky keys, the override, the mirror and the rate limit, seen by the client --------------------

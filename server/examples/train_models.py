@@ -6,6 +6,12 @@ trees, depth 5), ``hgb.joblib`` (HistGradientBoostingClassifier, 30
 features) and ``logreg.joblib`` (LogisticRegression, 30 features) into
 ``--out``, then prints one JSON object per model with its path and sha256.
 
+Two more are bad on purpose, for a rollout's analysis to abort (``make demo`` shows it):
+``iris-5xx.joblib`` is iris with two of its three class labels lost, so it
+loads and passes the server's test prediction (a row of zeros is class 0) but
+answers 500 for every row of class 1 or 2; ``iris-slow.joblib`` answers
+right, 20 to 30 times slower than iris (3,000 trees of depth 1).
+
 Needs only ``./server`` installed, plus pandas for the iris models (fitted on a DataFrame).
 """
 
@@ -52,6 +58,16 @@ def _iris_v2() -> Any:
     return RandomForestClassifier(n_estimators=200, max_depth=5, random_state=1).fit(*_iris_data())
 
 
+def _iris_5xx() -> Any:
+    model = _iris()
+    model.classes_ = model.classes_[:1]  # predicting class 1 or 2 now raises IndexError
+    return model
+
+
+def _iris_slow() -> Any:
+    return RandomForestClassifier(n_estimators=3000, max_depth=1, random_state=0).fit(*_iris_data())
+
+
 def _thirty_features() -> tuple[Any, Any]:
     x, y = make_classification(n_samples=5000, n_features=30, n_informative=10, n_classes=3, random_state=0)
     return x, y
@@ -65,7 +81,15 @@ def _logreg() -> Any:
     return LogisticRegression(max_iter=1000).fit(*_thirty_features())
 
 
-MODELS: dict[str, Callable[[], Any]] = {"iris": _iris, "iris-v2": _iris_v2, "hgb": _hgb, "logreg": _logreg}
+MODELS: dict[str, Callable[[], Any]] = {
+    "iris": _iris,
+    "iris-v2": _iris_v2,
+    "iris-5xx": _iris_5xx,
+    "iris-slow": _iris_slow,
+    "hgb": _hgb,
+    "logreg": _logreg,
+}
+COMPRESSED = {"iris-slow"}  # small enough for the example model store's ConfigMap (1 MiB for them all)
 
 
 def sha256_of(path: Path) -> str:
@@ -81,7 +105,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.only or MODELS:
         path = args.out / f"{name}.joblib"
-        joblib.dump(MODELS[name](), path)
+        joblib.dump(MODELS[name](), path, compress=3 if name in COMPRESSED else 0)
         print(json.dumps({"name": name, "path": str(path), "sha256": sha256_of(path)}))
 
 

@@ -1,8 +1,10 @@
 """Automated rollouts (``spec.rollout``) on real pods, as ``make demo`` shows them (``mlmodel_demo.rollout``):
 ``manifests/examples/iris-rollout.yaml`` as it is, a new model promoted through its steps under a steady load,
-undone at once while the previous revision is up, then a model that fails to load aborted, and the revision
+undone at once while the previous revision is up, a model that answers 500 for most inputs and one that answers
+right but 20 times slower aborted by the example's analysis, a model that fails to load aborted, and the revision
 undone removed after ``scaleDownDelay``; and the operator's leader killed mid-rollout and after an abort. The steps
-themselves, pure: ``operator/tests/test_rollout.py``.
+and the analysis themselves, pure: ``operator/tests/test_rollout.py`` and ``test_analysis.py``; the analysis of a
+real nginx's counts: ``test_router_nginx.py``.
 
 Every request is a new connection with no retry (``load.call``); every number is asserted.
 """
@@ -16,39 +18,65 @@ import pytest
 from mlmodel_demo import rollout
 from mlmodel_demo.steps import Steps
 from mlmodel_testing.cluster import Cluster
-from mlmodel_testing.load import summary
-from mlmodel_testing.models import ROLLOUT_EXAMPLE, V1, V2, WRONG_DIGEST, deploy_model_store, digests
+from mlmodel_testing.load import IRIS_MIX, constant_load, summary
+from mlmodel_testing.models import ROLLOUT_EXAMPLE, SLOW, V1, V2, WRONG_DIGEST, deploy_model_store, digest, digests
 from mlmodel_testing.release import NAMESPACE, leader_metrics, leader_pod
 from mlmodel_testing.status import wait_settled
 
 SHARE_POINTS = 5
 UNDO_SECONDS = 4  # from the edit that undoes a promotion to the last answer of the revision undone
+BACK_SECONDS = 2  # from the abort seen in the status to the last answer of the revision aborted
+INTERVAL = 10  # the example's analysis interval, in seconds
+SLOW_RATE = 20  # requests/s while the slow model rolls out
 
 
-def test_the_example_promotes_a_good_model_by_its_steps_and_aborts_one_that_fails_to_load(
+def test_the_example_promotes_a_good_model_and_aborts_a_failing_a_slow_and_a_broken_one(
     cluster: Cluster, namespace: str, operator: None, models: Path, tmp_path: Path
 ) -> None:
     deploy_model_store(cluster, namespace, models)
     outcome = rollout.run(Steps(workdir=tmp_path), cluster, namespace, models)
-    assert outcome.failed == 0, summary(outcome.results)
     for weights, wanted in rollout.SHARES.items():
         got, count = outcome.shares[weights]
         assert count >= 200 and abs(got - wanted) <= SHARE_POINTS, (weights, got, count)
     assert outcome.promoted_seconds <= rollout.PROMOTED_SECONDS, outcome.promoted_seconds
     # The undo: the kubectl patch, the operator's watch and pass, and the routers' poll.
     assert outcome.undo_seconds <= UNDO_SECONDS, outcome.undo_seconds
-    assert {r.variant for r in outcome.results if r.sent > outcome.broken_at} == {"r1"}  # 3 never answered
+    # iris-5xx (revision 3): aborted by its success rate within 2 intervals of its first answer, and the only
+    # failed requests are its answers before the abort.
+    failing = outcome.failing
+    answered = [r.sent for r in outcome.results if r.variant == "r3"]
+    assert failing.aborted - min(answered) <= 2 * INTERVAL + 2, (failing, min(answered))
+    assert failing.last_answer is None or failing.last_answer <= BACK_SECONDS, failing
+    assert outcome.failed and {(r.variant, r.status) for r in outcome.failed} == {("r3", 500)}, summary(outcome.results)
+    assert max(r.sent for r in outcome.failed) <= failing.aborted, summary(outcome.failed)
+    print(f"\n{len(outcome.failed)} requests failed, all answered by iris-5xx before its abort")
+    assert {r.variant for r in outcome.results if r.sent > outcome.broken.edited} == {"r1"}  # 4 never answered
+    aborts = _messages(cluster, namespace, "RolloutAborted")
+    assert any("revision 3 failed its analysis: successRate" in m and "(threshold >= 95 %)" in m for m in aborts), (
+        aborts
+    )
+    # iris-slow (revision 5): answers right, far slower: aborted by the p99 latency ratio, no request failed.
+    with cluster.service_url(namespace, "iris", 80) as base, constant_load(base, SLOW_RATE, IRIS_MIX) as load:
+        slow = rollout.rollback(cluster, namespace, (SLOW, digest(models, SLOW)), 5, load.results)
+        results = list(load.results)
+    assert not [r for r in results if r.status != 200], summary(results)
+    answered = [r.sent for r in results if r.variant == "r5"]
+    assert answered and slow.aborted - min(answered) <= 2 * INTERVAL + 2, (slow, answered[:1])
+    assert slow.last_answer is None or slow.last_answer <= BACK_SECONDS, slow
+    aborts = _messages(cluster, namespace, "RolloutAborted")
+    assert any("revision 5 failed its analysis: p99LatencyRatio" in m for m in aborts), aborts
+    print(f"\niris-slow aborted by its p99 latency {slow.seconds:.0f} s after the edit ({slow.after()})")
     status = cluster.kubectl_json("-n", namespace, "get", "md", "iris")["status"]
     outcomes = [(r["revision"], r["outcome"]) for r in status["revisions"]]
-    assert outcomes == [(1, "Promoted"), (2, "Promoted"), (3, "Aborted")], outcomes
-    assert "ModelLoadFailed" in status["rollout"]["message"], status["rollout"]
+    assert outcomes == [(1, "Promoted"), (2, "Promoted"), (3, "Aborted"), (4, "Aborted"), (5, "Aborted")], outcomes
+    analysis = status["rollout"]["analysis"]
+    assert analysis["failedIntervals"] == 2 and analysis["lastInterval"]["result"] == "Failed", analysis
     assert next(c for c in status["conditions"] if c["type"] == "Promoted")["status"] == "False"
     table = cluster.kubectl("-n", namespace, "get", "md", "iris").stdout
     assert "PHASE" in table and "Aborted" in table, table
-    events = cluster.kubectl_json("-n", namespace, "get", "events", "--field-selector", "involvedObject.name=iris")
-    reasons = {e["reason"] for e in events["items"]}
+    reasons = set(_reasons(cluster, namespace))
     expected = {"RolloutStarted", "RolloutStep", "RolloutPaused", "RolloutPromoted", "RolloutUndone", "RolloutAborted"}
-    assert expected <= reasons, reasons
+    assert expected | {"AnalysisFailed"} <= reasons, reasons
     # Revision 2 stayed up, with no traffic, for scaleDownDelay (30 s) after the undo, then went.
     cluster.wait_until(
         "revision 2's Deployment to go",
@@ -104,6 +132,11 @@ def _at(cluster: Cluster, namespace: str, phase: str) -> dict[str, Any] | None:
 def _kill_leader(cluster: Cluster) -> None:
     leader = cluster.wait_until("a leader", lambda: leader_pod(cluster), 60)
     cluster.kubectl("-n", NAMESPACE, "delete", "pod", leader, "--grace-period=0", "--force")
+
+
+def _messages(cluster: Cluster, namespace: str, reason: str) -> list[str]:
+    events = cluster.kubectl_json("-n", namespace, "get", "events", "--field-selector", f"reason={reason}")
+    return [e["message"] for e in events["items"] if e["involvedObject"]["name"] == "iris"]
 
 
 def _reasons(cluster: Cluster, namespace: str) -> list[str]:

@@ -50,6 +50,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end }}
 
+{{/* The NetworkPolicy peers (JSON) that select the operator's pods: routers admit them to their admin port. */}}
+{{- define "mlmodel.operatorPeers" -}}
+{{- $pods := dict "matchLabels" (include "mlmodel.selectorLabels" . | fromYaml) -}}
+{{- $namespace := dict "matchLabels" (dict "kubernetes.io/metadata.name" .Release.Namespace) -}}
+{{- list (dict "namespaceSelector" $namespace "podSelector" $pods) | toJson -}}
+{{- end }}
+
 {{/* Labels that select the router pods of every ModelDeployment (names.router_selector, but its instance). */}}
 {{- define "mlmodel.routerSelectorLabels" -}}
 app.kubernetes.io/name: mlmodel-router

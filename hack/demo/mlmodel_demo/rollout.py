@@ -1,8 +1,8 @@
 """The automated rollout live, as ``make demo`` shows it after the canary: ``iris-rollout.yaml`` applied as it
 is, a new model (iris-v2) rolled out by the example's steps under a steady load and promoted, the previous model
-applied again (an undo: its revision, still up, takes all traffic back at once), then a model that does not
-load (a wrong digest) aborted while revision 1 goes on serving. ``tests/e2e/test_rollout_e2e.py``
-runs it and asserts every number."""
+applied again (an undo: its revision, still up, takes all traffic back at once), then a model that answers 500
+for most flowers (iris-5xx) aborted by the analysis, and a model that does not load (a wrong digest) aborted,
+while revision 1 goes on serving. ``tests/e2e/test_rollout_e2e.py`` runs it and asserts every number."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlmodel_operator.rollout import name
 from mlmodel_testing.cluster import REPO, Cluster
-from mlmodel_testing.load import Result, constant_load
-from mlmodel_testing.models import ROLLOUT_EXAMPLE, V1, V2, WRONG_DIGEST, digests
+from mlmodel_testing.load import IRIS_MIX, Result, constant_load
+from mlmodel_testing.models import FIVE_XX, ROLLOUT_EXAMPLE, V1, V2, WRONG_DIGEST, digest, digests
 from mlmodel_testing.status import wait_settled
 
 from mlmodel_demo.report import bar, table
@@ -26,20 +27,42 @@ SHARES = {"r1=80,r2=20": 20, "r1=50,r2=50": 50}  # X-Router-Weights at each setW
 
 
 @dataclass(frozen=True)
+class Rollback:
+    """A bad model rolled out and aborted: how long after the edit, when the abort was seen in the status, and
+    the last answer of its revision after that (``None``: none)."""
+
+    revision: int
+    edited: float  # time.monotonic() of the edit
+    aborted: float  # time.monotonic() when status.rollout said Aborted
+    last_answer: float | None  # seconds from ``aborted`` to the last answer of the revision, if any came after
+
+    @property
+    def seconds(self) -> float:
+        return self.aborted - self.edited
+
+    def after(self) -> str:
+        """Whether its revision answered after the abort was seen, in words."""
+        if self.last_answer is None:
+            return f"revision {self.revision} answered nothing after the abort"
+        return f"the last answer of revision {self.revision} {self.last_answer:.1f} s after the abort"
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What a client saw of the rollout: when revision 2 was promoted, its share at each step (percent and
-    answers), when the broken revision 3 was aborted, and every request's result."""
+    answers), the rollback of iris-5xx (revision 3) by the analysis and of the model that does not load
+    (revision 4), and every request's result."""
 
     promoted_seconds: float
     shares: dict[str, tuple[float, int]]
     undo_seconds: float  # from the undo's edit to the last answer of revision 2
-    aborted_seconds: float
-    broken_at: float  # time.monotonic() when the broken model was applied
+    failing: Rollback
+    broken: Rollback
     results: list[Result]
 
     @property
-    def failed(self) -> int:
-        return sum(r.status != 200 for r in self.results)
+    def failed(self) -> list[Result]:
+        return [r for r in self.results if r.status != 200]
 
 
 def rollout_status(cluster: Cluster, namespace: str) -> dict[str, Any]:
@@ -56,16 +79,26 @@ def set_model(cluster: Cluster, namespace: str, uri: str, sha: str) -> None:
     cluster.kubectl("-n", namespace, "patch", "md", "iris", "--type=json", "-p", json.dumps(patch))
 
 
-def change(
-    cluster: Cluster, namespace: str, model: tuple[str, str], until: tuple[str, object], timeout: float
-) -> float:
+def change(cluster: Cluster, namespace: str, model: tuple[str, str], until: dict[str, object], timeout: float) -> float:
     """A new model (URI, digest) for the only variant: the seconds until ``status.rollout`` has ``until``."""
     edited = time.monotonic()
     set_model(cluster, namespace, *model)
-    key, value = until
-    what = f"status.rollout.{key} to be {value}"
-    cluster.wait_until(what, lambda: rollout_status(cluster, namespace).get(key) == value, timeout, 0.2)
+    what = f"status.rollout to have {until}"
+    cluster.wait_until(what, lambda: until.items() <= rollout_status(cluster, namespace).items(), timeout, 0.2)
     return time.monotonic() - edited
+
+
+def rollback(
+    cluster: Cluster, namespace: str, model: tuple[str, str], revision: int, results: list[Result]
+) -> Rollback:
+    """``model`` rolled out as ``revision`` until aborted, and the last answer of that revision (in ``results``,
+    which a load fills) within 5 s after."""
+    edited = time.monotonic()
+    change(cluster, namespace, model, {"canaryRevision": revision, "phase": "Aborted"}, 180)
+    aborted = time.monotonic()
+    cluster.wait_until("5 s of answers after the abort", lambda: results and results[-1].sent > aborted + 5, 30)
+    after = [r.sent - aborted for r in results if r.variant == name(revision) and r.sent > aborted]
+    return Rollback(revision, edited, aborted, max(after, default=None))
 
 
 def share(results: list[Result], weights: str) -> tuple[float, int]:
@@ -81,25 +114,26 @@ def run(steps: Steps, cluster: Cluster, namespace: str, models: Path) -> Outcome
         cluster.kubectl("-n", namespace, "apply", "-f", str(ROLLOUT_EXAMPLE))
         wait_settled(cluster, namespace, timeout=300)
     v1, v2 = digests(models)
-    with cluster.service_url(namespace, "iris", 80) as base, constant_load(base, RATE) as load:
+    with cluster.service_url(namespace, "iris", 80) as base, constant_load(base, RATE, IRIS_MIX) as load:
         cluster.wait_until("traffic", lambda: len(load.results) > 100, 30)
         with steps.step("rollout-good", "a new model, iris-v2: by the steps, promoted") as step:
-            promoted = change(cluster, namespace, (V2, v2), ("stableRevision", 2), PROMOTED_SECONDS)
+            promoted = change(cluster, namespace, (V2, v2), {"stableRevision": 2}, PROMOTED_SECONDS)
             step.note = f"promoted {promoted:.0f} s after the edit"
         with steps.step("rollout-undo", "the previous model applied again: revision 1 takes all traffic back") as step:
             undone = time.monotonic()
-            change(cluster, namespace, (V1, v1), ("stableRevision", 1), 60)
+            change(cluster, namespace, (V1, v1), {"stableRevision": 1}, 60)
             back = time.monotonic()
             cluster.wait_until("answers after the undo", lambda: len(load.since(back + 2)) > 50, 30)
             undo = max((r.sent for r in load.since(undone) if r.variant == "r2"), default=undone) - undone
             step.note = f"the last answer of revision 2 {undo:.1f} s after the edit"
+        with steps.step("rollout-5xx", "a model that answers 500 for most flowers: aborted by the analysis") as step:
+            failing = rollback(cluster, namespace, (FIVE_XX, digest(models, FIVE_XX)), 3, load.results)
+            step.note = f"aborted {failing.seconds:.0f} s after the edit"
         with steps.step("rollout-bad", "a model that does not load (a wrong digest): aborted") as step:
-            broken = time.monotonic()
-            aborted = change(cluster, namespace, (V1, WRONG_DIGEST), ("phase", "Aborted"), 120)
-            step.note = f"aborted {aborted:.0f} s after the edit"
-            cluster.wait_until("answers after the abort", lambda: len(load.since(time.monotonic() - 5)) > 100, 30)
+            broken = rollback(cluster, namespace, (V1, WRONG_DIGEST), 4, load.results)
+            step.note = f"aborted {broken.seconds:.0f} s after the edit"
         results = list(load.results)
-    return Outcome(promoted, {w: share(results, w) for w in SHARES}, undo, aborted, broken, results)
+    return Outcome(promoted, {w: share(results, w) for w in SHARES}, undo, failing, broken, results)
 
 
 def report(outcome: Outcome) -> str:
@@ -113,8 +147,11 @@ def report(outcome: Outcome) -> str:
             table(["step", "answers", "revision 2's share"], rows, left={2}),
             "",
             f"Revision 2 promoted {outcome.promoted_seconds:.0f} s after the model changed; undone (the previous"
-            f" model applied again), its last answer {outcome.undo_seconds:.1f} s after the edit; a model that does"
-            f" not load aborted after {outcome.aborted_seconds:.0f} s, revision 1 serving throughout;"
-            f" {outcome.failed} of {len(outcome.results)} requests failed.",
+            f" model applied again), its last answer {outcome.undo_seconds:.1f} s after the edit; a model that"
+            f" answers 500 for most flowers aborted by the analysis {outcome.failing.seconds:.0f} s after the edit"
+            f" ({outcome.failing.after()});"
+            f" a model that does not load aborted after {outcome.broken.seconds:.0f} s; revision 1 serving"
+            f" throughout. {len(outcome.failed)} of {len(outcome.results)} requests failed, all answered by"
+            " iris-5xx before its abort.",
         ]
     )

@@ -19,6 +19,10 @@ from urllib.parse import urlsplit
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]  # a setosa: class 0
 IRIS_BODY = json.dumps({"instances": [IRIS_ROW]}).encode()
+# A flower of each class in turn, as real traffic mixes them (a model may fail only some of them).
+IRIS_MIX = tuple(
+    json.dumps({"instances": [row]}).encode() for row in (IRIS_ROW, [6.4, 3.2, 4.5, 1.5], [6.7, 3.0, 5.2, 2.3])
+)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class Load:
 
     base: str
     rate: float
+    bodies: tuple[bytes, ...] = (IRIS_BODY,)  # sent in turn
     results: list[Result] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -67,17 +72,20 @@ class Load:
                 delay = start + n / self.rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                pool.submit(lambda: self.results.append(call(self.base)))
+                pool.submit(self._send, self.bodies[n % len(self.bodies)])
                 n += 1
+
+    def _send(self, body: bytes) -> None:
+        self.results.append(call(self.base, body=body))
 
     def since(self, t: float) -> list[Result]:
         return [r for r in list(self.results) if r.sent >= t]
 
 
 @contextmanager
-def constant_load(base: str, rate: float) -> Iterator[Load]:
-    """Send ``rate`` requests per second to ``base`` for the duration of the block."""
-    load = Load(base, rate)
+def constant_load(base: str, rate: float, bodies: tuple[bytes, ...] = (IRIS_BODY,)) -> Iterator[Load]:
+    """Send ``rate`` requests per second to ``base`` for the duration of the block, ``bodies`` in turn."""
+    load = Load(base, rate, bodies)
     thread = threading.Thread(target=load.run, daemon=True)
     thread.start()
     try:

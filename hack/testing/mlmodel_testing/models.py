@@ -1,5 +1,5 @@
-"""The example models (iris, iris-v2), the model store that serves them in a namespace, and the
-ModelDeployments built on them."""
+"""The example models (iris, iris-v2, and iris-5xx and iris-slow for a rollout to abort), the model store that
+serves them in a namespace, and the ModelDeployments built on them."""
 
 from __future__ import annotations
 
@@ -19,11 +19,14 @@ CANARY_EXAMPLE = REPO / "manifests" / "examples" / "iris-canary.yaml"
 ROLLOUT_EXAMPLE = REPO / "manifests" / "examples" / "iris-rollout.yaml"
 V1 = "http://model-store/iris.joblib"
 V2 = "http://model-store/iris-v2.joblib"
+FIVE_XX = "http://model-store/iris-5xx.joblib"  # answers 500 for every row of class 1 or 2
+SLOW = "http://model-store/iris-slow.joblib"  # answers right, 20 to 30 times slower than iris
 WRONG_DIGEST = "0" * 64
 
 
 def train_models(out: Path) -> dict[str, str]:
-    """Train the example models iris and iris-v2 into ``out`` (``server/examples/train_models.py``): their sha256."""
+    """Train the example models iris, iris-v2, iris-5xx and iris-slow into ``out``
+    (``server/examples/train_models.py``): their sha256."""
     python = REPO / ".venv" / "bin" / "python"
     trained = run(
         [
@@ -35,6 +38,10 @@ def train_models(out: Path) -> dict[str, str]:
             "iris",
             "--only",
             "iris-v2",
+            "--only",
+            "iris-5xx",
+            "--only",
+            "iris-slow",
         ],
         timeout=300,
     )
@@ -65,6 +72,11 @@ def digests(models: Path) -> tuple[str, str]:
     return tuple(  # type: ignore[return-value]
         hashlib.sha256((models / f).read_bytes()).hexdigest() for f in ("iris.joblib", "iris-v2.joblib")
     )
+
+
+def digest(models: Path, uri: str) -> str:
+    """The sha256 of the model at ``uri`` (one of this module's) in ``models``."""
+    return hashlib.sha256((models / uri.rsplit("/", 1)[1]).read_bytes()).hexdigest()
 
 
 def variant(name: str, uri: str, sha: str, weight: int, **extra: Any) -> dict[str, Any]:

@@ -1,0 +1,184 @@
+"""A rollout's analysis: the canary judged at each interval by the routers' own counts of its answers. Pure.
+
+Every router pod counts each variant's answers by status class and their latency in a histogram, since it
+started (``router.lua``, at ``/metrics`` on its admin port). The operator reads every pod at the start and at the
+end of an interval (``measure``); the difference, summed over the pods, is what the variants answered in it. A
+pod that restarted meanwhile counts from zero, as Prometheus's ``increase`` does. From that come the gates of
+``spec.rollout.analysis``: the canary's success rate (the answers that were not 5xx, in percent), its p99
+latency, and the p99 over the stable revision's in the same interval; and a Prometheus query's value, if set.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mlmodel_operator.spec import Analysis
+
+PASSED, FAILED, INCONCLUSIVE = "Passed", "Failed", "Inconclusive"
+_REQUESTS = "mlmodel_router_requests_total"
+_BUCKET = "mlmodel_router_upstream_latency_seconds_bucket"
+
+
+@dataclass(frozen=True)
+class Tally:
+    """A variant's answers: how many, how many were 5xx, and the latency histogram (upper bound in seconds,
+    answers at or under it), cumulative as Prometheus keeps it, ``+Inf`` last."""
+
+    requests: int = 0
+    errors: int = 0
+    buckets: tuple[tuple[float, int], ...] = ()
+
+    def __add__(self, other: Tally) -> Tally:
+        merged: dict[float, int] = dict(self.buckets)
+        for le, count in other.buckets:
+            merged[le] = merged.get(le, 0) + count
+        return Tally(self.requests + other.requests, self.errors + other.errors, tuple(sorted(merged.items())))
+
+    def since(self, start: Tally) -> Tally:
+        """What was counted after ``start``; all of it if a counter went back (the pod restarted)."""
+        if self.requests < start.requests or self.errors < start.errors:
+            return self
+        before = dict(start.buckets)
+        if any(count < before.get(le, 0) for le, count in self.buckets):
+            return self
+        return Tally(
+            self.requests - start.requests,
+            self.errors - start.errors,
+            tuple((le, count - before.get(le, 0)) for le, count in self.buckets),
+        )
+
+    def p99_ms(self) -> float | None:
+        """The 99th percentile latency in milliseconds, interpolated in its bucket as ``histogram_quantile``
+        does (the highest finite bound if it falls in ``+Inf``); ``None`` with no answer."""
+        if not self.buckets or self.buckets[-1][1] == 0:
+            return None
+        rank = 0.99 * self.buckets[-1][1]
+        lower, below = 0.0, 0
+        for le, count in self.buckets:
+            if count >= rank:
+                if math.isinf(le):
+                    return lower * 1000
+                return 1000 * (lower + (le - lower) * (rank - below) / max(count - below, 1))
+            lower, below = le, count
+        return lower * 1000
+
+
+Snapshot = Mapping[str, Mapping[str, Tally]]  # router pod -> variant -> its counts since the pod started
+
+
+def parse(text: str) -> dict[str, Tally]:
+    """Each variant's counts in a router pod's ``/metrics``."""
+    requests: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    buckets: dict[str, dict[float, int]] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        if name not in (_REQUESTS, _BUCKET):
+            continue
+        labels_text, _, value = rest.rpartition("} ")
+        labels = dict(part.split("=", 1) for part in labels_text.split(","))
+        variant, count = labels.get("variant", "").strip('"'), int(float(value))
+        if name == _REQUESTS:
+            requests[variant] = requests.get(variant, 0) + count
+            if labels.get("status_class") == '"5xx"':
+                errors[variant] = errors.get(variant, 0) + count
+        else:
+            buckets.setdefault(variant, {})[float(labels["le"].strip('"'))] = count
+    return {
+        v: Tally(requests.get(v, 0), errors.get(v, 0), tuple(sorted(buckets.get(v, {}).items())))
+        for v in requests.keys() | buckets.keys()
+    }
+
+
+def window(start: Snapshot, end: Snapshot) -> dict[str, Tally]:
+    """What each variant answered between two snapshots, over every router pod read at the end."""
+    out: dict[str, Tally] = {}
+    for pod, variants in end.items():
+        for variant, tally in variants.items():
+            counted = tally.since(start.get(pod, {}).get(variant, Tally()))
+            out[variant] = out.get(variant, Tally()) + counted
+    return out
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One gate's value in an interval beside its threshold; ``passed`` is ``None`` when it was not judged."""
+
+    name: str
+    value: float | None
+    threshold: str
+    passed: bool | None
+
+    def status(self) -> dict[str, object]:
+        out: dict[str, object] = {"name": self.name, "threshold": self.threshold}
+        if self.value is not None:
+            out["value"] = round(self.value, 3)
+        return out | ({} if self.passed is None else {"passed": self.passed})
+
+    def describe(self) -> str:
+        shown = "no value" if self.value is None else f"{self.value:.3g}"
+        return f"{self.name} {shown} (threshold {self.threshold})"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The verdict on one interval: its result, the canary's answers and 5xx in it, and every gate."""
+
+    result: str
+    requests: int
+    errors: int
+    metrics: tuple[Metric, ...]
+
+    @property
+    def failed(self) -> tuple[Metric, ...]:
+        return tuple(m for m in self.metrics if m.passed is False)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "result": self.result,
+            "requests": self.requests,
+            "errors": self.errors,
+            "metrics": [m.status() for m in self.metrics],
+        }
+
+
+def interval_of(raw: Mapping[str, Any]) -> Interval:
+    """An ``Interval`` as ``Interval.status`` wrote it."""
+    metrics = tuple(
+        Metric(str(m["name"]), m.get("value"), str(m["threshold"]), m.get("passed")) for m in raw.get("metrics") or []
+    )
+    return Interval(str(raw["result"]), int(raw.get("requests", 0)), int(raw.get("errors", 0)), metrics)
+
+
+def judge(analysis: Analysis, canary: Tally, stable: Tally, query: float | None = None) -> Interval:
+    """Judge the canary's answers in one interval (``stable``'s in the same one, and the Prometheus query's value
+    at its end). Below ``minRequests`` answers of the canary, nothing is judged: the interval is inconclusive."""
+    enough = canary.requests >= analysis.min_requests
+    metrics: list[Metric] = []
+
+    def gate(name: str, value: float | None, threshold: str, ok: bool) -> None:
+        metrics.append(Metric(name, value, threshold, ok if enough and value is not None else None))
+
+    if analysis.min_success_rate is not None:
+        rate = 100 * (canary.requests - canary.errors) / canary.requests if canary.requests else None
+        minimum = analysis.min_success_rate
+        gate("successRate", rate, f">= {minimum:g} %", rate is not None and rate >= minimum)
+    p99, baseline = canary.p99_ms(), stable.p99_ms()
+    if analysis.max_p99_ms is not None:
+        maximum = analysis.max_p99_ms
+        gate("p99LatencyMs", p99, f"<= {maximum:g} ms", p99 is not None and p99 <= maximum)
+    if analysis.max_p99_ratio is not None:
+        ratio = p99 / baseline if p99 is not None and baseline else None
+        maximum = analysis.max_p99_ratio
+        gate("p99LatencyRatio", ratio, f"<= {maximum:g}x the stable revision's", ratio is not None and ratio <= maximum)
+    if analysis.prometheus is not None:
+        low, high = analysis.prometheus.min, analysis.prometheus.max
+        within = query is not None and (low is None or query >= low) and (high is None or query <= high)
+        bounds = " and ".join(f"{sign} {b:g}" for sign, b in ((">=", low), ("<=", high)) if b is not None)
+        gate("prometheus", query, bounds, within)
+    judged = [m.passed for m in metrics if m.passed is not None]
+    result = INCONCLUSIVE if not judged else PASSED if all(judged) else FAILED
+    return Interval(result, canary.requests, canary.errors, tuple(metrics))

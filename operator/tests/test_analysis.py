@@ -1,0 +1,156 @@
+"""A rollout's analysis, pure: the routers' counts read, differenced and judged, and the passes of a rollout that
+judge its canary at each interval, abort it, and go on across a restart. The same counts from a real nginx:
+``test_router_nginx.py``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from mlmodel_operator import analysis, spec
+from mlmodel_operator.analysis import Tally
+from test_render import SHA, resource
+from test_rollout import V2, Passes, served
+
+METRICS = """# TYPE mlmodel_router_requests_total counter
+mlmodel_router_requests_total{model="iris",variant="r1",status_class="2xx"} 90
+mlmodel_router_requests_total{model="iris",variant="r1",status_class="4xx"} 2
+mlmodel_router_requests_total{model="iris",variant="r1",status_class="5xx"} 0
+mlmodel_router_requests_total{model="iris",variant="r2",status_class="2xx"} 3
+mlmodel_router_requests_total{model="iris",variant="r2",status_class="5xx"} 7
+mlmodel_router_requests_total{model="iris",variant="none",status_class="4xx"} 1
+# TYPE mlmodel_router_upstream_latency_seconds histogram
+mlmodel_router_upstream_latency_seconds_bucket{model="iris",variant="r1",le="0.005"} 80
+mlmodel_router_upstream_latency_seconds_bucket{model="iris",variant="r1",le="0.01"} 92
+mlmodel_router_upstream_latency_seconds_bucket{model="iris",variant="r1",le="+Inf"} 92
+mlmodel_router_upstream_latency_seconds_sum{model="iris",variant="r1"} 0.3
+mlmodel_router_upstream_latency_seconds_count{model="iris",variant="r1"} 92
+mlmodel_router_upstream_latency_seconds_bucket{model="iris",variant="r2",le="0.005"} 0
+mlmodel_router_upstream_latency_seconds_bucket{model="iris",variant="r2",le="0.01"} 0
+mlmodel_router_upstream_latency_seconds_bucket{model="iris",variant="r2",le="+Inf"} 10
+"""
+INF = float("inf")
+GATES = spec.Analysis(interval=10, min_requests=5, min_success_rate=95, max_p99_ms=100, max_p99_ratio=3)
+
+
+def test_a_router_pods_metrics_parse_into_each_variants_counts() -> None:
+    counts = analysis.parse(METRICS)
+    assert counts["r1"] == Tally(92, 0, ((0.005, 80), (0.01, 92), (INF, 92)))
+    assert counts["r2"] == Tally(10, 7, ((0.005, 0), (0.01, 0), (INF, 10)))
+    assert counts["none"] == Tally(1, 0, ())
+
+
+def test_an_interval_is_the_difference_over_pods_and_a_restarted_pod_counts_from_zero() -> None:
+    start = {"a": {"r2": Tally(10, 1, ((0.01, 10), (INF, 10)))}, "b": {"r2": Tally(50, 0, ((0.01, 50), (INF, 50)))}}
+    end = {
+        "a": {"r2": Tally(30, 6, ((0.01, 25), (INF, 30)))},
+        "b": {"r2": Tally(4, 0, ((0.01, 4), (INF, 4)))},  # restarted: fewer than at the start
+        "c": {"r2": Tally(1, 1, ((0.01, 1), (INF, 1)))},  # new since the start
+    }
+    assert analysis.window(start, end) == {"r2": Tally(25, 6, ((0.01, 20), (INF, 25)))}
+
+
+def test_p99_is_interpolated_in_its_bucket_like_histogram_quantile() -> None:
+    assert Tally(100, 0, ((0.01, 0), (0.02, 100), (INF, 100))).p99_ms() == pytest.approx(19.9)
+    assert Tally(100, 0, ((0.01, 98), (0.05, 100), (INF, 100))).p99_ms() == pytest.approx(30)
+    assert Tally(10, 0, ((0.01, 0), (INF, 10))).p99_ms() == pytest.approx(10)  # in +Inf: the highest bound
+    assert Tally().p99_ms() is None
+
+
+def test_the_gates_judge_the_canary_and_below_min_requests_nothing_is_judged() -> None:
+    stable = Tally(100, 0, ((0.005, 99), (0.01, 100), (INF, 100)))
+    fine = analysis.judge(GATES, Tally(20, 0, ((0.005, 19), (0.01, 20), (INF, 20))), stable)
+    assert fine.result == analysis.PASSED and all(m.passed for m in fine.metrics)
+    failing = analysis.judge(GATES, Tally(20, 12, ((0.005, 20), (INF, 20))), stable)
+    assert failing.result == analysis.FAILED and [m.name for m in failing.failed] == ["successRate"]
+    assert failing.failed[0].describe() == "successRate 40 (threshold >= 95 %)"
+    slow = analysis.judge(GATES, Tally(20, 0, ((0.005, 0), (0.05, 20), (INF, 20))), stable)
+    assert [m.name for m in slow.failed] == ["p99LatencyRatio"], slow  # 49.6 ms: under 100, but 5x the stable's
+    few = analysis.judge(GATES, Tally(4, 4, ((0.005, 4), (INF, 4))), stable)
+    assert few.result == analysis.INCONCLUSIVE and few.metrics[0].value == 0 and few.metrics[0].passed is None
+
+
+def test_a_prometheus_query_is_judged_by_its_bounds() -> None:
+    gates = spec.Analysis(min_requests=1, prometheus=spec.Prometheus("http://p:9090", "q", max=0.05))
+    canary = Tally(10, 0, ((INF, 10),))
+    assert analysis.judge(gates, canary, Tally(), 0.01).result == analysis.PASSED
+    assert analysis.judge(gates, canary, Tally(), 0.5).failed[0].threshold == "<= 0.05"
+    assert analysis.judge(gates, canary, Tally(), None).result == analysis.INCONCLUSIVE  # Prometheus did not answer
+
+
+ANALYSIS = {"interval": "10s", "minRequests": 5, "minSuccessRate": 95, "failureLimit": 1}
+
+
+def _judged(analysis_spec: dict[str, Any]) -> Passes:
+    """Passes of a rollout with ``analysis_spec``, revision 2 at 20 % at second 2 (its first interval starts)."""
+    passes = Passes({**ROLLOUT_STEPS, "analysis": analysis_spec})
+    passes.run("https://models.example.com/iris/v1.joblib", 0)
+    passes.run(V2, 1)
+    return passes
+
+
+ROLLOUT_STEPS = {"steps": [{"setWeight": 20}, {"pause": {"duration": "60s"}}], "scaleDownDelay": "30s"}
+UP = {"r1": (2, None), "r2": (1, None)}
+
+
+def _counts(r1: int, r2: int, r2_errors: int) -> analysis.Snapshot:
+    return {
+        "router-a": {"r1": Tally(r1, 0, ((0.01, r1), (INF, r1))), "r2": Tally(r2, r2_errors, ((0.01, r2), (INF, r2)))}
+    }
+
+
+def test_a_canary_that_fails_more_intervals_than_failure_limit_is_aborted_with_the_metric_named() -> None:
+    passes = _judged(ANALYSIS)
+    started = passes.run(V2, 2, UP, _counts(0, 0, 0))
+    assert served(started) == {"r1": 80, "r2": 20} and started.wake == 10.0  # the first interval, 10 s
+    assert started.baseline == (passes.at(2), _counts(0, 0, 0))
+    once = passes.run(V2, 12, UP, _counts(80, 20, 15))
+    assert served(once) == {"r1": 80, "r2": 20} and passes.events[-1] == "AnalysisFailed"  # 1 failure is allowed
+    judged = passes.status["rollout"]["analysis"]
+    assert (judged["failedIntervals"], judged["lastInterval"]["requests"]) == (1, 20), judged
+    assert judged["lastInterval"]["metrics"] == [
+        {"name": "successRate", "value": 25.0, "threshold": ">= 95 %", "passed": False}
+    ]
+    aborted = passes.run(V2, 22, UP, _counts(160, 40, 30))
+    assert served(aborted) == {"r1": 100} and passes.status["rollout"]["phase"] == "Aborted"
+    assert passes.messages[-1] == (
+        "revision 2 failed its analysis: successRate 25 (threshold >= 95 %), with 15 5xx of 20 answers in the last"
+        " 10 s (2 failed intervals; failureLimit 1); all traffic is back on revision 1"
+    )
+
+
+def test_an_interval_with_too_few_answers_is_inconclusive_and_a_restart_starts_the_interval_again() -> None:
+    passes = _judged(ANALYSIS)
+    passes.run(V2, 2, UP, _counts(0, 0, 0))
+    quiet = passes.run(V2, 12, UP, _counts(10, 2, 2))
+    assert quiet.state.judged is not None and quiet.state.judged.inconclusive == 1
+    # A restarted operator has lost the counts of the interval's start: the interval starts again, counts kept.
+    passes.baseline = None
+    again = passes.run(V2, 15, UP, _counts(10, 2, 2))
+    assert again.state.judged is not None and again.state.judged.started == passes.at(15) and again.wake == 10.0
+    assert (again.state.judged.inconclusive, again.state.phase) == (1, "Paused")
+    good = passes.run(V2, 25, UP, _counts(90, 22, 2))
+    assert good.state.judged is not None and good.state.judged.passed == 1
+    promoted = passes.run(V2, 62, UP, _counts(200, 50, 2))  # the pause ends: promoted, the analysis stops
+    assert served(promoted) == {"r2": 100, "r1": 0}
+    assert passes.status["rollout"]["analysis"]["passedIntervals"] == 2  # the last interval was judged first
+
+
+def test_analysis_fields_are_checked_and_name_their_field() -> None:
+    def refused(analysis_spec: dict[str, Any]) -> str:
+        raw = resource(
+            variants=[{"name": "stable", "modelUri": "https://m.example.com/m.joblib", "modelSha256": SHA}],
+            rollout={"steps": [{"setWeight": 50}], "analysis": analysis_spec},
+        )
+        with pytest.raises(spec.SpecError) as err:
+            spec.parse(raw, default_image="i")
+        return str(err.value)
+
+    assert refused({"interval": "10s"}).startswith("spec.rollout.analysis: set at least one of minSuccessRate")
+    assert refused({"minSuccessRate": 101}).startswith("spec.rollout.analysis.minSuccessRate: a number from 0 to 100")
+    assert refused({"prometheus": {"address": "p:9090", "query": "up", "max": 1}}).startswith(
+        "spec.rollout.analysis.prometheus.address:"
+    )
+    assert refused({"prometheus": {"address": "http://p:9090", "query": "up"}}) == (
+        "spec.rollout.analysis.prometheus: set min, max or both"
+    )
