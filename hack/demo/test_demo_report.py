@@ -185,9 +185,11 @@ def test_the_rollout_report_gives_each_steps_share_and_the_outcome() -> None:
     assert share(answers, "r1=80,r2=20") == (20.0, 10)
     assert share(answers, "r1=50,r2=50") == (0.0, 1) and share(answers, "r2=100") == (0.0, 0)
     failing, broken = Rollback(3, 100.0, 123.4, 0.5), Rollback(4, 200.0, 209.6, None)
-    outcome = Outcome(61.6, {"r1=80,r2=20": (17.8, 965), "r1=50,r2=50": (52.2, 1033)}, 1.2, failing, broken, answers)
+    outcome = Outcome(
+        61.6, {"r1=80,r2=20": (17.8, 965), "r1=50,r2=50": (52.2, 1033)}, 1.8, 1.5, failing, broken, answers
+    )
     text = report(outcome)
     assert "| setWeight 20 |     965 |" in text and "17.8 %" in text and "52.2 %" in text, text
     assert "promoted 62 s after" in text and "aborted after 10 s" in text and "1 of 11 requests failed" in text
     assert "aborted by the analysis 23 s after the edit (the last answer of revision 3 0.5 s after the abort)" in text
-    assert "its last answer 1.2 s after the edit" in text
+    assert "its last answer 1.8 s after the command started (it took 1.5 s)" in text

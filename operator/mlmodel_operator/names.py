@@ -31,6 +31,8 @@ ROUTER_APP = "mlmodel-router"
 ANNOTATION_ROUTER_CONFIG = f"{GROUP}/router-config"
 # A digest of what the operator applied to a child: a change means the apply changes the child.
 ANNOTATION_APPLIED = f"{GROUP}/applied"
+# On a ModelDeployment: what a person asks of its rollout (``kubectl mlmodel promote``, ...), see ``actions``.
+ANNOTATION_ROLLOUT_ACTION = f"{GROUP}/rollout-action"
 
 SERVER_CONTAINER = "server"
 HTTP_PORT_NAME = "http"

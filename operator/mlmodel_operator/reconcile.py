@@ -366,7 +366,16 @@ def _event(body: Mapping[str, Any], kind: str, reason: str, message: str, now: s
 
 
 def _changed(previous: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    return any(previous.get(key) != value for key, value in new.items())
+    return any(_set(previous.get(key)) != _set(value) for key, value in new.items())
+
+
+def _set(value: Any) -> Any:
+    """``value`` without its null fields: a field written as null is one the API server removes."""
+    if isinstance(value, Mapping):
+        return {k: _set(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_set(v) for v in value]
+    return value
 
 
 def _transition_events(body: Mapping[str, Any], previous: Mapping[str, Any], new: Mapping[str, Any], now: str) -> None:

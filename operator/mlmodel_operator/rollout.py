@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from mlmodel_operator import analysis, spec, status
+from mlmodel_operator import actions, analysis, spec, status
 from mlmodel_operator.spec import Analysis, ModelDeployment, Prometheus
 
 MAX_REVISIONS = 10
@@ -105,6 +105,8 @@ class State:
     previous: int | None = None
     promoted: str | None = None
     judged: Judged | None = None  # with spec.rollout.analysis, once the canary got traffic
+    held: bool = False  # paused by a person (kubectl mlmodel pause) until resumed or promoted
+    handled: str = ""  # the id of the last action taken (see ``actions``)
 
     @property
     def rolling(self) -> bool:
@@ -164,6 +166,8 @@ def _state(raw: Mapping[str, Any]) -> State:
         message=str(raw.get("message", "")),
         previous=raw.get("previousRevision"),
         promoted=raw.get("promotedAt"),
+        held=bool(raw.get("paused", False)),
+        handled=str(raw.get("lastAction") or ""),
         judged=None
         if not judged
         else Judged(
@@ -224,18 +228,31 @@ def plan(
                 leaving, back = state.stable, state.previous
                 message = f"undone: revision {back} serves all traffic again, revision {leaving} stays up"
                 message += f" for {md.rollout.scale_down_delay:g} s"
-                state = State(back, step=len(steps), since=now, message=message, previous=leaving, promoted=now)
+                state = State(
+                    back,
+                    step=len(steps),
+                    since=now,
+                    message=message,
+                    previous=leaving,
+                    promoted=now,
+                    handled=state.handled,
+                )
                 events.append(("Normal", "RolloutUndone", message))
             else:
                 number = max(r.number for r in revisions) + 1
                 revisions.append(made(number, PROGRESSING))
-                state = replace(state, canary=number, step=0, since=now, weight=0, phase=PROGRESSING, judged=None)
+                state = replace(
+                    state, canary=number, step=0, since=now, weight=0, phase=PROGRESSING, judged=None, held=False
+                )
                 state = replace(state, message=f"revision {number} is rolling out")
                 events.append(("Normal", "RolloutStarted", f"revision {number} replaces revision {state.stable}"))
+    skip = None
+    if md.action is not None and md.action.id != state.handled:
+        state, skip = _act(md.action, state, wanted, {r.number: r for r in revisions}, now, events, mark)
     wake: float | None = None
     baseline = None
     if state.rolling and state.canary is not None:
-        state, wake, baseline = _advance(md, state, observed, readings, now, events, mark)
+        state, wake, baseline = _advance(md, state, observed, readings, now, events, mark, skip)
     if state.previous is not None and state.promoted is not None:
         left = md.rollout.scale_down_delay - _seconds(state.promoted, now)
         if left <= 0:
@@ -245,10 +262,46 @@ def plan(
     in_play = {state.stable, *(n for n in (state.canary, state.previous) if n is not None)}
     while len(revisions) > MAX_REVISIONS:  # the oldest that no longer serves goes
         revisions.remove(next(r for r in revisions if r.number not in in_play))
-    # Only a revision in play keeps its spec (to run it): the status stays small.
-    revisions = [r if r.number in in_play else replace(r, template="") for r in revisions]
     serving = _serving(md, state, {r.number: r for r in revisions})
     return Plan(serving, state, tuple(revisions), tuple(events), wake, baseline)
+
+
+def _act(
+    action: actions.Action,
+    state: State,
+    wanted: str,
+    revisions: Mapping[int, Revision],
+    now: str,
+    events: list[tuple[str, str, str]],
+    mark: Callable[[int, str], None],
+) -> tuple[State, str | None]:
+    """Take a person's action, once: the state it leads to, and what the steps skip in this pass (``PAUSE``: the
+    pause under way, ``RESUME``: a pause that waits for a person, ``PROMOTE_FULL``: every step left)."""
+    said = f"kubectl mlmodel {action.verb} (revision {action.revision})"
+    state = replace(state, handled=action.id)
+    rolling = state.rolling and state.canary == action.revision
+    if action.verb == actions.RETRY and state.phase == ABORTED and state.canary == action.revision:
+        if wanted != revisions[action.revision].template:
+            events.append(("Warning", "ActionIgnored", f"{said}: the spec is no longer that revision's"))
+            return state, None
+        mark(action.revision, PROGRESSING)
+        message = f"revision {action.revision} is rolling out again"
+        events.append(("Normal", "RolloutStarted", f"{message}: {said}"))
+        state = replace(state, phase=PROGRESSING, step=0, since=now, weight=0, judged=None, held=False)
+        return replace(state, message=message), None
+    if not rolling:
+        what = f"revision {action.revision} is not rolling out" + (
+            f" (revision {state.canary} is)" if state.rolling else ""
+        )
+        events.append(("Warning", "ActionIgnored", f"{said}: {what}"))
+        return state, None
+    events.append(("Normal", "ActionTaken", said))
+    if action.verb == actions.ABORT:
+        return replace(state, message=f"revision {action.revision} aborted by {said}"), actions.ABORT
+    if action.verb == actions.PAUSE:
+        return replace(state, held=True), None
+    skip = {actions.PROMOTE: actions.PAUSE, actions.RESUME: actions.RESUME}.get(action.verb, action.verb)
+    return replace(state, held=False), skip
 
 
 def _advance(
@@ -259,16 +312,18 @@ def _advance(
     now: str,
     events: list[tuple[str, str, str]],
     mark: Callable[[int, str], None],
+    skip: str | None = None,
 ) -> tuple[State, float | None, Baseline | None]:
     """Walk the steps as far as they go now: a failed canary aborts, and so does one that failed its analysis
-    more than ``failureLimit`` times; a weight waits for a ready canary. Also the wake (when a pause or an
-    interval ends) and the counts the interval under way started from."""
+    more than ``failureLimit`` times; a weight waits for a ready canary, a pause for its time or a person.
+    ``skip`` is what a person's action skips (see ``_act``). Also the wake (when a pause or an interval ends)
+    and the counts the interval under way started from."""
     assert md.rollout is not None and state.canary is not None
     steps, gates = md.rollout.steps, md.rollout.analysis
     canary = state.canary
-    if name(canary) not in observed:  # the operator just started: look at the canary first
+    if name(canary) not in observed and skip is None:  # the operator just started: look at the canary first
         return state, 1.0, None
-    ready, failure = observed[name(canary)]
+    ready, failure = observed.get(name(canary), (0, None))
 
     def abort(message: str) -> tuple[State, None, None]:
         mark(canary, ABORTED)
@@ -278,8 +333,14 @@ def _advance(
 
     if failure is not None:
         return abort(f"revision {canary} failed: {failure}")
+    if skip == actions.ABORT:
+        return abort(state.message)
+    if skip == actions.PROMOTE_FULL:
+        state = replace(state, step=len(steps))
     baseline = None
-    if gates is not None and state.weight > 0:  # an interval that ends now is judged by the step it ran in
+    judging = gates is not None and state.weight > 0 and skip != actions.PROMOTE_FULL
+    if judging:  # an interval that ends now is judged by the step it ran in
+        assert gates is not None
         state, verdict, baseline = _judge(gates, state, readings, now)
         if verdict is not None and verdict.result == analysis.FAILED:
             assert state.judged is not None
@@ -294,6 +355,10 @@ def _advance(
     while state.step < len(steps):
         step = steps[state.step]
         label = f"step {state.step + 1}/{len(steps)}"
+        if state.held:
+            message = f"{label}: paused by kubectl mlmodel pause with revision {canary} at {state.weight} %"
+            state = replace(state, message=message, phase=PAUSED)
+            break
         if step.set_weight is not None:
             if not ready or not observed.get(ROUTER, (1, None))[0]:
                 state = replace(state, message=f"{label}: waiting for revision {canary} to be ready")
@@ -301,10 +366,18 @@ def _advance(
             events.append(("Normal", "RolloutStep", f"{label}: revision {canary} gets {step.set_weight} %"))
             state = replace(state, step=state.step + 1, since=now, weight=step.set_weight)
             continue
-        assert step.pause_seconds is not None
-        left = step.pause_seconds - _seconds(state.since, now)
-        if left > 0:
+        # A pause: promote ends it, resume ends one that waits for a person.
+        if skip == actions.PAUSE or (skip == actions.RESUME and step.pause_seconds is None):
+            skip = None
+            state = replace(state, step=state.step + 1, since=now, phase=PROGRESSING)
+            continue
+        if step.pause_seconds is None:
+            message = f"{label}: paused until kubectl mlmodel promote or resume, revision {canary} at {state.weight} %"
+            left = None
+        else:
             message = f"{label}: pause {step.pause_seconds:g} s with revision {canary} at {state.weight} %"
+            left = step.pause_seconds - _seconds(state.since, now)
+        if left is None or left > 0:
             if state.message != message:
                 events.append(("Normal", "RolloutPaused", message))
             state, wake = replace(state, message=message, phase=PAUSED), left
@@ -324,6 +397,7 @@ def _advance(
             previous=state.stable,
             promoted=now,
             judged=state.judged,
+            handled=state.handled,
         )
         return promoted, md.rollout.scale_down_delay, None
     if gates is not None and state.weight > 0:
@@ -414,13 +488,15 @@ def with_rollout(
         "canaryWeight": state.weight if state.rolling else 0,
         "message": state.message,
     }
-    for key, number in (("canaryRevision", state.canary), ("previousRevision", state.previous)):
-        if number is not None:
-            rollout[key] = number
-    if state.promoted is not None:
-        rollout["promotedAt"] = state.promoted
-    if state.judged is not None:
-        rollout["analysis"] = state.judged.status()
+    # Each optional field, null when unset: the status is merged into the object, and null removes it there.
+    rollout |= {
+        "canaryRevision": state.canary,
+        "previousRevision": state.previous,
+        "promotedAt": state.promoted,
+        "paused": True if state.held else None,
+        "lastAction": state.handled or None,
+        "analysis": None if state.judged is None else state.judged.status(),
+    }
     return {
         **computed,
         "conditions": list(conditions.values()),

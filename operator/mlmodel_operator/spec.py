@@ -14,7 +14,7 @@ from decimal import ROUND_CEILING
 from typing import Any
 from urllib.parse import urlparse
 
-from mlmodel_operator import names, quantity
+from mlmodel_operator import actions, names, quantity
 
 _HEADER = re.compile(r"[A-Za-z0-9][-A-Za-z0-9]{0,63}")
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
@@ -27,6 +27,7 @@ DEFAULT_MODEL_CACHE = 1 << 30  # bytes: modelCacheSize when unset (the CRD's des
 DEFAULT_MAX_REQUEST = 10 << 20  # bytes: maxRequestSize when unset, the server's own default (MAX_BODY_BYTES)
 DEFAULT_MIRROR_BUFFER = 4 << 20  # bytes: routing.mirror.bufferSize when unset
 DEFAULT_CONNECTIONS_PER_CLIENT = 64  # routing.connectionsPerClient when unset
+_ACTION = names.ANNOTATION_ROLLOUT_ACTION
 _MAX_BYTES = 2**60  # 1Ei: more than any disk
 
 
@@ -130,7 +131,8 @@ class Routing:
 
 @dataclass(frozen=True)
 class Step:
-    """One step of a rollout: give the new revision ``set_weight`` percent, or wait ``pause_seconds``."""
+    """One step of a rollout: give the new revision ``set_weight`` percent, or wait ``pause_seconds``; neither:
+    wait for a person (``pause: {}``, until ``kubectl mlmodel promote`` or ``resume``)."""
 
     set_weight: int | None = None
     pause_seconds: float | None = None
@@ -180,6 +182,7 @@ class ModelDeployment:
     routing: Routing = Routing()
     max_request_bytes: int | None = None  # spec.maxRequestSize; None: the server's default, DEFAULT_MAX_REQUEST
     rollout: Rollout | None = None
+    action: actions.Action | None = None  # what a person asks of the rollout (an annotation)
 
     @property
     def request_limit(self) -> int:
@@ -221,6 +224,11 @@ def parse(body: Mapping[str, Any], *, default_image: str) -> ModelDeployment:
     rollout = spec.get("rollout")
     if rollout is not None and len(variants) != 1:
         raise SpecError(f"spec.rollout: needs exactly one variant (the one it rolls out), got {len(variants)}")
+    action = (metadata.get("annotations") or {}).get(_ACTION)
+    try:
+        requested = None if action is None else actions.parse(action)
+    except actions.ActionError as err:
+        raise SpecError(f"metadata.annotations[{_ACTION}]: {err}") from None
     return ModelDeployment(
         name=metadata["name"],
         namespace=metadata.get("namespace", "default"),
@@ -231,6 +239,7 @@ def parse(body: Mapping[str, Any], *, default_image: str) -> ModelDeployment:
         routing=routing,
         max_request_bytes=None if limit is None else _bytes("spec.maxRequestSize", limit),
         rollout=None if rollout is None else _rollout(rollout),
+        action=requested,
     )
 
 
@@ -246,8 +255,10 @@ def _rollout(raw: Mapping[str, Any]) -> Rollout:
             steps.append(
                 Step(pause_seconds=duration(f"spec.rollout.steps[{i}].pause.duration", item["pause"]["duration"]))
             )
+        elif "pause" in item:
+            steps.append(Step())
         else:
-            raise SpecError(f"spec.rollout.steps[{i}]: a step is setWeight: N or pause: {{duration: 30s}}")
+            raise SpecError(f"spec.rollout.steps[{i}]: a step is setWeight: N, pause: {{duration: 30s}} or pause: {{}}")
     if not steps:
         raise SpecError("spec.rollout.steps: at least one step is required")
     delay = raw.get("scaleDownDelay")

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mlmodel_operator import rollout, spec
+from mlmodel_operator import names, rollout, spec
 from mlmodel_operator.analysis import Snapshot
 from test_render import SHA, resource
 
@@ -41,8 +41,11 @@ class Passes:
         at: float,
         observed: Mapping[str, tuple[int, str | None]] | None = None,
         counts: Snapshot | None = None,
+        action: str | None = None,
     ) -> rollout.Plan:
         raw = body(uri, self.plan)
+        if action is not None:
+            raw["metadata"]["annotations"] = {names.ANNOTATION_ROLLOUT_ACTION: action}
         md = spec.parse(raw, default_image="mlmodel-server:0.1.0")
         readings = rollout.Readings(self.baseline, lambda: counts or {})
         plan = rollout.plan(md, raw["spec"]["variants"][0], self.status, observed or {}, self.at(at), readings)
@@ -155,3 +158,65 @@ def test_the_previous_spec_applied_again_while_its_revision_is_up_takes_all_traf
     # Once the previous revision has gone, its spec again is a new revision, rolled out by the steps.
     again = passes.run(V2, 52, {"r1": (2, None)})
     assert served(again) == {"r1": 100, "r3": 0}
+
+
+STEPS_FOR_A_PERSON = {
+    "steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {"duration": "60s"}}, {"setWeight": 80}],
+    "scaleDownDelay": "30s",
+}
+UP = {"r1": (2, None), "r2": (1, None)}
+
+
+def test_a_pause_with_no_duration_waits_for_a_person_and_each_action_is_taken_once() -> None:
+    passes = Passes(STEPS_FOR_A_PERSON)
+    passes.run("https://models.example.com/iris/v1.joblib", 0)
+    passes.run(V2, 1)
+    waiting = passes.run(V2, 2, UP)
+    assert served(waiting) == {"r1": 80, "r2": 20} and waiting.wake is None  # no time ends this pause
+    assert "paused until kubectl mlmodel promote or resume" in waiting.state.message
+    assert passes.run(V2, 600, UP).state.step == 1  # still there, ten minutes on
+    resumed = passes.run(V2, 601, UP, action="resume 2 a1")
+    assert served(resumed) == {"r1": 50, "r2": 50} and resumed.wake == 60.0  # on to the timed pause
+    assert passes.status["rollout"]["lastAction"] == "a1" and passes.events[-2:] == ["RolloutStep", "RolloutPaused"]
+    again = passes.run(V2, 602, UP, action="resume 2 a1")  # the annotation stays: nothing more happens
+    assert again.state.step == 3 and "ActionTaken" not in passes.events[-1:]
+    held = passes.run(V2, 603, UP, action="pause 2 a2")
+    assert held.state.held and passes.status["rollout"]["paused"] is True and held.state.phase == "Paused"
+    still = passes.run(V2, 700, UP, action="pause 2 a2")  # the timed pause is over, but a person holds it
+    assert served(still) == {"r1": 50, "r2": 50} and "paused by kubectl mlmodel pause" in still.state.message
+    promoted = passes.run(V2, 701, UP, action="promote 2 a3")  # the pause under way ends: the next step
+    assert served(promoted) == {"r2": 100, "r1": 0} and not promoted.state.held
+    assert passes.events.count("ActionTaken") == 3
+
+
+def test_promote_full_skips_the_steps_abort_sends_traffic_back_and_retry_starts_again() -> None:
+    passes = Passes(STEPS_FOR_A_PERSON)
+    passes.run("https://models.example.com/iris/v1.joblib", 0)
+    passes.run(V2, 1)
+    passes.run(V2, 2, UP)
+    aborted = passes.run(V2, 3, UP, action="abort 2 b1")
+    assert served(aborted) == {"r1": 100} and aborted.state.phase == "Aborted"
+    assert passes.messages[-1] == (
+        "revision 2 aborted by kubectl mlmodel abort (revision 2); all traffic is back on revision 1"
+    )
+    ignored = passes.run(V2, 4, UP, action="promote 2 b2")  # nothing rolls out to promote
+    assert ignored.state.phase == "Aborted" and passes.events[-1] == "ActionIgnored"
+    retried = passes.run(V2, 5, {"r1": (2, None)}, action="retry 2 b3")
+    assert served(retried) == {"r1": 100, "r2": 0} and retried.state.phase == "Progressing"
+    assert [r["outcome"] for r in passes.status["revisions"]] == ["Promoted", "Progressing"]
+    passes.run(V2, 6, UP, action="retry 2 b3")
+    full = passes.run(V2, 7, UP, action="promote-full 2 b4")
+    assert served(full) == {"r2": 100, "r1": 0} and passes.status["rollout"]["phase"] == "Promoted"
+    stale = passes.run(V2, 8, UP, action="abort 2 b5")  # for a rollout that is over
+    assert stale.state.phase == "Promoted" and "revision 2 is not rolling out" in passes.messages[-1]
+
+
+def test_an_action_annotation_that_is_not_one_names_its_field() -> None:
+    raw = body()
+    raw["metadata"]["annotations"] = {names.ANNOTATION_ROLLOUT_ACTION: "promote soon"}
+    try:
+        spec.parse(raw, default_image="i")
+    except spec.SpecError as err:
+        assert str(err).startswith("metadata.annotations[mlmodel.io/rollout-action]: expected '<promote|")
+    else:
+        raise AssertionError("a bad action was taken")

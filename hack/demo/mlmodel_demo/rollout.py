@@ -1,6 +1,6 @@
 """The automated rollout live, as ``make demo`` shows it after the canary: ``iris-rollout.yaml`` applied as it
-is, a new model (iris-v2) rolled out by the example's steps under a steady load and promoted, the previous model
-applied again (an undo: its revision, still up, takes all traffic back at once), then a model that answers 500
+is, a new model (iris-v2) rolled out by the example's steps under a steady load and promoted, then undone with
+``kubectl mlmodel undo`` (revision 1, still up, takes all traffic back at once), then a model that answers 500
 for most flowers (iris-5xx) aborted by the analysis, and a model that does not load (a wrong digest) aborted,
 while revision 1 goes on serving. ``tests/e2e/test_rollout_e2e.py`` runs it and asserts every number."""
 
@@ -55,7 +55,8 @@ class Outcome:
 
     promoted_seconds: float
     shares: dict[str, tuple[float, int]]
-    undo_seconds: float  # from the undo's edit to the last answer of revision 2
+    undo_seconds: float  # from the start of kubectl mlmodel undo to the last answer of revision 2
+    undo_command_seconds: float  # how long the command took (it patches the spec just before it returns)
     failing: Rollback
     broken: Rollback
     results: list[Result]
@@ -113,19 +114,25 @@ def run(steps: Steps, cluster: Cluster, namespace: str, models: Path) -> Outcome
     with steps.step("rollout", f"kubectl apply -f {ROLLOUT_EXAMPLE.relative_to(REPO)}, until revision 1 serves"):
         cluster.kubectl("-n", namespace, "apply", "-f", str(ROLLOUT_EXAMPLE))
         wait_settled(cluster, namespace, timeout=300)
-    v1, v2 = digests(models)
+    _, v2 = digests(models)
     with cluster.service_url(namespace, "iris", 80) as base, constant_load(base, RATE, IRIS_MIX) as load:
         cluster.wait_until("traffic", lambda: len(load.results) > 100, 30)
         with steps.step("rollout-good", "a new model, iris-v2: by the steps, promoted") as step:
             promoted = change(cluster, namespace, (V2, v2), {"stableRevision": 2}, PROMOTED_SECONDS)
             step.note = f"promoted {promoted:.0f} s after the edit"
-        with steps.step("rollout-undo", "the previous model applied again: revision 1 takes all traffic back") as step:
-            undone = time.monotonic()
-            change(cluster, namespace, (V1, v1), {"stableRevision": 1}, 60)
+        with steps.step("rollout-undo", "kubectl mlmodel undo iris: revision 1 takes all traffic back") as step:
+            started = time.monotonic()
+            cluster.mlmodel("undo", "iris", "-n", namespace)
+            command = time.monotonic() - started  # the spec is patched just before the plugin returns
+            until = {"stableRevision": 1}
+            what = "revision 1 back"
+            cluster.wait_until(what, lambda: until.items() <= rollout_status(cluster, namespace).items(), 60, 0.2)
             back = time.monotonic()
             cluster.wait_until("answers after the undo", lambda: len(load.since(back + 2)) > 50, 30)
-            undo = max((r.sent for r in load.since(undone) if r.variant == "r2"), default=undone) - undone
-            step.note = f"the last answer of revision 2 {undo:.1f} s after the edit"
+            undo = max((r.sent for r in load.since(started) if r.variant == "r2"), default=started) - started
+            step.note = (
+                f"the last answer of revision 2 {undo:.1f} s after it started (the command took {command:.1f} s)"
+            )
         with steps.step("rollout-5xx", "a model that answers 500 for most flowers: aborted by the analysis") as step:
             failing = rollback(cluster, namespace, (FIVE_XX, digest(models, FIVE_XX)), 3, load.results)
             step.note = f"aborted {failing.seconds:.0f} s after the edit"
@@ -133,7 +140,8 @@ def run(steps: Steps, cluster: Cluster, namespace: str, models: Path) -> Outcome
             broken = rollback(cluster, namespace, (V1, WRONG_DIGEST), 4, load.results)
             step.note = f"aborted {broken.seconds:.0f} s after the edit"
         results = list(load.results)
-    return Outcome(promoted, {w: share(results, w) for w in SHARES}, undo, failing, broken, results)
+    shares = {w: share(results, w) for w in SHARES}
+    return Outcome(promoted, shares, undo, command, failing, broken, results)
 
 
 def report(outcome: Outcome) -> str:
@@ -146,8 +154,9 @@ def report(outcome: Outcome) -> str:
         [
             table(["step", "answers", "revision 2's share"], rows, left={2}),
             "",
-            f"Revision 2 promoted {outcome.promoted_seconds:.0f} s after the model changed; undone (the previous"
-            f" model applied again), its last answer {outcome.undo_seconds:.1f} s after the edit; a model that"
+            f"Revision 2 promoted {outcome.promoted_seconds:.0f} s after the model changed; undone (kubectl mlmodel"
+            f" undo), its last answer {outcome.undo_seconds:.1f} s after the command started (it took"
+            f" {outcome.undo_command_seconds:.1f} s); a model that"
             f" answers 500 for most flowers aborted by the analysis {outcome.failing.seconds:.0f} s after the edit"
             f" ({outcome.failing.after()});"
             f" a model that does not load aborted after {outcome.broken.seconds:.0f} s; revision 1 serving"

@@ -29,10 +29,14 @@ SERVER_IMAGE = "mlmodel-server:0.1.0"
 
 
 def run(
-    argv: list[str], input: str | None = None, check: bool = True, timeout: float = 120
+    argv: list[str],
+    input: str | None = None,
+    check: bool = True,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a tool (kubectl, helm) and, with ``check``, fail the test with its output when it fails."""
-    p = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+    p = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, check=False, env=env)
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
@@ -62,6 +66,13 @@ class Cluster:
     ) -> subprocess.CompletedProcess[str]:
         """``kubectl <args>`` against this cluster (see ``run``)."""
         return run([self.kubectl_bin, "--kubeconfig", str(self.kubeconfig), *args], input, check, timeout)
+
+    def mlmodel(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``kubectl mlmodel <args>``: the plugin (``make install`` puts it in .venv/bin), found by kubectl on PATH.
+        kubectl hands a plugin no flags of its own, so the kubeconfig goes in the environment."""
+        path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": path}
+        return run([self.kubectl_bin, "mlmodel", *args], check=check, env=env)
 
     def kubectl_json(self, *args: str) -> Any:
         """``kubectl <args> -o json``, parsed."""

@@ -1,0 +1,36 @@
+"""What a person asks of a rollout, through ``kubectl mlmodel`` (or by hand): one annotation on the
+ModelDeployment, ``mlmodel.io/rollout-action: "<verb> <revision> <id>"``. Pure.
+
+The operator takes an action once: it records its id in ``status.rollout.lastAction``, so an annotation that
+stays (or an operator that restarts) does nothing more. The revision is the one the person saw: an action for a
+revision the rollout has left behind is ignored, with an Event that says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROMOTE, PROMOTE_FULL, ABORT, RETRY, PAUSE, RESUME = "promote", "promote-full", "abort", "retry", "pause", "resume"
+VERBS = (PROMOTE, PROMOTE_FULL, ABORT, RETRY, PAUSE, RESUME)
+
+
+class ActionError(ValueError):
+    """The annotation is not an action."""
+
+
+@dataclass(frozen=True)
+class Action:
+    verb: str
+    revision: int
+    id: str
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.revision} {self.id}"
+
+
+def parse(text: str) -> Action:
+    """The action an annotation's value holds."""
+    parts = text.split()
+    if len(parts) != 3 or parts[0] not in VERBS or not parts[1].isdigit():
+        raise ActionError(f"expected '<{'|'.join(VERBS)}> <revision> <id>', got {text!r}")
+    return Action(parts[0], int(parts[1]), parts[2])

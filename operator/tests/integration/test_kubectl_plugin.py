@@ -1,0 +1,126 @@
+"""``kubectl mlmodel`` against a real kube-apiserver and the operator, run by kubectl itself (the plugin found on
+PATH) as a user with only ``edit`` in the namespace (the chart's aggregated ClusterRoles give it ModelDeployments).
+
+The variants run no pod (``replicas: 0``), so a revision never gets traffic, whatever the cluster: every command
+still acts, through the API, on a rollout that waits for its canary. Traffic moved by a plugin command on real
+pods: ``tests/e2e/test_rollout_e2e.py`` (undo).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mlmodel_operator import names
+from test_chart_rbac import release
+
+from conftest import REPO, Kubectl, eventually
+
+PLUGIN_DIR = REPO / ".venv" / "bin"  # make install puts kubectl-mlmodel there
+SHA = "a" * 64
+
+
+def _user(kubectl: Kubectl, namespace: str, role: str, tmp_path: Path) -> dict[str, str]:
+    """The environment of a user bound to the ClusterRole ``role`` in ``namespace`` only: a kubeconfig with a
+    ServiceAccount's token, and the plugin on PATH."""
+    account = f"{role}-user"
+    kubectl("create", "serviceaccount", account, "-n", namespace)
+    kubectl(
+        "create",
+        "rolebinding",
+        account,
+        "-n",
+        namespace,
+        f"--clusterrole={role}",
+        f"--serviceaccount={namespace}:{account}",
+    )
+    token = kubectl("create", "token", account, "-n", namespace).stdout.strip()
+    raw = kubectl.json("config", "view", "--raw", "--minify")
+    raw["users"] = [{"name": account, "user": {"token": token}}]
+    raw["contexts"][0]["context"] |= {"user": account, "namespace": namespace}
+    path = tmp_path / f"{role}.kubeconfig"
+    path.write_text(json.dumps(raw))
+    return {**os.environ, "KUBECONFIG": str(path), "PATH": f"{PLUGIN_DIR}:{os.environ['PATH']}"}
+
+
+def _plugin(kubectl: Kubectl, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [kubectl.binary, "mlmodel", *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+
+
+def _md(namespace: str, name: str, variants: list[dict[str, Any]], rollout: dict[str, Any] | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"variants": variants} | ({"rollout": rollout} if rollout else {})
+    meta = {"name": name, "namespace": namespace}
+    return {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": meta, "spec": spec}
+
+
+def _model(version: str) -> dict[str, Any]:
+    uri = f"https://models.example.com/iris/{version}.joblib"
+    return {"name": "stable", "modelUri": uri, "modelSha256": SHA, "replicas": 0}
+
+
+def test_every_command_works_for_a_user_with_only_edit_and_errors_are_one_line(
+    kubectl: Kubectl, namespace: str, operator: Callable[..., Any], tmp_path: Path
+) -> None:
+    operator()
+    with release(kubectl, f"{namespace}-chart", "--set", "rbac.aggregateClusterRoles=true"):
+        edit, view = (_user(kubectl, namespace, role, tmp_path) for role in ("edit", "view"))
+        rollout = {"steps": [{"setWeight": 50}, {"pause": {}}], "scaleDownDelay": "10m"}
+        kubectl.apply(_md(namespace, "iris", [_model("v1")], rollout))
+        manual = [{**_model("v1"), "weight": 90}, {**_model("v2"), "name": "canary", "weight": 10}]
+        kubectl.apply(_md(namespace, "ab", manual, None))
+
+        def rollout_status() -> dict[str, Any]:
+            got = kubectl.get("md", "iris", namespace) or {}
+            return dict((got.get("status") or {}).get("rollout") or {})
+
+        def run(*args: str, env: dict[str, str] = edit) -> str:
+            done = _plugin(kubectl, env, *args)
+            assert done.returncode == 0, (args, done.stdout, done.stderr, rollout_status().get("message"))
+            return done.stdout
+
+        def refused(*args: str, env: dict[str, str] = edit) -> str:
+            done = _plugin(kubectl, env, *args)
+            assert done.returncode == 1 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done
+            return done.stderr
+
+        def new_model(version: str, revision: int) -> None:
+            patch = [{"op": "replace", "path": "/spec/variants/0/modelUri", "value": _model(version)["modelUri"]}]
+            kubectl("patch", "md", "iris", "-n", namespace, "--type=json", "-p", json.dumps(patch))
+            eventually(lambda: rollout_status().get("canaryRevision") == revision, f"revision {revision} to start")
+
+        eventually(lambda: rollout_status().get("stableRevision") == 1, "revision 1")
+        new_model("v2", 2)
+        assert "paused by kubectl mlmodel pause" in run("pause", "iris") and rollout_status().get("paused") is True
+        run("resume", "iris")
+        assert "paused" not in rollout_status()
+        assert "revision 2 promoted" in run("promote", "iris", "--full")
+        assert rollout_status()["stableRevision"] == 2
+        # Undo: revision 1's spec applied again, while it is still up: it takes all traffic back at once.
+        assert "revision 1's spec applied again" in run("undo", "iris")
+        eventually(lambda: rollout_status().get("stableRevision") == 1, "the undo")
+        got = kubectl.get("md", "iris", namespace)
+        assert got is not None and got["spec"]["variants"][0]["modelUri"].endswith("/v1.joblib")
+        new_model("v3", 3)
+        assert "all traffic is back on revision 1" in run("abort", "iris")
+        assert rollout_status()["phase"] == "Aborted"
+        assert "rolling out again" in run("retry", "iris")
+        assert run("promote", "iris").startswith("iris: promote revision 3:")
+        history = run("history", "iris").splitlines()
+        assert history[0].split() == ["REVISION", "MODEL", "DIGEST", "IMAGE", "CREATED", "OUTCOME"], history
+        assert [row.split()[0] for row in history[1:]] == ["1", "2", "3"] and history[-1].endswith("Progressing")
+        shown = run("status", "iris")
+        assert "Phase:      Progressing" in shown and "<- now" in shown and "REVISION" in shown, shown
+        # A manual ModelDeployment's weights.
+        assert run("set-weight", "ab", "stable=70", "canary=30").strip() == "ab: weights stable=70 canary=30"
+        weights = [v["weight"] for v in (kubectl.get("md", "ab", namespace) or {})["spec"]["variants"]]
+        assert weights == [70, 30]
+        # One-line errors: a wrong name, a wrong variant, no permission (the rest, pure: ../test_plugin.py).
+        assert "not found" in refused("status", "nope")
+        assert "has no variant 'shadow' (its variants: stable, canary)" in refused("set-weight", "ab", "shadow=10")
+        assert "is forbidden" in refused("pause", "iris", env=view)
