@@ -211,13 +211,13 @@ class _Failing(_Variant):
 
 
 class _Sluggish(_Variant):
-    delay = 0.06
+    delay = 0.2
     received: ClassVar[list[tuple[str, str, bytes]]] = []
 
 
 def test_a_rollouts_analysis_judges_each_variant_by_the_routers_own_counts(tmp_path: Path) -> None:
     """What the operator reads of a real router (``analysis.parse`` of its /metrics, before and after): a variant
-    that answers 500 fails the success rate, one that answers 200 but slower fails the p99 latency gates."""
+    that answers 500 fails the success rate, one that answers 200 but 0.2 s later fails the p99 latency gates."""
     md = parsed(variants=WITH_SHADOW, routing=PINNABLE)
     upstreams = {"stable": "127.0.0.8", "canary": "127.0.0.9", "shadow": "127.0.0.10"}
     handlers = {"127.0.0.8": _Variant, "127.0.0.9": _Failing, "127.0.0.10": _Sluggish}
@@ -234,7 +234,8 @@ def test_a_rollouts_analysis_judges_each_variant_by_the_routers_own_counts(tmp_p
     gates = spec.Analysis(min_requests=20, min_success_rate=95, max_p99_ms=50, max_p99_ratio=3)
     failing = analysis.judge(gates, counts["canary"], counts["stable"])
     assert (failing.requests, failing.errors) == (20, 20) and failing.metrics[0].value == 0, failing
-    assert [m.name for m in failing.failed] == ["successRate"], failing
+    # Its latency is the stable variant's, but 20 answers make a p99 that one slow answer moves: not asserted.
+    assert failing.failed[0].name == "successRate", failing
     slow = analysis.judge(gates, counts["shadow"], counts["stable"])
     assert (slow.requests, slow.errors) == (20, 0) and [m.name for m in slow.failed] == [
         "p99LatencyMs",

@@ -1,13 +1,8 @@
-"""Monitoring against a real Prometheus: the pinned server (``.venv/bin/prometheus``) runs on this
-host, finds the cluster's pods through Kubernetes service discovery and scrapes those annotated
-``prometheus.io/scrape`` (the operator, the servers, the router), with the chart's alerts loaded.
-After traffic to a two-variant ModelDeployment and a model that fails to load (its wrong digest named
-in Degraded, and never Ready), every expression of
-the dashboard and every alert's signal returns data, for each variant where it is per variant,
-and names only metrics that something exports.
-
-Pod IPs are reached directly: on the local provider the host is the node; on kind the harness routes
-the pod CIDR to the node.
+"""Monitoring against a real Prometheus (``mlmodel_testing.prometheus``: the pinned server on this host,
+scraping the cluster's annotated pods), with the chart's alerts loaded. After traffic to a two-variant
+ModelDeployment and a model that fails to load (its wrong digest named in Degraded, and never Ready), every
+expression of the dashboard (but its rollout row: ``test_rollout_e2e.py``) and every alert's signal returns data,
+for each variant where it is per variant, and names only metrics that something exports.
 """
 
 from __future__ import annotations
@@ -15,72 +10,30 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import socket
-import subprocess
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from mlmodel_testing.cluster import REPO, Cluster
+from mlmodel_testing.cluster import Cluster
 from mlmodel_testing.load import burst
 from mlmodel_testing.models import CANARY_EXAMPLE, WRONG_DIGEST, broken_model, deploy_model_store
+from mlmodel_testing.prometheus import dashboard_queries, get, query, serve
 from mlmodel_testing.release import CHART, helm, restricted_namespace
 from mlmodel_testing.status import is_true, snapshot
 
-PROMETHEUS = REPO / ".venv" / "bin" / "prometheus"
-DASHBOARD = CHART / "files" / "dashboard.json"
 VARIANTS = {"stable", "canary"}
 # An alert's expression is `<signal> <comparison> <number>` or `absent(<signal>)`.
 THRESHOLD = re.compile(r"(?s)(?P<signal>.*\S)\s*(?:>|<|==|!=|>=|<=)\s*[0-9.e+-]+")
 ABSENT = re.compile(r"(?s)absent\((?P<signal>.*)\)")
 
 
-def scrape_config(kubeconfig: Path) -> dict[str, Any]:
-    """The job a Prometheus without the Prometheus Operator needs (see the chart's README)."""
-    return {
-        "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
-        "rule_files": ["rules.yaml"],
-        "scrape_configs": [
-            {
-                "job_name": "kubernetes-pods",
-                # The operator's series carry the ModelDeployment's namespace: it wins over the pod's.
-                "honor_labels": True,
-                "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": str(kubeconfig)}],
-                "relabel_configs": [
-                    {
-                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
-                        "regex": "true",
-                        "action": "keep",
-                    },
-                    {
-                        "source_labels": ["__address__", "__meta_kubernetes_pod_annotation_prometheus_io_port"],
-                        "regex": r"([^:]+)(?::\d+)?;(\d+)",
-                        "replacement": "$1:$2",
-                        "target_label": "__address__",
-                    },
-                    {
-                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
-                        "regex": "(.+)",
-                        "target_label": "__metrics_path__",
-                    },
-                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                    {
-                        "source_labels": [
-                            "__meta_kubernetes_pod_label_app_kubernetes_io_name",
-                            "__meta_kubernetes_pod_label_app_kubernetes_io_instance",
-                        ],
-                        "regex": "mlmodel-server;(.+)",
-                        "target_label": "model",
-                    },
-                ],
-            }
-        ],
-    }
+@pytest.fixture
+def prometheus(cluster: Cluster, tmp_path: Path) -> Iterator[str]:
+    """A Prometheus server on this host, with the chart's alerts: its base URL."""
+    with serve(cluster, tmp_path, alert_rules(cluster)) as base:
+        yield base
 
 
 def alert_rules(cluster: Cluster) -> dict[str, Any]:
@@ -90,54 +43,6 @@ def alert_rules(cluster: Cluster) -> dict[str, Any]:
     return rule["spec"]  # type: ignore[no-any-return]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def prometheus(cluster: Cluster, tmp_path: Path) -> Iterator[str]:
-    """A Prometheus server on this host; yields its base URL, prints its log on failure."""
-    if not PROMETHEUS.exists():
-        pytest.fail(f"{PROMETHEUS} is missing: run `make install`", pytrace=False)
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(scrape_config(cluster.kubeconfig)))
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(alert_rules(cluster)))
-    port = _free_port()
-    log = (tmp_path / "prometheus.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(PROMETHEUS),
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        cluster.wait_until("Prometheus to be ready", lambda: _get(f"{base}/-/ready"), 60)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
-        print(f"\n===== prometheus log (last lines) =====\n{(tmp_path / 'prometheus.log').read_text()[-4000:]}")
-
-
-def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as reply:
-        return str(reply.read().decode())
-
-
-def query(base: str, expr: str) -> list[dict[str, Any]]:
-    """The instant vector ``expr`` returns now (an error is a failure, not an empty result)."""
-    reply = json.loads(_get(f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"))
-    assert reply["status"] == "success", reply
-    return reply["data"]["result"]  # type: ignore[no-any-return]
-
-
 def signal(expr: str) -> str:
     """What an alert watches: its expression without the threshold, or inside ``absent``."""
     for pattern in (ABSENT, THRESHOLD):
@@ -145,26 +50,6 @@ def signal(expr: str) -> str:
         if found:
             return found.group("signal")
     raise AssertionError(f"an alert expression of unknown shape: {expr}")
-
-
-def dashboard_queries(namespace: str) -> dict[str, str]:
-    """Every query of the dashboard (panels and variables), with its variables filled in."""
-    board = json.loads(DASHBOARD.read_text())
-    out = {}
-    for panel in board["panels"]:
-        for target in panel.get("targets", []):
-            out[f"{panel['title']} {target['refId']}"] = target["expr"]
-    for variable in board["templating"]["list"]:
-        if variable["type"] == "query":
-            found = re.fullmatch(r"label_values\((.*), (\w+)\)", variable["query"]["query"])
-            assert found, variable
-            out[f"variable {variable['name']}"] = f"count by ({found.group(2)}) ({found.group(1)})"
-    fill = {"$namespace": namespace, "$model": "iris", "$__rate_interval": "1m"}
-    for name, expr in out.items():
-        for var, value in fill.items():
-            expr = expr.replace(var, value)
-        out[name] = expr
-    return out
 
 
 def missing(base: str, expr: str, namespace: str) -> str | None:
@@ -231,11 +116,11 @@ def test_dashboard_and_alerts_have_data_for_every_variant(
         raise AssertionError(f"expressions without data:\n{lines}") from None
 
     # Every metric named anywhere is exported by something that was scraped.
-    exported = set(json.loads(_get(f"{prometheus}/api/v1/label/__name__/values"))["data"])
+    exported = set(json.loads(get(f"{prometheus}/api/v1/label/__name__/values"))["data"])
     named = set(re.findall(r"\bmlmodel_[a-z0-9_]+", json.dumps(expressions)))
     assert named <= exported, named - exported
     # The alerts load and evaluate without error, and none fires on a healthy ModelDeployment.
-    loaded = json.loads(_get(f"{prometheus}/api/v1/rules"))["data"]["groups"]
+    loaded = json.loads(get(f"{prometheus}/api/v1/rules"))["data"]["groups"]
     states = {r["name"]: (r["health"], r["state"]) for g in loaded for r in g["rules"]}
     assert len(states) == 7 and all(health == "ok" for health, _ in states.values()), states
     # Other tests' ModelDeployments may fire alerts meanwhile (the suite runs side by side): this namespace's only.

@@ -11,6 +11,7 @@ Every request is a new connection with no retry (``load.call``); every number is
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from mlmodel_demo.steps import Steps
 from mlmodel_testing.cluster import Cluster
 from mlmodel_testing.load import IRIS_MIX, constant_load, summary
 from mlmodel_testing.models import ROLLOUT_EXAMPLE, SLOW, V1, V2, WRONG_DIGEST, deploy_model_store, digest, digests
+from mlmodel_testing.prometheus import dashboard_queries, query, serve
 from mlmodel_testing.release import NAMESPACE, leader_metrics, leader_pod
 from mlmodel_testing.status import wait_settled
 
@@ -30,8 +32,16 @@ INTERVAL = 10  # the example's analysis interval, in seconds
 SLOW_RATE = 20  # requests/s while the slow model rolls out
 
 
+@pytest.fixture
+def prometheus(cluster: Cluster, tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus scraping the cluster (the operator too): its base URL."""
+    (tmp_path / "prometheus").mkdir()
+    with serve(cluster, tmp_path / "prometheus") as base:
+        yield base
+
+
 def test_the_example_promotes_a_good_model_and_aborts_a_failing_a_slow_and_a_broken_one(
-    cluster: Cluster, namespace: str, operator: None, models: Path, tmp_path: Path
+    cluster: Cluster, namespace: str, operator: None, models: Path, tmp_path: Path, prometheus: str
 ) -> None:
     deploy_model_store(cluster, namespace, models)
     outcome = rollout.run(Steps(workdir=tmp_path), cluster, namespace, models)
@@ -77,6 +87,14 @@ def test_the_example_promotes_a_good_model_and_aborts_a_failing_a_slow_and_a_bro
     reasons = set(_reasons(cluster, namespace))
     expected = {"RolloutStarted", "RolloutStep", "RolloutPaused", "RolloutPromoted", "RolloutUndone", "RolloutAborted"}
     assert expected | {"AnalysisFailed"} <= reasons, reasons
+    # The dashboard's rollout row has data for this rollout, from a real Prometheus scraping the operator.
+    panels = dashboard_queries(namespace, rollout=True)
+    assert len(panels) == 5, panels
+    cluster.wait_until("the rollout panels' data", lambda: all(query(prometheus, e) for e in panels.values()), 60, 5)
+    phases = {r["metric"]["phase"]: r["value"][1] for r in query(prometheus, panels["Rollout phase A"])}
+    assert phases == {"Aborted": "1"}, phases
+    gates = {r["metric"]["metric"] for r in query(prometheus, panels["Analysis: each gate's value A"])}
+    assert gates == {"successRate", "p99LatencyRatio"}, gates
     # Revision 2 stayed up, with no traffic, for scaleDownDelay (30 s) after the undo, then went.
     cluster.wait_until(
         "revision 2's Deployment to go",

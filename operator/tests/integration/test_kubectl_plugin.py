@@ -68,7 +68,8 @@ def test_every_command_works_for_a_user_with_only_edit_and_errors_are_one_line(
     kubectl: Kubectl, namespace: str, operator: Callable[..., Any], tmp_path: Path
 ) -> None:
     operator()
-    with release(kubectl, f"{namespace}-chart", "--set", "rbac.aggregateClusterRoles=true"):
+    # The chart's aggregated ClusterRoles; its operator runs no pod (this test runs its own, for its namespace only).
+    with release(kubectl, f"{namespace}-chart", "--set", "rbac.aggregateClusterRoles=true,replicaCount=0"):
         edit, view = (_user(kubectl, namespace, role, tmp_path) for role in ("edit", "view"))
         rollout = {"steps": [{"setWeight": 50}, {"pause": {}}], "scaleDownDelay": "10m"}
         kubectl.apply(_md(namespace, "iris", [_model("v1")], rollout))
