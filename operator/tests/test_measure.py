@@ -8,7 +8,6 @@ import http.server
 import json
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 from mlmodel_operator import analysis, cache, measure, names
 from mlmodel_operator.spec import Prometheus
 from test_analysis import METRICS
+from test_router_nginx import serving
 
 ROUTER, SILENT = "127.0.0.11", "127.0.0.12"  # a router pod that answers, and one whose address answers nothing
 PROMETHEUS = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "prometheus"
@@ -35,15 +35,8 @@ class _Router(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@contextlib.contextmanager
-def _router() -> Iterator[None]:
-    server = http.server.ThreadingHTTPServer((ROUTER, names.ROUTER_ADMIN_PORT), _Router)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield
-    finally:
-        server.shutdown()
-        server.server_close()
+def _router() -> contextlib.AbstractContextManager[None]:
+    return serving(ROUTER, _Router, names.ROUTER_ADMIN_PORT)
 
 
 def _pod(name: str, ip: str | None) -> dict[str, Any]:

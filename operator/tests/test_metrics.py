@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mlmodel_operator import metrics
 from prometheus_client import REGISTRY
 
@@ -31,7 +33,7 @@ def test_conditions_replace_the_ones_shown_before_and_go_with_the_resource() -> 
 def test_a_rollouts_phase_step_weight_and_analysis_are_shown_and_follow_it() -> None:
     where = {"namespace": "ml", "name": "rollout-test"}
     metric = {"name": "successRate", "value": 33.3, "threshold": ">= 95 %", "passed": False}
-    judged = {"passedIntervals": 2, "failedIntervals": 1, "inconclusiveIntervals": 0}
+    judged: dict[str, Any] = {"passedIntervals": 2, "failedIntervals": 1, "inconclusiveIntervals": 0}
     judged |= {"lastInterval": {"result": "Failed", "metrics": [metric, {"name": "prometheus", "threshold": "<= 1"}]}}
     rollout = {"phase": "Paused", "currentStepIndex": 1, "canaryWeight": 20, "analysis": judged}
     metrics.passed("ml", "rollout-test", {"conditions": [], "rollout": rollout})

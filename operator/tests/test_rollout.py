@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from mlmodel_operator import names, rollout, spec
 from mlmodel_operator.analysis import Snapshot
 from test_render import SHA, resource
@@ -214,9 +215,7 @@ def test_promote_full_skips_the_steps_abort_sends_traffic_back_and_retry_starts_
 def test_an_action_annotation_that_is_not_one_names_its_field() -> None:
     raw = body()
     raw["metadata"]["annotations"] = {names.ANNOTATION_ROLLOUT_ACTION: "promote soon"}
-    try:
+    with pytest.raises(
+        spec.SpecError, match=r"^metadata\.annotations\[mlmodel\.io/rollout-action\]: expected '<promote\|"
+    ):
         spec.parse(raw, default_image="i")
-    except spec.SpecError as err:
-        assert str(err).startswith("metadata.annotations[mlmodel.io/rollout-action]: expected '<promote|")
-    else:
-        raise AssertionError("a bad action was taken")

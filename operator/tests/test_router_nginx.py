@@ -83,8 +83,11 @@ def _refused(host: str, port: int) -> bool:
 
 
 @contextlib.contextmanager
-def _serving(address: str, handler: type[_Variant]) -> Iterator[None]:
-    server = http.server.ThreadingHTTPServer((address, names.SERVICE_PORT), handler)
+def serving(
+    address: str, handler: type[http.server.BaseHTTPRequestHandler], port: int = names.SERVICE_PORT
+) -> Iterator[None]:
+    """``handler`` serving on ``address``:``port`` (a variant's Service port by default) until the block ends."""
+    server = http.server.ThreadingHTTPServer((address, port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield
@@ -128,7 +131,7 @@ def router(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """The two-variant config: stable answers, canary's address refuses connections."""
     assert _refused(DOWN, names.SERVICE_PORT), f"{DOWN}:{names.SERVICE_PORT} must have nothing listening"
     md = parsed(variants=TWO, routing=PINNABLE)
-    with _serving(UP, _Variant), _nginx(tmp_path, md, {"stable": UP, "canary": DOWN}) as urls:
+    with serving(UP, _Variant), _nginx(tmp_path, md, {"stable": UP, "canary": DOWN}) as urls:
         yield urls
 
 
@@ -172,7 +175,7 @@ def test_a_slow_failing_mirror_neither_slows_nor_fails_the_primary(tmp_path: Pat
     200 at once, on new connections and on one kept alive, and the copies are counted on their own."""
     md = parsed(variants=WITH_SHADOW, routing={"mirror": {"variant": "shadow", "percent": 100}, **PINNABLE})
     upstreams = {"stable": UP, "canary": UP, "shadow": SLOW}
-    with _serving(UP, _Variant), _serving(SLOW, _Slow), _nginx(tmp_path, md, upstreams) as (base, metrics):
+    with serving(UP, _Variant), serving(SLOW, _Slow), _nginx(tmp_path, md, upstreams) as (base, metrics):
         timed = []
         kept = _connection(base)
         for i in range(6):
@@ -223,7 +226,7 @@ def test_a_rollouts_analysis_judges_each_variant_by_the_routers_own_counts(tmp_p
     handlers = {"127.0.0.8": _Variant, "127.0.0.9": _Failing, "127.0.0.10": _Sluggish}
     with contextlib.ExitStack() as stack:
         for address, handler in handlers.items():
-            stack.enter_context(_serving(address, handler))
+            stack.enter_context(serving(address, handler))
         base, metrics = stack.enter_context(_nginx(tmp_path, md, upstreams))
         with urllib.request.urlopen(metrics, timeout=5) as r:
             start = {"pod": analysis.parse(r.read().decode())}
@@ -261,7 +264,7 @@ def _variants(*served: tuple[str, str]) -> Iterator[dict[str, type[_Variant]]]:
     handlers = {variant: _named(variant) for variant, _ in served}
     with contextlib.ExitStack() as stack:
         for variant, address in served:
-            stack.enter_context(_serving(address, handlers[variant]))
+            stack.enter_context(serving(address, handlers[variant]))
         yield handlers
 
 
