@@ -70,8 +70,10 @@ def test_the_example_promotes_a_good_model_and_aborts_a_failing_a_slow_and_a_bro
         slow = rollout.rollback(cluster, namespace, (SLOW, digest(models, SLOW)), 5, load.results)
         results = list(load.results)
     assert not [r for r in results if r.status != 200], summary(results)
+    # Within 3 intervals of its first answer, not 2 as iris-5xx: on a busy host (the suite side by side) the stable
+    # revision slows too, and one interval's p99 ratio can stay under the gate's 4.
     answered = [r.sent for r in results if r.variant == "r5"]
-    assert answered and slow.aborted - min(answered) <= 2 * INTERVAL + 2, (slow, answered[:1])
+    assert answered and slow.aborted - min(answered) <= 3 * INTERVAL + 2, (slow, answered[:1])
     assert slow.last_answer is None or slow.last_answer <= BACK_SECONDS, slow
     aborts = _messages(cluster, namespace, "RolloutAborted")
     assert any("revision 5 failed its analysis: p99LatencyRatio" in m for m in aborts), aborts
@@ -108,13 +110,21 @@ def test_the_example_promotes_a_good_model_and_aborts_a_failing_a_slow_and_a_bro
 def test_the_leader_killed_mid_rollout_goes_on_at_the_same_step_and_an_abort_stays(
     cluster: Cluster, namespace: str, operator: None, models: Path
 ) -> None:
-    """The leader is force-deleted while revision 2 pauses at step 2 of 4: the new leader goes on from that step
-    (never back to step 0, one RolloutStarted) to the promotion. Then a model that does not load is aborted, the
-    leader killed again, and the new one, once it has passed the ModelDeployment, keeps it aborted."""
+    """Under 20 requests/s, the leader is force-deleted while revision 2 pauses at step 2 of 4: the new leader goes
+    on from that step (never back to step 0, one RolloutStarted, the analysis judging on) to the promotion. Then a
+    model that does not load is aborted, the leader killed again, and the new one, once it has passed the
+    ModelDeployment, keeps it aborted. Not one request fails."""
     deploy_model_store(cluster, namespace, models)
     cluster.kubectl("-n", namespace, "apply", "-f", str(ROLLOUT_EXAMPLE))
     wait_settled(cluster, namespace, timeout=300)
     _, v2 = digests(models)
+    with cluster.service_url(namespace, "iris", 80) as base, constant_load(base, SLOW_RATE, IRIS_MIX) as load:
+        _kill_mid_rollout(cluster, namespace, v2)
+        results = list(load.results)
+    assert len(results) > 1000 and not [r for r in results if r.status != 200], summary(results)
+
+
+def _kill_mid_rollout(cluster: Cluster, namespace: str, v2: str) -> None:
     rollout.set_model(cluster, namespace, V2, v2)
     paused = cluster.wait_until(
         "the first pause", lambda: _at(cluster, namespace, "Paused"), rollout.PROMOTED_SECONDS, 0.5
@@ -131,6 +141,9 @@ def test_the_leader_killed_mid_rollout_goes_on_at_the_same_step_and_an_abort_sta
     steps = [s["currentStepIndex"] for s in seen if s.get("canaryRevision") == 2 and s["phase"] != "Promoted"]
     assert steps == sorted(steps) and min(steps, default=1) >= 1, steps  # never back to step 0
     assert _reasons(cluster, namespace).count("RolloutStarted") == 1
+    # The analysis went on under the new leader: intervals judged on the traffic (and passed: it was promoted).
+    judged = seen[-1]["analysis"]
+    assert judged["passedIntervals"] >= 1, judged
 
     rollout.set_model(cluster, namespace, V1, WRONG_DIGEST)
     cluster.wait_until("revision 3 to be aborted", lambda: _at(cluster, namespace, "Aborted"), 120, 0.5)

@@ -22,6 +22,7 @@ from mlmodel_demo.report import bar, table
 from mlmodel_demo.steps import Steps
 
 RATE = 50  # requests/s: about 1,000 at each 20 s step of the example, to judge each share within 5 points
+ROLLBACK_RATE = 20  # requests/s for the bad models: 40 answers of the canary a 10 s interval at 20 %
 PROMOTED_SECONDS = 180  # the example's promise: a good model promoted in under 3 minutes
 SHARES = {"r1=80,r2=20": 20, "r1=50,r2=50": 50}  # X-Router-Weights at each setWeight -> revision 2's percent
 
@@ -109,13 +110,18 @@ def share(results: list[Result], weights: str) -> tuple[float, int]:
 
 
 def run(steps: Steps, cluster: Cluster, namespace: str, models: Path) -> Outcome:
-    """The example (its model store in ``namespace`` serving ``models``), then iris-v2 rolled out and a model
-    that does not load aborted, under ``RATE`` requests a second through the entry Service."""
+    """The example (its model store in ``namespace`` serving ``models``), then iris-v2 rolled out under ``RATE``
+    requests a second through the entry Service, and undone; then the bad models, under ``ROLLBACK_RATE``."""
     with steps.step("rollout", f"kubectl apply -f {ROLLOUT_EXAMPLE.relative_to(REPO)}, until revision 1 serves"):
         cluster.kubectl("-n", namespace, "apply", "-f", str(ROLLOUT_EXAMPLE))
         wait_settled(cluster, namespace, timeout=300)
+    with cluster.service_url(namespace, "iris", 80) as base:
+        return _steps(steps, cluster, namespace, models, base)
+
+
+def _steps(steps: Steps, cluster: Cluster, namespace: str, models: Path, base: str) -> Outcome:
     _, v2 = digests(models)
-    with cluster.service_url(namespace, "iris", 80) as base, constant_load(base, RATE, IRIS_MIX) as load:
+    with constant_load(base, RATE, IRIS_MIX) as load:
         cluster.wait_until("traffic", lambda: len(load.results) > 100, 30)
         with steps.step("rollout-good", "a new model, iris-v2: by the steps, promoted") as step:
             promoted = change(cluster, namespace, (V2, v2), {"stableRevision": 2}, PROMOTED_SECONDS)
@@ -133,13 +139,15 @@ def run(steps: Steps, cluster: Cluster, namespace: str, models: Path) -> Outcome
             step.note = (
                 f"the last answer of revision 2 {undo:.1f} s after it started (the command took {command:.1f} s)"
             )
+        good = list(load.results)
+    with constant_load(base, ROLLBACK_RATE, IRIS_MIX) as load:
         with steps.step("rollout-5xx", "a model that answers 500 for most flowers: aborted by the analysis") as step:
             failing = rollback(cluster, namespace, (FIVE_XX, digest(models, FIVE_XX)), 3, load.results)
             step.note = f"aborted {failing.seconds:.0f} s after the edit"
         with steps.step("rollout-bad", "a model that does not load (a wrong digest): aborted") as step:
             broken = rollback(cluster, namespace, (V1, WRONG_DIGEST), 4, load.results)
             step.note = f"aborted {broken.seconds:.0f} s after the edit"
-        results = list(load.results)
+        results = good + list(load.results)
     shares = {w: share(results, w) for w in SHARES}
     return Outcome(promoted, shares, undo, command, failing, broken, results)
 
