@@ -40,8 +40,9 @@ def _read(pod: Mapping[str, Any]) -> tuple[str, dict[str, analysis.Tally] | None
 
 
 def routers(pods: Iterable[Mapping[str, Any]]) -> analysis.Snapshot:
-    """The counts of every router pod in ``pods`` that has an IP and answers."""
-    running = [p for p in pods if (p.get("status") or {}).get("podIP") and not p["metadata"].get("deletionTimestamp")]
+    """The counts of every router pod in ``pods`` that has an IP and answers (one shutting down too: it serves
+    until it has drained)."""
+    running = [p for p in pods if (p.get("status") or {}).get("podIP")]
     if not running:
         return {}
     with ThreadPoolExecutor(min(_READERS, len(running))) as readers:

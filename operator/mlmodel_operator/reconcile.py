@@ -12,7 +12,20 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from mlmodel_operator import cache, drift, kube, measure, metrics, names, netpol, render, rollout, spec, status
+from mlmodel_operator import (
+    analysis,
+    cache,
+    drift,
+    kube,
+    measure,
+    metrics,
+    names,
+    netpol,
+    render,
+    rollout,
+    spec,
+    status,
+)
 from mlmodel_operator.router import objects, traffic
 from mlmodel_operator.spec import ModelDeployment
 from mlmodel_operator.status import Observed
@@ -319,10 +332,15 @@ def sync(
     plan = None
     if md.rollout is not None:  # the revisions in play, as variants
         raw = body["spec"]["variants"][0]
-        pods = functools.partial(store.list_objects, "v1", "Pod", md.namespace, names.router_selector(md.name))
-        readings = rollout.Readings(memory.get("baseline"), lambda: measure.routers(pods()), measure.query)
+        readings = rollout.Readings(
+            memory.get("baseline"), functools.partial(_routers, md, store, memory), measure.query
+        )
+        if md.rollout.analysis is not None and memory.get("baseline"):
+            readings.routers()  # every pass of an interval: a router pod that goes before its end still counts
         plan = rollout.plan(md, raw, previous, memory.get("observed") or {}, now, readings)
         memory["baseline"] = plan.baseline
+        if plan.baseline is None:
+            memory.pop("routers", None)
     outcome = reconcile(plan.md if plan else md, previous, now, router_image, store, access, source)
     computed, wake = outcome.status, None
     if plan is not None:
@@ -344,6 +362,14 @@ def sync(
     memory["status"] = computed
     changed = computed if _changed(actual, computed) else None
     return Verdict(changed, settled=outcome.settled, retry=outcome.retry, weights=outcome.weights, wake=wake)
+
+
+def _routers(md: ModelDeployment, store: cache.Store, memory: MutableMapping[str, Any]) -> analysis.Snapshot:
+    """Every router pod's counts: read now from those running, the last read of those gone since (kept in
+    ``memory`` while the analysis's intervals run)."""
+    kept = memory.setdefault("routers", {})
+    kept.update(measure.routers(store.list_objects("v1", "Pod", md.namespace, names.router_selector(md.name))))
+    return dict(kept)
 
 
 def _observed(outcome: Outcome) -> dict[str, tuple[int, str | None]]:

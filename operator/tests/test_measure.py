@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mlmodel_operator import analysis, cache, measure, names
+from mlmodel_operator import analysis, cache, measure, names, reconcile, spec
 from mlmodel_operator.spec import Prometheus
 from test_analysis import METRICS
+from test_render import resource
 from test_router_nginx import serving
 
 ROUTER, SILENT = "127.0.0.11", "127.0.0.12"  # a router pod that answers, and one whose address answers nothing
@@ -60,6 +61,18 @@ def test_every_router_pod_the_cache_knows_is_read_and_one_that_does_not_answer_i
     assert read == {"iris-router-a": analysis.parse(METRICS)}
     assert time.monotonic() - started < measure.TIMEOUT_SECONDS + 1
     assert measure.routers([]) == {}
+
+
+def test_a_router_pod_that_goes_mid_interval_keeps_its_last_counts() -> None:
+    """What the analysis reads during a rollout (``reconcile._routers``): a router pod deleted before the interval
+    ends (a new router configuration rolls the pods) still counts what it answered until its last read."""
+    store, memory = cache.Store(), dict[str, Any]()
+    md = spec.parse(resource(), default_image="i")
+    store.replace("Pod", None, [_pod("iris-router-a", ROUTER)])
+    with _router():
+        first = reconcile._routers(md, store, memory)
+    store.replace("Pod", None, [])
+    assert first == reconcile._routers(md, store, memory) == {"iris-router-a": analysis.parse(METRICS)}
 
 
 def test_a_prometheus_query_is_read_from_a_real_prometheus(tmp_path: Path) -> None:
