@@ -46,7 +46,8 @@ def up(steps: Steps, cluster: Cluster) -> None:
     """Steps 4-6, then the canary live."""
     with steps.step("chart", "operator (helm upgrade --install charts/mlmodel)") as step:
         step.note = install_chart(cluster)
-    with steps.step("models", f"example models iris, iris-v2 in the model store of namespace {NAMESPACE}") as step:
+    what = f"the example models (iris, iris-v2; iris-5xx, iris-slow to abort) in the model store of {NAMESPACE}"
+    with steps.step("models", what) as step:
         restricted_namespace(cluster, NAMESPACE)
         digests = serve_models(cluster, NAMESPACE, WORKDIR / "models")
         step.note = ", ".join(f"{name} sha256 {sha[:12]}" for name, sha in digests.items())
