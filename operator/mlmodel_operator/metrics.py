@@ -53,8 +53,8 @@ def _series(namespace: str, name: str, status: Mapping[str, Any]) -> dict[Series
         out[(ROLLOUT_STEP, (namespace, name))] = float(rollout.get("currentStepIndex") or 0)
         out[(ROLLOUT_WEIGHT, (namespace, name))] = float(rollout.get("canaryWeight") or 0)
     analysis = rollout.get("analysis") or {}
-    for result in ("passed", "failed", "inconclusive"):
-        if analysis:
+    if analysis:
+        for result in ("passed", "failed", "inconclusive"):
             out[(ANALYSIS_INTERVALS, (namespace, name, result))] = float(analysis.get(f"{result}Intervals") or 0)
     for metric in (analysis.get("lastInterval") or {}).get("metrics") or []:
         if metric.get("value") is not None:

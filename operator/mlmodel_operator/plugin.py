@@ -79,11 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _connect(context: str | None, namespace: str | None) -> tuple[client.CustomObjectsApi, str]:
     try:
         config.load_kube_config(context=context)
-        _, active = config.list_kube_config_contexts()
+        contexts, active = config.list_kube_config_contexts()
     except (config.ConfigException, OSError) as err:
         raise PluginError(f"no kubeconfig to use: {err}") from None
     if context is not None:
-        active = next(c for c in config.list_kube_config_contexts()[0] if c["name"] == context)
+        active = next(c for c in contexts if c["name"] == context)
     return client.CustomObjectsApi(), namespace or active["context"].get("namespace") or "default"
 
 

@@ -332,11 +332,11 @@ def sync(
     plan = None
     if md.rollout is not None:  # the revisions in play, as variants
         raw = body["spec"]["variants"][0]
-        readings = rollout.Readings(
-            memory.get("baseline"), functools.partial(_routers, md, store, memory), measure.query
-        )
+        # At most one read of the routers a pass, however many times the plan asks.
+        routers = functools.cache(functools.partial(_routers, md, store, memory))
+        readings = rollout.Readings(memory.get("baseline"), routers, measure.query)
         if md.rollout.analysis is not None and memory.get("baseline"):
-            readings.routers()  # every pass of an interval: a router pod that goes before its end still counts
+            routers()  # every pass of an interval: a router pod that goes before its end still counts
         plan = rollout.plan(md, raw, previous, memory.get("observed") or {}, now, readings)
         memory["baseline"] = plan.baseline
         if plan.baseline is None:
@@ -392,15 +392,15 @@ def _event(body: Mapping[str, Any], kind: str, reason: str, message: str, now: s
 
 
 def _changed(previous: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    return any(_set(previous.get(key)) != _set(value) for key, value in new.items())
+    return any(_without_nulls(previous.get(key)) != _without_nulls(value) for key, value in new.items())
 
 
-def _set(value: Any) -> Any:
+def _without_nulls(value: Any) -> Any:
     """``value`` without its null fields: a field written as null is one the API server removes."""
     if isinstance(value, Mapping):
-        return {k: _set(v) for k, v in value.items() if v is not None}
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return [_set(v) for v in value]
+        return [_without_nulls(v) for v in value]
     return value
 
 

@@ -36,7 +36,8 @@ ROUTER = "-router"  # in ``observed``: 1 once every router pod runs the configur
 @dataclass(frozen=True)
 class Revision:
     number: int
-    # The variant's spec (JSON) less name, weight, replicas and autoscaling, and its image; "" out of play.
+    # The variant's spec (JSON) less name, weight, replicas and autoscaling, and its image; "" in a status
+    # written before revisions kept it (only those in play did).
     template: str
     model_uri: str
     model_sha256: str | None

@@ -85,9 +85,14 @@ def change(cluster: Cluster, namespace: str, model: tuple[str, str], until: dict
     """A new model (URI, digest) for the only variant: the seconds until ``status.rollout`` has ``until``."""
     edited = time.monotonic()
     set_model(cluster, namespace, *model)
+    wait_for(cluster, namespace, until, timeout)
+    return time.monotonic() - edited
+
+
+def wait_for(cluster: Cluster, namespace: str, until: dict[str, object], timeout: float) -> None:
+    """Until ``status.rollout`` has ``until``."""
     what = f"status.rollout to have {until}"
     cluster.wait_until(what, lambda: until.items() <= rollout_status(cluster, namespace).items(), timeout, 0.2)
-    return time.monotonic() - edited
 
 
 def rollback(
@@ -130,9 +135,7 @@ def _steps(steps: Steps, cluster: Cluster, namespace: str, models: Path, base: s
             started = time.monotonic()
             cluster.mlmodel("undo", "iris", "-n", namespace)
             command = time.monotonic() - started  # the spec is patched just before the plugin returns
-            until = {"stableRevision": 1}
-            what = "revision 1 back"
-            cluster.wait_until(what, lambda: until.items() <= rollout_status(cluster, namespace).items(), 60, 0.2)
+            wait_for(cluster, namespace, {"stableRevision": 1}, 60)
             back = time.monotonic()
             cluster.wait_until("answers after the undo", lambda: len(load.since(back + 2)) > 50, 30)
             undo = max((r.sent for r in load.since(started) if r.variant == "r2"), default=started) - started
