@@ -96,34 +96,36 @@ test-integration: install cluster-up ## The CRD, the chart's RBAC and the operat
 	$(call pytest,integration,env KUBECONFIG=$(or $(MLMODEL_CLUSTER_DIR),$(CURDIR)/.cluster)/kubeconfig $(BIN)/pytest) \
 		-q -n 2 operator/tests/integration
 
-# After the install, two phases of lanes side by side, each lane one step after the other (a lane's output shows
-# when it ends). First: lint, the docs and the unit tests; the local cluster and the images; kind's cluster, the
-# integration tests on its API server (they run operators of their own, which must not meet the e2e suite's) and the
-# images loaded into kind.
-# Then, with the unit tests' CPU free again: the e2e suite on the local cluster, and on kind the smoke test and the
-# README's quickstart. Both phases run whatever the first one's outcome; then the 15
-# slowest tests. With MLMODEL_CLUSTER=kind there is one cluster: the integration tests run on it, before the suite.
+# After the install, three lanes side by side, each one step after the other (a lane's output shows when it ends),
+# each to its end whatever the others do:
+# - unit: lint, the docs and the unit tests;
+# - e2e: the local cluster, the images loaded into it, and the e2e suite on it as soon as they are (all but its
+#   teardown);
+# - kind: once the local cluster is up (a cold cache builds the Kubernetes binaries that kind's node image takes),
+#   kind's cluster, the integration tests on its API server (they run operators of their own, which must not meet
+#   the e2e suite's), the images loaded into kind, then the smoke test, the README's quickstart and ON_KIND.
+# Last, when no lane uses a cluster any more, the local cluster's teardown (its test sees every cluster program on
+# the host), and the 15 slowest tests. With MLMODEL_CLUSTER=kind there is one cluster: the integration tests run
+# on it, before the suite.
 test: install ## Every test: lint, docs, unit, integration, end-to-end on a real cluster, and the kind smoke test
-	@$(MAKE) --no-print-directory -j3 --output-sync=recurse lane-unit lane-images lane-integration; first=$$?; \
-	$(MAKE) --no-print-directory -j2 --output-sync=recurse lane-e2e lane-kind; second=$$?; \
-	$(STAGE) slowest 15; [ $$first = 0 ] && exit $$second
+	@$(MAKE) --no-print-directory -j3 --output-sync=recurse lane-unit lane-e2e lane-kind; lanes=$$?; \
+	$(e2e_teardown); teardown=$$?; \
+	$(STAGE) slowest 15; [ $$lanes = 0 ] && exit $$teardown
 
-.PHONY: lane-unit lane-images lane-integration lane-e2e lane-kind
+.PHONY: lane-unit lane-e2e lane-kind
 lane-unit:
 	@MAKEFLAGS= $(MAKE) --no-print-directory lint docs test-unit
-lane-images: cluster-up
-	@MAKEFLAGS= $(MAKE) --no-print-directory images
-lane-e2e:
-	@MAKEFLAGS= $(MAKE) --no-print-directory e2e-suite
 ifeq ($(MLMODEL_CLUSTER),kind)
-lane-integration: cluster-up
-	@MAKEFLAGS= $(MAKE) --no-print-directory test-integration
+lane-e2e: cluster-up
+	@MAKEFLAGS= $(MAKE) --no-print-directory test-integration; integration=$$?; \
+	MAKEFLAGS= $(MAKE) --no-print-directory images e2e-suite && exit $$integration
 lane-kind:
 else
-lane-integration: cluster-up # after it: a cold cache builds the Kubernetes binaries that kind's node image takes
-	@MAKEFLAGS= $(KIND_SMOKE) $(MAKE) --no-print-directory cluster-up test-integration images
-lane-kind:
-	@MAKEFLAGS= $(MAKE) --no-print-directory test-kind
+lane-e2e: cluster-up
+	@MAKEFLAGS= $(MAKE) --no-print-directory images e2e-suite
+lane-kind: cluster-up
+	@MAKEFLAGS= $(KIND_SMOKE) $(MAKE) --no-print-directory cluster-up test-integration images; integration=$$?; \
+	MAKEFLAGS= $(MAKE) --no-print-directory test-kind && exit $$integration
 endif
 
 # `make demo` makes the venv itself (its first step), so it starts with the system's python3.

@@ -24,9 +24,10 @@ kind-node-image: ## Build kind's node image (mlmodel/kind-node) here, from upstr
 images: ## Build mlmodel-server/-operator/-router images and load them into the cluster
 	@$(STAGE) run $(CLUSTER_STAGE)/images -- $(CLUSTER) images
 
-# The e2e suite in two runs: the tests that leave the shared release alone side by side, a test file to an xdist
-# worker (E2E_WORKERS), then those marked `serial` (they change the release, or need the cluster idle) one by one,
-# whatever the first run's outcome (the last of them takes the cluster down).
+# The e2e suite in three runs: the tests that leave the shared release alone side by side, a test file to an xdist
+# worker (E2E_WORKERS; the files with a test marked `long` go out first, so that the workers end together), then
+# those marked `serial` (they change the release, or need the cluster idle) one by one, whatever the first run's
+# outcome; and last the cluster's teardown (`make test` runs it itself, once no lane uses a cluster).
 E2E_WORKERS ?= 2
 # Three serial tests run on kind's cluster instead, beside the suite (lane-kind), when there are two clusters: the
 # chart's lifecycle, the writes of an idle cluster and the leader killed mid-rollout, which want a cluster of their
@@ -35,15 +36,17 @@ ON_KIND := tests/e2e/test_chart_lifecycle_e2e.py tests/e2e/test_operator_e2e.py:
 	tests/e2e/test_rollout_e2e.py::test_the_leader_killed_mid_rollout_goes_on_at_the_same_step_and_an_abort_stays
 E2E := tests/e2e --ignore=tests/e2e/kind $(if $(filter kind,$(MLMODEL_CLUSTER)),,$(addprefix --deselect=,$(ON_KIND)))
 define e2e_suite
-	$(call pytest,e2e/parallel,$(BIN)/pytest) $(E2E) -m "not serial" -n $(E2E_WORKERS) --dist loadfile; parallel=$$?; \
-	$(call pytest,e2e/serial,$(BIN)/pytest) $(E2E) -m serial && exit $$parallel
+	$(call pytest,e2e/parallel,$(BIN)/pytest) $(E2E) -m "not serial" -n $(E2E_WORKERS) --dist loadfile --no-loadscope-reorder; parallel=$$?; \
+	$(call pytest,e2e/serial,$(BIN)/pytest) $(E2E) -m "serial and not $(TEARDOWN)" && exit $$parallel
 endef
+TEARDOWN := tears_down_cluster
+e2e_teardown = $(call pytest,e2e/teardown,$(BIN)/pytest) $(E2E) -m $(TEARDOWN)
 
-test-e2e: install cluster-up images ## Run the end-to-end tests against the test cluster
-	$(e2e_suite)
+test-e2e: install cluster-up images ## Run the end-to-end tests against the test cluster, then take it down
+	@($(e2e_suite)); suite=$$?; $(e2e_teardown) && exit $$suite
 
 .PHONY: e2e-suite
-e2e-suite: # `make test`'s lane-cluster, which has brought the cluster and images up already
+e2e-suite: # `make test`'s lane-e2e, which has brought the cluster and images up already: all but the teardown
 	$(e2e_suite)
 
 # The provider that does not run the full suite gets a smoke test: kind here (the local provider runs the suite),

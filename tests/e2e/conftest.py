@@ -119,6 +119,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 SERIAL = "serial"
+LONG = "long"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -127,6 +128,9 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{SERIAL}: changes the shared release or needs the cluster idle; run after the others, one at a time",
     )
     config.addinivalue_line("markers", f"{TEARDOWN_MARK}: runs `make cluster-down`; ordered last (and serial)")
+    config.addinivalue_line(
+        "markers", f"{LONG}: takes minutes; its file goes to an xdist worker first, so that the workers end together"
+    )
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
@@ -134,4 +138,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker(TEARDOWN_MARK) is not None:
             item.add_marker(SERIAL)
-    items.sort(key=lambda it: it.get_closest_marker(TEARDOWN_MARK) is not None)
+    # xdist deals the files out in this order (`--no-loadscope-reorder`): the long ones first.
+    items.sort(key=lambda it: (it.get_closest_marker(TEARDOWN_MARK) is not None, it.get_closest_marker(LONG) is None))

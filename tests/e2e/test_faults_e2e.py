@@ -147,6 +147,7 @@ def _kill_every(cluster: Cluster, namespace: str, kills: int, force: bool) -> li
     return victims
 
 
+@pytest.mark.long
 def test_serving_pods_killed_and_a_new_model_rolled_out_under_50_requests_a_second(
     cluster: Cluster, namespace: str, operator: None, models: Path
 ) -> None:
@@ -234,6 +235,7 @@ def bad_canaries(models: Path, v2: str) -> dict[str, tuple[dict[str, Any], str, 
     }
 
 
+@pytest.mark.long
 def test_a_bad_canary_gets_no_request_is_degraded_within_60_s_and_its_fix_rolls_out(
     cluster: Cluster, namespace: str, operator: None, models: Path
 ) -> None:

@@ -40,6 +40,7 @@ def prometheus(cluster: Cluster, tmp_path: Path) -> Iterator[str]:
         yield base
 
 
+@pytest.mark.long
 def test_the_example_promotes_a_good_model_and_aborts_a_failing_a_slow_and_a_broken_one(
     cluster: Cluster, namespace: str, operator: None, models: Path, tmp_path: Path, prometheus: str
 ) -> None:

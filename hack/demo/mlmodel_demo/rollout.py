@@ -68,8 +68,11 @@ class Outcome:
 
 
 def rollout_status(cluster: Cluster, namespace: str) -> dict[str, Any]:
-    found = cluster.kubectl_json("-n", namespace, "get", "md", "iris")
-    return dict((found.get("status") or {}).get("rollout") or {})
+    return _rollout_of(cluster.kubectl_json("-n", namespace, "get", "md", "iris"))
+
+
+def _rollout_of(md: dict[str, Any]) -> dict[str, Any]:
+    return dict((md.get("status") or {}).get("rollout") or {})
 
 
 def set_model(cluster: Cluster, namespace: str, uri: str, sha: str) -> None:
@@ -92,7 +95,9 @@ def change(cluster: Cluster, namespace: str, model: tuple[str, str], until: dict
 def wait_for(cluster: Cluster, namespace: str, until: dict[str, object], timeout: float) -> None:
     """Until ``status.rollout`` has ``until``."""
     what = f"status.rollout to have {until}"
-    cluster.wait_until(what, lambda: until.items() <= rollout_status(cluster, namespace).items(), timeout, 0.2)
+    cluster.watch_until(
+        what, ["-n", namespace, "md", "iris"], lambda md: until.items() <= _rollout_of(md).items(), timeout
+    )
 
 
 def rollback(

@@ -9,10 +9,12 @@ of the Service), so callers never look at ``cluster.provider`` to decide how to 
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -20,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import IO, Any, Self
 
 REPO = Path(__file__).resolve().parents[3]
 HARNESS = [sys.executable, str(REPO / "hack" / "cluster" / "cluster.py")]
@@ -104,6 +106,29 @@ class Cluster:
                 raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
             time.sleep(interval)
 
+    def watch_until(self, what: str, args: list[str], probe: Callable[[Any], Any], timeout: float) -> Any:
+        """Until ``probe(object)`` is truthy for the object ``kubectl get <args>`` names, as one ``kubectl get
+        --watch`` streams its versions: each change seen as it is made, and one process for the whole wait, not a
+        kubectl a poll. A watch that ends is started again; AssertionError at the deadline."""
+        deadline = time.monotonic() + timeout
+        argv = [self.kubectl_bin, "--kubeconfig", str(self.kubeconfig), "get", *args, "--watch", "-o", "json"]
+        last: Any = None
+        error = ""  # the last a kubectl that ended said
+        while True:
+            with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+                assert proc.stdout is not None and proc.stderr is not None
+                try:
+                    for found in _objects(proc.stdout, deadline):
+                        last = probe(found)
+                        if last:
+                            return last
+                finally:
+                    proc.kill()
+                    error = proc.stderr.read().decode(errors="replace").strip() or error
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r}; {error})")
+            time.sleep(1)
+
     @contextlib.contextmanager
     def service_url(self, namespace: str, name: str, port: int) -> Iterator[str]:
         """A base URL reaching Service namespace/name:port from this host, once it takes connections.
@@ -182,6 +207,26 @@ class Cluster:
             )
             parts.append(f"$ kubectl -n {namespace} logs {pod}\n{p.stdout}{p.stderr}")
         return "\n".join(parts)
+
+
+def _objects(stream: IO[bytes], deadline: float) -> Iterator[Any]:
+    """The JSON documents ``stream`` carries one after the other (``kubectl get --watch -o json``), as each is
+    complete, until the stream ends or the deadline."""
+    decoder, text = codecs.getincrementaldecoder("utf-8")(), ""
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([stream], [], [], left)[0]:
+            return
+        chunk = os.read(stream.fileno(), 1 << 16)
+        if not chunk:
+            return
+        text += decoder.decode(chunk)
+        while text := text.lstrip():
+            try:
+                found, end = json.JSONDecoder().raw_decode(text)
+            except json.JSONDecodeError:
+                break
+            yield found
+            text = text[end:]
 
 
 def _connects(host: str, port: int) -> bool:
