@@ -94,7 +94,7 @@ test-mlserver: $(MLSERVER_VENV)/.installed ## MLServer's codecs and types agains
 
 test-integration: install cluster-up ## The CRD, the chart's RBAC and the operator (in process, kopf.operator) against the cluster's real API server
 	$(call pytest,integration,env KUBECONFIG=$(or $(MLMODEL_CLUSTER_DIR),$(CURDIR)/.cluster)/kubeconfig $(BIN)/pytest) \
-		-q -n 2 operator/tests/integration
+		-q -n 3 --dist worksteal operator/tests/integration
 
 # After the install, three lanes side by side, each one step after the other (a lane's output shows when it ends),
 # each to its end whatever the others do:

@@ -68,7 +68,7 @@ def up(steps: Steps, cluster: Cluster) -> None:
     print(f"\nThe automated rollout ({rollout.RATE} requests/s through Service {ROLLOUT_NAMESPACE}/iris meanwhile):")
     print(rollout.report(outcome))
     print()
-    print(pointers(cluster, NAMESPACE))
+    print(pointers(cluster, NAMESPACE, ROLLOUT_NAMESPACE))
 
 
 def load(steps: Steps, cluster: Cluster, users: int, seconds: int) -> None:

@@ -164,11 +164,15 @@ def test_next_steps_are_commands_for_this_cluster() -> None:
         router_pod="iris-router-5f-xyz",
         admin_port=8081,
         query="sum(x)",
+        plugin_dir="/repo/.venv/bin",
+        rollout_namespace="demo-rollout",
     )
     lines = text.splitlines()
-    assert "  export KUBECONFIG=/repo/.cluster/kubeconfig PATH=/repo/.cluster/bin:$PATH" in lines
+    assert "  export KUBECONFIG=/repo/.cluster/kubeconfig PATH=/repo/.cluster/bin:/repo/.venv/bin:$PATH" in lines
     for command in (
         "kubectl -n demo get md -w",
+        "kubectl mlmodel -n demo-rollout status iris",
+        "kubectl mlmodel -n demo-rollout history iris",
         "kubectl -n mlmodel-system logs -f mlmodel-operator-7d9-abcde",
         "kubectl -n demo logs -f deploy/iris-canary",
         "kubectl get --raw /api/v1/namespaces/demo/pods/iris-router-5f-xyz:8081/proxy/metrics"

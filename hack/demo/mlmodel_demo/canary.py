@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -141,8 +142,8 @@ def live(steps: Steps, cluster: Cluster, namespace: str) -> list[Split]:
     return splits
 
 
-def pointers(cluster: Cluster, namespace: str) -> str:
-    """Where to look next, with this cluster's kubeconfig and pods."""
+def pointers(cluster: Cluster, namespace: str, rollout_namespace: str) -> str:
+    """Where to look next, with this cluster's kubeconfig and pods (and the plugin, beside this Python)."""
     router = cluster.kubectl(
         "-n",
         namespace,
@@ -165,4 +166,6 @@ def pointers(cluster: Cluster, namespace: str) -> str:
         router_pod=router,
         admin_port=names.ROUTER_ADMIN_PORT,
         query=dashboard_query(json.loads(DASHBOARD.read_text()), "Requests per second", namespace, MD),
+        plugin_dir=str(Path(sys.executable).parent),
+        rollout_namespace=rollout_namespace,
     )

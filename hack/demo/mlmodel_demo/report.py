@@ -205,6 +205,8 @@ def next_steps(
     router_pod: str,
     admin_port: int,
     query: str,
+    plugin_dir: str,
+    rollout_namespace: str,
 ) -> str:
     """Where to look next, as commands to paste, each under what it shows."""
     metrics = f"/api/v1/namespaces/{namespace}/pods/{router_pod}:{admin_port}/proxy/metrics"
@@ -215,13 +217,18 @@ def next_steps(
         ("a variant's server log (JSON lines)", f"kubectl -n {namespace} logs -f deploy/{variant_deployment}"),
         ("the router's access log", f"kubectl -n {namespace} logs -f deploy/{router_deployment}"),
         ("the router's counts per variant", f"kubectl get --raw {metrics} | grep ^mlmodel_router_requests_total"),
+        (
+            "the automated rollout: its steps, analysis and revisions",
+            f"kubectl mlmodel -n {rollout_namespace} status {md}",
+        ),
+        ("every revision and how it ended", f"kubectl mlmodel -n {rollout_namespace} history {md}"),
         ("Locust against the entry Service: requests and latency per variant", "make load"),
         ("remove it all, the cluster too", "make demo-down"),
     ]
     return "\n".join(
         [
             "Where to look next (paste into a shell):",
-            f"  export KUBECONFIG={kubeconfig} PATH={kubectl_dir}:$PATH",
+            f"  export KUBECONFIG={kubeconfig} PATH={kubectl_dir}:{plugin_dir}:$PATH",
             *(f"  # {what}\n  {command}" for what, command in commands),
             "Requests/s per variant in Prometheus (a panel of the chart's dashboard, "
             "charts/mlmodel/files/dashboard.json):",
