@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any
 
 import yaml
 from mlmodel_operator import names
-from mlmodel_testing.cluster import Cluster
+from mlmodel_testing.cluster import PLUGIN_DIR, Cluster
 from mlmodel_testing.load import burst, call
 from mlmodel_testing.models import CANARY_EXAMPLE, deploy_model_store, train_models
 from mlmodel_testing.release import CHART, OPERATOR, leader_pod
@@ -143,7 +142,7 @@ def live(steps: Steps, cluster: Cluster, namespace: str) -> list[Split]:
 
 
 def pointers(cluster: Cluster, namespace: str, rollout_namespace: str) -> str:
-    """Where to look next, with this cluster's kubeconfig and pods (and the plugin, beside this Python)."""
+    """Where to look next, with this cluster's kubeconfig and pods (and the plugin's directory)."""
     router = cluster.kubectl(
         "-n",
         namespace,
@@ -166,6 +165,6 @@ def pointers(cluster: Cluster, namespace: str, rollout_namespace: str) -> str:
         router_pod=router,
         admin_port=names.ROUTER_ADMIN_PORT,
         query=dashboard_query(json.loads(DASHBOARD.read_text()), "Requests per second", namespace, MD),
-        plugin_dir=str(Path(sys.executable).parent),
+        plugin_dir=str(PLUGIN_DIR),
         rollout_namespace=rollout_namespace,
     )

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[3]
 HARNESS = [sys.executable, str(REPO / "hack" / "cluster" / "cluster.py")]
 STATE = Path(os.environ.get("MLMODEL_CLUSTER_DIR", str(REPO / ".cluster")))  # as the harness picks it
 SERVER_IMAGE = "mlmodel-server:0.1.0"
+PLUGIN_DIR = REPO / ".venv" / "bin"  # where `make install` puts kubectl-mlmodel
 
 
 def run(
@@ -72,7 +73,7 @@ class Cluster:
     def mlmodel(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """``kubectl mlmodel <args>``: the plugin (``make install`` puts it in .venv/bin), found by kubectl on PATH.
         kubectl hands a plugin no flags of its own, so the kubeconfig goes in the environment."""
-        path = f"{REPO / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+        path = f"{PLUGIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": path}
         return run([self.kubectl_bin, "mlmodel", *args], check=check, env=env)
 
@@ -212,17 +213,17 @@ class Cluster:
 def _objects(stream: IO[bytes], deadline: float) -> Iterator[Any]:
     """The JSON documents ``stream`` carries one after the other (``kubectl get --watch -o json``), as each is
     complete, until the stream ends or the deadline."""
-    decoder, text = codecs.getincrementaldecoder("utf-8")(), ""
+    utf8, documents, text = codecs.getincrementaldecoder("utf-8")(), json.JSONDecoder(), ""
     while (left := deadline - time.monotonic()) > 0:
         if not select.select([stream], [], [], left)[0]:
             return
         chunk = os.read(stream.fileno(), 1 << 16)
         if not chunk:
             return
-        text += decoder.decode(chunk)
+        text += utf8.decode(chunk)
         while text := text.lstrip():
             try:
-                found, end = json.JSONDecoder().raw_decode(text)
+                found, end = documents.raw_decode(text)
             except json.JSONDecodeError:
                 break
             yield found

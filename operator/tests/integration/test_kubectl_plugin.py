@@ -113,7 +113,8 @@ def test_every_command_works_for_a_user_with_only_edit_and_errors_are_one_line(
         # Acknowledged; the message it prints is the status's then, which a busy operator may have moved on already
         # from "revision 3 is rolling out again" to the step's.
         assert run("retry", "iris").startswith("iris: retry revision 3:")
-        assert rollout_status()["phase"] != "Aborted" and rollout_status()["canaryRevision"] == 3
+        retried = rollout_status()
+        assert retried["phase"] != "Aborted" and retried["canaryRevision"] == 3
         assert run("promote", "iris").startswith("iris: promote revision 3:")
         history = run("history", "iris").splitlines()
         assert history[0].split() == ["REVISION", "MODEL", "DIGEST", "IMAGE", "CREATED", "OUTCOME"], history
