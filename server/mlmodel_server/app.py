@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 from werkzeug.exceptions import MethodNotAllowed as HTTPMethodNotAllowed
@@ -19,9 +17,6 @@ from mlmodel_server.model import LoadedModel
 from mlmodel_server.observe import REQUEST_ID, ROUTE, Observed
 from mlmodel_server.routes import blueprint
 from mlmodel_server.serving import Serving, error_reply, json_response, serving
-
-# The server maps named rows to columns itself and hands the estimator plain arrays.
-warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
 
 class _ServerFlask(Flask):

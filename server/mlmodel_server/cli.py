@@ -35,9 +35,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         atexit.register(shutil.rmtree, metrics_dir, True)
 
-    from mlmodel_server import auth, fetch, model
+    # scikit-learn (seconds to import) only once the model is fetched: a missing or wrong file fails at once.
+    from mlmodel_server import auth, fetch
     from mlmodel_server.logs import logging_config
-    from mlmodel_server.serve import ModelServer, report_load_failure
+    from mlmodel_server.termination import report_load_failure
 
     logging.config.dictConfig(logging_config(settings.log_level))
     log = logging.getLogger("mlmodel_server")
@@ -51,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             timeout=settings.download_timeout,
             retries=settings.download_retries,
         )
+        from mlmodel_server import model
+
         if settings.preload:
             loaded = model.load(
                 path, source=settings.model_uri, sha256=settings.model_sha256, skops_trusted=settings.skops_trusted
@@ -68,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     if settings.threads == 0:
         settings = replace(settings, threads=16)  # loaded per worker: nothing to measure here
+    from mlmodel_server.serve import ModelServer
+
     ModelServer(settings, path, loaded, api_keys).run()
 
 

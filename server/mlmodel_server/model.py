@@ -31,6 +31,9 @@ from mlmodel_server.fetch import check_digest, redact_uri
 
 log = logging.getLogger(__name__)
 
+# The server maps named rows to columns itself and hands the estimator plain arrays.
+warnings.filterwarnings("ignore", message="X does not have valid feature names")
+
 PICKLE_SUFFIXES = frozenset({".joblib", ".pkl", ".pickle"})
 SKOPS_SUFFIX = ".skops"
 MODEL_SUFFIXES = PICKLE_SUFFIXES | {SKOPS_SUFFIX}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import os
@@ -25,19 +24,11 @@ from mlmodel_server.config import Settings
 from mlmodel_server.errors import ModelLoadError
 from mlmodel_server.logs import logging_config
 from mlmodel_server.serving import Serving
+from mlmodel_server.termination import report_load_failure
 
 log = logging.getLogger("mlmodel_server")
 
-TERMINATION_LOG = Path(os.environ.get("TERMINATION_LOG", "/dev/termination-log"))
 WORKER_BOOT_ERROR = Arbiter.WORKER_BOOT_ERROR
-
-
-def report_load_failure(error: ModelLoadError) -> None:
-    """Log why the model cannot be served, and leave it in the pod's termination message."""
-    log.error(error.message, extra={"fields": {"code": error.code}})
-    if TERMINATION_LOG.exists():
-        with contextlib.suppress(OSError):  # not writable: the log line above says it all
-            TERMINATION_LOG.write_text(f"{error.code}: {error.message}\n")
 
 
 class _Logger(Logger):  # type: ignore[misc]

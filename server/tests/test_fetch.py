@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,6 +131,23 @@ def test_a_model_that_is_not_there_is_not_found_at_once(origin: Origin, tmp_path
         _fetch(url, tmp_path, retries=3)
     assert origin.hits <= 2  # fsspec may ask with HEAD and GET; no retry
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "sha256"), [("/models/absent.joblib", DIGEST), ("/models/m.joblib", "ab" * 32)], ids=["404", "digest"]
+)
+def test_the_server_fails_on_a_missing_or_wrong_model_before_importing_scikit_learn(
+    origin: Origin, tmp_path: Path, path: str, sha256: str
+) -> None:
+    """The server exits 2 on a 404 or a digest mismatch without paying for scikit-learn's import (seconds on a
+    busy node), so that a pod with a bad model URI fails, and shows it, at once."""
+    argv = ["--model-uri", _url(origin, path), "--model-sha256", sha256, "--cache-dir", str(tmp_path)]
+    ran = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "mlmodel_server", *argv], capture_output=True, text=True, timeout=60
+    )
+    imported = {line.rsplit("|", 1)[-1].strip() for line in ran.stderr.splitlines() if line.startswith("import time:")}
+    assert ran.returncode == 2, ran.stderr[-2000:]
+    assert "mlmodel_server.fetch" in imported and "sklearn" not in imported
 
 
 @pytest.mark.parametrize(

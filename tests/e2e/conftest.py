@@ -1,7 +1,7 @@
 """The e2e tests' fixtures; what they reach the cluster with is ``mlmodel_testing`` (``hack/testing``).
 
 ``cluster`` brings the cluster up through the harness (idempotent: a running cluster is reused in a second
-or two) and is a ``mlmodel_testing.cluster.Cluster``: ``kubectl``, ``kubectl_json``, ``apply``,
+or two) and is a ``mlmodel_testing.cluster.Cluster``: ``kubectl``, ``get``, ``apply``,
 ``service_url(namespace, name, port)``, ``wait_until(...)`` and ``dump(namespace)``. If the cluster cannot
 be had the suite fails (loudly, with the harness's output); it never skips. ``MLMODEL_E2E_NO_UP=1`` uses
 ``.cluster/kubeconfig`` as it is, without running the harness.

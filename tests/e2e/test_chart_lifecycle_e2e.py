@@ -62,7 +62,7 @@ def _install_serves_a_model_with_no_pod_security_warning(cluster: Cluster, names
     # Everything the operator made runs under the restricted profile: no pod was refused.
     events = cluster.kubectl("-n", namespace, "get", "events", "-o", "json").stdout
     assert "violates PodSecurity" not in events
-    pods = cluster.kubectl_json("-n", namespace, "get", "pods")["items"]
+    pods = cluster.get("pods", namespace=namespace)["items"]
     apps = {p["metadata"]["labels"].get("app.kubernetes.io/name") for p in pods}
     assert {"mlmodel-server", "mlmodel-router"} <= apps, apps
     tested = helm(cluster, "test", RELEASE, "--namespace", NAMESPACE, timeout=300)
@@ -138,10 +138,10 @@ def _namespace_scope_serves_only_its_namespaces(cluster: Cluster, namespace: str
         with cluster.service_url(namespace, "iris", 80) as base:
             reply = cluster.wait_until("a prediction through the router", lambda: _predict(base), 60)
         assert reply["predictions"] == [0], reply
-        ignored = cluster.kubectl_json("-n", other, "get", "modeldeployment", "iris")
+        ignored = cluster.get("modeldeployments", "iris", namespace=other)
         logs = cluster.kubectl("-n", NAMESPACE, "logs", f"deployment/{OPERATOR}").stdout
         assert "status" not in ignored, (ignored["status"], ignored["metadata"], logs[-6000:])
-        assert not cluster.kubectl_json("-n", other, "get", "deployments")["items"]
+        assert not cluster.get("deployments", namespace=other)["items"]
     finally:
         cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
 
@@ -160,10 +160,10 @@ def _uninstall_leaves_nothing_but_the_crd(cluster: Cluster, namespace: str) -> N
     try:
         helm(cluster, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "3m")
         cluster.wait_until("the release's objects to go", lambda: not _release_objects(cluster), 120)
-        crd = cluster.kubectl_json("get", "crd", CRD)
+        crd = cluster.get("customresourcedefinitions", CRD)
         assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         # The ModelDeployment, and the model it serves, outlive the operator.
-        assert cluster.kubectl_json("-n", namespace, "get", "modeldeployment", "iris")["metadata"]["name"] == "iris"
+        assert cluster.get("modeldeployments", "iris", namespace=namespace)["metadata"]["name"] == "iris"
         assert helm(cluster, "status", RELEASE, "--namespace", NAMESPACE, check=False).returncode != 0
         # With no operator, deleting it finishes (it carries no finalizer), its children go with it,
         # and so does the namespace.

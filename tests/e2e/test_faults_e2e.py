@@ -7,6 +7,7 @@ The load is ``load.constant_load``: a new connection per request, no retries. Le
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import hashlib
 import itertools
@@ -55,7 +56,7 @@ def mismatches(cluster: Cluster, namespace: str, specs: dict[str, dict[str, Any]
     with other replicas or another model, an object of the operator's that no spec asks for, or a
     status that has not observed its spec."""
     wrong: list[str] = []
-    live = {m["metadata"]["name"]: m for m in cluster.kubectl_json("-n", namespace, "get", "md")["items"]}
+    live = {m["metadata"]["name"]: m for m in cluster.get("modeldeployments", namespace=namespace)["items"]}
     wanted: set[str] = set()
     for name, spec in specs.items():
         found = live.get(name)
@@ -65,7 +66,11 @@ def mismatches(cluster: Cluster, namespace: str, specs: dict[str, dict[str, Any]
         children = [names.child(name, v["name"]) for v in spec["spec"]["variants"]]
         wanted |= {f"{kind}/{child}" for child in children for kind in ("deployment", "service")}
     selector = f"{names.LABEL_MANAGED_BY}={names.FIELD_MANAGER}"
-    objects = cluster.kubectl_json("-n", namespace, "get", "deployments,services", "-l", selector)["items"]
+    objects = [
+        o
+        for kind in ("deployments", "services")
+        for o in cluster.get(kind, namespace=namespace, selector=selector)["items"]
+    ]
     have = {f"{o['kind'].lower()}/{o['metadata']['name']}": o for o in objects}
     wrong += [f"{key} is missing" for key in sorted(wanted - have.keys())]
     wrong += [f"{key} is an orphan" for key in sorted(have.keys() - wanted)]
@@ -108,7 +113,7 @@ def test_the_operator_killed_10_times_while_5_modeldeployments_change_converges(
     assert len(set(killed)) == OPERATOR_KILLS, killed  # each kill took a pod that ran
     ours = [
         e
-        for e in cluster.kubectl_json("-n", namespace, "get", "events")["items"]
+        for e in cluster.get("events", namespace=namespace)["items"]
         if e.get("reportingComponent") == names.FIELD_MANAGER
     ]
     posted = Counter((e["involvedObject"]["name"], e["reason"], e["message"]) for e in ours)
@@ -124,7 +129,7 @@ FORCED_SUCCESS = 99.5  # percent of the requests that a SIGKILL may not lose
 def _pods(cluster: Cluster, namespace: str) -> list[str]:
     """The serving pods of iris that are ready and not on their way out."""
     selector = ",".join(f"{k}={v}" for k, v in names.selector("iris").items())
-    found = cluster.kubectl_json("-n", namespace, "get", "pods", "-l", selector)["items"]
+    found = cluster.get("pods", namespace=namespace, selector=selector)["items"]
     return sorted(
         p["metadata"]["name"]
         for p in found
@@ -257,7 +262,7 @@ def test_a_bad_canary_gets_no_request_is_degraded_within_60_s_and_its_fix_rolls_
         for case in cases:
             bases[case] = stack.enter_context(cluster.service_url(namespace, case, 80))
             loads[case] = stack.enter_context(constant_load(bases[case], rate=10))
-        applied = time.monotonic()
+        applied, applied_at = time.monotonic(), time.time()
         cluster.apply([md(namespace, [stable, canary], PINNABLE, name=case) for case, (canary, _, _) in cases.items()])
         degraded: dict[str, float] = {}
         for case, (_, reason, fragment) in cases.items():
@@ -269,6 +274,8 @@ def test_a_bad_canary_gets_no_request_is_degraded_within_60_s_and_its_fix_rolls_
             )
             degraded[case] = time.monotonic() - applied
             assert (found["reason"], fragment in found["message"]) == (reason, True), (case, found)
+        print(f"\nDegraded after (s): { {k: round(v, 1) for k, v in degraded.items()} }")
+        print(_timeline(cluster, namespace, applied_at))
         for case in cases:
             status, _, _ = snapshot(cluster, namespace, case)
             assert status["weights"] == "stable=100,canary=0", (case, status)
@@ -290,13 +297,41 @@ def test_a_bad_canary_gets_no_request_is_degraded_within_60_s_and_its_fix_rolls_
             lambda: all(any(r.variant == "canary" for r in load.since(fixed)) for load in loads.values()),
             60,
         )
-    print(f"\nDegraded after (s): { {k: round(v, 1) for k, v in degraded.items()} }")
     for case, results in bad.items():
         assert results and all(r.status == 200 and r.variant == "stable" for r in results), (case, summary(results))
     assert max(degraded.values()) <= DEGRADED_SECONDS
 
 
 PINNABLE = {"allowOverride": True}  # the bad canaries are pinned to: refused in JSON
+
+
+def _timeline(cluster: Cluster, namespace: str, applied: float) -> str:
+    """Where the time to Degraded went, per canary pod, in seconds after the canaries were applied: the pod
+    created, its server started and ended (as last seen), and its ModelDeployment's Degraded condition set."""
+    selector = f"{names.LABEL_VARIANT}=canary"
+    pods = cluster.get("pods", namespace=namespace, selector=selector)["items"]
+    mds = {m["metadata"]["name"]: m for m in cluster.get("modeldeployments", namespace=namespace)["items"]}
+
+    def since(stamp: str | None) -> str:
+        return "-" if not stamp else f"{_epoch(stamp) - applied:.0f}"
+
+    lines = []
+    for pod in pods:
+        case = pod["metadata"]["labels"][names.LABEL_INSTANCE]
+        server: dict[str, Any] = next(iter(pod["status"].get("containerStatuses") or []), {})
+        ran = server.get("lastState", {}).get("terminated") or server.get("state", {}).get("terminated") or {}
+        conditions = mds[case].get("status", {}).get("conditions") or []
+        degraded = next((c["lastTransitionTime"] for c in conditions if c["type"] == "Degraded"), None)
+        lines.append(
+            f"{case}: pod created {since(pod['metadata']['creationTimestamp'])}, server started "
+            f"{since(ran.get('startedAt'))}, ended {since(ran.get('finishedAt'))}, Degraded {since(degraded)}"
+        )
+    return "\n".join(sorted(lines))
+
+
+def _epoch(stamp: str) -> float:
+    """An API timestamp (``2026-12-06T04:18:26Z``) in seconds since the epoch."""
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def _refused(base: str) -> Result | None:

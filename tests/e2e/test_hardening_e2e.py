@@ -99,7 +99,7 @@ def test_a_huge_body_an_override_slow_clients_and_other_namespaces_fail_no_reque
     cluster.apply(md(namespace, variants, {"mirror": {"variant": "shadow"}}))
     status = wait_settled(cluster, namespace)
     assert status["weights"] == "stable=100,shadow=0", status
-    pods = cluster.kubectl_json("-n", namespace, "get", "pods")["items"]
+    pods = cluster.get("pods", namespace=namespace)["items"]
     before = restarts(pods)
     with contextlib.ExitStack() as stack:
         base = stack.enter_context(cluster.service_url(namespace, "iris", 80))
@@ -128,7 +128,7 @@ def test_a_huge_body_an_override_slow_clients_and_other_namespaces_fail_no_reque
         stranger = (f"{namespace}-other", stack.enter_context(_idle_in(cluster, f"{namespace}-other", server_image)))
         monitoring = ("monitoring", stack.enter_context(_idle_in(cluster, "monitoring", server_image)))
         server = urlsplit(direct["stable"])
-        routers = cluster.kubectl_json("-n", namespace, "get", "pods", "-l", f"{names.LABEL_COMPONENT}=router")
+        routers = cluster.get("pods", namespace=namespace, selector=f"{names.LABEL_COMPONENT}=router")
         router_ip = next(p["status"]["podIP"] for p in routers["items"] if p["status"].get("podIP"))
         _reaches(cluster, stranger, router_ip, names.ROUTER_PORT, True)
         for where, expected in ((stranger, False), (monitoring, True)):
@@ -138,6 +138,6 @@ def test_a_huge_body_an_override_slow_clients_and_other_namespaces_fail_no_reque
     results = load.since(start)
     assert results and all(r.status == 200 for r in results), summary(results)
     assert len(results) >= 0.8 * RATE * elapsed, (len(results), elapsed)
-    after = restarts(cluster.kubectl_json("-n", namespace, "get", "pods")["items"])
+    after = restarts(cluster.get("pods", namespace=namespace)["items"])
     # Every pod that serves now, none restarted (a router pod of a configuration before the last may be gone).
     assert all(count == before.get(pod, 0) for pod, count in after.items()), (before, after)

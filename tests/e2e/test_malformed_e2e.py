@@ -117,7 +117,7 @@ def booted_workers(cluster: Cluster, namespace: str) -> dict[str, tuple[int, int
     """Per serving pod: its server container's restarts, and the gunicorn workers it booted (its log's
     "Booting worker" lines: a worker that dies is booted again)."""
     selector = f"{names.LABEL_COMPONENT}={names.COMPONENT_PREDICTOR}"
-    pods = cluster.kubectl_json("-n", namespace, "get", "pods", "-l", selector)["items"]
+    pods = cluster.get("pods", namespace=namespace, selector=selector)["items"]
     log = {p: cluster.kubectl("-n", namespace, "logs", p, "-c", names.SERVER_CONTAINER).stdout for p in restarts(pods)}
     return {name: (count, log[name].count("Booting worker")) for name, count in restarts(pods).items()}
 

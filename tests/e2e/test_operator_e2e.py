@@ -41,7 +41,7 @@ def test_a_standby_takes_over_when_the_leader_dies_under_a_spec_change(
     assert old is not None
     running = [p["metadata"]["name"] for p in operator_pods(cluster)]
     assert len(running) == 2 and old in running, running
-    before = {e["metadata"]["name"] for e in cluster.kubectl_json("-n", namespace, "get", "events")["items"]}
+    before = {e["metadata"]["name"] for e in cluster.get("events", namespace=namespace)["items"]}
     patch = [{"op": "replace", "path": f"/spec/variants/{i}/weight", "value": 50} for i in (0, 1)]
     cluster.kubectl("-n", namespace, "patch", "md", "iris", "--type=json", "-p", json.dumps(patch))
     killed = time.monotonic()
@@ -52,11 +52,7 @@ def test_a_standby_takes_over_when_the_leader_dies_under_a_spec_change(
     took_over = time.monotonic() - killed
     status = wait_settled(cluster, namespace, timeout=120)
     assert status["weights"] == "stable=50,canary=50", status
-    events = [
-        e
-        for e in cluster.kubectl_json("-n", namespace, "get", "events")["items"]
-        if e["metadata"]["name"] not in before
-    ]
+    events = [e for e in cluster.get("events", namespace=namespace)["items"] if e["metadata"]["name"] not in before]
     ours = Counter((e["reason"], e["message"]) for e in events if e.get("reportingComponent") == "mlmodel-operator")
     assert ours and max(ours.values()) == 1, ours
     print(f"\nnew leader {new} {took_over:.1f} s after the old one was killed; events: {dict(ours)}")
@@ -91,7 +87,7 @@ def writes(cluster: Cluster) -> Counter[str]:
 def events(cluster: Cluster, namespace: str) -> dict[str, tuple[str, str, str]]:
     """The namespace's Events, name -> (resourceVersion, reason, message): a new name is a POST, a
     new resourceVersion a PATCH (a repeat counted on an Event that exists), whoever wrote it."""
-    items = cluster.kubectl_json("-n", namespace, "get", "events")["items"]
+    items = cluster.get("events", namespace=namespace)["items"]
     return {e["metadata"]["name"]: (e["metadata"]["resourceVersion"], e["reason"], e["message"]) for e in items}
 
 
@@ -103,7 +99,7 @@ def resync_passes(cluster: Cluster) -> float:
 
 def resync_seconds(cluster: Cluster) -> float:
     """The resync period the chart gave the operator (``resyncSeconds``, as RESYNC_SECONDS)."""
-    deployment = cluster.kubectl_json("-n", NAMESPACE, "get", "deployment", OPERATOR)
+    deployment = cluster.get("deployments", OPERATOR, namespace=NAMESPACE)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return float(next(e["value"] for e in container["env"] if e["name"] == "RESYNC_SECONDS"))
 
@@ -113,10 +109,10 @@ def in_motion(cluster: Cluster) -> list[str]:
     (its objects are), a Deployment whose status the controller has yet to bring up to date."""
     moving = [
         f"namespace {n['metadata']['name']} is being deleted"
-        for n in cluster.kubectl_json("get", "namespaces")["items"]
+        for n in cluster.get("namespaces")["items"]
         if n["metadata"].get("deletionTimestamp")
     ]
-    for d in cluster.kubectl_json("get", "deployments", "--all-namespaces")["items"]:
+    for d in cluster.get("deployments")["items"]:
         status, replicas = d.get("status") or {}, d["spec"].get("replicas", 1)
         counts = [status.get(k, 0) for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")]
         current = status.get("observedGeneration") == d["metadata"]["generation"]
@@ -128,7 +124,7 @@ def in_motion(cluster: Cluster) -> list[str]:
 
 def serving(cluster: Cluster, namespace: str) -> int:
     """The pods of ModelDeployment iris that are ready, if none of its pods is on its way in or out."""
-    pods = cluster.kubectl_json("-n", namespace, "get", "pods", "-l", "app.kubernetes.io/instance=iris")["items"]
+    pods = cluster.get("pods", namespace=namespace, selector="app.kubernetes.io/instance=iris")["items"]
     ready = [
         p
         for p in pods
@@ -169,7 +165,7 @@ def test_no_writes_at_idle(cluster: Cluster, namespace: str, operator: None, mod
     )
     cluster.wait_until("nothing else in motion", lambda: not in_motion(cluster), 180, interval=2)
     period, leader = resync_seconds(cluster), leader_pod(cluster)
-    watched = len(cluster.kubectl_json("get", "modeldeployments", "--all-namespaces")["items"])
+    watched = len(cluster.get("modeldeployments")["items"])
 
     def rounds(count: int) -> float:
         """Wait for ``count`` more resync rounds, a pass over each ModelDeployment in each: the passes run."""
@@ -188,7 +184,7 @@ def test_no_writes_at_idle(cluster: Cluster, namespace: str, operator: None, mod
     passes = rounds(count)
     after, now, elapsed = writes(cluster), events(cluster, namespace), time.monotonic() - started
     assert leader_pod(cluster) == leader, "the leader changed: its passes were not all counted"
-    assert len(cluster.kubectl_json("get", "modeldeployments", "--all-namespaces")["items"]) == watched
+    assert len(cluster.get("modeldeployments")["items"]) == watched
     written = after - before
     assert not written, f"writes to the operator's kinds in {elapsed:.0f} s of idle: {dict(written)}"
     new = {name: found for name, found in now.items() if seen.get(name) != found}

@@ -158,7 +158,7 @@ def test_zero_loss_while_weights_move_and_variants_come_and_go(
 
 def _routing_update(cluster: Cluster, namespace: str) -> bool:
     """The status says the router rolls out a new configuration for the latest spec."""
-    found = cluster.kubectl_json("-n", namespace, "get", "modeldeployment", "iris")
+    found = cluster.get("modeldeployments", "iris", namespace=namespace)
     progressing = next(c for c in found["status"]["conditions"] if c["type"] == "Progressing")
     current = found["status"].get("observedGeneration") == found["metadata"]["generation"]
     return current and (progressing["status"], progressing["reason"]) == ("True", "RoutingUpdate")
@@ -192,7 +192,7 @@ def _router_pods(cluster: Cluster, namespace: str) -> list[str]:
     """The router pods that serve: running and not being deleted (a pod of an earlier rollout can
     linger a moment after nginx exited, with no address to reach)."""
     selector = "app.kubernetes.io/component=router"
-    pods = cluster.kubectl_json("-n", namespace, "get", "pods", "-l", selector)["items"]
+    pods = cluster.get("pods", namespace=namespace, selector=selector)["items"]
     return [
         p["metadata"]["name"]
         for p in pods

@@ -122,7 +122,7 @@ def server_manifests(namespace: str, image: str, model: bytes, sha256: str) -> l
 
 
 def pod_ready(cluster: Cluster, namespace: str) -> bool:
-    pods = cluster.kubectl_json("-n", namespace, "get", "pods", "-l", f"app={APP}")["items"]
+    pods = cluster.get("pods", namespace=namespace, selector=f"app={APP}")["items"]
     return any(
         c.get("type") == "Ready" and c.get("status") == "True"
         for p in pods

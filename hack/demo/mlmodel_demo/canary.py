@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 from mlmodel_operator import names
-from mlmodel_testing.cluster import PLUGIN_DIR, Cluster
+from mlmodel_testing.cluster import CLUSTER_SCOPED, PLUGIN_DIR, Cluster
 from mlmodel_testing.load import burst, call
 from mlmodel_testing.models import CANARY_EXAMPLE, deploy_model_store, train_models
 from mlmodel_testing.release import CHART, OPERATOR, leader_pod
@@ -55,6 +55,27 @@ class LoggedCluster(Cluster):
             text = done.stdout + done.stderr
             log.write(text if len(text) <= LOGGED_OUTPUT else f"({len(text)} characters of output)\n")
         return done
+
+    def get(
+        self,
+        resource: str,
+        name: str | None = None,
+        *,
+        namespace: str | None = None,
+        selector: str | None = None,
+        fields: str | None = None,
+        missing_ok: bool = False,
+    ) -> Any:
+        """``Cluster.get`` through kubectl, so that the step's log shows the commands a user would run."""
+        scope = ["-n", namespace] if namespace else [] if resource in CLUSTER_SCOPED else ["--all-namespaces"]
+        filters = [*(["-l", selector] if selector else []), *(["--field-selector", fields] if fields else [])]
+        args = [*scope, "get", resource, *([name] if name else []), *filters, "-o", "json"]
+        done = self.kubectl(*args, check=False)
+        if done.returncode == 0:
+            return json.loads(done.stdout)
+        if missing_ok and name and "NotFound" in done.stderr:
+            return None
+        raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
 
 
 def serve_models(cluster: Cluster, namespace: str, out: Path) -> dict[str, str]:
@@ -97,7 +118,7 @@ def predictions(base: str) -> list[str]:
 def move_canary(cluster: Cluster, namespace: str, base: str, weight: int) -> float:
     """Give the canary ``weight`` percent; the seconds until the status says so and every one of 20 answers
     through ``base`` was routed by those weights (the router pods follow them live)."""
-    md = cluster.kubectl_json("-n", namespace, "get", "modeldeployment", MD)
+    md = cluster.get("modeldeployments", MD, namespace=namespace)
     patch = weight_patch(md["spec"]["variants"], CANARY, weight)
     started = time.monotonic()
     cluster.kubectl("-n", namespace, "patch", "modeldeployment", MD, "--type=json", "-p", json.dumps(patch))

@@ -68,7 +68,7 @@ class Outcome:
 
 
 def rollout_status(cluster: Cluster, namespace: str) -> dict[str, Any]:
-    return _rollout_of(cluster.kubectl_json("-n", namespace, "get", "md", "iris"))
+    return _rollout_of(cluster.get("modeldeployments", "iris", namespace=namespace))
 
 
 def _rollout_of(md: dict[str, Any]) -> dict[str, Any]:
@@ -140,6 +140,8 @@ def _steps(steps: Steps, cluster: Cluster, namespace: str, models: Path, base: s
             started = time.monotonic()
             cluster.mlmodel("undo", "iris", "-n", namespace)
             command = time.monotonic() - started  # the spec is patched just before the plugin returns
+            # Revision 1 is still up for the example's scaleDownDelay: the undo gives it all traffic at once.
+            print(f"the undo command took {command:.1f} s", file=step.log, flush=True)
             wait_for(cluster, namespace, {"stableRevision": 1}, 60)
             back = time.monotonic()
             cluster.wait_until("answers after the undo", lambda: len(load.since(back + 2)) > 50, 30)

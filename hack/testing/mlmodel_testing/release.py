@@ -104,20 +104,17 @@ def _adopt_unmanaged(cluster: Cluster) -> None:
 
 def operator_pods(cluster: Cluster) -> list[dict[str, Any]]:
     """The operator's pods that are not on their way out."""
-    found = cluster.kubectl_json("-n", NAMESPACE, "get", "pods", "-l", f"{names.LABEL_COMPONENT}=operator")
+    found = cluster.get("pods", namespace=NAMESPACE, selector=f"{names.LABEL_COMPONENT}=operator")
     return [p for p in found["items"] if not p["metadata"].get("deletionTimestamp")]
 
 
 def leader_pod(cluster: Cluster) -> str | None:
     """The operator pod that holds the leader-election Lease (its identity is ``<pod>_<suffix>``), if it runs."""
-    lease = cluster.kubectl("-n", NAMESPACE, "get", "lease", OPERATOR, "-o", "json", check=False)
-    if lease.returncode != 0:
+    lease = cluster.get("leases", OPERATOR, namespace=NAMESPACE, missing_ok=True)
+    pod = ((lease or {}).get("spec", {}).get("holderIdentity") or "").rpartition("_")[0]
+    found = cluster.get("pods", pod, namespace=NAMESPACE, missing_ok=True) if pod else None
+    if found is None:
         return None
-    holder = json.loads(lease.stdout)["spec"].get("holderIdentity") or ""
-    pod = cluster.kubectl("-n", NAMESPACE, "get", "pod", holder.rpartition("_")[0], "-o", "json", check=False)
-    if pod.returncode != 0:
-        return None
-    found = json.loads(pod.stdout)
     running = found["status"].get("phase") == "Running" and not found["metadata"].get("deletionTimestamp")
     return str(found["metadata"]["name"]) if running else None
 

@@ -11,7 +11,7 @@ from mlmodel_testing.cluster import Cluster
 
 def condition(cluster: Cluster, namespace: str, name: str, kind: str) -> dict[str, Any] | None:
     """The condition ``kind`` of ModelDeployment ``name``, if it has one."""
-    md = cluster.kubectl_json("-n", namespace, "get", "modeldeployment", name)
+    md = cluster.get("modeldeployments", name, namespace=namespace)
     return next((c for c in (md.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
 
 
@@ -24,7 +24,7 @@ def is_true(cluster: Cluster, namespace: str, name: str, kind: str) -> dict[str,
 def snapshot(cluster: Cluster, namespace: str, name: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], bool]:
     """One read of ModelDeployment ``name``: its status, its conditions by type, and whether the status
     has observed the latest generation (separate reads could straddle a pass)."""
-    found = cluster.kubectl_json("-n", namespace, "get", "modeldeployment", name)
+    found = cluster.get("modeldeployments", name, namespace=namespace)
     status = found.get("status") or {}
     current = status.get("observedGeneration") == found["metadata"]["generation"]
     return status, {c["type"]: c for c in status.get("conditions") or []}, current
@@ -45,7 +45,7 @@ def wait_settled(cluster: Cluster, namespace: str, timeout: float = 240) -> dict
 
 def rolled_out(cluster: Cluster, namespace: str, name: str) -> bool:
     """Every pod of Deployment ``name`` runs its latest template and is ready; none is left from before."""
-    found = cluster.kubectl_json("-n", namespace, "get", "deployment", name)
+    found = cluster.get("deployments", name, namespace=namespace)
     want, got = found["spec"]["replicas"], found.get("status") or {}
     counts = [got.get(k, 0) for k in ("replicas", "updatedReplicas", "readyReplicas")]
     return (
@@ -57,5 +57,5 @@ def rolled_out(cluster: Cluster, namespace: str, name: str) -> bool:
 
 def router_digest(cluster: Cluster, namespace: str) -> str:
     """The configuration the router runs now, as its responses name it (16 hex digits)."""
-    deployment = cluster.kubectl_json("-n", namespace, "get", "deployment", names.router("iris"))
+    deployment = cluster.get("deployments", names.router("iris"), namespace=namespace)
     return str(deployment["spec"]["template"]["metadata"]["annotations"][names.ANNOTATION_ROUTER_CONFIG])[:16]

@@ -47,7 +47,7 @@ def test_the_readme_quickstart_runs_as_written(cluster: Cluster) -> None:
         # Two answers through the one port-forward: before the weights moved, and after (no router pod went).
         assert ran.stdout.count('{"predictions":[2],') == 2, ran.stdout[-3000:]
         assert re.search(r"^X-Router-Weights: stable=50,canary=50\r?$", ran.stdout, re.M), ran.stdout[-3000:]
-        found = cluster.kubectl_json("-n", "demo", "get", "md", "iris")
+        found = cluster.get("modeldeployments", "iris", namespace="demo")
         assert found["status"]["weights"] == "stable=50,canary=50", found["status"]
     finally:
         cluster.kubectl("delete", "namespace", "demo", "--wait=false", check=False)
