@@ -56,24 +56,16 @@ class LoggedCluster(Cluster):
             log.write(text if len(text) <= LOGGED_OUTPUT else f"({len(text)} characters of output)\n")
         return done
 
-    def get(
-        self,
-        resource: str,
-        name: str | None = None,
-        *,
-        namespace: str | None = None,
-        selector: str | None = None,
-        fields: str | None = None,
-        missing_ok: bool = False,
-    ) -> Any:
+    def get(self, resource: str, name: str | None = None, **options: Any) -> Any:
         """``Cluster.get`` through kubectl, so that the step's log shows the commands a user would run."""
+        namespace, selector, fields = (options.get(key) for key in ("namespace", "selector", "fields"))
         scope = ["-n", namespace] if namespace else [] if resource in CLUSTER_SCOPED else ["--all-namespaces"]
         filters = [*(["-l", selector] if selector else []), *(["--field-selector", fields] if fields else [])]
         args = [*scope, "get", resource, *([name] if name else []), *filters, "-o", "json"]
         done = self.kubectl(*args, check=False)
         if done.returncode == 0:
             return json.loads(done.stdout)
-        if missing_ok and name and "NotFound" in done.stderr:
+        if options.get("missing_ok") and name and "NotFound" in done.stderr:
             return None
         raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
 
