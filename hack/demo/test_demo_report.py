@@ -21,7 +21,7 @@ from mlmodel_demo.report import (
     split_table,
     weight_patch,
 )
-from mlmodel_demo.rollout import Outcome, Rollback, report, share
+from mlmodel_demo.rollout import Outcome, Rollback, failures, report, share
 from mlmodel_testing.load import Result
 
 REPO = Path(__file__).resolve().parents[2]
@@ -197,3 +197,16 @@ def test_the_rollout_report_gives_each_steps_share_and_the_outcome() -> None:
     assert "promoted 62 s after" in text and "aborted after 10 s" in text and "1 of 11 requests failed" in text
     assert "aborted by the analysis 23 s after the edit (the last answer of revision 3 0.5 s after the abort)" in text
     assert "its last answer 1.8 s after the command started (it took 1.5 s)" in text
+    assert "1 of 11 requests failed: 1 no revision 502." in text, text
+
+
+def test_the_failed_requests_are_told_against_the_abort() -> None:
+    failing, broken = Rollback(3, 100.0, 123.4, None), Rollback(4, 200.0, 209.6, None)
+    before = [Result(120.0, 500, "r3", "c"), Result(123.0, 500, "r3", "c"), Result(124.0, 200, "r1", "c")]
+    late = [*before, Result(123.5, 500, "r3", "c")]
+    told = [failures(Outcome(61.6, {}, 1.8, 1.5, failing, broken, results)) for results in (before, late, [])]
+    assert told == [
+        "2 of 3 requests failed, all answered by iris-5xx before its abort.",
+        "3 of 4 requests failed, all answered by iris-5xx the last 0.1 s after its abort, before the routers had it.",
+        "0 of 0 requests failed.",
+    ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,7 +179,20 @@ def report(outcome: Outcome) -> str:
             f" answers 500 for most flowers aborted by the analysis {outcome.failing.seconds:.0f} s after the edit"
             f" ({outcome.failing.after()});"
             f" a model that does not load aborted after {outcome.broken.seconds:.0f} s; revision 1 serving"
-            f" throughout. {len(outcome.failed)} of {len(outcome.results)} requests failed, all answered by"
-            " iris-5xx before its abort.",
+            f" throughout. {failures(outcome)}",
         ]
     )
+
+
+def failures(outcome: Outcome) -> str:
+    """The failed requests in words: how many, who answered them, and when against the 5xx model's abort."""
+    failed, failing = outcome.failed, outcome.failing
+    counted = f"{len(failed)} of {len(outcome.results)} requests failed"
+    if not failed:
+        return f"{counted}."
+    if {r.variant for r in failed} != {name(failing.revision)}:
+        answered = Counter(f"{r.variant or 'no revision'} {r.status}" for r in failed)
+        return f"{counted}: {', '.join(f'{n} {what}' for what, n in sorted(answered.items()))}."
+    late = max(r.sent for r in failed) - failing.aborted
+    when = "before its abort" if late <= 0 else f"the last {late:.1f} s after its abort, before the routers had it"
+    return f"{counted}, all answered by iris-5xx {when}."
