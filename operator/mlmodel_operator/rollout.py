@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from mlmodel_operator import actions, analysis, spec, status
@@ -428,13 +428,21 @@ def _judge(
     verdict = analysis.judge(gates, counts.get(name(state.canary), none), counts.get(name(state.stable), none), query)
     judged = replace(
         judged,
-        started=now,
+        started=_next_start(judged.started, gates.interval, now),
         passed=judged.passed + (verdict.result == analysis.PASSED),
         failed=judged.failed + (verdict.result == analysis.FAILED),
         inconclusive=judged.inconclusive + (verdict.result == analysis.INCONCLUSIVE),
         last=verdict,
     )
-    return replace(state, judged=judged), verdict, (now, snapshot)
+    return replace(state, judged=judged), verdict, (judged.started, snapshot)
+
+
+def _next_start(started: str, interval: float, now: str) -> str:
+    """When the interval after the one that started at ``started`` starts: ``interval`` after it, on the analysis's
+    cadence, so that a pass that comes late (a busy operator) does not push every later interval back; ``now`` if
+    the pass came a whole interval late."""
+    due = datetime.fromisoformat(started) + timedelta(seconds=interval)
+    return due.strftime("%Y-%m-%dT%H:%M:%SZ") if _seconds(due.isoformat(), now) < interval else now
 
 
 def _serving(md: ModelDeployment, state: State, revisions: Mapping[int, Revision]) -> ModelDeployment:

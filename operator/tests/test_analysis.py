@@ -119,6 +119,22 @@ def test_a_canary_that_fails_more_intervals_than_failure_limit_is_aborted_with_t
     )
 
 
+def test_intervals_keep_their_cadence_when_the_passes_come_late() -> None:
+    """A busy operator judges each interval 3 s late: the next one still starts on the cadence (12 s, 22 s), so the
+    second failed interval aborts at 22 s, not 25 s; a pass a whole interval late starts the next from itself."""
+    passes = _judged(ANALYSIS)
+    passes.run(V2, 2, UP, _counts(0, 0, 0))
+    late = passes.run(V2, 15, UP, _counts(80, 20, 15))
+    assert late.state.judged is not None and late.state.judged.started == "2026-01-01T00:00:12Z", late.state.judged
+    assert late.wake == 7.0 and late.baseline == ("2026-01-01T00:00:12Z", _counts(80, 20, 15))
+    aborted = passes.run(V2, 22, UP, _counts(160, 40, 30))
+    assert passes.status["rollout"]["phase"] == "Aborted" and served(aborted) == {"r1": 100}
+    stalled = _judged(ANALYSIS)
+    stalled.run(V2, 2, UP, _counts(0, 0, 0))
+    resumed = stalled.run(V2, 40, UP, _counts(10, 10, 0))
+    assert resumed.state.judged is not None and resumed.state.judged.started == stalled.at(40) and resumed.wake == 10
+
+
 def test_an_interval_with_too_few_answers_is_inconclusive_and_a_restart_starts_the_interval_again() -> None:
     passes = _judged(ANALYSIS)
     passes.run(V2, 2, UP, _counts(0, 0, 0))
