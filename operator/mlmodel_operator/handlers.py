@@ -26,7 +26,7 @@ from typing import Any
 
 import kopf
 
-from mlmodel_operator import cache, config, informer, kube, liveness, metrics, names, reconcile, weights
+from mlmodel_operator import cache, config, informer, kube, liveness, metrics, names, reconcile, status, weights
 
 LOG = logging.getLogger(__name__)
 MD = (names.GROUP, names.VERSION, names.PLURAL)
@@ -62,7 +62,7 @@ class Watched:
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime(status.TIMESTAMP)
 
 
 def _thread(target: Any, *args: Any, name: str) -> None:

@@ -442,7 +442,7 @@ def _next_start(started: str, interval: float, now: str) -> str:
     cadence, so that a pass that comes late (a busy operator) does not push every later interval back; ``now`` if
     the pass came a whole interval late."""
     due = datetime.fromisoformat(started) + timedelta(seconds=interval)
-    return due.strftime("%Y-%m-%dT%H:%M:%SZ") if _seconds(due.isoformat(), now) < interval else now
+    return due.strftime(status.TIMESTAMP) if (datetime.fromisoformat(now) - due).total_seconds() < interval else now
 
 
 def _serving(md: ModelDeployment, state: State, revisions: Mapping[int, Revision]) -> ModelDeployment:

@@ -26,6 +26,7 @@ UNSCHEDULABLE = "Unschedulable"
 OOM_KILLED = "OOMKilled"
 REPLICA_FAILURE = "ReplicaFailure"
 ROUTER = "router"
+TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"  # the status's times (conditions, rollout): UTC, to the second
 _IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 _CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
 _QUOTA = "exceeded quota"

@@ -313,7 +313,7 @@ def _timeline(cluster: Cluster, namespace: str, applied: float) -> str:
     mds = {m["metadata"]["name"]: m for m in cluster.get("modeldeployments", namespace=namespace)["items"]}
 
     def since(stamp: str | None) -> str:
-        return "-" if not stamp else f"{_epoch(stamp) - applied:.0f}"
+        return "-" if not stamp else f"{datetime.datetime.fromisoformat(stamp).timestamp() - applied:.0f}"
 
     lines = []
     for pod in pods:
@@ -327,11 +327,6 @@ def _timeline(cluster: Cluster, namespace: str, applied: float) -> str:
             f"{since(ran.get('startedAt'))}, ended {since(ran.get('finishedAt'))}, Degraded {since(degraded)}"
         )
     return "\n".join(sorted(lines))
-
-
-def _epoch(stamp: str) -> float:
-    """An API timestamp (``2026-12-06T04:18:26Z``) in seconds since the epoch."""
-    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def _refused(base: str) -> Result | None:
