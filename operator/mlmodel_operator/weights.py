@@ -72,7 +72,16 @@ def resolve(address: str) -> tuple[str, int]:
     return str(sockaddr[0]), int(port)
 
 
-def server(board: Board, port: int, host: str = "0.0.0.0") -> http.server.ThreadingHTTPServer:
+class Endpoint(http.server.ThreadingHTTPServer):
+    """A threaded HTTP server whose listen backlog holds every router's poll: when the weights move, all held polls
+    are answered at once and their routers connect again together (socketserver's backlog of 5 would drop
+    their SYNs, and a dropped SYN is retried after the routers' 1 s connect timeout)."""
+
+    daemon_threads = True
+    request_queue_size = MAX_WAITING
+
+
+def server(board: Board, port: int, host: str = "0.0.0.0") -> Endpoint:
     """The endpoint on ``host:port`` (not started: ``serve_forever`` it in a thread)."""
     slots = threading.BoundedSemaphore(MAX_WAITING)
 
@@ -115,6 +124,4 @@ def server(board: Board, port: int, host: str = "0.0.0.0") -> http.server.Thread
         def log_message(self, *args: object) -> None:
             pass
 
-    httpd = http.server.ThreadingHTTPServer((host, port), Handler)
-    httpd.daemon_threads = True
-    return httpd
+    return Endpoint((host, port), Handler)

@@ -82,12 +82,20 @@ def _refused(host: str, port: int) -> bool:
     return False
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    """A variant's server with a real server's listen backlog (gunicorn's is 2048): with socketserver's 5, copies sent
+    together on a busy host lose SYNs, each retried after the mirror's 1 s connect timeout, and count as 5xx."""
+
+    daemon_threads = True
+    request_queue_size = 1024
+
+
 @contextlib.contextmanager
 def serving(
     address: str, handler: type[http.server.BaseHTTPRequestHandler], port: int = names.SERVICE_PORT
 ) -> Iterator[None]:
     """``handler`` serving on ``address``:``port`` (a variant's Service port by default) until the block ends."""
-    server = http.server.ThreadingHTTPServer((address, port), handler)
+    server = _Server((address, port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield

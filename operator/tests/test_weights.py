@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -72,6 +73,19 @@ def test_unknown_names_bad_queries_and_a_deleted_modeldeployment_are_json_errors
     board.publish(OWNER, ONE)
     board.publish(OWNER, None)
     assert _get(f"{base}/ml/iris?serial=-1")[0] == 404
+
+
+def test_routers_that_connect_together_are_all_queued_while_the_endpoint_is_busy() -> None:
+    """200 connections at once, none accepted yet (the endpoint busy answering the polls the weights released): every
+    one completes its handshake at once, where a backlog of 5 would leave the rest to a SYN retried after 1 s."""
+    server = weights.server(weights.Board(), 0, "127.0.0.1")
+    try:
+        address = ("127.0.0.1", server.server_address[1])
+        connections = [socket.create_connection(address, timeout=0.5) for _ in range(200)]
+        for connection in connections:
+            connection.close()
+    finally:
+        server.server_close()
 
 
 def test_resolve_gives_an_address_and_names_a_bad_one() -> None:
