@@ -66,6 +66,56 @@ class Tally:
         return lower * 1000
 
 
+_COMPARED = {
+    "mlmodel_router_shadow_compared_requests_total": "requests",
+    "mlmodel_router_shadow_uncompared_requests_total": "uncompared",
+    "mlmodel_router_shadow_compared_rows_total": "rows",
+    "mlmodel_router_shadow_agreed_rows_total": "agreed",
+    "mlmodel_router_shadow_delta_sum": "delta",
+    "mlmodel_router_shadow_probability_delta_count": "probability_rows",
+}
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """A shadow's answers compared with a primary's: the copies compared and not, the rows compared and
+    agreed, the sum of the rows' deltas, and the rows that had probabilities on both sides."""
+
+    requests: int = 0
+    uncompared: int = 0
+    rows: int = 0
+    agreed: int = 0
+    delta: float = 0.0
+    probability_rows: int = 0
+
+    @property
+    def rate(self) -> float | None:
+        """The share of the rows that agreed; ``None`` with none compared."""
+        return self.agreed / self.rows if self.rows else None
+
+    @property
+    def probability_delta(self) -> float | None:
+        """The mean over the rows of their probabilities' mean absolute difference."""
+        return self.delta / self.probability_rows if self.probability_rows else None
+
+
+def comparisons(text: str) -> dict[tuple[str, str], Agreement]:
+    """Each (shadow, primary) pair's comparisons in a router pod's ``/metrics``."""
+    found: dict[tuple[str, str], dict[str, float]] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        field = _COMPARED.get(name)
+        if field is None:
+            continue
+        labels_text, _, value = rest.rpartition("} ")
+        labels = {k: v.strip('"') for k, v in (part.split("=", 1) for part in labels_text.split(","))}
+        found.setdefault((labels["variant"], labels["primary"]), {})[field] = float(value)
+    return {
+        pair: Agreement(**{k: (v if k == "delta" else int(v)) for k, v in fields.items()})  # type: ignore[arg-type]
+        for pair, fields in found.items()
+    }
+
+
 Snapshot = Mapping[str, Mapping[str, Tally]]  # router pod -> variant -> its counts since the pod started
 
 

@@ -50,6 +50,13 @@ WEIGHTS_PATH = "/v1/weights"  # + /<namespace>/<name>
 HEADER_VARIANT = "X-Model-Variant"  # pins a request to a variant; the server names the variant that answered
 HEADER_ROUTER_CONFIG = "X-Router-Config"  # the digest of the router configuration that routed a response
 HEADER_ROUTER_WEIGHTS = "X-Router-Weights"  # the weights the router pod had when it routed a response
+# A shadow copy's: the primary's answer at the front of its body (its length, and its V2 JSON header's), the
+# regressors' tolerance; the shadow's server answers with its comparison (the server's twin: shadow.py).
+SHADOW_HEADERS = (
+    "X-Mlmodel-Primary-Length",
+    "X-Mlmodel-Primary-Header-Length",
+    "X-Mlmodel-Tolerance",
+)
 MODEL_MOUNT = "/mnt/models"
 API_KEYS_MOUNT = "/etc/mlmodel/api-keys"
 MAX_NAME = 63

@@ -99,12 +99,15 @@ class ApiKeySecret:
 
 @dataclass(frozen=True)
 class Mirror:
-    """Copy ``percent`` % of the requests to ``variant`` and discard its answers, holding at most
-    ``buffer_bytes`` of bodies per router worker for copies not yet sent."""
+    """Copy ``percent`` % of the requests to ``variant``, whose server compares its answers with the primary's
+    (a regressor's within ``absolute + relative * |primary's|``), holding at most ``buffer_bytes`` of bodies
+    and answers per router worker for copies not yet sent."""
 
     variant: str
     percent: int
     buffer_bytes: int = DEFAULT_MIRROR_BUFFER
+    absolute_tolerance: float = 0.0
+    relative_tolerance: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -355,7 +358,14 @@ def _routing(raw: Mapping[str, Any], variants: list[str]) -> Routing:
 def _mirror(raw: Mapping[str, Any]) -> Mirror:
     size = raw.get("bufferSize")
     buffer = DEFAULT_MIRROR_BUFFER if size is None else _bytes("spec.routing.mirror.bufferSize", size)
-    return Mirror(str(raw["variant"]), int(raw.get("percent", 100)), buffer)
+    tolerance = raw.get("tolerance") or {}
+    return Mirror(
+        str(raw["variant"]),
+        int(raw.get("percent", 100)),
+        buffer,
+        float(tolerance.get("absolute", 0)),
+        float(tolerance.get("relative", 0)),
+    )
 
 
 def _variant(index: int, item: Mapping[str, Any], image: str, *, single: bool) -> Variant:

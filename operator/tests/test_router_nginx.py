@@ -45,10 +45,14 @@ class _Variant(http.server.BaseHTTPRequestHandler):
     delay: ClassVar[float] = 0.0
     name: str | None = None
     received: ClassVar[list[tuple[str, str, bytes]]] = []  # path, content type, body
+    primaries: ClassVar[list[bytes]] = []  # the primary's answers at the front of shadow copies
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.received.append((self.path, self.headers.get("Content-Type", ""), body))
+        primary = int(self.headers.get(names.SHADOW_HEADERS[0], -1))
+        if primary >= 0:
+            self.primaries.append(body[:primary])
+        self.received.append((self.path, self.headers.get("Content-Type", ""), body[max(primary, 0) :]))
         time.sleep(self.delay)
         answer = b'{"predictions":[0]}'
         self.send_response(self.code)
@@ -66,6 +70,7 @@ class _Variant(http.server.BaseHTTPRequestHandler):
 class _Slow(_Variant):
     code, delay = 500, 2.0
     received: ClassVar[list[tuple[str, str, bytes]]] = []
+    primaries: ClassVar[list[bytes]] = []
 
 
 def _free_port() -> int:
@@ -205,6 +210,7 @@ def test_a_slow_failing_mirror_neither_slows_nor_fails_the_primary(tmp_path: Pat
             time.sleep(0.1)
         assert _counted(metrics)[("stable", "2xx")] == 6
     assert _Slow.received == [("/v2/models/iris/infer", "application/json", BODY)] * 6
+    assert _Slow.primaries == [b'{"predictions":[0]}'] * 6  # stable's answer, for the shadow to compare
 
 
 def test_with_no_variant_ready_the_router_answers_503_json(tmp_path: Path) -> None:
@@ -263,7 +269,7 @@ PREDICT = b'{"instances": [[6.7, 3.0, 5.2, 2.3]]}'
 
 def _named(variant: str) -> type[_Variant]:
     """A variant that answers every request at once, naming itself, with its own record of what it received."""
-    return type(f"_Named_{variant}", (_Variant,), {"name": variant, "received": []})
+    return type(f"_Named_{variant}", (_Variant,), {"name": variant, "received": [], "primaries": []})
 
 
 @contextlib.contextmanager

@@ -36,7 +36,7 @@ CASES: dict[str, tuple[list[dict[str, Any]], dict[str, Any], list[str]]] = {
     "mirror": (WITH_SHADOW, {"mirror": {"variant": "shadow", "percent": 50}}, ["stable", "canary", "shadow"]),
     "mirror-override": (
         WITH_SHADOW,
-        {"mirror": {"variant": "shadow", "bufferSize": "1Mi"}, "allowOverride": True},
+        {"mirror": {"variant": "shadow", "bufferSize": "1Mi", "tolerance": {"absolute": 0.5}}, "allowOverride": True},
         ["stable", "canary", "shadow"],
     ),
     "rate-limit": (TWO, {"rateLimit": {"requestsPerSecond": 20, "burst": 5}}, ["stable", "canary"]),

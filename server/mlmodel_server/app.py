@@ -1,5 +1,5 @@
-"""``create_app()``: the Flask app and its error handling; ``lane`` answers predictions before it, and
-``observe`` adds headers, metrics and the access log to both."""
+"""``create_app()``: the Flask app and its error handling; ``lane`` answers predictions before it, ``shadow``
+compares a router's copy with the primary's answer, and ``observe`` adds headers, metrics and the access log."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from mlmodel_server.model import LoadedModel
 from mlmodel_server.observe import REQUEST_ID, ROUTE, Observed
 from mlmodel_server.routes import blueprint
 from mlmodel_server.serving import Serving, error_reply, json_response, serving
+from mlmodel_server.shadow import Shadow
 
 
 class _ServerFlask(Flask):
@@ -60,7 +61,7 @@ def create_app(
     app.register_blueprint(blueprint)
     if api_keys is not None:
         app.before_request(_authenticate)
-    app.wsgi_app = Observed(Lane(app.wsgi_app, state), settings, state.metrics)  # type: ignore[method-assign]
+    app.wsgi_app = Observed(Shadow(Lane(app.wsgi_app, state), state), settings, state.metrics)  # type: ignore[method-assign]
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _error)
     return app

@@ -144,6 +144,20 @@ def encode_v1(prediction: Prediction) -> dict[str, Any]:
     return {"predictions": prediction.predictions.tolist()}
 
 
+def read_answer(body: bytes) -> Prediction:
+    """A ``/predict`` or V1 answer back as a prediction (a shadow compares another server's with its own)."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise MalformedJSON(f"the answer is not valid JSON: {err}") from None
+    predictions = payload.get("predictions") if isinstance(payload, dict) else None
+    if not isinstance(predictions, list):
+        raise InvalidPayload('the answer has no "predictions" list')
+    probabilities = payload.get("probabilities")
+    proba = None if probabilities is None else np.asarray(probabilities, dtype=np.float64)
+    return Prediction(np.asarray(predictions), proba)
+
+
 def _rows_field(payload: dict[str, Any], fields: tuple[str, ...], schema: Schema) -> np.ndarray:
     present = [f for f in fields if f in payload]
     if len(present) != 1:

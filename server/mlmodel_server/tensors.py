@@ -59,3 +59,15 @@ def to_bytes(values: np.ndarray, datatype: str) -> bytes:
         data = item if isinstance(item, bytes) else str(item).encode()
         parts += [len(data).to_bytes(4, "little"), data]
     return b"".join(parts)
+
+
+def elements(raw: memoryview, datatype: str) -> np.ndarray:
+    """The flat array of a tensor's raw bytes: numbers as ``from_bytes`` reads them, ``BYTES`` as strings."""
+    if datatype != "BYTES":
+        return from_bytes(raw, datatype)
+    data, out, offset = bytes(raw), [], 0
+    while offset + 4 <= len(data):
+        size = int.from_bytes(data[offset : offset + 4], "little")
+        out.append(data[offset + 4 : offset + 4 + size].decode(errors="replace"))
+        offset += 4 + size
+    return np.asarray(out)

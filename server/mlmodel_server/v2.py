@@ -114,6 +114,32 @@ def encode(
     return header + b"".join(raw), len(header) if raw else None
 
 
+def read_answer(body: bytes, header_length: str | None) -> Prediction:
+    """A V2 answer back as a prediction: its ``predict`` output, and ``predict_proba`` when present, as JSON
+    ``data`` or binary data (a shadow compares another server's with its own)."""
+    header, binary = split_body(body, header_length, len(body))
+    outputs = header.get("outputs")
+    if not isinstance(outputs, list):
+        raise InvalidPayload('the answer has no "outputs" list')
+    cursor, found = _Cursor(binary), {}
+    for output in outputs:
+        if not isinstance(output, dict) or output.get("name") not in OUTPUTS:
+            continue
+        name, shape, datatype = output["name"], output.get("shape"), output.get("datatype")
+        size = _parameters(output, f'output "{name}"').get("binary_data_size")
+        if isinstance(size, int):
+            if datatype != "BYTES" and datatype not in tensors.NUMERIC_DTYPES:
+                raise InvalidPayload(f'output "{name}": datatype {datatype!r:.40} is not a V2 datatype')
+            values = tensors.elements(cursor.take(size, f'output "{name}"'), str(datatype))
+        else:
+            values = np.asarray(output.get("data"))
+        found[name] = values.reshape(shape) if isinstance(shape, list) else values
+    if "predict" not in found:
+        raise InvalidPayload('the answer has no "predict" output')
+    proba = found.get("predict_proba")
+    return Prediction(found["predict"], None if proba is None else proba.astype(np.float64))
+
+
 class _Cursor:
     """Hands out the binary part of a request, input by input."""
 

@@ -29,6 +29,19 @@ local ALWAYS = { ["2xx"] = true, ["4xx"] = true, ["5xx"] = true } -- shown at 0 
 local HOP_BY_HOP = {
     connection = true, ["keep-alive"] = true, te = true, trailer = true, ["transfer-encoding"] = true,
     upgrade = true, ["proxy-connection"] = true, host = true, ["content-length"] = true, ["x-request-id"] = true,
+    ["x-mlmodel-primary-length"] = true, ["x-mlmodel-primary-header-length"] = true,
+    ["x-mlmodel-tolerance"] = true,
+}
+-- A copy's comparison (X-Mlmodel-Comparison from the shadow's server): the counters it adds to, per pair.
+local COMPARED = {
+    { "requests", "mlmodel_router_shadow_compared_requests_total", "Copies whose answer was compared with the primary's." },
+    { "uncompared", "mlmodel_router_shadow_uncompared_requests_total",
+        "Copies answered without a comparison: the primary's answer was over the budget, not a 200, or unreadable." },
+    { "rows", "mlmodel_router_shadow_compared_rows_total", "Rows compared." },
+    { "agreed", "mlmodel_router_shadow_agreed_rows_total",
+        "Rows that agreed: the same label, or a regressor's output within the tolerance." },
+    { "delta", "mlmodel_router_shadow_delta_sum",
+        "Sum over the rows of the mean absolute difference (of the probabilities, for a classifier)." },
 }
 local BUCKETS_TOTAL = 10000
 local WAIT = 20 -- seconds the operator may hold a poll before it answers with the same weights
@@ -190,6 +203,22 @@ local function mirrored(outcome)
     dict:incr("mirrored\t" .. mirror.variant .. "\t" .. outcome, 1, 0)
 end
 
+-- A copy's comparison with the answer of ``primary`` ("rows=3;agreed=2;delta=0.1;le_0.01=2;…"), or nil.
+local function compared(primary, comparison)
+    local prefix = "shadow\t" .. mirror.variant .. "\t" .. primary .. "\t"
+    if not comparison then
+        dict:incr(prefix .. "uncompared", 1, 0)
+        return
+    end
+    dict:incr(prefix .. "requests", 1, 0)
+    for key, value in string.gmatch(comparison, "([%w_.+]+)=([%d.eE+-]+)") do
+        local number = tonumber(value)
+        if number then
+            dict:incr(prefix .. key, number, 0)
+        end
+    end
+end
+
 -- The body of the request, if it fits in what is left of the budget; false if it does not.
 local function body_within_budget()
     ngx.req.read_body()
@@ -230,23 +259,52 @@ function M.capture()
         headers = ngx.req.get_headers(100),
         request_id = ngx.var.mlmodel_request_id,
         body = body,
+        answer = {}, -- the primary's answer in chunks, while it fits the budget (nil once it did not)
+        held = 0,
     }
+end
+
+-- The body filter of a request with a copy: keep the primary's answer for the comparison, within the budget.
+function M.keep()
+    local copy = ngx.ctx.copy
+    local chunk = ngx.arg[1]
+    if not copy or not copy.answer or chunk == "" then
+        return
+    end
+    if pending + #chunk > mirror.budget then
+        pending = pending - copy.held
+        copy.answer, copy.held = nil, 0
+        return
+    end
+    copy.answer[#copy.answer + 1] = chunk
+    copy.held = copy.held + #chunk
+    pending = pending + #chunk
 end
 
 -- A timer: one copy to the mirror over HTTP/1.1, its status line read, the connection closed.
 local function send(premature, copy)
-    local size = #copy.body
+    local size = #copy.body + copy.held
     if premature then
         pending = pending - size
         return
     end
+    local answer = copy.answer and table.concat(copy.answer) or ""
     local lines = {
         copy.method .. " " .. copy.uri .. " HTTP/1.1",
         "Host: " .. mirror.host,
         "Connection: close",
-        "Content-Length: " .. #copy.body,
+        "Content-Length: " .. (#answer + #copy.body),
         "X-Request-Id: " .. copy.request_id,
     }
+    if copy.answer then -- the shadow's server compares its answer with this one, and says how in a header
+        lines[#lines + 1] = "X-Mlmodel-Primary-Length: " .. #answer
+        if copy.header_length then
+            lines[#lines + 1] = "X-Mlmodel-Primary-Header-Length: " .. copy.header_length
+        end
+        if mirror.tolerance then
+            lines[#lines + 1] = "X-Mlmodel-Tolerance: " .. mirror.tolerance
+        end
+    end
     for name, value in pairs(copy.headers) do
         if not HOP_BY_HOP[name] then
             for _, v in ipairs(type(value) == "table" and value or { value }) do
@@ -257,25 +315,40 @@ local function send(premature, copy)
     lines[#lines + 1] = "\r\n"
     local sock = ngx.socket.tcp()
     sock:settimeouts(1000, 10000, 120000) -- connect, send, read (ms)
-    local status
+    local status, comparison
     local sent = sock:connect(mirror.host, mirror.port) and sock:send(table.concat(lines, "\r\n"))
-        and sock:send(copy.body)
-    copy.body = nil
+        and sock:send(answer) and sock:send(copy.body)
+    copy.body, copy.answer, answer = nil, nil, nil
     pending = pending - size -- sent, or given up within the connect and send timeouts
     if sent then
         local line = sock:receive("*l")
         status = line and tonumber(string.match(line, "^HTTP/%d%.%d (%d%d%d)"))
+        while status and line and line ~= "" do
+            line = sock:receive("*l")
+            comparison = comparison or (line and string.match(line, "^[Xx]%-[Mm]lmodel%-[Cc]omparison:%s*(.-)%s*$"))
+        end
     end
     sock:close()
     mirrored(status and class(status) or "5xx") -- no answer is counted as nginx would: a 5xx
+    if status == 200 then
+        compared(copy.primary, comparison)
+    end
 end
 
 -- The log phase of every request: which variant answered (none if the router answered itself).
 function M.observe()
     local copy = ngx.ctx.copy
-    if copy and not ngx.timer.at(0, send, copy) then
-        pending = pending - #copy.body
-        mirrored("skipped")
+    if copy then
+        copy.primary = ngx.var.mlmodel_variant
+        if ngx.status ~= 200 and copy.answer then -- only a 200 is compared
+            pending = pending - copy.held
+            copy.answer, copy.held = nil, 0
+        end
+        copy.header_length = ngx.header["Inference-Header-Content-Length"]
+        if not ngx.timer.at(0, send, copy) then
+            pending = pending - #copy.body - copy.held
+            mirrored("skipped")
+        end
     end
     local variant = ngx.var.mlmodel_variant
     if not ngx.var.upstream_addr then
@@ -320,6 +393,54 @@ local function variants()
     return out
 end
 
+-- The comparisons' counters, per (shadow, primary), and the histogram of the rows' probability delta.
+local function render_comparisons(out)
+    local pairs_seen, buckets = {}, {}
+    for _, key in ipairs(dict:get_keys(0)) do
+        local shadow, primary, name = string.match(key, "^shadow\t([^\t]+)\t([^\t]+)\t(.+)$")
+        if shadow then
+            local pair = shadow .. "\t" .. primary
+            pairs_seen[pair] = pairs_seen[pair] or { shadow, primary }
+            local le = string.match(name, "^le_(.+)$")
+            if le then
+                buckets[#buckets + 1] = { pair, tonumber(le) or math.huge, le, dict:get(key) }
+            end
+        end
+    end
+    local ordered = {}
+    for pair, names in pairs(pairs_seen) do
+        ordered[#ordered + 1] = { pair, names[1], names[2] }
+    end
+    table.sort(ordered, function(a, b) return a[1] < b[1] end)
+    for _, counter in ipairs(COMPARED) do
+        local metric = counter[2]
+        out[#out + 1] = "# HELP " .. metric .. " " .. counter[3]
+        out[#out + 1] = "# TYPE " .. metric .. " counter"
+        for _, pair in ipairs(ordered) do
+            local value = dict:get("shadow\t" .. pair[1] .. "\t" .. counter[1]) or 0
+            out[#out + 1] = series(metric, pair[2], ',primary="' .. pair[3] .. '"', value)
+        end
+    end
+    local h = "mlmodel_router_shadow_probability_delta"
+    out[#out + 1] = "# HELP " .. h .. " The rows' mean absolute difference of class probabilities, shadow against primary."
+    out[#out + 1] = "# TYPE " .. h .. " histogram"
+    table.sort(buckets, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+    for _, pair in ipairs(ordered) do
+        local count
+        for _, bucket in ipairs(buckets) do
+            if bucket[1] == pair[1] then
+                out[#out + 1] = series(h .. "_bucket", pair[2], ',primary="' .. pair[3] .. '",le="' .. bucket[3] .. '"', bucket[4])
+                count = bucket[2] == math.huge and bucket[4] or count
+            end
+        end
+        if count then
+            local delta = dict:get("shadow\t" .. pair[1] .. "\tdelta") or 0
+            out[#out + 1] = series(h .. "_sum", pair[2], ',primary="' .. pair[3] .. '"', delta)
+            out[#out + 1] = series(h .. "_count", pair[2], ',primary="' .. pair[3] .. '"', count)
+        end
+    end
+end
+
 function M.render()
     local out = {
         "# HELP mlmodel_router_config_info The router configuration in effect.",
@@ -351,6 +472,7 @@ function M.render()
             end
         end
     end
+    render_comparisons(out)
     out[#out + 1] = "# HELP mlmodel_router_upstream_latency_seconds Time to the variant's full response."
     out[#out + 1] = "# TYPE mlmodel_router_upstream_latency_seconds histogram"
     local h = "mlmodel_router_upstream_latency_seconds"

@@ -193,8 +193,13 @@ def _http_settings(
     shadow = "nil"
     if mirror is not None:
         variant, ip = mirror
-        budget = md.routing.mirror.buffer_bytes if md.routing.mirror else 0
-        shadow = _lua_table({"variant": variant, "host": _host(ip), "port": names.SERVICE_PORT, "budget": budget})
+        settings: dict[str, object] = {"variant": variant, "host": _host(ip), "port": names.SERVICE_PORT}
+        if md.routing.mirror:
+            m = md.routing.mirror
+            settings["budget"] = m.buffer_bytes
+            if m.absolute_tolerance or m.relative_tolerance:
+                settings["tolerance"] = f"absolute={m.absolute_tolerance:g},relative={m.relative_tolerance:g}"
+        shadow = _lua_table(settings)
     weights: dict[str, object] = {"file": f"{weights_dir}/{names.ROUTER_WEIGHTS_FILE}"}
     if source is not None:
         path = f"{names.WEIGHTS_PATH}/{md.namespace}/{md.name}"
@@ -250,7 +255,10 @@ def _data_server(md: ModelDeployment, mirrored: bool) -> list[str]:
         else f"            if ($mlmodel_variant = {FORBIDDEN}) {{ return 403 $mlmodel_override_forbidden; }}",
         f"            if ($mlmodel_variant = {NONE}) {{ return 503 $mlmodel_no_variant; }}",
         *(
-            [f'            access_by_lua_block {{ if ngx.var.mlmodel_mirror ~= "" then {_LUA}.capture() end }}']
+            [
+                f'            access_by_lua_block {{ if ngx.var.mlmodel_mirror ~= "" then {_LUA}.capture() end }}',
+                f"            body_filter_by_lua_block {{ {_LUA}.keep() }}",
+            ]
             if mirrored
             else []
         ),
@@ -337,6 +345,8 @@ def _proxy(indent: str) -> list[str]:
         f'{indent}proxy_set_header Connection "";',
         f"{indent}proxy_set_header X-Request-Id $mlmodel_request_id;",
         f"{indent}proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        f"{indent}# Only the router's shadow copies carry these; a client's are dropped.",
+        *(f'{indent}proxy_set_header {header} "";' for header in names.SHADOW_HEADERS),
         f"{indent}proxy_next_upstream error;  # never a POST: one that crashed a server must not crash a second",
         f"{indent}proxy_connect_timeout 5s;",
         f"{indent}proxy_send_timeout 30s;",
