@@ -46,7 +46,7 @@ def up(steps: Steps, cluster: Cluster) -> None:
     """Steps 4-6, then the canary live."""
     with steps.step("chart", "operator (helm upgrade --install charts/mlmodel)") as step:
         step.note = install_chart(cluster)
-    what = f"the example models (iris, iris-v2; iris-5xx, iris-slow to abort) in the model store of {NAMESPACE}"
+    what = f"the example models (iris, iris-v2; iris-5xx, iris-slow, iris-shuffled to abort) in {NAMESPACE}'s store"
     with steps.step("models", what) as step:
         restricted_namespace(cluster, NAMESPACE)
         digests = serve_models(cluster, NAMESPACE, WORKDIR / "models")

@@ -6,64 +6,24 @@ end of an interval (``measure``); the difference, summed over the pods, is what 
 pod that restarted meanwhile counts from zero, as Prometheus's ``increase`` does. From that come the gates of
 ``spec.rollout.analysis``: the canary's success rate (the answers that were not 5xx, in percent), its p99
 latency, and the p99 over the stable revision's in the same interval; and a Prometheus query's value, if set.
+In shadow steps, the canary gets copies only, and its server compares each answer with the stable revision's
+(the server's ``agreement``): the routers count the rows compared and agreed, and the agreement gates judge the
+share that agreed and the mean difference of the class probabilities.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from mlmodel_operator.spec import Analysis
 
 PASSED, FAILED, INCONCLUSIVE = "Passed", "Failed", "Inconclusive"
+COMPARING = ("agreement", "probabilityDelta")  # the gates that judge the answers compared in shadow steps
 _REQUESTS = "mlmodel_router_requests_total"
 _BUCKET = "mlmodel_router_upstream_latency_seconds_bucket"
-
-
-@dataclass(frozen=True)
-class Tally:
-    """A variant's answers: how many, how many were 5xx, and the latency histogram (upper bound in seconds,
-    answers at or under it), cumulative as Prometheus keeps it, ``+Inf`` last."""
-
-    requests: int = 0
-    errors: int = 0
-    buckets: tuple[tuple[float, int], ...] = ()
-
-    def __add__(self, other: Tally) -> Tally:
-        merged: dict[float, int] = dict(self.buckets)
-        for le, count in other.buckets:
-            merged[le] = merged.get(le, 0) + count
-        return Tally(self.requests + other.requests, self.errors + other.errors, tuple(sorted(merged.items())))
-
-    def since(self, start: Tally) -> Tally:
-        """What was counted after ``start``; all of it if a counter went back (the pod restarted)."""
-        if self.requests < start.requests or self.errors < start.errors:
-            return self
-        before = dict(start.buckets)
-        if any(count < before.get(le, 0) for le, count in self.buckets):
-            return self
-        return Tally(
-            self.requests - start.requests,
-            self.errors - start.errors,
-            tuple((le, count - before.get(le, 0)) for le, count in self.buckets),
-        )
-
-    def p99_ms(self) -> float | None:
-        """The 99th percentile latency in milliseconds, interpolated in its bucket as ``histogram_quantile``
-        does (the highest finite bound if it falls in ``+Inf``); ``None`` with no answer."""
-        if not self.buckets or self.buckets[-1][1] == 0:
-            return None
-        rank = 0.99 * self.buckets[-1][1]
-        lower, below = 0.0, 0
-        for le, count in self.buckets:
-            if count >= rank:
-                if math.isinf(le):
-                    return lower * 1000
-                return 1000 * (lower + (le - lower) * (rank - below) / max(count - below, 1))
-            lower, below = le, count
-        return lower * 1000
 
 
 _COMPARED = {
@@ -87,6 +47,12 @@ class Agreement:
     agreed: int = 0
     delta: float = 0.0
     probability_rows: int = 0
+
+    def __add__(self, other: Agreement) -> Agreement:
+        return Agreement(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(Agreement)))
+
+    def __sub__(self, other: Agreement) -> Agreement:
+        return Agreement(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(Agreement)))
 
     @property
     def rate(self) -> float | None:
@@ -116,6 +82,56 @@ def comparisons(text: str) -> dict[tuple[str, str], Agreement]:
     }
 
 
+@dataclass(frozen=True)
+class Tally:
+    """A variant's answers: how many, how many were 5xx, and the latency histogram (upper bound in seconds,
+    answers at or under it), cumulative as Prometheus keeps it, ``+Inf`` last."""
+
+    requests: int = 0
+    errors: int = 0
+    buckets: tuple[tuple[float, int], ...] = ()
+    compared: Agreement = Agreement()  # as a shadow: its answers compared with the other variants'
+
+    def __add__(self, other: Tally) -> Tally:
+        merged: dict[float, int] = dict(self.buckets)
+        for le, count in other.buckets:
+            merged[le] = merged.get(le, 0) + count
+        requests, errors = self.requests + other.requests, self.errors + other.errors
+        return Tally(requests, errors, tuple(sorted(merged.items())), self.compared + other.compared)
+
+    def since(self, start: Tally) -> Tally:
+        """What was counted after ``start``; all of it if a counter went back (the pod restarted)."""
+        if self.requests < start.requests or self.errors < start.errors:
+            return self
+        before = dict(start.buckets)
+        if any(count < before.get(le, 0) for le, count in self.buckets):
+            return self
+        compared = self.compared - start.compared
+        if any(getattr(compared, f.name) < 0 for f in fields(Agreement)):
+            return self
+        return Tally(
+            self.requests - start.requests,
+            self.errors - start.errors,
+            tuple((le, count - before.get(le, 0)) for le, count in self.buckets),
+            compared,
+        )
+
+    def p99_ms(self) -> float | None:
+        """The 99th percentile latency in milliseconds, interpolated in its bucket as ``histogram_quantile``
+        does (the highest finite bound if it falls in ``+Inf``); ``None`` with no answer."""
+        if not self.buckets or self.buckets[-1][1] == 0:
+            return None
+        rank = 0.99 * self.buckets[-1][1]
+        lower, below = 0.0, 0
+        for le, count in self.buckets:
+            if count >= rank:
+                if math.isinf(le):
+                    return lower * 1000
+                return 1000 * (lower + (le - lower) * (rank - below) / max(count - below, 1))
+            lower, below = le, count
+        return lower * 1000
+
+
 Snapshot = Mapping[str, Mapping[str, Tally]]  # router pod -> variant -> its counts since the pod started
 
 
@@ -137,9 +153,18 @@ def parse(text: str) -> dict[str, Tally]:
                 errors[variant] = errors.get(variant, 0) + count
         else:
             buckets.setdefault(variant, {})[float(labels["le"].strip('"'))] = count
+    compared: dict[str, Agreement] = {}
+    for (shadow, primary), agreement in comparisons(text).items():
+        if shadow != primary:
+            compared[shadow] = compared.get(shadow, Agreement()) + agreement
     return {
-        v: Tally(requests.get(v, 0), errors.get(v, 0), tuple(sorted(buckets.get(v, {}).items())))
-        for v in requests.keys() | buckets.keys()
+        v: Tally(
+            requests.get(v, 0),
+            errors.get(v, 0),
+            tuple(sorted(buckets.get(v, {}).items())),
+            compared.get(v, Agreement()),
+        )
+        for v in requests.keys() | buckets.keys() | compared.keys()
     }
 
 
@@ -181,18 +206,16 @@ class Interval:
     requests: int
     errors: int
     metrics: tuple[Metric, ...]
+    compared: int = 0  # copies whose answers were compared with the stable revision's
 
     @property
     def failed(self) -> tuple[Metric, ...]:
         return tuple(m for m in self.metrics if m.passed is False)
 
     def status(self) -> dict[str, object]:
-        return {
-            "result": self.result,
-            "requests": self.requests,
-            "errors": self.errors,
-            "metrics": [m.status() for m in self.metrics],
-        }
+        out: dict[str, object] = {"result": self.result, "requests": self.requests, "errors": self.errors}
+        out |= {"compared": self.compared} if self.compared else {}
+        return out | {"metrics": [m.status() for m in self.metrics]}
 
 
 def interval_of(raw: Mapping[str, Any]) -> Interval:
@@ -200,16 +223,18 @@ def interval_of(raw: Mapping[str, Any]) -> Interval:
     metrics = tuple(
         Metric(str(m["name"]), m.get("value"), str(m["threshold"]), m.get("passed")) for m in raw.get("metrics") or []
     )
-    return Interval(str(raw["result"]), int(raw.get("requests", 0)), int(raw.get("errors", 0)), metrics)
+    requests, errors, compared = (int(raw.get(key, 0)) for key in ("requests", "errors", "compared"))
+    return Interval(str(raw["result"]), requests, errors, metrics, compared)
 
 
 def judge(analysis: Analysis, canary: Tally, stable: Tally, query: float | None = None) -> Interval:
     """Judge the canary's answers in one interval (``stable``'s in the same one, and the Prometheus query's value
-    at its end). Below ``minRequests`` answers of the canary, nothing is judged: the interval is inconclusive."""
-    enough = canary.requests >= analysis.min_requests
+    at its end). Below ``minRequests`` answers of the canary (copies compared, for the agreement gates), a gate
+    is not judged; with none judged, the interval is inconclusive."""
+    answered, compared = canary.requests >= analysis.min_requests, canary.compared
     metrics: list[Metric] = []
 
-    def gate(name: str, value: float | None, threshold: str, ok: bool) -> None:
+    def gate(name: str, value: float | None, threshold: str, ok: bool, enough: bool = answered) -> None:
         metrics.append(Metric(name, value, threshold, ok if enough and value is not None else None))
 
     if analysis.min_success_rate is not None:
@@ -229,6 +254,13 @@ def judge(analysis: Analysis, canary: Tally, stable: Tally, query: float | None 
         within = query is not None and (low is None or query >= low) and (high is None or query <= high)
         bounds = " and ".join(f"{sign} {b:g}" for sign, b in ((">=", low), ("<=", high)) if b is not None)
         gate("prometheus", query, bounds, within)
+    enough = compared.requests >= analysis.min_requests
+    if analysis.min_agreement is not None:
+        rate, least = compared.rate, analysis.min_agreement
+        gate(COMPARING[0], rate, f">= {least:g} of rows", rate is not None and rate >= least, enough)
+    if analysis.max_probability_delta is not None:
+        delta, most = compared.probability_delta, analysis.max_probability_delta
+        gate(COMPARING[1], delta, f"<= {most:g}", delta is not None and delta <= most, enough)
     judged = [m.passed for m in metrics if m.passed is not None]
     result = INCONCLUSIVE if not judged else PASSED if all(judged) else FAILED
-    return Interval(result, canary.requests, canary.errors, tuple(metrics))
+    return Interval(result, canary.requests, canary.errors, tuple(metrics), compared.requests)

@@ -230,6 +230,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
 def _step(step: Mapping[str, Any]) -> str:
     if "setWeight" in step:
         return f"setWeight {step['setWeight']}"
+    if "shadow" in step:
+        shadow = step["shadow"]
+        return f"shadow {shadow.get('percent', 100)} % for {shadow.get('duration')} (copies only)"
     duration = (step.get("pause") or {}).get("duration")
     return f"pause {duration}" if duration else "pause (until promote or resume)"
 
@@ -263,7 +266,8 @@ def render_status(md: Mapping[str, Any]) -> str:
             f"Analysis:   {analysis.get('passedIntervals', 0)} passed, {analysis.get('failedIntervals', 0)} failed,"
             f" {analysis.get('inconclusiveIntervals', 0)} inconclusive intervals; the last"
             f" {last.get('result', 'not judged yet')}"
-            + (f", {last.get('errors', 0)} 5xx of {last.get('requests', 0)} answers" if last else ""),
+            + (f", {last.get('errors', 0)} 5xx of {last.get('requests', 0)} answers" if last else "")
+            + (f", {last['compared']} copies compared" if last.get("compared") else ""),
         ]
         rows = [
             (m["name"], m.get("value", "-"), m["threshold"], {True: "yes", False: "NO"}.get(m.get("passed"), "-"))

@@ -339,7 +339,7 @@ def _advance(
     if skip == actions.PROMOTE_FULL:
         state = replace(state, step=len(steps))
     baseline = None
-    judging = gates is not None and state.weight > 0 and skip != actions.PROMOTE_FULL
+    judging = gates is not None and _judged(md, state) and skip != actions.PROMOTE_FULL
     if judging:  # an interval that ends now is judged by the step it ran in
         assert gates is not None
         state, verdict, baseline = _judge(gates, state, readings, now)
@@ -347,7 +347,8 @@ def _advance(
             assert state.judged is not None
             failed = ", ".join(m.describe() for m in verdict.failed)
             what = f"revision {canary} failed its analysis: {failed}, with {verdict.errors} 5xx of {verdict.requests}"
-            what += f" answers in the last {gates.interval:g} s"
+            what += f" answers and {verdict.compared} copies compared" if verdict.compared else " answers"
+            what += f" in the last {gates.interval:g} s"
             if state.judged.failed > gates.failure_limit:
                 return abort(f"{what} ({state.judged.failed} failed intervals; failureLimit {gates.failure_limit})")
             allowed = f"{state.judged.failed} failed of {gates.failure_limit} allowed"
@@ -360,6 +361,27 @@ def _advance(
             message = f"{label}: paused by kubectl mlmodel pause with revision {canary} at {state.weight} %"
             state = replace(state, message=message, phase=PAUSED)
             break
+        if step.shadow is not None:
+            shadow = step.shadow
+            if not ready or not observed.get(ROUTER, (1, None))[0]:
+                state = replace(state, message=f"{label}: waiting for revision {canary} to be ready")
+                break
+            remaining = shadow.seconds - _seconds(state.since, now)
+            last = state.judged.last if state.judged else None
+            agreed = (
+                last is not None
+                and last.result == analysis.PASSED
+                and any(m.passed for m in last.metrics if m.name in analysis.COMPARING)
+            )
+            if remaining > 0 or not agreed:
+                message = f"{label}: shadow, {shadow.percent} % of requests copied to revision {canary}"
+                message += f" for {shadow.seconds:g} s" if remaining > 0 else ", until an interval passes the agreement"
+                if state.message != message:
+                    events.append(("Normal", "RolloutShadow", message))
+                state, wake = replace(state, message=message), max(remaining, 0) or None
+                break
+            state = replace(state, step=state.step + 1, since=now)
+            continue
         if step.set_weight is not None:
             if not ready or not observed.get(ROUTER, (1, None))[0]:
                 state = replace(state, message=f"{label}: waiting for revision {canary} to be ready")
@@ -401,13 +423,25 @@ def _advance(
             handled=state.handled,
         )
         return promoted, md.rollout.scale_down_delay, None
-    if gates is not None and state.weight > 0:
-        if baseline is None:  # the canary has just got traffic: its first interval starts
+    if gates is not None and _judged(md, state):
+        if baseline is None:  # the canary has just got traffic (or copies): its first interval starts
             state, _, baseline = _judge(gates, state, readings, now)
         assert state.judged is not None
         due = gates.interval - _seconds(state.judged.started, now)
         wake = due if wake is None else min(wake, due)
     return state, wake, baseline
+
+
+def _shadowing(md: ModelDeployment, state: State) -> spec.Shadow | None:
+    """The shadow step under way, if one is."""
+    assert md.rollout is not None
+    steps = md.rollout.steps
+    return steps[state.step].shadow if state.rolling and state.step < len(steps) else None
+
+
+def _judged(md: ModelDeployment, state: State) -> bool:
+    """Whether the canary is being judged: it has traffic, or copies in a shadow step."""
+    return state.weight > 0 or _shadowing(md, state) is not None
 
 
 def _judge(
@@ -462,7 +496,13 @@ def _serving(md: ModelDeployment, state: State, revisions: Mapping[int, Revision
         variants.append(of(canary, state.weight))
     if state.previous is not None and state.previous not in (state.stable, canary):
         variants.append(of(state.previous, 0))
-    return replace(md, variants=tuple(variants), routing=replace(md.routing, always=True))
+    routing = replace(md.routing, always=True)
+    shadow = _shadowing(md, state)
+    if shadow is not None and canary is not None and md.rollout and md.rollout.analysis:
+        absolute, relative = md.rollout.analysis.tolerance
+        budget = md.routing.mirror.buffer_bytes if md.routing.mirror else spec.DEFAULT_MIRROR_BUFFER
+        routing = replace(routing, mirror=spec.Mirror(name(canary), shadow.percent, budget, absolute, relative))
+    return replace(md, variants=tuple(variants), routing=routing)
 
 
 def with_rollout(

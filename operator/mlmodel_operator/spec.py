@@ -133,12 +133,22 @@ class Routing:
 
 
 @dataclass(frozen=True)
+class Shadow:
+    """A rollout's shadow step: copy ``percent`` % of the requests to the new revision for ``seconds`` at least."""
+
+    percent: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Step:
-    """One step of a rollout: give the new revision ``set_weight`` percent, or wait ``pause_seconds``; neither:
-    wait for a person (``pause: {}``, until ``kubectl mlmodel promote`` or ``resume``)."""
+    """One step of a rollout: copy requests to the new revision (``shadow``), give it ``set_weight`` percent, or
+    wait ``pause_seconds``; none: wait for a person (``pause: {}``, until ``kubectl mlmodel promote`` or
+    ``resume``)."""
 
     set_weight: int | None = None
     pause_seconds: float | None = None
+    shadow: Shadow | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +173,16 @@ class Analysis:
     max_p99_ms: float | None = None
     max_p99_ratio: float | None = None  # the canary's p99 over the stable revision's, in the same interval
     prometheus: Prometheus | None = None
+    # In shadow steps: the share of rows whose answers agree with the stable revision's (a regressor's within
+    # absolute + relative * |stable's|), and the mean difference of their class probabilities.
+    min_agreement: float | None = None
+    tolerance: tuple[float, float] = (0.0, 0.0)
+    max_probability_delta: float | None = None
+
+    @property
+    def compares(self) -> bool:
+        """Whether a gate judges the answers compared in shadow steps."""
+        return self.min_agreement is not None or self.max_probability_delta is not None
 
 
 @dataclass(frozen=True)
@@ -254,6 +274,15 @@ def _rollout(raw: Mapping[str, Any]) -> Rollout:
             if not 0 <= weight <= 100:
                 raise SpecError(f"spec.rollout.steps[{i}].setWeight: a percent from 0 to 100, got {weight}")
             steps.append(Step(set_weight=weight))
+        elif "shadow" in item:
+            where = f"spec.rollout.steps[{i}].shadow"
+            shadow = item["shadow"] or {}
+            percent = int(shadow.get("percent", 100))
+            if not 1 <= percent <= 100:
+                raise SpecError(f"{where}.percent: a percent from 1 to 100, got {percent}")
+            if any(s.set_weight is not None for s in steps):
+                raise SpecError(f"{where}: shadow steps come before the first setWeight")
+            steps.append(Step(shadow=Shadow(percent, duration(f"{where}.duration", shadow.get("duration", "")))))
         elif "pause" in item and (item["pause"] or {}).get("duration") is not None:
             steps.append(
                 Step(pause_seconds=duration(f"spec.rollout.steps[{i}].pause.duration", item["pause"]["duration"]))
@@ -261,14 +290,20 @@ def _rollout(raw: Mapping[str, Any]) -> Rollout:
         elif "pause" in item:
             steps.append(Step())
         else:
-            raise SpecError(f"spec.rollout.steps[{i}]: a step is setWeight: N, pause: {{duration: 30s}} or pause: {{}}")
+            raise SpecError(
+                f"spec.rollout.steps[{i}]: a step is shadow: {{duration: 1m}}, setWeight: N, "
+                "pause: {duration: 30s} or pause: {}"
+            )
     if not steps:
         raise SpecError("spec.rollout.steps: at least one step is required")
     delay = raw.get("scaleDownDelay")
+    gates = None if raw.get("analysis") is None else _analysis(raw["analysis"])
+    if any(s.shadow for s in steps) and (gates is None or not gates.compares):
+        raise SpecError("spec.rollout.analysis: a shadow step needs agreement or probabilityDelta to judge it")
     return Rollout(
         tuple(steps),
         DEFAULT_SCALE_DOWN_DELAY if delay is None else duration("spec.rollout.scaleDownDelay", delay),
-        None if raw.get("analysis") is None else _analysis(raw["analysis"]),
+        gates,
     )
 
 
@@ -285,6 +320,8 @@ def _analysis(raw: Mapping[str, Any]) -> Analysis:
         return float(value)
 
     prometheus = raw.get("prometheus")
+    agreement, delta = raw.get("agreement") or {}, raw.get("probabilityDelta") or {}
+    tolerance = agreement.get("tolerance") or {}
     analysis = Analysis(
         interval=duration(f"{where}.interval", raw.get("interval", f"{DEFAULT_INTERVAL:.0f}s")),
         min_requests=int(number("minRequests", 1) or DEFAULT_MIN_REQUESTS),
@@ -293,13 +330,31 @@ def _analysis(raw: Mapping[str, Any]) -> Analysis:
         max_p99_ms=number("maxP99LatencyMs", 1),
         max_p99_ratio=number("maxP99LatencyRatio", 1),
         prometheus=None if prometheus is None else _prometheus(prometheus),
+        min_agreement=_fraction(f"{where}.agreement.min", agreement.get("min")),
+        tolerance=(
+            float(tolerance.get("absolute", 0)),
+            _fraction(f"{where}.agreement.tolerance.relative", tolerance.get("relative")) or 0.0,
+        ),
+        max_probability_delta=_fraction(f"{where}.probabilityDelta.max", delta.get("max")),
     )
     if analysis.interval < 1:
         raise SpecError(f"{where}.interval: at least 1s")
     gates = (analysis.min_success_rate, analysis.max_p99_ms, analysis.max_p99_ratio, analysis.prometheus)
-    if all(gate is None for gate in gates):
-        raise SpecError(f"{where}: set at least one of minSuccessRate, maxP99LatencyMs, maxP99LatencyRatio, prometheus")
+    if all(gate is None for gate in gates) and not analysis.compares:
+        raise SpecError(
+            f"{where}: set at least one of minSuccessRate, maxP99LatencyMs, maxP99LatencyRatio, prometheus, "
+            "agreement, probabilityDelta"
+        )
     return analysis
+
+
+def _fraction(where: str, value: Any) -> float | None:
+    """A number from 0 to 1, or None when unset."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise SpecError(f"{where}: a number from 0 to 1, got {value!r}")
+    return float(value)
 
 
 def _prometheus(raw: Mapping[str, Any]) -> Prometheus:

@@ -170,3 +170,115 @@ def test_analysis_fields_are_checked_and_name_their_field() -> None:
     assert refused({"prometheus": {"address": "http://p:9090", "query": "up"}}) == (
         "spec.rollout.analysis.prometheus: set min, max or both"
     )
+
+
+COMPARED = """mlmodel_router_shadow_compared_requests_total{model="iris",variant="r2",primary="r1"} 30
+mlmodel_router_shadow_uncompared_requests_total{model="iris",variant="r2",primary="r1"} 1
+mlmodel_router_shadow_compared_rows_total{model="iris",variant="r2",primary="r1"} 40
+mlmodel_router_shadow_agreed_rows_total{model="iris",variant="r2",primary="r1"} 30
+mlmodel_router_shadow_delta_sum{model="iris",variant="r2",primary="r1"} 4
+mlmodel_router_shadow_probability_delta_bucket{model="iris",variant="r2",primary="r1",le="+Inf"} 40
+mlmodel_router_shadow_probability_delta_sum{model="iris",variant="r2",primary="r1"} 4
+mlmodel_router_shadow_probability_delta_count{model="iris",variant="r2",primary="r1"} 40
+mlmodel_router_shadow_compared_requests_total{model="iris",variant="r2",primary="r2"} 5
+"""
+SHADOW_GATES = spec.Analysis(interval=10, min_requests=20, min_agreement=0.9, max_probability_delta=0.05)
+
+
+def test_a_shadows_comparisons_parse_into_its_counts_and_its_own_answers_are_left_out() -> None:
+    """The copies of r2's own requests (primary r2) compare r2 with itself: they are not counted."""
+    counted = analysis.parse(COMPARED)
+    assert counted["r2"].compared == analysis.Agreement(30, 1, 40, 30, 4.0, 40)
+    assert (counted["r2"].compared.rate, counted["r2"].compared.probability_delta) == (0.75, 0.1)
+    later = analysis.parse(COMPARED.replace("} 30\n", "} 60\n").replace("} 40\n", "} 80\n"))
+    assert later["r2"].since(counted["r2"]).compared == analysis.Agreement(30, 0, 40, 30, 0.0, 40)
+    assert counted["r2"].since(later["r2"]) == counted["r2"]  # counters went back: the router pod restarted
+
+
+def test_the_agreement_gates_judge_the_copies_compared_and_below_min_requests_nothing() -> None:
+    shadow = Tally(compared=analysis.Agreement(30, 0, 40, 30, 4.0, 40))
+    failed = analysis.judge(SHADOW_GATES, shadow, Tally())
+    assert (failed.result, failed.compared, [m.describe() for m in failed.metrics]) == (
+        "Failed",
+        30,
+        ["agreement 0.75 (threshold >= 0.9 of rows)", "probabilityDelta 0.1 (threshold <= 0.05)"],
+    )
+    assert failed.status()["compared"] == 30
+    good = analysis.judge(SHADOW_GATES, Tally(compared=analysis.Agreement(25, 0, 25, 25, 0.25, 25)), Tally())
+    assert good.result == "Passed"
+    few = analysis.judge(SHADOW_GATES, Tally(compared=analysis.Agreement(19, 0, 19, 0, 0.0, 0)), Tally())
+    assert few.result == "Inconclusive"
+
+
+SHADOW_ROLLOUT = {
+    "steps": [{"shadow": {"percent": 50, "duration": "20s"}}, {"setWeight": 50}, {"pause": {"duration": "10s"}}],
+    "analysis": {"interval": "10s", "minRequests": 20, "agreement": {"min": 0.9, "tolerance": {"absolute": 0.5}}},
+}
+
+
+def _shadowed(compared: int, agreed: int) -> analysis.Snapshot:
+    """A router's counts in a shadow step: r1 answered every request, r2 compared as many copies (a row each)."""
+    return {
+        "router-a": {"r1": Tally(compared), "r2": Tally(compared=analysis.Agreement(compared, 0, compared, agreed))}
+    }
+
+
+def test_a_shadow_step_copies_to_the_new_revision_and_ends_after_its_duration_and_an_agreeing_interval() -> None:
+    passes = Passes(SHADOW_ROLLOUT)
+    passes.run("https://models.example.com/iris/v1.joblib", 0)
+    passes.run(V2, 1)
+    shadowing = passes.run(V2, 2, UP, _shadowed(0, 0))
+    assert served(shadowing) == {"r1": 100, "r2": 0} and shadowing.wake == 10
+    assert shadowing.md.routing.mirror == spec.Mirror("r2", 50, spec.DEFAULT_MIRROR_BUFFER, 0.5, 0.0)
+    assert passes.messages[-1] == "step 1/3: shadow, 50 % of requests copied to revision 2 for 20 s"
+    quiet = passes.run(V2, 12, UP, _shadowed(0, 0))  # nothing compared yet
+    assert quiet.state.judged is not None and quiet.state.judged.inconclusive == 1
+    waiting = passes.run(V2, 22, UP, _shadowed(10, 10))  # the 20 s are up, but 10 copies of the 20 needed
+    assert waiting.state.step == 0 and waiting.md.routing.mirror is not None
+    assert passes.messages[-1] == (
+        "step 1/3: shadow, 50 % of requests copied to revision 2, until an interval passes the agreement"
+    )
+    live = passes.run(V2, 32, UP, _shadowed(40, 39))  # 29 of 30 agree: the shadow step ends, the weight moves
+    assert served(live) == {"r1": 50, "r2": 50} and live.md.routing.mirror is None
+    assert passes.status["rollout"]["analysis"]["lastInterval"] == {
+        "result": "Passed",
+        "requests": 0,
+        "errors": 0,
+        "compared": 30,
+        "metrics": [{"name": "agreement", "value": 0.967, "threshold": ">= 0.9 of rows", "passed": True}],
+    }
+
+
+def test_a_new_revision_that_disagrees_in_shadow_is_aborted_before_it_gets_a_request() -> None:
+    passes = Passes(SHADOW_ROLLOUT)
+    passes.run("https://models.example.com/iris/v1.joblib", 0)
+    passes.run(V2, 1)
+    passes.run(V2, 2, UP, _shadowed(0, 0))
+    aborted = passes.run(V2, 12, UP, _shadowed(30, 9))
+    assert served(aborted) == {"r1": 100} and aborted.md.routing.mirror is None
+    assert (passes.status["rollout"]["phase"], passes.events[-1]) == ("Aborted", "RolloutAborted")
+    assert passes.messages[-1] == (
+        "revision 2 failed its analysis: agreement 0.3 (threshold >= 0.9 of rows), with 0 5xx of 0 answers and 30"
+        " copies compared in the last 10 s (1 failed intervals; failureLimit 0); all traffic is back on revision 1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("steps", "gates", "message"),
+    [
+        ([{"shadow": {"duration": "1m"}}], {"minSuccessRate": 99}, "a shadow step needs agreement or probabilityDelta"),
+        (
+            [{"setWeight": 10}, {"shadow": {"duration": "1m"}}],
+            {"agreement": {"min": 0.9}},
+            "before the first setWeight",
+        ),
+        ([{"shadow": {"duration": "1m"}}], {"agreement": {"min": 1.5}}, "agreement.min: a number from 0 to 1"),
+    ],
+)
+def test_shadow_steps_and_agreement_gates_are_checked(steps: list[Any], gates: dict[str, Any], message: str) -> None:
+    raw = resource(
+        variants=[{"name": "stable", "modelUri": "https://m.example.com/m.joblib", "modelSha256": SHA}],
+        rollout={"steps": steps, "analysis": gates},
+    )
+    with pytest.raises(spec.SpecError, match=message):
+        spec.parse(raw, default_image="i")

@@ -17,7 +17,7 @@ TEMPLATE = {"modelUri": "http://model-store/iris.joblib", "modelSha256": "d466" 
 
 
 def _md(rollout: bool = True) -> dict[str, Any]:
-    steps = [{"setWeight": 20}, {"pause": {"duration": "20s"}}, {"setWeight": 50}, {"pause": {}}]
+    steps = [{"shadow": {"duration": "30s"}}, {"setWeight": 20}, {"setWeight": 50}, {"pause": {}}]
     revisions = [
         {
             "revision": 1,
@@ -32,9 +32,12 @@ def _md(rollout: bool = True) -> dict[str, Any]:
         r |= {"image": "mlmodel-server:0.1.0", "created": "2026-12-05T22:00:00Z"}
         r["template"] = json.dumps({"variant": {"modelUri": r["modelUri"]}, "image": r["image"]})
     revisions[0]["template"] = json.dumps({"variant": TEMPLATE, "image": "mlmodel-server:0.1.0"})
-    metric = {"name": "successRate", "value": 33.3, "threshold": ">= 95 %", "passed": False}
+    metrics = [
+        {"name": "successRate", "value": 33.3, "threshold": ">= 95 %", "passed": False},
+        {"name": "agreement", "value": 0.98, "threshold": ">= 0.95 of rows", "passed": True},
+    ]
     analysis: dict[str, Any] = {"passedIntervals": 0, "failedIntervals": 1, "inconclusiveIntervals": 1}
-    analysis["lastInterval"] = {"result": "Failed", "requests": 96, "errors": 64, "metrics": [metric]}
+    analysis["lastInterval"] = {"result": "Failed", "requests": 96, "errors": 64, "compared": 40, "metrics": metrics}
     status: dict[str, Any] = {
         "weights": "r2=80,r3=20",
         "conditions": [{"type": "Ready", "status": "True", "reason": "StableRevisionReady"}],
@@ -44,7 +47,7 @@ def _md(rollout: bool = True) -> dict[str, Any]:
             "currentStepIndex": 1,
             "stableRevision": 2,
             "canaryRevision": 3,
-            "message": "step 2/4: pause 20 s with revision 3 at 20 %",
+            "message": "step 2/4: waiting for revision 3 to be ready",
             "analysis": analysis,
         },
         "revisions": revisions,

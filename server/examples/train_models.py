@@ -6,11 +6,13 @@ trees, depth 5), ``hgb.joblib`` (HistGradientBoostingClassifier, 30
 features) and ``logreg.joblib`` (LogisticRegression, 30 features) into
 ``--out``, then prints one JSON object per model with its path and sha256.
 
-Two more are bad on purpose, for a rollout's analysis to abort (``make demo`` shows it):
+Three more are bad on purpose, for a rollout's analysis to abort (``make demo`` shows it):
 ``iris-5xx.joblib`` is iris with two of its three class labels lost, so it
 loads and passes the server's test prediction (a row of zeros is class 0) but
 answers 500 for every row of class 1 or 2; ``iris-slow.joblib`` answers
-right, 20 to 30 times slower than iris (3,000 trees of depth 1).
+right, 20 to 30 times slower than iris (3,000 trees of depth 1);
+``iris-shuffled.joblib`` is iris fitted on shuffled labels: fast, a 200 for
+every row, and wrong (it agrees with iris on about 1 flower in 5).
 
 Needs only ``./server`` installed, plus pandas for the iris models (fitted on a DataFrame).
 """
@@ -68,6 +70,12 @@ def _iris_slow() -> Any:
     return RandomForestClassifier(n_estimators=3000, max_depth=1, random_state=0).fit(*_iris_data())
 
 
+def _iris_shuffled() -> Any:
+    x, y = _iris_data()
+    shuffled = y.sample(frac=1, random_state=0).to_numpy()
+    return RandomForestClassifier(n_estimators=100, max_depth=3, random_state=0).fit(x, shuffled)
+
+
 def _thirty_features() -> tuple[Any, Any]:
     x, y = make_classification(n_samples=5000, n_features=30, n_informative=10, n_classes=3, random_state=0)
     return x, y
@@ -86,10 +94,11 @@ MODELS: dict[str, Callable[[], Any]] = {
     "iris-v2": _iris_v2,
     "iris-5xx": _iris_5xx,
     "iris-slow": _iris_slow,
+    "iris-shuffled": _iris_shuffled,
     "hgb": _hgb,
     "logreg": _logreg,
 }
-COMPRESSED = {"iris-slow"}  # small enough for the example model store's ConfigMap (1 MiB for them all)
+COMPRESSED = {"iris-slow", "iris-shuffled"}  # small enough for the example model store's ConfigMap (1 MiB for them all)
 
 
 def sha256_of(path: Path) -> str:

@@ -29,7 +29,7 @@ def test_the_demo_moves_the_canary_0_10_50_100_and_the_router_serves_each_split(
     logged = canary.LoggedCluster(cluster.provider, cluster.kubeconfig, cluster.kubectl_bin, steps)
 
     digests = canary.serve_models(logged, namespace, tmp_path / "models")
-    assert set(digests) == {"iris", "iris-v2", "iris-5xx", "iris-slow"}  # the last two for the rollout's aborts
+    assert set(digests) == {"iris", "iris-v2", "iris-5xx", "iris-slow", "iris-shuffled"}  # the last three to abort
     status = canary.apply_canary(logged, namespace, digests)
     assert status["weights"] == "stable=90,canary=10"
     assert [v["modelSha256"] for v in status["variants"]] == [digests["iris"], digests["iris-v2"]]

@@ -23,7 +23,7 @@ from mlmodel_testing.load import IRIS_MIX, constant_load, summary
 from mlmodel_testing.models import ROLLOUT_EXAMPLE, SLOW, V1, V2, WRONG_DIGEST, deploy_model_store, digest, digests
 from mlmodel_testing.prometheus import dashboard_queries, query, serve
 from mlmodel_testing.release import NAMESPACE, leader_metrics, leader_pod
-from mlmodel_testing.status import wait_settled
+from mlmodel_testing.status import event_messages, wait_settled
 
 SHARE_POINTS = 5
 UNDO_SECONDS = 2  # from `kubectl mlmodel undo`'s patch (as it returns) to the last answer of the revision undone
@@ -62,7 +62,7 @@ def test_the_example_promotes_a_good_model_and_aborts_a_failing_a_slow_and_a_bro
     assert max(r.sent for r in outcome.failed) <= failing.aborted + BACK_SECONDS, summary(outcome.failed)
     print(f"\n{len(outcome.failed)} requests failed, all answered by iris-5xx before the routers had its abort")
     assert {r.variant for r in outcome.results if r.sent > outcome.broken.edited} == {"r1"}  # 4 never answered
-    aborts = _messages(cluster, namespace, "RolloutAborted")
+    aborts = event_messages(cluster, namespace, "RolloutAborted")
     assert any("revision 3 failed its analysis: successRate" in m and "(threshold >= 95 %)" in m for m in aborts), (
         aborts
     )
@@ -76,7 +76,7 @@ def test_the_example_promotes_a_good_model_and_aborts_a_failing_a_slow_and_a_bro
     answered = [r.sent for r in results if r.variant == "r5"]
     assert answered and slow.aborted - min(answered) <= 3 * INTERVAL + 2, (slow, answered[:1])
     assert slow.last_answer is None or slow.last_answer <= BACK_SECONDS, slow
-    aborts = _messages(cluster, namespace, "RolloutAborted")
+    aborts = event_messages(cluster, namespace, "RolloutAborted")
     assert any("revision 5 failed its analysis: p99LatencyRatio" in m for m in aborts), aborts
     print(f"\niris-slow aborted by its p99 latency {slow.seconds:.0f} s after the edit ({slow.after()})")
     status = cluster.get("modeldeployments", "iris", namespace=namespace)["status"]
@@ -164,11 +164,6 @@ def _at(cluster: Cluster, namespace: str, phase: str) -> dict[str, Any] | None:
 def _kill_leader(cluster: Cluster) -> None:
     leader = cluster.wait_until("a leader", lambda: leader_pod(cluster), 60)
     cluster.kubectl("-n", NAMESPACE, "delete", "pod", leader, "--grace-period=0", "--force")
-
-
-def _messages(cluster: Cluster, namespace: str, reason: str) -> list[str]:
-    events = cluster.get("events", namespace=namespace, fields=f"reason={reason}")
-    return [e["message"] for e in events["items"] if e["involvedObject"]["name"] == "iris"]
 
 
 def _reasons(cluster: Cluster, namespace: str) -> list[str]:

@@ -1,5 +1,5 @@
-"""The example models (iris, iris-v2, and iris-5xx and iris-slow for a rollout to abort), the model store that
-serves them in a namespace, and the ModelDeployments built on them."""
+"""The example models (iris, iris-v2, and iris-5xx, iris-slow and iris-shuffled for a rollout to abort), the model
+store that serves them in a namespace, and the ModelDeployments built on them."""
 
 from __future__ import annotations
 
@@ -17,15 +17,17 @@ from mlmodel_testing.status import wait_settled
 MODEL_STORE = REPO / "manifests" / "examples" / "model-store.yaml"
 CANARY_EXAMPLE = REPO / "manifests" / "examples" / "iris-canary.yaml"
 ROLLOUT_EXAMPLE = REPO / "manifests" / "examples" / "iris-rollout.yaml"
+SHADOW_EXAMPLE = REPO / "manifests" / "examples" / "iris-shadow-rollout.yaml"
 V1 = "http://model-store/iris.joblib"
 V2 = "http://model-store/iris-v2.joblib"
 FIVE_XX = "http://model-store/iris-5xx.joblib"  # answers 500 for every row of class 1 or 2
 SLOW = "http://model-store/iris-slow.joblib"  # answers right, 20 to 30 times slower than iris
+SHUFFLED = "http://model-store/iris-shuffled.joblib"  # fitted on shuffled labels: a 200 for every row, and wrong
 WRONG_DIGEST = "0" * 64
 
 
 def train_models(out: Path) -> dict[str, str]:
-    """Train the example models iris, iris-v2, iris-5xx and iris-slow into ``out``
+    """Train the example models iris, iris-v2, iris-5xx, iris-slow and iris-shuffled into ``out``
     (``server/examples/train_models.py``): their sha256."""
     python = REPO / ".venv" / "bin" / "python"
     trained = run(
@@ -42,6 +44,8 @@ def train_models(out: Path) -> dict[str, str]:
             "iris-5xx",
             "--only",
             "iris-slow",
+            "--only",
+            "iris-shuffled",
         ],
         timeout=300,
     )

@@ -59,3 +59,9 @@ def router_digest(cluster: Cluster, namespace: str) -> str:
     """The configuration the router runs now, as its responses name it (16 hex digits)."""
     deployment = cluster.get("deployments", names.router("iris"), namespace=namespace)
     return str(deployment["spec"]["template"]["metadata"]["annotations"][names.ANNOTATION_ROUTER_CONFIG])[:16]
+
+
+def event_messages(cluster: Cluster, namespace: str, reason: str, name: str = "iris") -> list[str]:
+    """The messages of the Events with ``reason`` about ModelDeployment ``name``."""
+    events = cluster.get("events", namespace=namespace, fields=f"reason={reason}")
+    return [e["message"] for e in events["items"] if e["involvedObject"]["name"] == name]
