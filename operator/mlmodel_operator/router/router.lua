@@ -15,11 +15,14 @@
 -- workers add to it) and /metrics renders them in the Prometheus text format.
 --
 -- Shadow copies: a sampled request is sent again to the mirror variant from a timer, after the
--- client has its answer, and the copy's answer is counted and dropped. nginx's own `mirror` holds
+-- client has its answer, on a kept-alive connection, with the primary's answer (a 200's, if it fits the
+-- budget) in front of its body: the mirror's server compares the two (its agreement.py) and says how in a
+-- header, which is counted per shadow and primary; the copy's body is dropped. nginx's own `mirror` holds
 -- a kept-alive client connection until the copy is answered, so a slow shadow would slow every
--- next request on it; here it cannot. A worker holds at most the mirror's budget of bodies for
--- copies not yet sent (the body is let go once sent, within the send timeout): a copy that would
--- go over it is skipped, and so is one that no timer can take (too many pending).
+-- next request on it; here it cannot. A worker holds at most the mirror's budget of bodies and
+-- answers for copies not yet sent (let go once sent, within the send timeout): a copy that would
+-- go over it is skipped, an answer that would is not sent (the copy is counted uncompared), and a
+-- copy that no timer can take (too many pending) is skipped too.
 local M = {}
 local dict = ngx.shared.mlmodel_metrics
 local BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
@@ -281,7 +284,46 @@ function M.keep()
     pending = pending + #chunk
 end
 
--- A timer: one copy to the mirror over HTTP/1.1, its status line read, the connection closed.
+-- One request to the mirror on a kept-alive connection of the pool, ``sent()`` called once it is sent (or given
+-- up): the status and the X-Mlmodel-Comparison header of the answer, whose body is read and dropped. A pooled
+-- connection that the server closed meanwhile fails before the status line: the request goes once more on a
+-- new one. No answer: nil.
+local function exchange(parts, sent)
+    for _ = 1, 2 do
+        local sock = ngx.socket.tcp()
+        sock:settimeouts(1000, 10000, 120000) -- connect, send, read (ms)
+        local ok = sock:connect(mirror.host, mirror.port)
+        local reused = ok and sock:getreusedtimes() or 0
+        ok = ok and sock:send(parts)
+        local line = ok and sock:receive("*l")
+        if line or reused == 0 then
+            sent()
+            local status = line and tonumber(string.match(line, "^HTTP/%d%.%d (%d%d%d)"))
+            local comparison, length = nil, nil
+            local close = line and string.find(line, "^HTTP/1%.0") ~= nil -- an HTTP/1.0 server closes
+            while status and line and line ~= "" do
+                line = sock:receive("*l")
+                if line then
+                    local lower = string.lower(line)
+                    comparison = comparison or string.match(line, "^[Xx]%-[Mm]lmodel%-[Cc]omparison:%s*(.-)%s*$")
+                    length = length or tonumber(string.match(lower, "^content%-length:%s*(%d+)"))
+                    close = close or string.find(lower, "^connection:%s*close") ~= nil
+                end
+            end
+            local drained = status and line == "" and length and (length == 0 or sock:receive(length))
+            if drained and not close then
+                sock:setkeepalive(60000, 32)
+            else
+                sock:close()
+            end
+            return status, comparison
+        end
+        sock:close()
+    end
+    sent()
+end
+
+-- A timer: one copy to the mirror over HTTP/1.1, with the primary's answer in front of its body if kept.
 local function send(premature, copy)
     local size = #copy.body + copy.held
     if premature then
@@ -292,7 +334,6 @@ local function send(premature, copy)
     local lines = {
         copy.method .. " " .. copy.uri .. " HTTP/1.1",
         "Host: " .. mirror.host,
-        "Connection: close",
         "Content-Length: " .. (#answer + #copy.body),
         "X-Request-Id: " .. copy.request_id,
     }
@@ -313,22 +354,12 @@ local function send(premature, copy)
         end
     end
     lines[#lines + 1] = "\r\n"
-    local sock = ngx.socket.tcp()
-    sock:settimeouts(1000, 10000, 120000) -- connect, send, read (ms)
-    local status, comparison
-    local sent = sock:connect(mirror.host, mirror.port) and sock:send(table.concat(lines, "\r\n"))
-        and sock:send(answer) and sock:send(copy.body)
+    local parts = { table.concat(lines, "\r\n"), answer, copy.body }
     copy.body, copy.answer, answer = nil, nil, nil
-    pending = pending - size -- sent, or given up within the connect and send timeouts
-    if sent then
-        local line = sock:receive("*l")
-        status = line and tonumber(string.match(line, "^HTTP/%d%.%d (%d%d%d)"))
-        while status and line and line ~= "" do
-            line = sock:receive("*l")
-            comparison = comparison or (line and string.match(line, "^[Xx]%-[Mm]lmodel%-[Cc]omparison:%s*(.-)%s*$"))
-        end
-    end
-    sock:close()
+    local status, comparison = exchange(parts, function()
+        parts[1], parts[2], parts[3] = nil, nil, nil
+        pending = pending - size -- sent, or given up within the connect and send timeouts
+    end)
     mirrored(status and class(status) or "5xx") -- no answer is counted as nginx would: a 5xx
     if status == 200 then
         compared(copy.primary, comparison)
