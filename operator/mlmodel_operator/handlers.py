@@ -238,6 +238,11 @@ def _sync(memo: kopf.Memo, trigger: str, body_of: Callable[[], Mapping[str, Any]
                 access=watched.config.access,
                 source=watched.source,
             )
+            # The routers get the weights before the status says why: an abort's traffic is back on the stable
+            # revision by the time `kubectl get md` shows it (the weights ConfigMap is already applied).
+            if verdict.invalid is None:  # a bad spec keeps the weights its routers have
+                meta = body["metadata"]
+                watched.board.publish((meta["namespace"], meta["name"]), verdict.weights)
             if verdict.status is not None and not _written(memo, body, verdict.status):
                 memo["written"] = (kube.patch_status(body, verdict.status), verdict.status)
         except Exception as err:
@@ -246,9 +251,6 @@ def _sync(memo: kopf.Memo, trigger: str, body_of: Callable[[], Mapping[str, Any]
         finally:
             metrics.DURATION.observe(time.perf_counter() - started)
         watched.passes.beat()
-        if verdict.invalid is None:  # a bad spec keeps the weights its routers have
-            meta = body["metadata"]
-            watched.board.publish((meta["namespace"], meta["name"]), verdict.weights)
         metrics.passed(body["metadata"]["namespace"], body["metadata"]["name"], memo["status"])
         memo["retries"] = memo.get("retries", 0) + 1 if verdict.retry else 0
         if verdict.wake is not None:  # a rollout's pause ends, or its previous revision is due to go
