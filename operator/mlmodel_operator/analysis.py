@@ -14,7 +14,7 @@ share that agreed and the mean difference of the class probabilities.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -65,17 +65,25 @@ class Agreement:
         return self.delta / self.probability_rows if self.probability_rows else None
 
 
+def _samples(text: str, wanted: Collection[str]) -> Iterator[tuple[str, dict[str, str], float]]:
+    """The samples of the metrics ``wanted`` in a router's ``/metrics`` (labelled, as the router writes them):
+    name, labels, value."""
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        if name in wanted:
+            labels_text, _, value = rest.rpartition("} ")
+            yield (
+                name,
+                {k: v.strip('"') for k, v in (part.split("=", 1) for part in labels_text.split(","))},
+                float(value),
+            )
+
+
 def comparisons(text: str) -> dict[tuple[str, str], Agreement]:
     """Each (shadow, primary) pair's comparisons in a router pod's ``/metrics``."""
     found: dict[tuple[str, str], dict[str, float]] = {}
-    for line in text.splitlines():
-        name, _, rest = line.partition("{")
-        field = _COMPARED.get(name)
-        if field is None:
-            continue
-        labels_text, _, value = rest.rpartition("} ")
-        labels = {k: v.strip('"') for k, v in (part.split("=", 1) for part in labels_text.split(","))}
-        found.setdefault((labels["variant"], labels["primary"]), {})[field] = float(value)
+    for name, labels, value in _samples(text, _COMPARED):
+        found.setdefault((labels["variant"], labels["primary"]), {})[_COMPARED[name]] = value
     return {
         pair: Agreement(**{k: (v if k == "delta" else int(v)) for k, v in fields.items()})  # type: ignore[arg-type]
         for pair, fields in found.items()
@@ -140,19 +148,14 @@ def parse(text: str) -> dict[str, Tally]:
     requests: dict[str, int] = {}
     errors: dict[str, int] = {}
     buckets: dict[str, dict[float, int]] = {}
-    for line in text.splitlines():
-        name, _, rest = line.partition("{")
-        if name not in (_REQUESTS, _BUCKET):
-            continue
-        labels_text, _, value = rest.rpartition("} ")
-        labels = dict(part.split("=", 1) for part in labels_text.split(","))
-        variant, count = labels.get("variant", "").strip('"'), int(float(value))
+    for name, labels, value in _samples(text, (_REQUESTS, _BUCKET)):
+        variant, count = labels.get("variant", ""), int(value)
         if name == _REQUESTS:
             requests[variant] = requests.get(variant, 0) + count
-            if labels.get("status_class") == '"5xx"':
+            if labels.get("status_class") == "5xx":
                 errors[variant] = errors.get(variant, 0) + count
         else:
-            buckets.setdefault(variant, {})[float(labels["le"].strip('"'))] = count
+            buckets.setdefault(variant, {})[float(labels["le"])] = count
     compared: dict[str, Agreement] = {}
     for (shadow, primary), agreement in comparisons(text).items():
         if shadow != primary:

@@ -361,11 +361,12 @@ def _advance(
             message = f"{label}: paused by kubectl mlmodel pause with revision {canary} at {state.weight} %"
             state = replace(state, message=message, phase=PAUSED)
             break
+        routed = step.shadow is not None or step.set_weight is not None  # the canary must serve, through the router
+        if routed and (not ready or not observed.get(ROUTER, (1, None))[0]):
+            state = replace(state, message=f"{label}: waiting for revision {canary} to be ready")
+            break
         if step.shadow is not None:
             shadow = step.shadow
-            if not ready or not observed.get(ROUTER, (1, None))[0]:
-                state = replace(state, message=f"{label}: waiting for revision {canary} to be ready")
-                break
             remaining = shadow.seconds - _seconds(state.since, now)
             last = state.judged.last if state.judged else None
             agreed = (
@@ -383,9 +384,6 @@ def _advance(
             state = replace(state, step=state.step + 1, since=now)
             continue
         if step.set_weight is not None:
-            if not ready or not observed.get(ROUTER, (1, None))[0]:
-                state = replace(state, message=f"{label}: waiting for revision {canary} to be ready")
-                break
             events.append(("Normal", "RolloutStep", f"{label}: revision {canary} gets {step.set_weight} %"))
             state = replace(state, step=state.step + 1, since=now, weight=step.set_weight)
             continue
@@ -499,9 +497,9 @@ def _serving(md: ModelDeployment, state: State, revisions: Mapping[int, Revision
     routing = replace(md.routing, always=True)
     shadow = _shadowing(md, state)
     if shadow is not None and canary is not None and md.rollout and md.rollout.analysis:
-        absolute, relative = md.rollout.analysis.tolerance
         budget = md.routing.mirror.buffer_bytes if md.routing.mirror else spec.DEFAULT_MIRROR_BUFFER
-        routing = replace(routing, mirror=spec.Mirror(name(canary), shadow.percent, budget, absolute, relative))
+        mirror = spec.Mirror(name(canary), shadow.percent, budget, md.rollout.analysis.tolerance)
+        routing = replace(routing, mirror=mirror)
     return replace(md, variants=tuple(variants), routing=routing)
 
 

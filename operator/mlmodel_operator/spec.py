@@ -98,16 +98,24 @@ class ApiKeySecret:
 
 
 @dataclass(frozen=True)
+class Tolerance:
+    """How far a regressor's output may be from the primary's and still agree: ``absolute + relative *
+    |primary's|`` (``agreement.tolerance``, ``routing.mirror.tolerance``)."""
+
+    absolute: float = 0.0
+    relative: float = 0.0
+
+
+@dataclass(frozen=True)
 class Mirror:
     """Copy ``percent`` % of the requests to ``variant``, whose server compares its answers with the primary's
-    (a regressor's within ``absolute + relative * |primary's|``), holding at most ``buffer_bytes`` of bodies
-    and answers per router worker for copies not yet sent."""
+    (a regressor's within ``tolerance``), holding at most ``buffer_bytes`` of bodies and answers per router
+    worker for copies not yet sent."""
 
     variant: str
     percent: int
     buffer_bytes: int = DEFAULT_MIRROR_BUFFER
-    absolute_tolerance: float = 0.0
-    relative_tolerance: float = 0.0
+    tolerance: Tolerance = Tolerance()
 
 
 @dataclass(frozen=True)
@@ -176,7 +184,7 @@ class Analysis:
     # In shadow steps: the share of rows whose answers agree with the stable revision's (a regressor's within
     # absolute + relative * |stable's|), and the mean difference of their class probabilities.
     min_agreement: float | None = None
-    tolerance: tuple[float, float] = (0.0, 0.0)
+    tolerance: Tolerance = Tolerance()
     max_probability_delta: float | None = None
 
     @property
@@ -311,17 +319,10 @@ def _analysis(raw: Mapping[str, Any]) -> Analysis:
     where = "spec.rollout.analysis"
 
     def number(key: str, low: float, high: float | None = None) -> float | None:
-        value = raw.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < low or (high and value > high):
-            bounds = f"from {low:g} to {high:g}" if high else f"of at least {low:g}"
-            raise SpecError(f"{where}.{key}: a number {bounds}, got {value!r}")
-        return float(value)
+        return _number(f"{where}.{key}", raw.get(key), low, high)
 
     prometheus = raw.get("prometheus")
     agreement, delta = raw.get("agreement") or {}, raw.get("probabilityDelta") or {}
-    tolerance = agreement.get("tolerance") or {}
     analysis = Analysis(
         interval=duration(f"{where}.interval", raw.get("interval", f"{DEFAULT_INTERVAL:.0f}s")),
         min_requests=int(number("minRequests", 1) or DEFAULT_MIN_REQUESTS),
@@ -330,12 +331,9 @@ def _analysis(raw: Mapping[str, Any]) -> Analysis:
         max_p99_ms=number("maxP99LatencyMs", 1),
         max_p99_ratio=number("maxP99LatencyRatio", 1),
         prometheus=None if prometheus is None else _prometheus(prometheus),
-        min_agreement=_fraction(f"{where}.agreement.min", agreement.get("min")),
-        tolerance=(
-            float(tolerance.get("absolute", 0)),
-            _fraction(f"{where}.agreement.tolerance.relative", tolerance.get("relative")) or 0.0,
-        ),
-        max_probability_delta=_fraction(f"{where}.probabilityDelta.max", delta.get("max")),
+        min_agreement=_number(f"{where}.agreement.min", agreement.get("min"), 0, 1),
+        tolerance=_tolerance(f"{where}.agreement.tolerance", agreement.get("tolerance") or {}),
+        max_probability_delta=_number(f"{where}.probabilityDelta.max", delta.get("max"), 0, 1),
     )
     if analysis.interval < 1:
         raise SpecError(f"{where}.interval: at least 1s")
@@ -348,13 +346,19 @@ def _analysis(raw: Mapping[str, Any]) -> Analysis:
     return analysis
 
 
-def _fraction(where: str, value: Any) -> float | None:
-    """A number from 0 to 1, or None when unset."""
+def _number(where: str, value: Any, low: float, high: float | None = None) -> float | None:
+    """A number from ``low`` (to ``high``), or None when unset."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise SpecError(f"{where}: a number from 0 to 1, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < low or (high and value > high):
+        bounds = f"from {low:g} to {high:g}" if high else f"of at least {low:g}"
+        raise SpecError(f"{where}: a number {bounds}, got {value!r}")
     return float(value)
+
+
+def _tolerance(where: str, raw: Mapping[str, Any]) -> Tolerance:
+    absolute = _number(f"{where}.absolute", raw.get("absolute"), 0) or 0.0
+    return Tolerance(absolute, _number(f"{where}.relative", raw.get("relative"), 0, 1) or 0.0)
 
 
 def _prometheus(raw: Mapping[str, Any]) -> Prometheus:
@@ -413,14 +417,8 @@ def _routing(raw: Mapping[str, Any], variants: list[str]) -> Routing:
 def _mirror(raw: Mapping[str, Any]) -> Mirror:
     size = raw.get("bufferSize")
     buffer = DEFAULT_MIRROR_BUFFER if size is None else _bytes("spec.routing.mirror.bufferSize", size)
-    tolerance = raw.get("tolerance") or {}
-    return Mirror(
-        str(raw["variant"]),
-        int(raw.get("percent", 100)),
-        buffer,
-        float(tolerance.get("absolute", 0)),
-        float(tolerance.get("relative", 0)),
-    )
+    tolerance = _tolerance("spec.routing.mirror.tolerance", raw.get("tolerance") or {})
+    return Mirror(str(raw["variant"]), int(raw.get("percent", 100)), buffer, tolerance)
 
 
 def _variant(index: int, item: Mapping[str, Any], image: str, *, single: bool) -> Variant:

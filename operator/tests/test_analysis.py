@@ -229,7 +229,7 @@ def test_a_shadow_step_copies_to_the_new_revision_and_ends_after_its_duration_an
     passes.run(V2, 1)
     shadowing = passes.run(V2, 2, UP, _shadowed(0, 0))
     assert served(shadowing) == {"r1": 100, "r2": 0} and shadowing.wake == 10
-    assert shadowing.md.routing.mirror == spec.Mirror("r2", 50, spec.DEFAULT_MIRROR_BUFFER, 0.5, 0.0)
+    assert shadowing.md.routing.mirror == spec.Mirror("r2", 50, spec.DEFAULT_MIRROR_BUFFER, spec.Tolerance(0.5, 0.0))
     assert passes.messages[-1] == "step 1/3: shadow, 50 % of requests copied to revision 2 for 20 s"
     quiet = passes.run(V2, 12, UP, _shadowed(0, 0))  # nothing compared yet
     assert quiet.state.judged is not None and quiet.state.judged.inconclusive == 1

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from mlmodel_operator import names
-from mlmodel_operator.spec import ModelDeployment
+from mlmodel_operator.spec import ModelDeployment, Tolerance
 
 LUA_MODULE = "mlmodel_router"
 _LUA = f'require("{LUA_MODULE}")'
@@ -197,8 +197,8 @@ def _http_settings(
         if md.routing.mirror:
             m = md.routing.mirror
             settings["budget"] = m.buffer_bytes
-            if m.absolute_tolerance or m.relative_tolerance:
-                settings["tolerance"] = f"absolute={m.absolute_tolerance:g},relative={m.relative_tolerance:g}"
+            if m.tolerance != Tolerance():
+                settings["tolerance"] = f"absolute={m.tolerance.absolute:g},relative={m.tolerance.relative:g}"
         shadow = _lua_table(settings)
     weights: dict[str, object] = {"file": f"{weights_dir}/{names.ROUTER_WEIGHTS_FILE}"}
     if source is not None:
