@@ -56,18 +56,21 @@ locks: ## Regenerate server/ and operator/requirements.lock (the images' hashed 
 	$(PIP_COMPILE) --extra s3 -c server/constraints.txt -o server/requirements.lock server/pyproject.toml
 	$(PIP_COMPILE) -c operator/constraints.txt -o operator/requirements.lock operator/pyproject.toml
 
+# mypy's cache outlives the clone, as the Go builds do (it checks each file's hash, so a stale entry is only re-read).
+MYPY_CACHE := $(or $(MLMODEL_CACHE_DIR),$(HOME)/.cache/mlmodel)/mypy
+mypy = MYPY_CACHE_DIR=$(MYPY_CACHE)/$(1) $(CURDIR)/$(BIN)/mypy
 lint: install ## ruff, mypy, and actionlint on the GitHub workflow
 	@$(STAGE) start lint
 	$(BIN)/ruff check $(PY_DIRS) hack tests charts
 	$(BIN)/ruff format --check $(PY_DIRS) hack tests charts
-	cd server && ../$(BIN)/mypy --config-file ../pyproject.toml mlmodel_server tests examples
-	cd operator && ../$(BIN)/mypy --config-file ../pyproject.toml mlmodel_operator tests
-	MYPYPATH=server:operator $(BIN)/mypy bench  # the packages' sources: installed, they carry no py.typed
-	MYPYPATH=hack/cluster $(BIN)/mypy hack/cluster
-	MYPYPATH=hack $(BIN)/mypy hack/tools.py hack/kubeschemas.py hack/chart.py hack/apiref.py hack/stages.py hack/noskip.py hack/tests
-	MYPYPATH=hack/testing $(BIN)/mypy hack/testing/mlmodel_testing hack/demo
-	cd charts/tests && MYPYPATH=../../hack ../../$(BIN)/mypy --config-file ../../pyproject.toml .
-	cd tests/e2e && MYPYPATH=../../hack/testing:../../hack/demo ../../$(BIN)/mypy --config-file ../../pyproject.toml .
+	cd server && $(call mypy,server) --config-file ../pyproject.toml mlmodel_server tests examples
+	cd operator && $(call mypy,operator) --config-file ../pyproject.toml mlmodel_operator tests
+	MYPYPATH=server:operator $(call mypy,bench) bench  # the packages' sources: installed, they carry no py.typed
+	MYPYPATH=hack/cluster $(call mypy,cluster) hack/cluster
+	MYPYPATH=hack $(call mypy,hack) hack/tools.py hack/kubeschemas.py hack/chart.py hack/apiref.py hack/stages.py hack/noskip.py hack/tests
+	MYPYPATH=hack/testing $(call mypy,testing) hack/testing/mlmodel_testing hack/demo
+	cd charts/tests && MYPYPATH=../../hack $(call mypy,charts) --config-file ../../pyproject.toml .
+	cd tests/e2e && MYPYPATH=../../hack/testing:../../hack/demo $(call mypy,e2e) --config-file ../../pyproject.toml .
 	$(BIN)/actionlint -shellcheck= -pyflakes= .github/workflows/*.yml
 	@$(STAGE) end lint
 

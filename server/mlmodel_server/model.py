@@ -28,6 +28,7 @@ from sklearn.utils.extmath import softmax
 
 from mlmodel_server.errors import ModelLoadError, ModelRejectedInput, UnsupportedModel
 from mlmodel_server.fetch import check_digest, redact_uri
+from mlmodel_server.forest import packed
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,9 @@ def _multiclass_logistic(final: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndar
 def _fused_for(final: Any) -> Fused | None:
     """How to get ``predict`` and ``predict_proba`` of ``final`` from one pass, where that is exact."""
     name = type(final).__name__
+    forest = packed(final)
+    if forest is not None:
+        return forest
     if name in {"RandomForestClassifier", "ExtraTreesClassifier", "BaggingClassifier"}:
         return _argmax_proba if getattr(final, "n_outputs_", 1) == 1 else None
     if name == "HistGradientBoostingClassifier" and hasattr(final, "_raw_predict") and hasattr(final, "_loss"):

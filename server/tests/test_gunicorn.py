@@ -17,6 +17,9 @@ from pathlib import Path
 import joblib
 import numpy as np
 import requests
+from sklearn.datasets import load_iris
+from sklearn.ensemble import BaggingClassifier
+from sklearn.tree import DecisionTreeClassifier
 
 from conftest import DEADLINE_S, IRIS_ROWS, SavedModel
 from slowmodel import SlowClassifier
@@ -42,11 +45,15 @@ def test_predictions_equal_the_model_in_this_process(serve, models: dict[str, Sa
     assert access and {"request_id", "status", "duration_ms", "variant"} <= set(access[-1])
 
 
-def test_concurrent_requests_are_batched_and_correct(serve, models: dict[str, SavedModel]) -> None:  # type: ignore[no-untyped-def]
-    iris = models["iris"]
-    server = serve("--model-uri", str(iris.path), "--model-name", "iris", "--workers", "1", "--threads", "16")
+def test_concurrent_requests_are_batched_and_correct(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # A model costly enough a call to batch (a forest is packed, far under batching.COSTLY_CALL_S): 40 bagged trees,
+    # which scikit-learn walks one at a time.
+    x, y = load_iris(return_X_y=True)
+    bagged = BaggingClassifier(DecisionTreeClassifier(max_depth=3), n_estimators=40, random_state=0).fit(x, y)
+    joblib.dump(bagged, tmp_path / "bagged.joblib")
+    server = serve("--model-uri", str(tmp_path / "bagged.joblib"), "--workers", "1", "--threads", "16")
     rows = np.random.RandomState(4).uniform(0, 8, size=(160, 4))
-    expected = iris.estimator.predict(rows).tolist()
+    expected = bagged.predict(rows).tolist()
 
     def one(i: int) -> int:
         reply = requests.post(server.url + "/predict", json={"features": [rows[i].tolist()]}, timeout=10)

@@ -21,7 +21,7 @@ SHADOW_EXAMPLE = REPO / "manifests" / "examples" / "iris-shadow-rollout.yaml"
 V1 = "http://model-store/iris.joblib"
 V2 = "http://model-store/iris-v2.joblib"
 FIVE_XX = "http://model-store/iris-5xx.joblib"  # answers 500 for every row of class 1 or 2
-SLOW = "http://model-store/iris-slow.joblib"  # answers right, 20 to 30 times slower than iris
+SLOW = "http://model-store/iris-slow.joblib"  # answers right, about 100 ms a row: far slower than iris
 SHUFFLED = "http://model-store/iris-shuffled.joblib"  # fitted on shuffled labels: a 200 for every row, and wrong
 WRONG_DIGEST = "0" * 64
 
