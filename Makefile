@@ -106,7 +106,7 @@ test-integration: install cluster-up ## The CRD, the chart's RBAC and the operat
 #   teardown);
 # - kind: once the local cluster is up (a cold cache builds the Kubernetes binaries that kind's node image takes),
 #   kind's cluster, the integration tests on its API server (they run operators of their own, which must not meet
-#   the e2e suite's), the images loaded into kind, then the smoke test, the README's quickstart and ON_KIND.
+#   the e2e suite's) while the images load into kind, then the smoke test, the README's quickstart and ON_KIND.
 # Last, when no lane uses a cluster any more, the local cluster's teardown (its test sees every cluster program on
 # the host), and the 15 slowest tests. With MLMODEL_CLUSTER=kind there is one cluster: the integration tests run
 # on it, before the suite.
@@ -127,8 +127,9 @@ else
 lane-e2e: cluster-up
 	@MAKEFLAGS= $(MAKE) --no-print-directory images e2e-suite
 lane-kind: cluster-up
-	@MAKEFLAGS= $(KIND_SMOKE) $(MAKE) --no-print-directory cluster-up test-integration images; integration=$$?; \
-	MAKEFLAGS= $(MAKE) --no-print-directory test-kind && exit $$integration
+	@MAKEFLAGS= $(KIND_SMOKE) $(MAKE) --no-print-directory cluster-up && \
+	MAKEFLAGS= $(KIND_SMOKE) $(MAKE) --no-print-directory -j2 --output-sync=target test-integration images; \
+	integration=$$?; MAKEFLAGS= $(MAKE) --no-print-directory test-kind && exit $$integration
 endif
 
 # `make demo` makes the venv itself (its first step), so it starts with the system's python3.

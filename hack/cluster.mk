@@ -29,13 +29,11 @@ images: ## Build mlmodel-server/-operator/-router images and load them into the 
 # those marked `serial` (they change the release, or need the cluster idle) one by one, whatever the first run's
 # outcome; and last the cluster's teardown (`make test` runs it itself, once no lane uses a cluster).
 E2E_WORKERS ?= 2
-# Four tests run on kind's cluster instead, beside the suite (lane-kind), when there are two clusters: the chart's
+# Three tests run on kind's cluster instead, beside the suite (lane-kind), when there are two clusters: the chart's
 # lifecycle, the writes of an idle cluster and the leader killed mid-rollout, serial tests which want a cluster of
-# their own, not a particular one; and the shadow rollout, so that the two lanes end together and the local
-# cluster's operator, which the rollout tests time, is not the one busiest.
+# their own, not a particular one (so that the two lanes end together).
 ON_KIND := tests/e2e/test_chart_lifecycle_e2e.py tests/e2e/test_operator_e2e.py::test_no_writes_at_idle \
-	tests/e2e/test_rollout_e2e.py::test_the_leader_killed_mid_rollout_goes_on_at_the_same_step_and_an_abort_stays \
-	tests/e2e/test_shadow_e2e.py
+	tests/e2e/test_rollout_e2e.py::test_the_leader_killed_mid_rollout_goes_on_at_the_same_step_and_an_abort_stays
 E2E := tests/e2e --ignore=tests/e2e/kind $(if $(filter kind,$(MLMODEL_CLUSTER)),,$(addprefix --deselect=,$(ON_KIND)))
 define e2e_suite
 	$(call pytest,e2e/parallel,$(BIN)/pytest) $(E2E) -m "not serial" -n $(E2E_WORKERS) --dist loadfile --no-loadscope-reorder; parallel=$$?; \

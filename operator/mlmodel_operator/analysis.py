@@ -8,7 +8,9 @@ pod that restarted meanwhile counts from zero, as Prometheus's ``increase`` does
 latency, and the p99 over the stable revision's in the same interval; and a Prometheus query's value, if set.
 In shadow steps, the canary gets copies only, and its server compares each answer with the stable revision's
 (the server's ``agreement``): the routers count the rows compared and agreed, and the agreement gates judge the
-share that agreed and the mean difference of the class probabilities.
+share that agreed and the mean difference of the class probabilities. In live steps, the routers also count each
+variant's rows by predicted class (the server's ``predicted``), and the prediction-drift gate judges the
+population stability index of the canary's classes against the stable revision's in the same interval.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ PASSED, FAILED, INCONCLUSIVE = "Passed", "Failed", "Inconclusive"
 COMPARING = ("agreement", "probabilityDelta")  # the gates that judge the answers compared in shadow steps
 _REQUESTS = "mlmodel_router_requests_total"
 _BUCKET = "mlmodel_router_upstream_latency_seconds_bucket"
+_PREDICTED = "mlmodel_router_predictions_total"
+PSI_FLOOR = 0.5  # rows added to every class on both sides: a class one side never predicted has a finite PSI
 
 
 _COMPARED = {
@@ -99,20 +103,21 @@ class Tally:
     errors: int = 0
     buckets: tuple[tuple[float, int], ...] = ()
     compared: Agreement = Agreement()  # as a shadow: its answers compared with the other variants'
+    predicted: tuple[tuple[str, int], ...] = ()  # rows answered by predicted class, sorted by class
 
     def __add__(self, other: Tally) -> Tally:
-        merged: dict[float, int] = dict(self.buckets)
-        for le, count in other.buckets:
-            merged[le] = merged.get(le, 0) + count
         requests, errors = self.requests + other.requests, self.errors + other.errors
-        return Tally(requests, errors, tuple(sorted(merged.items())), self.compared + other.compared)
+        buckets, predicted = _merged(self.buckets, other.buckets), _merged(self.predicted, other.predicted)
+        return Tally(requests, errors, buckets, self.compared + other.compared, predicted)
 
     def since(self, start: Tally) -> Tally:
         """What was counted after ``start``; all of it if a counter went back (the pod restarted)."""
         if self.requests < start.requests or self.errors < start.errors:
             return self
-        before = dict(start.buckets)
+        before, classes_before = dict(start.buckets), dict(start.predicted)
         if any(count < before.get(le, 0) for le, count in self.buckets):
+            return self
+        if any(count < classes_before.get(label, 0) for label, count in self.predicted):
             return self
         compared = self.compared - start.compared
         if any(getattr(compared, f.name) < 0 for f in fields(Agreement)):
@@ -122,6 +127,7 @@ class Tally:
             self.errors - start.errors,
             tuple((le, count - before.get(le, 0)) for le, count in self.buckets),
             compared,
+            tuple((label, count - classes_before.get(label, 0)) for label, count in self.predicted),
         )
 
     def p99_ms(self) -> float | None:
@@ -140,6 +146,31 @@ class Tally:
         return lower * 1000
 
 
+def _merged(a: tuple[tuple[Any, int], ...], b: tuple[tuple[Any, int], ...]) -> tuple[tuple[Any, int], ...]:
+    """Two sorted tuples of (key, count), their counts added by key."""
+    merged: dict[Any, int] = dict(a)
+    for key, count in b:
+        merged[key] = merged.get(key, 0) + count
+    return tuple(sorted(merged.items()))
+
+
+def psi(canary: Mapping[str, int], stable: Mapping[str, int]) -> float | None:
+    """The population stability index of the canary's predicted classes against the stable revision's:
+    the sum over the classes of (canary share - stable share) x ln(canary share / stable share), every class
+    given ``PSI_FLOOR`` more rows on both sides; ``None`` if either side answered nothing."""
+    classes = sorted(canary.keys() | stable.keys())
+    rows_c, rows_s = sum(canary.values()), sum(stable.values())
+    if not rows_c or not rows_s:
+        return None
+    total_c, total_s = rows_c + PSI_FLOOR * len(classes), rows_s + PSI_FLOOR * len(classes)
+    index = 0.0
+    for label in classes:
+        share_c = (canary.get(label, 0) + PSI_FLOOR) / total_c
+        share_s = (stable.get(label, 0) + PSI_FLOOR) / total_s
+        index += (share_c - share_s) * math.log(share_c / share_s)
+    return index
+
+
 Snapshot = Mapping[str, Mapping[str, Tally]]  # router pod -> variant -> its counts since the pod started
 
 
@@ -148,12 +179,15 @@ def parse(text: str) -> dict[str, Tally]:
     requests: dict[str, int] = {}
     errors: dict[str, int] = {}
     buckets: dict[str, dict[float, int]] = {}
-    for name, labels, value in _samples(text, (_REQUESTS, _BUCKET)):
+    predicted: dict[str, dict[str, int]] = {}
+    for name, labels, value in _samples(text, (_REQUESTS, _BUCKET, _PREDICTED)):
         variant, count = labels.get("variant", ""), int(value)
         if name == _REQUESTS:
             requests[variant] = requests.get(variant, 0) + count
             if labels.get("status_class") == "5xx":
                 errors[variant] = errors.get(variant, 0) + count
+        elif name == _PREDICTED:
+            predicted.setdefault(variant, {})[labels["class"]] = count
         else:
             buckets.setdefault(variant, {})[float(labels["le"])] = count
     compared: dict[str, Agreement] = {}
@@ -166,8 +200,9 @@ def parse(text: str) -> dict[str, Tally]:
             errors.get(v, 0),
             tuple(sorted(buckets.get(v, {}).items())),
             compared.get(v, Agreement()),
+            tuple(sorted(predicted.get(v, {}).items())),
         )
-        for v in requests.keys() | buckets.keys() | compared.keys()
+        for v in requests.keys() | buckets.keys() | compared.keys() | predicted.keys()
     }
 
 
@@ -264,6 +299,9 @@ def judge(analysis: Analysis, canary: Tally, stable: Tally, query: float | None 
     if analysis.max_probability_delta is not None:
         delta, most = compared.probability_delta, analysis.max_probability_delta
         gate(COMPARING[1], delta, f"<= {most:g}", delta is not None and delta <= most, enough)
+    if analysis.max_psi is not None:
+        index, most = psi(dict(canary.predicted), dict(stable.predicted)), analysis.max_psi
+        gate("predictionDrift", index, f"<= {most:g} PSI", index is not None and index <= most)
     judged = [m.passed for m in metrics if m.passed is not None]
     result = INCONCLUSIVE if not judged else PASSED if all(judged) else FAILED
     return Interval(result, canary.requests, canary.errors, tuple(metrics), compared.requests)

@@ -186,6 +186,8 @@ class Analysis:
     min_agreement: float | None = None
     tolerance: Tolerance = Tolerance()
     max_probability_delta: float | None = None
+    # In live steps: the population stability index of the canary's predicted classes against the stable's.
+    max_psi: float | None = None
 
     @property
     def compares(self) -> bool:
@@ -323,6 +325,7 @@ def _analysis(raw: Mapping[str, Any]) -> Analysis:
 
     prometheus = raw.get("prometheus")
     agreement, delta = raw.get("agreement") or {}, raw.get("probabilityDelta") or {}
+    drift = raw.get("predictionDrift") or {}
     analysis = Analysis(
         interval=duration(f"{where}.interval", raw.get("interval", f"{DEFAULT_INTERVAL:.0f}s")),
         min_requests=int(number("minRequests", 1) or DEFAULT_MIN_REQUESTS),
@@ -334,14 +337,15 @@ def _analysis(raw: Mapping[str, Any]) -> Analysis:
         min_agreement=_number(f"{where}.agreement.min", agreement.get("min"), 0, 1),
         tolerance=_tolerance(f"{where}.agreement.tolerance", agreement.get("tolerance") or {}),
         max_probability_delta=_number(f"{where}.probabilityDelta.max", delta.get("max"), 0, 1),
+        max_psi=_number(f"{where}.predictionDrift.maxPSI", drift.get("maxPSI"), 0),
     )
     if analysis.interval < 1:
         raise SpecError(f"{where}.interval: at least 1s")
     gates = (analysis.min_success_rate, analysis.max_p99_ms, analysis.max_p99_ratio, analysis.prometheus)
-    if all(gate is None for gate in gates) and not analysis.compares:
+    if all(gate is None for gate in (*gates, analysis.max_psi)) and not analysis.compares:
         raise SpecError(
             f"{where}: set at least one of minSuccessRate, maxP99LatencyMs, maxP99LatencyRatio, prometheus, "
-            "agreement, probabilityDelta"
+            "agreement, probabilityDelta, predictionDrift"
         )
     return analysis
 

@@ -282,3 +282,65 @@ def test_shadow_steps_and_agreement_gates_are_checked(steps: list[Any], gates: d
     )
     with pytest.raises(spec.SpecError, match=message):
         spec.parse(raw, default_image="i")
+
+
+PREDICTED = """mlmodel_router_predictions_total{model="iris",variant="r1",class="setosa"} 50
+mlmodel_router_predictions_total{model="iris",variant="r1",class="versicolor"} 30
+mlmodel_router_predictions_total{model="iris",variant="r1",class="virginica"} 20
+mlmodel_router_predictions_total{model="iris",variant="r2",class="setosa"} 10
+mlmodel_router_predictions_total{model="iris",variant="r2",class="1.78..3.16"} 5
+"""
+DRIFT_GATES = spec.Analysis(interval=10, min_requests=10, max_psi=0.2)
+
+
+def test_each_variants_predicted_classes_parse_and_an_interval_is_their_difference() -> None:
+    counted = analysis.parse(PREDICTED)
+    assert counted["r1"].predicted == (("setosa", 50), ("versicolor", 30), ("virginica", 20))
+    assert counted["r2"].predicted == (("1.78..3.16", 5), ("setosa", 10))
+    later = analysis.parse(PREDICTED.replace("} 50\n", "} 80\n").replace("} 10\n", "} 11\n"))
+    assert later["r1"].since(counted["r1"]).predicted == (("setosa", 30), ("versicolor", 0), ("virginica", 0))
+    assert counted["r2"].since(later["r2"]) == counted["r2"]  # counters went back: the router pod restarted
+    merged = counted["r2"] + Tally(predicted=(("setosa", 1), ("virginica", 2)))
+    assert merged.predicted == (("1.78..3.16", 5), ("setosa", 11), ("virginica", 2))
+
+
+def test_psi_is_zero_for_the_same_shares_and_grows_with_the_shift() -> None:
+    stable = {"setosa": 500, "versicolor": 300, "virginica": 200}
+    assert analysis.psi(stable, stable) == pytest.approx(0)
+    assert analysis.psi({"setosa": 50, "versicolor": 30, "virginica": 20}, stable) == pytest.approx(0, abs=1e-3)
+    # 10 points moved from setosa to virginica: (0.4-0.5) ln(0.4/0.5) + (0.3-0.2) ln(0.3/0.2) = 0.0629
+    shifted = analysis.psi({"setosa": 400, "versicolor": 300, "virginica": 300}, stable)
+    assert shifted == pytest.approx(0.0629, abs=1e-3)
+    # A class the stable revision never predicted has a finite index (both sides get PSI_FLOOR rows of it).
+    new_class = analysis.psi({"setosa": 500, "other": 500}, {"setosa": 1000})
+    assert new_class is not None and 2 < new_class < 10
+    assert analysis.psi({}, stable) is None and analysis.psi(stable, {}) is None
+
+
+def test_the_drift_gate_judges_the_canarys_classes_against_the_stables_in_the_same_interval() -> None:
+    stable = Tally(100, 0, ((INF, 100),), predicted=(("setosa", 50), ("versicolor", 30), ("virginica", 20)))
+    same = analysis.judge(
+        DRIFT_GATES, Tally(20, 0, ((INF, 20),), predicted=(("setosa", 10), ("versicolor", 6), ("virginica", 4))), stable
+    )
+    assert same.result == analysis.PASSED and same.metrics[0].name == "predictionDrift"
+    assert same.metrics[0].value is not None and same.metrics[0].value < 0.02, same
+    drifted = analysis.judge(DRIFT_GATES, Tally(20, 0, ((INF, 20),), predicted=(("virginica", 20),)), stable)
+    assert drifted.result == analysis.FAILED, drifted
+    # Shares 0.023, 0.023, 0.953 against 0.498, 0.300, 0.202 (0.5 more rows of each class on both sides).
+    assert drifted.failed[0].describe() == "predictionDrift 3.33 (threshold <= 0.2 PSI)"
+    few = analysis.judge(DRIFT_GATES, Tally(9, 0, ((INF, 9),), predicted=(("virginica", 9),)), stable)
+    assert few.result == analysis.INCONCLUSIVE and few.metrics[0].passed is None
+    unanswered = analysis.judge(DRIFT_GATES, Tally(20, 0, ((INF, 20),), predicted=(("virginica", 20),)), Tally())
+    assert unanswered.result == analysis.INCONCLUSIVE  # the stable revision predicted nothing to compare with
+
+
+def test_the_drift_gate_is_parsed_and_checked() -> None:
+    raw = resource(
+        variants=[{"name": "stable", "modelUri": "https://m.example.com/m.joblib", "modelSha256": SHA}],
+        rollout={"steps": [{"setWeight": 50}], "analysis": {"predictionDrift": {"maxPSI": 0.25}}},
+    )
+    rollout = spec.parse(raw, default_image="i").rollout
+    assert rollout is not None and rollout.analysis is not None and rollout.analysis.max_psi == 0.25
+    raw["spec"]["rollout"]["analysis"]["predictionDrift"]["maxPSI"] = -1
+    with pytest.raises(spec.SpecError, match=r"^spec.rollout.analysis.predictionDrift.maxPSI: a number of at least 0"):
+        spec.parse(raw, default_image="i")

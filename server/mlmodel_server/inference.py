@@ -12,10 +12,10 @@ from typing import Any
 
 import orjson
 
-from mlmodel_server import protocol, v2
+from mlmodel_server import predicted, protocol, v2
 from mlmodel_server.batching import Batcher
 from mlmodel_server.errors import ModelNotFound, UnsupportedMediaType
-from mlmodel_server.model import LoadedModel
+from mlmodel_server.model import LoadedModel, Prediction
 from mlmodel_server.serving import Serving
 
 # The routes, as Flask's rules (the request metrics' endpoint label).
@@ -36,11 +36,22 @@ ReadV2 = Callable[[], tuple[dict[str, Any], memoryview]]
 
 @dataclass(frozen=True)
 class Reply:
-    """A 200 response: its body, its Content-Type, and V2's ``Inference-Header-Content-Length``."""
+    """A 200 response: its body, its Content-Type, V2's ``Inference-Header-Content-Length``, and the rows by
+    predicted class (``predicted``)."""
 
     body: bytes
     content_type: str = JSON_TYPE
     header_length: int | None = None
+    predicted: str = ""
+
+    def headers(self) -> list[tuple[str, str]]:
+        """The response's headers but Content-Type and Content-Length."""
+        out = [] if self.header_length is None else [(HEADER_LENGTH, str(self.header_length))]
+        return out + ([(predicted.HEADER, self.predicted)] if self.predicted else [])
+
+
+def _predicted(model: LoadedModel, prediction: Prediction) -> str:
+    return predicted.header(prediction.predictions, classifier=model.classes is not None)
 
 
 def check_content_type(content_type: str, *, binary: bool) -> None:
@@ -84,16 +95,16 @@ def predict(state: Serving, read: ReadJSON) -> Reply:
     with batcher.arrival() as ticket:
         x = protocol.decode_predict(read(), schema)
         prediction = batcher.submit(ticket, x, want_proba=model.has_proba)
-    return Reply(orjson.dumps(protocol.encode_predict(prediction)))
+    return Reply(orjson.dumps(protocol.encode_predict(prediction)), predicted=_predicted(model, prediction))
 
 
 def v1_predict(state: Serving, name: str, read: ReadJSON) -> Reply:
     """KServe V1 ``:predict``."""
-    _, schema, batcher = named(state, name, wait=True)
+    model, schema, batcher = named(state, name, wait=True)
     with batcher.arrival() as ticket:
         x = protocol.decode_v1(read(), schema)
         prediction = batcher.submit(ticket, x, want_proba=False)
-    return Reply(orjson.dumps(protocol.encode_v1(prediction)))
+    return Reply(orjson.dumps(protocol.encode_v1(prediction)), predicted=_predicted(model, prediction))
 
 
 def v2_infer(state: Serving, name: str, version: str | None, read: ReadV2) -> Reply:
@@ -103,6 +114,5 @@ def v2_infer(state: Serving, name: str, version: str | None, read: ReadV2) -> Re
         decoded = v2.decode(*read(), schema)
         prediction = batcher.submit(ticket, decoded.x, want_proba=decoded.wants_proba)
     body, header_length = v2.encode(prediction, decoded, model_name=name, model_version=model.version)
-    if header_length is None:
-        return Reply(body)
-    return Reply(body, BINARY_TYPE, header_length)
+    content_type = JSON_TYPE if header_length is None else BINARY_TYPE
+    return Reply(body, content_type, header_length, _predicted(model, prediction))

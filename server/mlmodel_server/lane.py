@@ -62,9 +62,7 @@ class Lane:
                 [("Content-Type", inference.JSON_TYPE), ("Content-Length", str(len(body)))],
             )
             return [body]
-        headers = [("Content-Type", reply.content_type), ("Content-Length", str(len(reply.body)))]
-        if reply.header_length is not None:
-            headers.append((inference.HEADER_LENGTH, str(reply.header_length)))
+        headers = [("Content-Type", reply.content_type), ("Content-Length", str(len(reply.body))), *reply.headers()]
         start_response("200 OK", headers)
         return [reply.body]
 

@@ -35,8 +35,7 @@ def _body() -> bytes:
 
 
 def _reply(reply: inference.Reply) -> Response:
-    headers = {} if reply.header_length is None else {HEADER_LENGTH: str(reply.header_length)}
-    return Response(reply.body, mimetype=reply.content_type, headers=headers)
+    return Response(reply.body, mimetype=reply.content_type, headers=reply.headers())
 
 
 @blueprint.post(inference.PREDICT)

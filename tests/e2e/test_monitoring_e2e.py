@@ -1,8 +1,10 @@
 """Monitoring against a real Prometheus (``mlmodel_testing.prometheus``: the pinned server on this host,
 scraping the cluster's annotated pods), with the chart's alerts loaded. After traffic to a two-variant
-ModelDeployment and a model that fails to load (its wrong digest named in Degraded, and never Ready), every
-expression of the dashboard (but its rollout row: ``test_rollout_e2e.py``) and every alert's signal returns data,
-for each variant where it is per variant, and names only metrics that something exports.
+ModelDeployment whose router also copies every request to its canary (``routing.mirror``, for the shadow
+comparison's panels and alert) and a model that fails to load (its wrong digest named in Degraded, and never
+Ready), every expression of the dashboard (but its rollout row: ``test_rollout_e2e.py``) and every alert's signal
+returns data, for each variant where it is per variant (for the shadow's, the shadow), and names only metrics
+that something exports.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from mlmodel_testing.release import CHART, helm, restricted_namespace
 from mlmodel_testing.status import is_true, snapshot
 
 VARIANTS = {"stable", "canary"}
+SHADOW = "canary"  # the variant the router copies requests to: the shadow comparison's series name it
+MIRROR = {"spec": {"routing": {"mirror": {"variant": SHADOW, "percent": 100}}}}
 # An alert's expression is `<signal> <comparison> <number>` or `absent(<signal>)`.
 THRESHOLD = re.compile(r"(?s)(?P<signal>.*\S)\s*(?:>|<|==|!=|>=|<=)\s*[0-9.e+-]+")
 ABSENT = re.compile(r"(?s)absent\((?P<signal>.*)\)")
@@ -60,7 +64,8 @@ def missing(base: str, expr: str, namespace: str) -> str | None:
         return "no data"
     if any("variant" in r for r in result):
         variants = {r["variant"] for r in result if r.get("namespace", namespace) == namespace and "variant" in r}
-        return None if variants >= VARIANTS else f"data only for variants {sorted(variants)}"
+        wanted = {SHADOW} if any("primary" in r for r in result) else VARIANTS
+        return None if variants >= wanted else f"data only for variants {sorted(variants)}"
     if any("name" in r for r in result) and not any(r.get("namespace") == namespace for r in result):
         return f"no data for namespace {namespace}: {result[:3]}"
     return None
@@ -72,6 +77,7 @@ def test_dashboard_and_alerts_have_data_for_every_variant(
     restricted_namespace(cluster, namespace)
     deploy_model_store(cluster, namespace, models)
     cluster.kubectl("-n", namespace, "apply", "-f", str(CANARY_EXAMPLE))
+    cluster.kubectl("-n", namespace, "patch", "md", "iris", "--type", "merge", "-p", json.dumps(MIRROR))
     cluster.apply(broken_model(namespace))
     cluster.wait_until("iris to be Ready", lambda: is_true(cluster, namespace, "iris", "Ready"), 300, interval=2)
     degraded = cluster.wait_until(
@@ -90,8 +96,8 @@ def test_dashboard_and_alerts_have_data_for_every_variant(
         for rule in group["rules"]:
             expressions[f"alert {rule['alert']}"] = signal(rule["expr"])
 
-    # 11 panel queries, the 2 variables, the 7 alerts.
-    assert len(expressions) == 20, sorted(expressions)
+    # 16 panel queries (5 of them the shadow comparison's), the 2 variables, the 8 alerts.
+    assert len(expressions) == 26, sorted(expressions)
 
     # Traffic through the router (90/10) and straight to each variant, until every query has data.
     failures: dict[str, str] = {}
@@ -122,7 +128,7 @@ def test_dashboard_and_alerts_have_data_for_every_variant(
     # The alerts load and evaluate without error, and none fires on a healthy ModelDeployment.
     loaded = json.loads(get(f"{prometheus}/api/v1/rules"))["data"]["groups"]
     states = {r["name"]: (r["health"], r["state"]) for g in loaded for r in g["rules"]}
-    assert len(states) == 7 and all(health == "ok" for health, _ in states.values()), states
+    assert len(states) == 8 and all(health == "ok" for health, _ in states.values()), states
     # Other tests' ModelDeployments may fire alerts meanwhile (the suite runs side by side): this namespace's only.
     firing = query(prometheus, f'ALERTS{{alertstate="firing",namespace="{namespace}"}}')
     assert all(a["metric"].get("name") == "broken" for a in firing), firing

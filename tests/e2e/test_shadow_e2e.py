@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from mlmodel_demo import rollout
 from mlmodel_testing.cluster import Cluster
 from mlmodel_testing.load import IRIS_MIX, constant_load, summary
@@ -26,6 +27,7 @@ PROMOTED_SECONDS = 240  # the issue's promise: a good model promoted in under 4 
 ROUTERS_SECONDS = 2  # from the promotion in the status to the routers' last answer of another revision
 
 
+@pytest.mark.long
 def test_the_shadow_example_aborts_a_model_that_disagrees_before_it_answers_anyone_and_promotes_one_that_agrees(
     cluster: Cluster, namespace: str, operator: None, models: Path
 ) -> None:

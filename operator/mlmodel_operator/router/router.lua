@@ -47,6 +47,8 @@ local COMPARED = {
         "Sum over the rows of the mean absolute difference (of the probabilities, for a classifier)." },
 }
 local BUCKETS_TOTAL = 10000
+-- Predicted labels counted per variant (X-Mlmodel-Predicted, the server's predicted.py): past them, "other".
+local MAX_LABELS = 64
 local WAIT = 20 -- seconds the operator may hold a poll before it answers with the same weights
 local labels, mirror, targets, follow = {}, nil, {}, {}
 -- The weights in effect: their serial, {variant = percent}, the routable buckets ({variant, percent} in
@@ -222,6 +224,19 @@ local function compared(primary, comparison)
     end
 end
 
+-- An answer's rows by predicted class ("setosa=2;virginica=1", labels percent-encoded), added to its variant's.
+local function count_predicted(variant, predicted)
+    for label, rows in string.gmatch(predicted, "([%w%%._~-]+)=(%d+)") do
+        local key, n = "predicted\t" .. variant .. "\t" .. label, tonumber(rows)
+        if not dict:incr(key, n) then
+            if dict:incr("labels\t" .. variant, 1, 0) > MAX_LABELS then
+                key = "predicted\t" .. variant .. "\tother"
+            end
+            dict:incr(key, n, 0)
+        end
+    end
+end
+
 -- The body of the request, if it fits in what is left of the budget; false if it does not.
 local function body_within_budget()
     ngx.req.read_body()
@@ -386,6 +401,10 @@ function M.observe()
         variant = "none"
     end
     dict:incr("requests\t" .. variant .. "\t" .. class(ngx.status), 1, 0)
+    local predicted = ngx.status == 200 and ngx.var.upstream_http_x_mlmodel_predicted
+    if predicted then
+        count_predicted(variant, predicted)
+    end
     local seconds, seen = 0, false
     for part in string.gmatch(ngx.var.upstream_response_time or "", "[%d.]+") do
         seconds, seen = seconds + tonumber(part), true
@@ -422,6 +441,24 @@ local function variants()
     end
     table.sort(out)
     return out
+end
+
+-- Each variant's rows answered, by predicted class.
+local function render_predicted(out)
+    local found = {}
+    for _, key in ipairs(dict:get_keys(0)) do
+        local variant, label = string.match(key, "^predicted\t([^\t]+)\t(.+)$")
+        if variant then
+            found[#found + 1] = { variant, label, dict:get(key) or 0 }
+        end
+    end
+    table.sort(found, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+    local name = "mlmodel_router_predictions_total"
+    out[#out + 1] = "# HELP " .. name .. " Rows answered, by predicted class (a regressor's: its output's bin)."
+    out[#out + 1] = "# TYPE " .. name .. " counter"
+    for _, row in ipairs(found) do
+        out[#out + 1] = series(name, row[1], ',class="' .. row[2] .. '"', row[3])
+    end
 end
 
 -- The comparisons' counters, per (shadow, primary), and the histogram of the rows' probability delta.
@@ -503,6 +540,7 @@ function M.render()
             end
         end
     end
+    render_predicted(out)
     render_comparisons(out)
     out[#out + 1] = "# HELP mlmodel_router_upstream_latency_seconds Time to the variant's full response."
     out[#out + 1] = "# TYPE mlmodel_router_upstream_latency_seconds histogram"
