@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import ClassVar
 
@@ -234,18 +234,28 @@ class _Sluggish(_Variant):
     received: ClassVar[list[tuple[str, str, bytes]]] = []
 
 
+@contextlib.contextmanager
+def _three_variants(tmp_path: Path, variants: Mapping[str, tuple[str, type[_Variant]]]) -> Iterator[tuple[str, str]]:
+    """nginx routing stable, canary and shadow (pinnable by header) to their handlers, each on its address: the
+    data server's base URL and /metrics."""
+    md = parsed(variants=WITH_SHADOW, routing=PINNABLE)
+    with contextlib.ExitStack() as stack:
+        for address, handler in variants.values():
+            stack.enter_context(serving(address, handler))
+        yield stack.enter_context(_nginx(tmp_path, md, {name: address for name, (address, _) in variants.items()}))
+
+
 def test_a_rollouts_analysis_judges_each_variant_by_the_routers_own_counts(tmp_path: Path) -> None:
     """What the operator reads of a real router (``analysis.parse`` of its /metrics, before and after): a variant
     that answers 500 fails the success rate, one that answers 200 but 0.5 s later fails the p99 latency gates (its
     20 requests sent at once). 0.5 s, not less: on a busy host the stable variant's slowest answer sets its p99,
     and 0.07 s of it made a 0.2 s variant's ratio 2.8, under the gate's 3."""
-    md = parsed(variants=WITH_SHADOW, routing=PINNABLE)
-    upstreams = {"stable": "127.0.0.8", "canary": "127.0.0.9", "shadow": "127.0.0.10"}
-    handlers = {"127.0.0.8": _Variant, "127.0.0.9": _Failing, "127.0.0.10": _Sluggish}
-    with contextlib.ExitStack() as stack:
-        for address, handler in handlers.items():
-            stack.enter_context(serving(address, handler))
-        base, metrics = stack.enter_context(_nginx(tmp_path, md, upstreams))
+    variants = {
+        "stable": ("127.0.0.8", _Variant),
+        "canary": ("127.0.0.9", _Failing),
+        "shadow": ("127.0.0.10", _Sluggish),
+    }
+    with _three_variants(tmp_path, variants) as (base, metrics):
         with urllib.request.urlopen(metrics, timeout=5) as r:
             start = {"pod": analysis.parse(r.read().decode())}
         for variant in ("stable", "canary"):
@@ -346,13 +356,12 @@ class _FailingPredicting(_Predicting):
 def test_the_router_counts_each_variants_rows_by_predicted_class_for_the_drift_gate(tmp_path: Path) -> None:
     """What the prediction-drift gate reads (``analysis.parse``): each variant's rows by the classes its 200 answers
     name; a variant's labels past the router's 64 count as "other"; a 5xx answer's are not counted."""
-    md = parsed(variants=WITH_SHADOW, routing=PINNABLE)
-    upstreams = {"stable": "127.0.0.30", "canary": "127.0.0.31", "shadow": "127.0.0.32"}
-    handlers = {"127.0.0.30": _Predicting, "127.0.0.31": _ManyClasses, "127.0.0.32": _FailingPredicting}
-    with contextlib.ExitStack() as stack:
-        for address, handler in handlers.items():
-            stack.enter_context(serving(address, handler))
-        base, metrics = stack.enter_context(_nginx(tmp_path, md, upstreams))
+    variants = {
+        "stable": ("127.0.0.30", _Predicting),
+        "canary": ("127.0.0.31", _ManyClasses),
+        "shadow": ("127.0.0.32", _FailingPredicting),
+    }
+    with _three_variants(tmp_path, variants) as (base, metrics):
         assert [_post(base, "stable")[0] for _ in range(20)] == [200] * 20
         assert [_post(base, "canary")[0] for _ in range(70)] == [200] * 70
         assert [_post(base, "shadow")[0] for _ in range(5)] == [500] * 5
