@@ -101,3 +101,31 @@ def test_set_weight_patches_every_weight_and_refuses_what_the_operator_would() -
             plugin.weight_patch(_md(rollout=False), pairs)
     with pytest.raises(PluginError, match="its steps set the weights"):
         plugin.weight_patch(_md(), ["stable=100"])
+
+
+@pytest.mark.parametrize(
+    ("stderr", "line"),
+    [
+        (
+            'Error from server (NotFound): modeldeployments.mlmodel.io "nope" not found\n',
+            'modeldeployments.mlmodel.io "nope" not found',
+        ),
+        ("Error from server (Forbidden): x is forbidden: User y cannot patch\n", "x is forbidden: User y cannot patch"),
+        ('error: context "x" does not exist\n', 'context "x" does not exist'),
+        (
+            "The connection to the server was refused -\ndid you specify the right host?\n",
+            "The connection to the server was refused - did you specify the right host?",
+        ),
+        ("", "kubectl failed"),
+    ],
+)
+def test_kubectls_refusals_become_one_line(stderr: str, line: str) -> None:
+    assert plugin.refusal(stderr) == line
+
+
+def test_without_kubectl_on_path_the_plugin_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", "")
+    assert plugin.main(["status", "iris"]) == 1
+    assert capsys.readouterr().err == "error: kubectl is not on PATH: kubectl mlmodel runs it\n"

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -91,9 +92,11 @@ class Cluster:
         return run([self.kubectl_bin, "--kubeconfig", str(self.kubeconfig), *args], input, check, timeout)
 
     def mlmodel(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """``kubectl mlmodel <args>``: the plugin (``make install`` puts it in .venv/bin), found by kubectl on PATH.
-        kubectl hands a plugin no flags of its own, so the kubeconfig goes in the environment."""
-        path = f"{PLUGIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"
+        """``kubectl mlmodel <args>``: the plugin (``make install`` puts it in .venv/bin), found by kubectl on PATH, and
+        kubectl by the plugin, as on a user's PATH. kubectl hands a plugin no flags of its own, so the kubeconfig goes
+        in the environment."""
+        kubectl_dir = str(Path(shutil.which(self.kubectl_bin) or self.kubectl_bin).parent)
+        path = os.pathsep.join([str(PLUGIN_DIR), kubectl_dir, os.environ.get("PATH", "")])
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": path}
         return run([self.kubectl_bin, "mlmodel", *args], check=check, env=env)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +45,13 @@ def _user(kubectl: Kubectl, namespace: str, role: str, tmp_path: Path) -> dict[s
     raw["contexts"][0]["context"] |= {"user": account, "namespace": namespace}
     path = tmp_path / f"{role}.kubeconfig"
     path.write_text(json.dumps(raw))
-    return {**os.environ, "KUBECONFIG": str(path), "PATH": f"{PLUGIN_DIR}:{os.environ['PATH']}"}
+    # kubectl finds the plugin on PATH, and the plugin kubectl (the pinned one first, as on a user's PATH).
+    kubectl_dir = str(Path(shutil.which(kubectl.binary) or kubectl.binary).parent)
+    return {
+        **os.environ,
+        "KUBECONFIG": str(path),
+        "PATH": os.pathsep.join([str(PLUGIN_DIR), kubectl_dir, os.environ["PATH"]]),
+    }
 
 
 def _plugin(kubectl: Kubectl, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
