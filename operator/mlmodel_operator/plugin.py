@@ -110,8 +110,21 @@ class Kubectl:
         return dict(json.loads(out))
 
     def patch(self, md: Mapping[str, Any], body: Any, what: str) -> None:
+        """Patch ``md``; a guarded patch (``_guarded``) refused because the spec changed meanwhile says so."""
         meta = md["metadata"]
         kind = "json" if isinstance(body, list) else "merge"
+        try:
+            self._patch(meta, kind, body, what)
+        except PluginError:
+            now = self.get(meta["namespace"], meta["name"])["metadata"].get("generation")
+            if kind == "json" and now != meta.get("generation"):
+                raise PluginError(
+                    f"{meta['name']} changed while this ran (generation {meta.get('generation')}, now {now}): "
+                    "run the command again"
+                ) from None
+            raise
+
+    def _patch(self, meta: Mapping[str, Any], kind: str, body: Any, what: str) -> None:
         self._run(
             f"{what} ModelDeployment {meta['name']} in namespace {meta['namespace']}",
             "patch",
@@ -169,8 +182,9 @@ def _run(api: Kubectl, namespace: str, args: argparse.Namespace) -> str:
 
 
 def _guarded(md: Mapping[str, Any], ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``ops`` as a JSON patch that applies only to the version read (a concurrent edit makes it fail)."""
-    return [{"op": "test", "path": "/metadata/resourceVersion", "value": md["metadata"]["resourceVersion"]}, *ops]
+    """``ops`` as a JSON patch that applies only to the spec read: a concurrent edit of the spec makes it fail, the
+    operator's status writes (which move ``resourceVersion``, not ``generation``) do not."""
+    return [{"op": "test", "path": "/metadata/generation", "value": md["metadata"]["generation"]}, *ops]
 
 
 def action_revision(md: Mapping[str, Any], verb: str) -> int:

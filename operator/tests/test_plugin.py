@@ -58,7 +58,7 @@ def _md(rollout: bool = True) -> dict[str, Any]:
     else:
         spec["variants"] = [{"name": "stable", "weight": 90}, {"name": "canary", "weight": 10}]
         status = {"weights": "stable=90,canary=10"}
-    meta = {"name": "iris", "namespace": "ml", "resourceVersion": "7"}
+    meta = {"name": "iris", "namespace": "ml", "resourceVersion": "7", "generation": 3}
     return {"metadata": meta, "spec": spec, "status": status}
 
 
@@ -129,3 +129,11 @@ def test_without_kubectl_on_path_the_plugin_says_so_in_one_line(
     monkeypatch.setenv("PATH", "")
     assert plugin.main(["status", "iris"]) == 1
     assert capsys.readouterr().err == "error: kubectl is not on PATH: kubectl mlmodel runs it\n"
+
+
+def test_an_edit_applies_only_to_the_spec_read_whatever_the_operator_wrote_to_the_status_meanwhile() -> None:
+    """CI saw `undo` refused when the operator wrote the status between the plugin's read and its patch (that moves
+    resourceVersion): the guard is the spec's generation, which only a spec edit moves."""
+    ops = plugin.weight_patch(_md(rollout=False), ["stable=70", "canary=30"])
+    guarded = plugin._guarded(_md(rollout=False), ops)
+    assert guarded == [{"op": "test", "path": "/metadata/generation", "value": 3}, *ops]
