@@ -164,6 +164,10 @@ def test_a_50_mib_request_is_answered_and_its_copy_skipped_within_the_routers_me
     budget (nginx keeps a big body in a file; the router reads its size, not its bytes)."""
     body = b'{"instances": [[5.1, 3.5, 1.4, 0.2]], "pad": "' + b"x" * (50 << 20) + b'"}'
     with _router(tmp_path, limit="64Mi") as (connection, metrics):
+        # A small request first: what a worker sets up once (its Lua, its pools, a copy's timer) is not the big one's.
+        assert _post(
+            connection, "/predict", b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}', **{names.HEADER_VARIANT: "other"}
+        )
         before = _worker_rss(tmp_path)
         answer = _post(connection, "/predict", body, **{names.HEADER_VARIANT: "other"})
         after = _worker_rss(tmp_path)
