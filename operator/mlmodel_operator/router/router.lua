@@ -130,18 +130,30 @@ local function poll()
     elseif status ~= 404 and err ~= "connection refused" then -- refused: a standby, or the operator restarting
         ngx.log(ngx.WARN, "weights from the operator: ", err or ("HTTP " .. tostring(status)))
     end
-    return status == 200 or status == 404
+    return status == 200 or status == 404, err == "connection refused"
 end
 
--- Polls, and the file after each. A poll that fails is tried again soon, then less and less often (up
--- to every second): the operator's Service also leads to standby replicas, which refuse the connection.
+-- Polls, and the file after each. The operator's Service also leads to standby replicas, which refuse the
+-- connection at once: a refused poll is tried again at once, up to QUICK times in a row (through the Service,
+-- the next one most likely reaches the leader; backing off there left a router without a poll at the leader
+-- for seconds, and weights published meanwhile reached it late). Other failures, and refusals past QUICK (no
+-- operator up), are tried again soon, then less and less often (up to every second).
+local QUICK = 8
 local function watch(premature)
-    local failures = 0
+    local failures, refusals = 0, 0
     while not premature and not ngx.worker.exiting() do
-        local answered = follow.source and poll()
+        local answered, refused = false, false
+        if follow.source then
+            answered, refused = poll()
+        end
         read_file()
-        failures = answered and 0 or failures + 1
-        if failures > 0 then
+        if answered then
+            failures, refusals = 0, 0
+        elseif refused and refusals < QUICK then
+            refusals = refusals + 1
+            ngx.sleep(0.005)
+        else
+            failures = failures + 1
             ngx.sleep(math.min(1, 0.05 * 2 ^ (failures - 1)))
         end
     end
