@@ -45,6 +45,17 @@ def run(stage: str, cmd: list[str]) -> int:
     return rc
 
 
+def wait(stage: str, timeout: float = 1800) -> int:
+    """Block while ``stage`` runs in another lane (started, not ended), at most ``timeout`` seconds: 0 once it is
+    not running, 1 if it still was."""
+    deadline = time.monotonic() + timeout
+    while any(s.name == stage and s.end is None for s in stages()):
+        if time.monotonic() > deadline:
+            return 1
+        time.sleep(1)
+    return 0
+
+
 @dataclass
 class Counts:
     """Tests of JUnit reports: passed, failed (errors included), and the skipped ones."""
@@ -175,7 +186,7 @@ def slowest(n: int) -> list[tuple[float, str, str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in ("run", "start", "end"):
+    for command in ("run", "start", "end", "wait"):
         sub.add_parser(command).add_argument("stage")
     sub.add_parser("report")
     sub.add_parser("slowest").add_argument("n", type=int)
@@ -186,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("a command follows `--` after `run STAGE`, and only there")
     if args.command == "run":
         return run(args.stage, cmd)
+    if args.command == "wait":
+        return wait(args.stage)
     if args.command == "report":
         return report(time.time())
     if args.command == "slowest":

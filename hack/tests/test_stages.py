@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,15 @@ def test_slowest_ranks_the_tests_of_every_report(results: Path, capsys: pytest.C
     ]
     assert stages.main(["slowest", "1"]) == 0
     assert capsys.readouterr().out.splitlines()[1].split() == ["1", "min", "16", "s", "e2e-serial", "test_a::test_one"]
+
+
+def test_wait_blocks_while_another_lanes_stage_runs(results: Path) -> None:
+    """`make test`'s kind lane loads the images once the e2e lane built them (``wait e2e/images``)."""
+    assert stages.main(["wait", "e2e/images"]) == 0  # never started (a lane run alone): no wait
+    stages.record("e2e/images", "start")
+    threading.Timer(0.5, stages.record, ("e2e/images", "end")).start()
+    started = time.monotonic()
+    assert stages.main(["wait", "e2e/images"]) == 0
+    assert time.monotonic() - started >= 0.5
+    stages.record("e2e/images", "start")
+    assert stages.wait("e2e/images", timeout=0.2) == 1  # still running at the deadline

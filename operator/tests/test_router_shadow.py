@@ -175,7 +175,8 @@ def test_a_50_mib_request_is_answered_and_its_copy_skipped_within_the_routers_me
             text = r.read().decode()
     assert answer == b'{"predictions":[0]}'
     assert 'mlmodel_router_mirrored_requests_total{model="iris",variant="shadow",status_class="skipped"} 1' in text
-    assert analysis.comparisons(text) == {}
+    # The big request's copy was skipped (above), so at most the small one's was compared, if it is back yet.
+    assert sum(a.requests + a.uncompared for a in analysis.comparisons(text).values()) <= 1, text
     assert after - before < spec.DEFAULT_MIRROR_BUFFER, (before, after)
     print(f"router worker RSS {before / 2**20:.1f} MiB before a 50 MiB request, {after / 2**20:.1f} MiB after")
 
