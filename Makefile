@@ -130,12 +130,14 @@ lane-kind: cluster-up
 	@MAKEFLAGS= $(KIND_SMOKE) $(MAKE) --no-print-directory cluster-up && \
 	MAKEFLAGS= $(KIND_SMOKE) $(MAKE) --no-print-directory -j2 --output-sync=target test-integration kind-images; \
 	integration=$$?; MAKEFLAGS= $(MAKE) --no-print-directory test-kind && exit $$integration
-# The images load into kind once the e2e lane has built them: two builds at once of a changed source made two
-# image IDs, and kind's second check loaded them all again (88 s).
+endif
+
+# lane-kind's image load, once the e2e lane has built the images: two builds at once of a changed source made two
+# image IDs, and kind's second check loaded them all again (88 s). Outside the ifeq: lane-kind's make runs it with
+# MLMODEL_CLUSTER=kind.
 .PHONY: kind-images
 kind-images:
 	@$(STAGE) wait e2e/images; $(MAKE) --no-print-directory images
-endif
 
 # `make demo` makes the venv itself (its first step), so it starts with the system's python3.
 demo: ## The whole product on a cluster: venv, cluster, images, chart, example models, a live canary 0-10-50-100 %
