@@ -71,10 +71,10 @@ def test_the_example_promotes_a_good_model_and_aborts_a_failing_a_slow_and_a_bro
         slow = rollout.rollback(cluster, namespace, (SLOW, digest(models, SLOW)), 5, load.results)
         results = list(load.results)
     assert not [r for r in results if r.status != 200], summary(results)
-    # Within 2 intervals of its first answer, as iris-5xx: about 100 ms an answer, where the stable revision's
-    # (a packed forest) take well under one, even with the suite side by side.
+    # Within 3 intervals of its first answer, not 2 as iris-5xx: on a busy host (the suite side by side) one
+    # interval's p99 ratio can stay under the gate's 4 (a CI run saw 28 s, with a packed stable forest).
     answered = [r.sent for r in results if r.variant == "r5"]
-    assert answered and slow.aborted - min(answered) <= 2 * INTERVAL + 2, (slow, answered[:1])
+    assert answered and slow.aborted - min(answered) <= 3 * INTERVAL + 2, (slow, answered[:1])
     assert slow.last_answer is None or slow.last_answer <= BACK_SECONDS, slow
     aborts = event_messages(cluster, namespace, "RolloutAborted")
     assert any("revision 5 failed its analysis: p99LatencyRatio" in m for m in aborts), aborts
