@@ -701,6 +701,9 @@ def test_weights_move_live_from_the_operator_then_from_the_file_with_no_reload_a
         _endpoint(board) as port,
         _nginx(tmp_path, md, upstreams, ("127.0.0.1", port)) as (base, metrics),
     ):
+        # Once a request is answered, the worker is up: the master listens, and queues connections, before it forks
+        # (a busy CI host took a snapshot with no worker in it yet).
+        assert _call(_connection(base))[0] == 200
         before = _workers(tmp_path)
 
         def client() -> None:
