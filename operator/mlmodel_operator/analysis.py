@@ -114,21 +114,11 @@ class Tally:
         """What was counted after ``start``; all of it if a counter went back (the pod restarted)."""
         if self.requests < start.requests or self.errors < start.errors:
             return self
-        before, classes_before = dict(start.buckets), dict(start.predicted)
-        if any(count < before.get(le, 0) for le, count in self.buckets):
-            return self
-        if any(count < classes_before.get(label, 0) for label, count in self.predicted):
-            return self
+        buckets, predicted = _minus(self.buckets, start.buckets), _minus(self.predicted, start.predicted)
         compared = self.compared - start.compared
-        if any(getattr(compared, f.name) < 0 for f in fields(Agreement)):
+        if buckets is None or predicted is None or any(getattr(compared, f.name) < 0 for f in fields(Agreement)):
             return self
-        return Tally(
-            self.requests - start.requests,
-            self.errors - start.errors,
-            tuple((le, count - before.get(le, 0)) for le, count in self.buckets),
-            compared,
-            tuple((label, count - classes_before.get(label, 0)) for label, count in self.predicted),
-        )
+        return Tally(self.requests - start.requests, self.errors - start.errors, buckets, compared, predicted)
 
     def p99_ms(self) -> float | None:
         """The 99th percentile latency in milliseconds, interpolated in its bucket as ``histogram_quantile``
@@ -152,6 +142,14 @@ def _merged(a: tuple[tuple[Any, int], ...], b: tuple[tuple[Any, int], ...]) -> t
     for key, count in b:
         merged[key] = merged.get(key, 0) + count
     return tuple(sorted(merged.items()))
+
+
+def _minus(now: tuple[tuple[Any, int], ...], start: tuple[tuple[Any, int], ...]) -> tuple[tuple[Any, int], ...] | None:
+    """``now``'s counts less ``start``'s, by key; ``None`` if one went back (the pod restarted)."""
+    before = dict(start)
+    if any(count < before.get(key, 0) for key, count in now):
+        return None
+    return tuple((key, count - before.get(key, 0)) for key, count in now)
 
 
 def psi(canary: Mapping[str, int], stable: Mapping[str, int]) -> float | None:

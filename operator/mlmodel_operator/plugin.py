@@ -110,33 +110,34 @@ class Kubectl:
         return dict(json.loads(out))
 
     def patch(self, md: Mapping[str, Any], body: Any, what: str) -> None:
-        """Patch ``md``; a guarded patch (``_guarded``) refused because the spec changed meanwhile says so."""
+        """Patch ``md``; a guarded patch (``_guarded``, a JSON patch) refused because the spec changed meanwhile says
+        so."""
         meta = md["metadata"]
         kind = "json" if isinstance(body, list) else "merge"
+        what = f"{what} ModelDeployment {meta['name']} in namespace {meta['namespace']}"
         try:
-            self._patch(meta, kind, body, what)
+            self._run(
+                what,
+                "patch",
+                self.RESOURCE,
+                meta["name"],
+                "-n",
+                meta["namespace"],
+                "--type",
+                kind,
+                "-p",
+                json.dumps(body),
+            )
         except PluginError:
+            if kind != "json":
+                raise
             now = self.get(meta["namespace"], meta["name"])["metadata"].get("generation")
-            if kind == "json" and now != meta.get("generation"):
+            if now != meta.get("generation"):
                 raise PluginError(
                     f"{meta['name']} changed while this ran (generation {meta.get('generation')}, now {now}): "
                     "run the command again"
                 ) from None
             raise
-
-    def _patch(self, meta: Mapping[str, Any], kind: str, body: Any, what: str) -> None:
-        self._run(
-            f"{what} ModelDeployment {meta['name']} in namespace {meta['namespace']}",
-            "patch",
-            self.RESOURCE,
-            meta["name"],
-            "-n",
-            meta["namespace"],
-            "--type",
-            kind,
-            "-p",
-            json.dumps(body),
-        )
 
     def _run(self, what: str, *args: str) -> str:
         done = subprocess.run([*self.command, *args], capture_output=True, text=True, check=False)

@@ -341,8 +341,14 @@ def _analysis(raw: Mapping[str, Any]) -> Analysis:
     )
     if analysis.interval < 1:
         raise SpecError(f"{where}.interval: at least 1s")
-    gates = (analysis.min_success_rate, analysis.max_p99_ms, analysis.max_p99_ratio, analysis.prometheus)
-    if all(gate is None for gate in (*gates, analysis.max_psi)) and not analysis.compares:
+    gates = (
+        analysis.min_success_rate,
+        analysis.max_p99_ms,
+        analysis.max_p99_ratio,
+        analysis.prometheus,
+        analysis.max_psi,
+    )
+    if all(gate is None for gate in gates) and not analysis.compares:
         raise SpecError(
             f"{where}: set at least one of minSuccessRate, maxP99LatencyMs, maxP99LatencyRatio, prometheus, "
             "agreement, probabilityDelta, predictionDrift"

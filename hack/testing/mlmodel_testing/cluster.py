@@ -66,6 +66,13 @@ def run(
     return p
 
 
+def plugin_path(kubectl: str) -> str:
+    """A PATH on which ``kubectl`` finds ``kubectl mlmodel`` (``make install`` puts it in .venv/bin) and the plugin
+    finds that kubectl before any other, as on a user's PATH."""
+    kubectl_dir = str(Path(shutil.which(kubectl) or kubectl).parent)
+    return os.pathsep.join([str(PLUGIN_DIR), kubectl_dir, os.environ.get("PATH", "")])
+
+
 @dataclass
 class Cluster:
     """A cluster the harness brought up (``local``, ``kind``) or was pointed at (``existing``)."""
@@ -95,9 +102,7 @@ class Cluster:
         """``kubectl mlmodel <args>``: the plugin (``make install`` puts it in .venv/bin), found by kubectl on PATH, and
         kubectl by the plugin, as on a user's PATH. kubectl hands a plugin no flags of its own, so the kubeconfig goes
         in the environment."""
-        kubectl_dir = str(Path(shutil.which(self.kubectl_bin) or self.kubectl_bin).parent)
-        path = os.pathsep.join([str(PLUGIN_DIR), kubectl_dir, os.environ.get("PATH", "")])
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": path}
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": plugin_path(self.kubectl_bin)}
         return run([self.kubectl_bin, "mlmodel", *args], check=check, env=env)
 
     def get(

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mlmodel_operator import names
+from mlmodel_testing.cluster import plugin_path
 from test_chart_rbac import release
 
-from conftest import REPO, Kubectl, eventually
+from conftest import Kubectl, eventually
 
-PLUGIN_DIR = REPO / ".venv" / "bin"  # make install puts kubectl-mlmodel there
 SHA = "a" * 64
 
 
@@ -45,13 +44,7 @@ def _user(kubectl: Kubectl, namespace: str, role: str, tmp_path: Path) -> dict[s
     raw["contexts"][0]["context"] |= {"user": account, "namespace": namespace}
     path = tmp_path / f"{role}.kubeconfig"
     path.write_text(json.dumps(raw))
-    # kubectl finds the plugin on PATH, and the plugin kubectl (the pinned one first, as on a user's PATH).
-    kubectl_dir = str(Path(shutil.which(kubectl.binary) or kubectl.binary).parent)
-    return {
-        **os.environ,
-        "KUBECONFIG": str(path),
-        "PATH": os.pathsep.join([str(PLUGIN_DIR), kubectl_dir, os.environ["PATH"]]),
-    }
+    return {**os.environ, "KUBECONFIG": str(path), "PATH": plugin_path(kubectl.binary)}
 
 
 def _plugin(kubectl: Kubectl, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
