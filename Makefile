@@ -36,7 +36,18 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install
 $(ROUTER_DEPS):
 	$(APT_INSTALL) nginx libnginx-mod-http-lua || { apt-get update -q && $(APT_INSTALL) nginx libnginx-mod-http-lua; }
 
-install: $(INSTALLED) $(ROUTER_DEPS) tools ## Create .venv with everything the repo needs (and Debian's nginx for router tests)
+# The MLflow tracking server the registry tests run on loopback, in a venv of its own (mlflow pins gunicorn below the
+# model server's), at the version of the client requirements-dev.txt pins; kept beside the Go builds.
+MLFLOW_VERSION := $(shell sed -n 's/^mlflow-skinny==//p' requirements-dev.txt)
+MLFLOW_SERVER := $(or $(MLMODEL_CACHE_DIR),$(HOME)/.cache/mlmodel)/mlflow-server-$(MLFLOW_VERSION)
+$(MLFLOW_SERVER)/bin/mlflow: | $(INSTALLED)
+	@rm -rf $(MLFLOW_SERVER) && $(PYTHON) -m venv $(MLFLOW_SERVER)
+	$(UV) pip install -q --python $(MLFLOW_SERVER)/bin/python "mlflow[auth]==$(MLFLOW_VERSION)"
+
+.PHONY: mlflow-server
+mlflow-server: $(MLFLOW_SERVER)/bin/mlflow ## The MLflow tracking server the registry tests run (a venv in ~/.cache/mlmodel)
+
+install: $(INSTALLED) $(ROUTER_DEPS) tools mlflow-server ## Create .venv with everything the repo needs (and Debian's nginx for router tests)
 
 tools: ## helm, promtool, prometheus, kubeconform, actionlint: built from their Go modules (cached), linked into .venv/bin
 	@mkdir -p $(BIN)
@@ -134,10 +145,10 @@ endif
 
 # lane-kind's image load, once the e2e lane has built the images: two builds at once of a changed source made two
 # image IDs, and kind's second check loaded them all again (88 s). Outside the ifeq: lane-kind's make runs it with
-# MLMODEL_CLUSTER=kind.
+# MLMODEL_CLUSTER=kind. Not the MLflow server's image (1 GB): no test on kind's cluster runs it.
 .PHONY: kind-images
 kind-images:
-	@$(STAGE) wait e2e/images; $(MAKE) --no-print-directory images
+	@$(STAGE) wait e2e/images; $(MAKE) --no-print-directory images IMAGES_FLAGS=--no-examples
 
 # `make demo` makes the venv itself (its first step), so it starts with the system's python3.
 demo: ## The whole product on a cluster: venv, cluster, images, chart, example models, a live canary 0-10-50-100 %

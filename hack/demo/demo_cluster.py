@@ -4,7 +4,9 @@
 here and served from the in-cluster model store, ``iris-canary.yaml`` with their digests, then the canary
 live: ``kubectl get md``, predictions through the entry Service and the split observed while the canary's
 weight goes 0 -> 10 -> 50 -> 100; then ``iris-rollout.yaml`` in a namespace of its own, a new model rolled
-out by its steps and promoted, and a model that does not load aborted (``mlmodel_demo.rollout``).
+out by its steps and promoted, and a model that does not load aborted (``mlmodel_demo.rollout``); then a real
+MLflow tracking server and ``iris-mlflow.yaml`` serving ``models:/iris@champion``, the alias moved to a new
+version and rolled out (``mlmodel_demo.registry``).
 ``load``: Locust against the entry Service. ``down``: remove it all.
 
 The cluster is reached as the e2e tests reach it, with ``mlmodel_testing`` (``hack/testing``); the live part
@@ -18,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from mlmodel_demo import rollout
+from mlmodel_demo import registry, rollout
 from mlmodel_demo.canary import CANARY, MD, REQUESTS, STABLE, LoggedCluster, apply_canary, live, pointers, serve_models
 from mlmodel_demo.report import load_rows, load_table, split_table
 from mlmodel_demo.steps import WORKDIR, StepFailed, Steps, make
@@ -31,6 +33,7 @@ from mlmodel_testing.status import settled
 
 NAMESPACE = "demo"
 ROLLOUT_NAMESPACE = "demo-rollout"  # the rollout example is called iris too
+MLFLOW_NAMESPACE = "demo-mlflow"  # and the registry's
 LOCUSTFILE = REPO / "bench" / "locustfile.py"
 LOCUST_PREFIX = "/predict "  # bench/locustfile.py names each request "/predict <variant>"
 
@@ -67,6 +70,10 @@ def up(steps: Steps, cluster: Cluster) -> None:
     outcome = rollout.run(steps, cluster, ROLLOUT_NAMESPACE, WORKDIR / "models")
     print(f"\nThe automated rollout ({rollout.RATE} requests/s through Service {ROLLOUT_NAMESPACE}/iris meanwhile):")
     print(rollout.report(outcome))
+    restricted_namespace(cluster, MLFLOW_NAMESPACE)
+    served = registry.run(steps, cluster, MLFLOW_NAMESPACE, WORKDIR / "models")
+    print(f"\nServing from MLflow's registry ({registry.RATE} requests/s through Service {MLFLOW_NAMESPACE}/iris):")
+    print(registry.report(served))
     print()
     print(pointers(cluster, NAMESPACE, ROLLOUT_NAMESPACE))
 
@@ -92,10 +99,9 @@ def down(steps: Steps, cluster: Cluster) -> None:
     """The example namespace, the release and its namespace, then the cluster."""
     reachable = cluster.kubeconfig.exists() and cluster.kubectl("get", "--raw", "/readyz", check=False).returncode == 0
     if reachable:
-        with steps.step("down-examples", f"namespaces {NAMESPACE}, {ROLLOUT_NAMESPACE} (kubectl delete namespace)"):
-            cluster.kubectl(
-                "delete", "namespace", NAMESPACE, ROLLOUT_NAMESPACE, "--ignore-not-found", "--wait", timeout=300
-            )
+        examples = (NAMESPACE, ROLLOUT_NAMESPACE, MLFLOW_NAMESPACE)
+        with steps.step("down-examples", f"namespaces {', '.join(examples)} (kubectl delete namespace)"):
+            cluster.kubectl("delete", "namespace", *examples, "--ignore-not-found", "--wait", timeout=300)
         with steps.step("down-chart", f"release {RELEASE} and namespace {OPERATOR_NAMESPACE} (helm uninstall)"):
             helm(cluster, "uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--ignore-not-found", "--wait")
             cluster.kubectl("delete", "namespace", OPERATOR_NAMESPACE, "--ignore-not-found", "--wait", timeout=300)

@@ -17,6 +17,15 @@ METRICS_FROM = '[{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.
 
 
 @dataclass(frozen=True)
+class Registry:
+    """Where a ``models:/`` or ``runs:/`` modelUri is resolved (the chart's ``mlflow``), unless a ModelDeployment's
+    ``spec.mlflow`` says otherwise, and how often its alias is looked up again."""
+
+    tracking_uri: str | None = None
+    poll_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class Config:
     namespaces: tuple[str, ...]  # empty: every namespace
     server_image: str
@@ -37,6 +46,7 @@ class Config:
     access: Access | None  # who may reach a ModelDeployment's pods besides its router; None: no NetworkPolicy
     weights_port: int = 0  # serve the routers' weights here (0: not at all)
     weights_address: str | None = None  # host:port where routers reach that port (the operator's Service)
+    registry: Registry = Registry()
 
     @property
     def api_timeouts(self) -> tuple[float, float]:
@@ -185,6 +195,19 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         help="host:port where routers reach the weights port, e.g. the operator's Service"
         " mlmodel-operator.mlmodel-system.svc:8082 [WEIGHTS_ADDRESS]",
     )
+    parser.add_argument(
+        "--mlflow-tracking-uri",
+        default=env.get("MLFLOW_TRACKING_URI") or None,
+        help="the MLflow tracking server that resolves models:/ and runs:/ model URIs, e.g. http://mlflow.mlflow:5000"
+        " (a ModelDeployment's spec.mlflow.trackingUri wins) [MLFLOW_TRACKING_URI]",
+    )
+    parser.add_argument(
+        "--mlflow-poll-seconds",
+        type=float,
+        default=float(env.get("MLFLOW_POLL_SECONDS", "30")),
+        help="how often a registry model's alias (or version) is looked up again, one request per ModelDeployment"
+        " variant [MLFLOW_POLL_SECONDS]",
+    )
     args = parser.parse_args(argv)
     namespaces = args.namespaces or [n.strip() for n in env.get("WATCH_NAMESPACES", "").split(",") if n.strip()]
     return Config(
@@ -207,4 +230,5 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         lease_name=args.leader_election_id,
         weights_port=args.weights_port,
         weights_address=args.weights_address,
+        registry=Registry(args.mlflow_tracking_uri, args.mlflow_poll_seconds),
     )

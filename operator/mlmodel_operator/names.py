@@ -78,6 +78,15 @@ RESERVED_ENV = (
     ENV_API_KEYS_FILE,
     ENV_MAX_BODY_BYTES,
 )
+# A registry model's signature and trusted types, and MLflow's own names for the credentials the server downloads
+# it with (from spec.mlflow.credentialsSecret); a variant's env may set them too, and wins.
+ENV_INPUT_SCHEMA = "INPUT_SCHEMA"
+ENV_SKOPS_TRUSTED = "SKOPS_TRUSTED"
+ENV_MLFLOW_CREDENTIALS = {
+    "MLFLOW_TRACKING_TOKEN": "token",
+    "MLFLOW_TRACKING_USERNAME": "username",
+    "MLFLOW_TRACKING_PASSWORD": "password",
+}
 
 
 def child(md: str, variant: str) -> str:

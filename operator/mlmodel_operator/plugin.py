@@ -270,6 +270,8 @@ def render_status(md: Mapping[str, Any]) -> str:
     ready: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
     lines.append(f"Ready:      {ready.get('status', 'Unknown')} {ready.get('reason', '')}".rstrip())
     lines.append(f"Weights:    {status.get('weights', '')}")
+    if status.get("model"):  # a registry model: what its URI resolved to, e.g. iris@champion → v7
+        lines.append(f"Model:      {status['model']}")
     if not spec.get("rollout"):
         return "\n".join([*lines, "Rollout:    none (no spec.rollout: weights are set by hand, or with set-weight)"])
     paused = " (held by kubectl mlmodel pause)" if rollout.get("paused") else ""

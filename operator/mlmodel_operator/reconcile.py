@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mlmodel_operator import (
@@ -21,11 +21,14 @@ from mlmodel_operator import (
     metrics,
     names,
     netpol,
+    pins,
     render,
+    resolve,
     rollout,
     spec,
     status,
 )
+from mlmodel_operator.config import Registry
 from mlmodel_operator.router import objects, traffic
 from mlmodel_operator.spec import ModelDeployment
 from mlmodel_operator.status import Observed
@@ -65,6 +68,7 @@ def reconcile(
     store: cache.Store,
     access: netpol.Access | None = None,
     source: tuple[str, int] | None = None,
+    problems: tuple[status.Failure, ...] = (),
 ) -> Outcome:
     """Apply what drifted, delete what is no longer wanted, and compute the status.
 
@@ -79,9 +83,10 @@ def reconcile(
     runs a configuration without it. With ``access``, NetworkPolicies let only the router (and monitoring) reach
     the servers once the entry Service leads to the router, and before it leads elsewhere; without, those
     applied before are deleted. The routers follow their weights from ``source`` (the operator's weights
-    endpoint), and from their weights ConfigMap.
+    endpoint), and from their weights ConfigMap. ``problems`` happened before the pass (a registry's lookups).
     """
     run = _Pass(md, store)
+    run.problems.extend(problems)
     live, observed = _variants(run)
     routed = _router(run, live, observed, router_image, source)
     entry = run.found.get(("Service", names.entry_service(md.name)))
@@ -298,7 +303,7 @@ class Verdict:
     invalid: str | None = None
     retry: bool = False
     weights: str | None = None  # the router's weights document, to publish (None: no router, or a bad spec)
-    wake: float | None = None  # a rollout wants a pass this many seconds from now
+    wake: float | None = None  # a rollout, or a registry's next lookup, wants a pass this many seconds from now
 
 
 def sync(
@@ -311,8 +316,9 @@ def sync(
     store: cache.Store,
     access: netpol.Access | None = None,
     source: tuple[str, int] | None = None,
+    registry: Registry | None = None,
 ) -> Verdict:
-    """Parse, reconcile, and record Events for every change and every new failure.
+    """Parse, pin the registry's models, reconcile, and record Events for every change and every new failure.
 
     ``memory`` outlives a pass (kopf's per-object memo): it holds the last status computed
     here, so Events fire once per transition even when the next pass still sees a stale body.
@@ -322,13 +328,17 @@ def sync(
     try:
         md = spec.parse(body, default_image=default_image)
     except spec.SpecError as err:
-        message = str(err)
-        new = status.invalid(int(body["metadata"].get("generation", 0)), message, previous.get("conditions") or [], now)
-        before = status.condition(previous, status.READY)
-        if not before or before.get("message") != message:  # once per distinct problem, not per pass
-            _event(body, "Warning", status.INVALID_SPEC, message, now)
-        memory["status"] = new
-        return Verdict(new if _changed(actual, new) else None, settled=True, invalid=message)
+        return _unservable(body, actual, previous, memory, status.INVALID_SPEC, str(err), now)
+    resolved = None
+    if md.registered:
+        resolved = resolve.pins_of(md, previous, memory, registry or Registry())
+        missing = resolved.missing(md)
+        if missing:  # nothing to serve yet: no child changes until it resolves
+            problem = next(p for p in resolved.problems if p.message.startswith(f"{missing[0].name}: "))
+            verdict = _unservable(body, actual, previous, memory, problem.reason, problem.message, now)
+            return replace(verdict, wake=resolved.wake, invalid=None)
+        body = pins.pinned_body(body, resolved.pins, md.mlflow.credentials_secret)
+        md = spec.parse(body, default_image=default_image)
     plan = None
     if md.rollout is not None:  # the revisions in play, as variants
         raw = body["spec"]["variants"][0]
@@ -341,12 +351,17 @@ def sync(
         memory["baseline"] = plan.baseline
         if plan.baseline is None:
             memory.pop("routers", None)
-    outcome = reconcile(plan.md if plan else md, previous, now, router_image, store, access, source)
-    computed, wake = outcome.status, None
+    problems = resolved.problems if resolved else ()
+    outcome = reconcile(plan.md if plan else md, previous, now, router_image, store, access, source, problems)
+    computed, wake = outcome.status, resolved.wake if resolved else None
+    if resolved is not None:
+        computed = {**computed, "models": resolved.entries, "model": pins.summary(resolved.entries)}
+    elif previous.get("models"):  # null removes them from the status (merged into the object)
+        computed = {**computed, "models": None, "model": None}
     if plan is not None:
         # What the next pass plans from: the revisions' pods, and whether every router pod reaches them.
         seen, memory["observed"] = memory.get("observed"), _observed(outcome)
-        wake = plan.wake
+        wake = _sooner(wake, plan.wake)
         if plan.state.rolling and seen != memory["observed"]:
             wake = min(wake or AGAIN_SECONDS, AGAIN_SECONDS)  # the steps go on from what this pass saw
         computed = rollout.with_rollout(plan, computed, previous.get("conditions") or [], now)
@@ -362,6 +377,30 @@ def sync(
     memory["status"] = computed
     changed = computed if _changed(actual, computed) else None
     return Verdict(changed, settled=outcome.settled, retry=outcome.retry, weights=outcome.weights, wake=wake)
+
+
+def _unservable(
+    body: Mapping[str, Any],
+    actual: Mapping[str, Any],
+    previous: Mapping[str, Any],
+    memory: MutableMapping[str, Any],
+    reason: str,
+    message: str,
+    now: str,
+) -> Verdict:
+    """The verdict on a spec that cannot be served (invalid, or a registry model never resolved): no child
+    changes, and ``Ready=False`` with ``reason``."""
+    conditions = previous.get("conditions") or []
+    new = status.invalid(int(body["metadata"].get("generation", 0)), message, conditions, now, reason)
+    before = status.condition(previous, status.READY)
+    if not before or before.get("message") != message:  # once per distinct problem, not per pass
+        _event(body, "Warning", reason, message, now)
+    memory["status"] = new
+    return Verdict(new if _changed(actual, new) else None, settled=True, invalid=message)
+
+
+def _sooner(one: float | None, other: float | None) -> float | None:
+    return other if one is None else one if other is None else min(one, other)
 
 
 def _routers(md: ModelDeployment, store: cache.Store, memory: MutableMapping[str, Any]) -> analysis.Snapshot:

@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from mlmodel_operator import names
-from mlmodel_operator.spec import ModelDeployment, ProbeTuning, Variant
+from mlmodel_operator.spec import ModelDeployment, Pinned, ProbeTuning, Variant
 
 Obj = dict[str, Any]
 
@@ -199,9 +199,27 @@ def _env(md: ModelDeployment, variant: Variant) -> list[Obj]:
         put(names.ENV_API_KEYS_FILE, f"{names.API_KEYS_MOUNT}/{md.api_key_secret.key}")
     if md.max_request_bytes is not None:
         put(names.ENV_MAX_BODY_BYTES, str(md.max_request_bytes))
+    env |= {item["name"]: item for item in _pinned_env(variant.pinned)}
     for item in variant.env:  # the user's entries win (none of them is one of names.RESERVED_ENV)
         env[str(item["name"])] = dict(item)
     return list(env.values())
+
+
+def _pinned_env(pinned: Pinned | None) -> list[Obj]:
+    """A registry model's input contract and trusted types, and the credentials it downloads with (each key of
+    the Secret optional: a token, or a username and password)."""
+    if pinned is None:
+        return []
+    env: list[Obj] = []
+    if pinned.input_schema:
+        env.append({"name": names.ENV_INPUT_SCHEMA, "value": pinned.input_schema})
+    if pinned.skops_trusted:
+        env.append({"name": names.ENV_SKOPS_TRUSTED, "value": ",".join(pinned.skops_trusted)})
+    if pinned.credentials_secret:
+        for name, key in names.ENV_MLFLOW_CREDENTIALS.items():
+            ref = {"name": pinned.credentials_secret, "key": key, "optional": True}
+            env.append({"name": name, "valueFrom": {"secretKeyRef": ref}})
+    return env
 
 
 def _workers(variant: Variant) -> int:

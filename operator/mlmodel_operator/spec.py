@@ -14,7 +14,7 @@ from decimal import ROUND_CEILING
 from typing import Any
 from urllib.parse import urlparse
 
-from mlmodel_operator import actions, names, quantity
+from mlmodel_operator import actions, names, quantity, registry
 
 _HEADER = re.compile(r"[A-Za-z0-9][-A-Za-z0-9]{0,63}")
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
@@ -22,12 +22,14 @@ DEFAULT_SCALE_DOWN_DELAY = 30.0  # seconds: rollout.scaleDownDelay when unset
 DEFAULT_INTERVAL = 30.0  # seconds: rollout.analysis.interval when unset
 DEFAULT_MIN_REQUESTS = 20  # rollout.analysis.minRequests when unset
 REMOTE_SCHEMES = frozenset({"http", "https", "s3"})
-SCHEMES = REMOTE_SCHEMES | {"file", "pvc"}
+REGISTRY_SCHEMES = frozenset({"models", "runs"})  # an MLflow registry's URIs, pinned by the operator
+SCHEMES = REMOTE_SCHEMES | REGISTRY_SCHEMES | {"file", "pvc"}
 DEFAULT_MODEL_CACHE = 1 << 30  # bytes: modelCacheSize when unset (the CRD's description says so)
 DEFAULT_MAX_REQUEST = 10 << 20  # bytes: maxRequestSize when unset, the server's own default (MAX_BODY_BYTES)
 DEFAULT_MIRROR_BUFFER = 4 << 20  # bytes: routing.mirror.bufferSize when unset
 DEFAULT_CONNECTIONS_PER_CLIENT = 64  # routing.connectionsPerClient when unset
 _ACTION = names.ANNOTATION_ROLLOUT_ACTION
+PINNED = "pinned"  # the key of a variant's pin, in the variant as the operator rewrites it
 _MAX_BYTES = 2**60  # 1Ei: more than any disk
 
 
@@ -61,6 +63,19 @@ class PvcModel:
 
 
 @dataclass(frozen=True)
+class Pinned:
+    """What a registry URI (``models:/``, ``runs:/``) resolved to, kept with the variant it pins. The operator
+    writes it into the variant (``pins.pinned_item``, under ``PINNED``), never a user: the CRD has no such field."""
+
+    source: str  # the modelUri as written, e.g. models:/iris@champion
+    version: str | None  # the registry's version (None for a runs:/ URI)
+    run_id: str | None
+    input_schema: str | None  # the MLflow signature's inputs (JSON), the server's input contract
+    skops_trusted: tuple[str, ...] = ()
+    credentials_secret: str | None = None  # the Secret the server downloads with (spec.mlflow.credentialsSecret)
+
+
+@dataclass(frozen=True)
 class Variant:
     name: str
     model_uri: str
@@ -76,11 +91,13 @@ class Variant:
     readiness: ProbeTuning = ProbeTuning()
     liveness: ProbeTuning = ProbeTuning()
     model_cache_bytes: int = DEFAULT_MODEL_CACHE  # room for the downloaded model (modelCacheSize)
+    ref: registry.Ref | None = None  # a models:/ or runs:/ modelUri, before the operator pins it
+    pinned: Pinned | None = None  # what such a URI resolved to (model_uri and model_sha256 are then its file's)
 
     @property
     def downloaded(self) -> bool:
         """The server downloads the model into its cache (``/tmp``) at start-up."""
-        return urlparse(self.model_uri).scheme in REMOTE_SCHEMES
+        return urlparse(self.model_uri).scheme in REMOTE_SCHEMES | REGISTRY_SCHEMES
 
     @property
     def pvc(self) -> PvcModel | None:
@@ -205,6 +222,16 @@ class Rollout:
 
 
 @dataclass(frozen=True)
+class Mlflow:
+    """``spec.mlflow``: the tracking server a registry modelUri is resolved on, instead of the operator's, with
+    credentials from a Secret of the ModelDeployment's namespace; and how often an alias is looked up again."""
+
+    tracking_uri: str | None = None
+    credentials_secret: str | None = None
+    poll_seconds: float | None = None  # None: the operator's (the chart's mlflow.pollInterval)
+
+
+@dataclass(frozen=True)
 class ModelDeployment:
     name: str
     namespace: str
@@ -216,6 +243,12 @@ class ModelDeployment:
     max_request_bytes: int | None = None  # spec.maxRequestSize; None: the server's default, DEFAULT_MAX_REQUEST
     rollout: Rollout | None = None
     action: actions.Action | None = None  # what a person asks of the rollout (an annotation)
+    mlflow: Mlflow = Mlflow()
+
+    @property
+    def registered(self) -> tuple[Variant, ...]:
+        """The variants whose modelUri names a registry's model, not yet pinned."""
+        return tuple(v for v in self.variants if v.ref is not None)
 
     @property
     def request_limit(self) -> int:
@@ -273,6 +306,20 @@ def parse(body: Mapping[str, Any], *, default_image: str) -> ModelDeployment:
         max_request_bytes=None if limit is None else _bytes("spec.maxRequestSize", limit),
         rollout=None if rollout is None else _rollout(rollout),
         action=requested,
+        mlflow=_mlflow(spec.get("mlflow") or {}),
+    )
+
+
+def _mlflow(raw: Mapping[str, Any]) -> Mlflow:
+    tracking = raw.get("trackingUri")
+    if tracking is not None and urlparse(str(tracking)).scheme not in ("http", "https"):
+        raise SpecError(f"spec.mlflow.trackingUri: an http:// or https:// URL, got {tracking!r}")
+    secret = raw.get("credentialsSecret") or {}
+    poll = raw.get("pollInterval")
+    return Mlflow(
+        tracking_uri=None if tracking is None else str(tracking),
+        credentials_secret=secret.get("name"),
+        poll_seconds=None if poll is None else duration("spec.mlflow.pollInterval", poll),
     )
 
 
@@ -439,6 +486,15 @@ def _variant(index: int, item: Mapping[str, Any], image: str, *, single: bool) -
         raise SpecError(f"{where}.modelUri: scheme must be one of {', '.join(sorted(SCHEMES))}, got {uri!r}")
     sha256 = item.get("modelSha256")
     allow_unpinned = bool(item.get("allowUnpinned", False))
+    ref = None
+    if scheme in REGISTRY_SCHEMES:
+        try:
+            ref = registry.parse(uri)
+        except ValueError as err:
+            raise SpecError(f"{where}.modelUri: {err}") from None
+        for key in ("modelSha256", "allowUnpinned"):
+            if item.get(key):
+                raise SpecError(f"{where}.{key}: not for a registry modelUri, whose digest the operator pins")
     if scheme in REMOTE_SCHEMES and not sha256 and not allow_unpinned:
         raise SpecError(f"{where}.modelSha256: required for a remote modelUri unless allowUnpinned is true")
     if scheme == "pvc" and not (urlparse(uri).netloc and urlparse(uri).path.strip("/")):
@@ -467,8 +523,10 @@ def _variant(index: int, item: Mapping[str, Any], image: str, *, single: bool) -
                 f"env must not set any of {', '.join(names.RESERVED_ENV)}"
             )
     cache = item.get("modelCacheSize")
-    if cache is not None and scheme not in REMOTE_SCHEMES:
-        raise SpecError(f"{where}.modelCacheSize: only for a downloaded model (an http, https or s3 modelUri)")
+    if cache is not None and scheme not in REMOTE_SCHEMES | REGISTRY_SCHEMES:
+        raise SpecError(
+            f"{where}.modelCacheSize: only for a downloaded model (an http, https, s3, models or runs modelUri)"
+        )
     probes = item.get("probes") or {}
     return Variant(
         name=str(item["name"]),
@@ -485,6 +543,21 @@ def _variant(index: int, item: Mapping[str, Any], image: str, *, single: bool) -
         readiness=_tuning(probes.get("readiness")),
         liveness=_tuning(probes.get("liveness")),
         model_cache_bytes=DEFAULT_MODEL_CACHE if cache is None else _bytes(f"{where}.modelCacheSize", cache),
+        ref=ref,
+        pinned=_pinned(item.get(PINNED)),
+    )
+
+
+def _pinned(raw: Mapping[str, Any] | None) -> Pinned | None:
+    if not raw:
+        return None
+    return Pinned(
+        source=str(raw["source"]),
+        version=raw.get("version"),
+        run_id=raw.get("runId"),
+        input_schema=raw.get("inputSchema"),
+        skops_trusted=tuple(raw.get("skopsTrusted") or ()),
+        credentials_secret=raw.get("credentialsSecret"),
     )
 
 

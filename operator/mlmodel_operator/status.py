@@ -273,12 +273,14 @@ def _held(md: ModelDeployment, routing: Routing) -> bool:
     return any(routing.weights[v.name] != v.weight for v in md.variants)
 
 
-def invalid(generation: int, message: str, previous: Sequence[Mapping[str, Any]], now: str) -> dict[str, Any]:
-    """The status of a spec that cannot be reconciled."""
+def invalid(
+    generation: int, message: str, previous: Sequence[Mapping[str, Any]], now: str, reason: str = INVALID_SPEC
+) -> dict[str, Any]:
+    """The status of a spec that cannot be reconciled (or served: a registry model not resolved)."""
     values = (
-        (READY, (False, INVALID_SPEC, message)),
-        (PROGRESSING, (False, INVALID_SPEC, message)),
-        (DEGRADED, (True, INVALID_SPEC, message)),
+        (READY, (False, reason, message)),
+        (PROGRESSING, (False, reason, message)),
+        (DEGRADED, (True, reason, message)),
     )
     return {
         "observedGeneration": generation,

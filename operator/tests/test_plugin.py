@@ -68,6 +68,9 @@ def test_status_shows_where_the_rollout_is_its_steps_analysis_and_revisions() ->
         GOLDEN.write_text(shown + "\n")
     assert shown + "\n" == GOLDEN.read_text(), f"run UPDATE_GOLDEN=1 pytest {__file__} and review the diff"
     assert "Rollout:    none" in plugin.render_status(_md(rollout=False))
+    registry = _md(rollout=False)
+    registry["status"]["model"] = "iris@champion → v7"
+    assert "\nModel:      iris@champion → v7\n" in plugin.render_status(registry)
 
 
 def test_an_action_acts_on_the_revision_rolling_out_and_is_refused_when_there_is_none() -> None:

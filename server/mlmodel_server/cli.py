@@ -36,13 +36,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         atexit.register(shutil.rmtree, metrics_dir, True)
 
     # scikit-learn (seconds to import) only once the model is fetched: a missing or wrong file fails at once.
-    from mlmodel_server import auth, fetch
+    from mlmodel_server import auth, fetch, signature
     from mlmodel_server.logs import logging_config
     from mlmodel_server.termination import report_load_failure
 
     logging.config.dictConfig(logging_config(settings.log_level))
     log = logging.getLogger("mlmodel_server")
     try:
+        schema = settings.input_schema
+        inputs = signature.parse(schema, "--input-schema (INPUT_SCHEMA)") if schema is not None else None
         api_keys = auth.read_keys(settings.api_keys_file) if settings.api_keys_file else None
         path = fetch.fetch(
             settings.model_uri,
@@ -51,12 +53,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             allow_unpinned=settings.allow_unpinned,
             timeout=settings.download_timeout,
             retries=settings.download_retries,
+            credentials=settings.credentials,
         )
         from mlmodel_server import model
 
         if settings.preload:
             loaded = model.load(
-                path, source=settings.model_uri, sha256=settings.model_sha256, skops_trusted=settings.skops_trusted
+                path,
+                source=settings.model_uri,
+                sha256=settings.model_sha256,
+                skops_trusted=settings.skops_trusted,
+                inputs=inputs,
             )
             log.info("model loaded", extra={"fields": {**loaded.info(), "seconds": round(loaded.load_seconds, 3)}})
             if settings.threads == 0:
@@ -73,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = replace(settings, threads=16)  # loaded per worker: nothing to measure here
     from mlmodel_server.serve import ModelServer
 
-    ModelServer(settings, path, loaded, api_keys).run()
+    ModelServer(settings, path, loaded, api_keys, inputs).run()
 
 
 def _threads_for(loaded: LoadedModel) -> int:

@@ -1,4 +1,5 @@
-"""Server settings: every command-line flag, each with an environment variable."""
+"""Server settings: every command-line flag, each with an environment variable; and the download credentials,
+from the environment only."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import argparse
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mlmodel_server.fetch import PASSWORD_VAR, TOKEN_VAR, USERNAME_VAR, Credentials
 
 
 @dataclass(frozen=True)
@@ -30,12 +33,14 @@ class Settings:
     api_keys_file: Path | None = None
     allow_unpinned: bool = False
     skops_trusted: tuple[str, ...] = ()
+    input_schema: str | None = None  # an MLflow signature's inputs (JSON), parsed by ``signature.parse``
     cache_dir: Path = Path(tempfile.gettempdir()) / "mlmodel-cache"
     download_timeout: float = 60.0
     download_retries: int = 3
     preload: bool = True
     graceful_timeout: int = 30
     log_level: str = "info"
+    credentials: Credentials | None = field(default=None, repr=False)
 
 
 def default_workers() -> int:
@@ -72,6 +77,7 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--max-json-bytes", "MAX_JSON_BYTES", int, "largest JSON request body accepted"),
     ("--api-keys-file", "API_KEYS_FILE", Path, "file of API keys, one a line; enables authentication"),
     ("--skops-trusted", "SKOPS_TRUSTED", _csv, "comma-separated extra types to trust in .skops files"),
+    ("--input-schema", "INPUT_SCHEMA", str, "the MLflow signature's inputs (JSON, column-based): the input contract"),
     ("--cache-dir", "MODEL_CACHE_DIR", Path, "where downloaded models are kept"),
     ("--download-timeout", "DOWNLOAD_TIMEOUT", float, "seconds per download attempt"),
     ("--download-retries", "DOWNLOAD_RETRIES", int, "download attempts before giving up"),
@@ -130,6 +136,18 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         parser.error("--threads must not be negative (0 sizes it to the model)")
     if args.max_batch_wait_ms < 0:
         parser.error("--max-batch-wait-ms must not be negative")
-    if args.model_sha256 == "":
-        args.model_sha256 = None
-    return Settings(**vars(args))
+    for optional in ("model_sha256", "input_schema"):
+        if getattr(args, optional) == "":
+            setattr(args, optional, None)
+    return Settings(**vars(args), credentials=_credentials(env, parser))
+
+
+def _credentials(env: Mapping[str, str], parser: argparse.ArgumentParser) -> Credentials | None:
+    """The download credentials for http(s) model URIs in ``env`` only, under MLflow's names: a user name and
+    password (HTTP Basic, preferred as MLflow prefers them), else a token; never echoed."""
+    username, password, token = (env.get(var) or None for var in (USERNAME_VAR, PASSWORD_VAR, TOKEN_VAR))
+    if (username is None) != (password is None):
+        parser.error(f"environment variables {USERNAME_VAR} and {PASSWORD_VAR} go together: set both or neither")
+    if username is not None and password is not None:
+        return Credentials(username=username, password=password)
+    return Credentials(token=token) if token is not None else None

@@ -59,6 +59,12 @@ class FeatureNameError(BadRequest):
     code = "invalid_feature_names"
 
 
+class WrongType(BadRequest):
+    """A value that is not of its column's type in the input schema (a boolean for a double, 2.5 for a long)."""
+
+    code = "wrong_type"
+
+
 class ModelRejectedInput(BadRequest):
     """The estimator itself refused the input (its message is passed on)."""
 
@@ -109,6 +115,18 @@ class UnpinnedModel(ModelLoadError):
 
 class UnsupportedModel(ModelLoadError):
     code = "unsupported_model"
+
+
+class InvalidInputSchema(ModelLoadError):
+    """The input schema cannot be read, or disagrees with the model."""
+
+    code = "invalid_input_schema"
+
+
+class CredentialsRefused(ModelLoadError):
+    """The model's server refused the download (HTTP 401 or 403)."""
+
+    code = "credentials_refused"
 
 
 HTTP_STATUS: dict[type[ServerError], int] = {

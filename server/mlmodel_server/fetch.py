@@ -1,23 +1,47 @@
 """Bring a model URI to a local path: plain paths and ``file://`` as they are,
-``http(s)://`` and ``s3://`` through fsspec into a cache, atomically."""
+``http(s)://`` and ``s3://`` through fsspec into a cache, atomically; ``http(s)://`` with credentials
+when given (an MLflow tracking server's artifact proxy)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
-from mlmodel_server.errors import DigestMismatch, ModelLoadError, UnpinnedModel
+from mlmodel_server.errors import CredentialsRefused, DigestMismatch, ModelLoadError, UnpinnedModel
 
 log = logging.getLogger(__name__)
 
 REMOTE_SCHEMES = frozenset({"http", "https", "s3"})
 _CHUNK = 1 << 20
+_REFUSED = frozenset({401, 403})
+
+# MLflow's own names for the credentials (environment only: a flag shows in the process list).
+TOKEN_VAR = "MLFLOW_TRACKING_TOKEN"
+USERNAME_VAR = "MLFLOW_TRACKING_USERNAME"
+PASSWORD_VAR = "MLFLOW_TRACKING_PASSWORD"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Credentials for http(s) downloads: a user name and password (HTTP Basic), or a bearer token."""
+
+    token: str | None = field(default=None, repr=False)
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+
+    def authorization(self) -> str:
+        """The ``Authorization`` header's value, encoded as MLflow's client encodes it."""
+        if self.username is not None and self.password is not None:
+            return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        return f"Bearer {self.token}"
 
 
 def redact_uri(uri: str) -> str:
@@ -65,12 +89,14 @@ def fetch(
     allow_unpinned: bool,
     timeout: float,
     retries: int,
+    credentials: Credentials | None = None,
 ) -> Path:
     """Return a local file or directory holding the model that ``uri`` names.
 
     Remote models need ``sha256`` unless ``allow_unpinned``: unpickling runs arbitrary
     code. A download goes to a temporary name and is renamed into the cache only once
-    complete and, when pinned, verified, so a partial file is never loaded.
+    complete and, when pinned, verified, so a partial file is never loaded. ``credentials``
+    go with http(s) requests only; a 401 or 403 is not retried, and no error or log line shows them.
     """
     shown = redact_uri(uri)
     if not is_remote(uri):
@@ -92,12 +118,13 @@ def fetch(
     target.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, retries + 1):
         try:
-            return _download(uri, target, sha256=sha256, timeout=timeout)
-        except DigestMismatch:
+            return _download(uri, target, sha256=sha256, timeout=timeout, credentials=credentials)
+        except ModelLoadError:
             raise
-        except FileNotFoundError as err:  # fsspec's word for an HTTP 404 or a missing S3 key: never retried
-            raise ModelLoadError(f"model not found: {shown} does not exist (404)") from err
         except Exception as err:
+            final = _final(err, shown, credentials)
+            if final is not None:
+                raise final from None  # the cause holds the request, and so its credentials
             if attempt == retries:
                 why = f"{type(err).__name__}: {_redacted(str(err), uri)}"
                 raise ModelLoadError(f"could not download {shown} after {retries} attempts: {why}") from err
@@ -112,7 +139,32 @@ def fetch(
     raise AssertionError("unreachable")
 
 
-def _download(uri: str, target: Path, *, sha256: str | None, timeout: float) -> Path:
+def _http_status(err: BaseException | None) -> int | None:
+    """The HTTP status behind ``err`` (aiohttp's error), if any: fsspec raises ``FileNotFoundError`` from it
+    when both its HEAD and its GET fail, whatever the status."""
+    while err is not None:
+        status = getattr(err, "status", None)
+        if isinstance(status, int):
+            return status
+        err = err.__cause__
+    return None
+
+
+def _final(err: Exception, shown: str, credentials: Credentials | None) -> ModelLoadError | None:
+    """The error that ends a download at once, never retried: the credentials refused (or missing), or no model
+    there (fsspec's ``FileNotFoundError``: an HTTP 404 or a missing S3 key)."""
+    status = _http_status(err)
+    if status in _REFUSED:
+        variables = f"{TOKEN_VAR}, or {USERNAME_VAR} and {PASSWORD_VAR}"
+        if credentials is None:
+            return CredentialsRefused(f"{shown} needs credentials (HTTP {status}): set {variables}")
+        return CredentialsRefused(f"{shown} refused the credentials (HTTP {status}): check {variables}")
+    if isinstance(err, FileNotFoundError) and status in (None, 404):
+        return ModelLoadError(f"model not found: {shown} does not exist (404)")
+    return None
+
+
+def _download(uri: str, target: Path, *, sha256: str | None, timeout: float, credentials: Credentials | None) -> Path:
     import fsspec  # imported here: local models never need it
 
     options: dict[str, object] = {}
@@ -120,7 +172,10 @@ def _download(uri: str, target: Path, *, sha256: str | None, timeout: float) -> 
     if scheme in ("http", "https"):
         import aiohttp
 
-        options["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(total=timeout)}
+        client: dict[str, object] = {"timeout": aiohttp.ClientTimeout(total=timeout)}
+        if credentials is not None:
+            client["headers"] = {"Authorization": credentials.authorization()}
+        options["client_kwargs"] = client
     fs, path = fsspec.core.url_to_fs(uri, **options)
     shown = redact_uri(uri)
     if scheme == "s3" and fs.isdir(path):

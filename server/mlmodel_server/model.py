@@ -1,9 +1,11 @@
 """Load a scikit-learn model safely, describe it, and run it.
 
 Supported artifacts: ``.joblib``/``.pkl``/``.pickle`` (joblib), ``.skops`` (skops,
-trusted types only), an MLflow model directory (sklearn flavor), and a directory
-holding exactly one of those files. The bytes that get deserialized are the bytes
-whose sha256 was checked: the file is read once, hashed, then loaded from memory.
+trusted types only), an MLflow model directory (sklearn flavor: skops, pickle or cloudpickle),
+and a directory holding exactly one of those files. The bytes that get deserialized are the
+bytes whose sha256 was checked: the file is read once, hashed, then loaded from memory.
+An input schema (``--input-schema``, else an MLflow directory's signature) must agree with the
+feature names and count the estimator was fitted with.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from sklearn.exceptions import InconsistentVersionWarning
 from sklearn.utils import get_tags
 from sklearn.utils.extmath import softmax
 
-from mlmodel_server.errors import ModelLoadError, ModelRejectedInput, UnsupportedModel
+from mlmodel_server import signature
+from mlmodel_server.errors import InvalidInputSchema, ModelLoadError, ModelRejectedInput, UnsupportedModel
 from mlmodel_server.fetch import check_digest, redact_uri
 from mlmodel_server.forest import packed
+from mlmodel_server.signature import InputSchema
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +115,7 @@ class Artifact:
     path: Path
     kind: str  # "joblib" or "skops"
     saved_sklearn_version: str | None = None
+    signature_inputs: str | None = None  # an MLflow signature's inputs (JSON), as MLmodel holds them
 
 
 class LoadedModel:
@@ -124,6 +129,7 @@ class LoadedModel:
         source: str,
         saved_sklearn_version: str | None,
         load_seconds: float,
+        inputs: InputSchema | None = None,
     ) -> None:
         if not callable(getattr(estimator, "predict", None)):
             raise UnsupportedModel(f"{source} holds a {type(estimator).__name__}, which has no predict method")
@@ -136,9 +142,14 @@ class LoadedModel:
         self.estimator_class = type(estimator).__name__
         self.estimator_type = _estimator_type(estimator)
         n_features = getattr(estimator, "n_features_in_", None)
-        self.n_features: int | None = int(n_features) if n_features is not None else None
         names = getattr(estimator, "feature_names_in_", None)
-        self.feature_names: tuple[str, ...] | None = tuple(str(n) for n in names) if names is not None else None
+        self.fitted_names: tuple[str, ...] | None = tuple(str(n) for n in names) if names is not None else None
+        fitted_width = int(n_features) if n_features is not None else None
+        if inputs is not None:
+            _check_agrees(inputs, self.fitted_names, fitted_width, source)
+        self.inputs = inputs
+        self.n_features = len(inputs.columns) if inputs is not None else fitted_width
+        self.feature_names = inputs.names if inputs is not None else self.fitted_names
         classes = getattr(estimator, "classes_", None)
         self.classes: list[Any] | None = np.asarray(classes).tolist() if classes is not None else None
         self.has_proba = callable(getattr(estimator, "predict_proba", None))
@@ -206,7 +217,8 @@ class LoadedModel:
             "estimator": self.estimator_class,
             "estimator_type": self.estimator_type,
             "n_features_in": self.n_features,
-            "feature_names_in": list(self.feature_names) if self.feature_names else None,
+            "feature_names_in": list(self.fitted_names) if self.fitted_names else None,
+            "inputs": self.inputs.describe() if self.inputs is not None else None,
             "classes": self.classes,
             "has_predict_proba": self.has_proba,
             "sha256": self.sha256,
@@ -237,10 +249,18 @@ def locate(path: Path) -> Artifact:
     return Artifact(candidates[0], _kind(candidates[0]))
 
 
-def load(path: Path, *, source: str, sha256: str | None, skops_trusted: tuple[str, ...] = ()) -> LoadedModel:
+def load(
+    path: Path,
+    *,
+    source: str,
+    sha256: str | None,
+    skops_trusted: tuple[str, ...] = (),
+    inputs: InputSchema | None = None,
+) -> LoadedModel:
     """Locate, digest-check and deserialize the model at ``path``.
 
     The digest is checked before a single byte is unpickled, and a mismatch names both digests.
+    ``inputs`` is the input contract; without it, an MLflow directory's signature is, where it names its columns.
     """
     started = time.perf_counter()
     source = redact_uri(source)
@@ -259,6 +279,7 @@ def load(path: Path, *, source: str, sha256: str | None, skops_trusted: tuple[st
             source=source,
             saved_sklearn_version=saved,
             load_seconds=time.perf_counter() - started,
+            inputs=inputs if inputs is not None else _signature_contract(artifact),
         )
     except ModelLoadError:
         raise
@@ -293,7 +314,41 @@ def _mlflow_artifact(mlmodel: Path) -> Artifact:
     fmt = flavor.get("serialization_format", "cloudpickle")
     kind = "skops" if fmt == "skops" else "joblib"
     version = flavor.get("sklearn_version")
-    return Artifact(mlmodel.parent / str(flavor["pickled_model"]), kind, str(version) if version else None)
+    described = spec.get("signature")
+    inputs = described.get("inputs") if isinstance(described, dict) else None
+    return Artifact(
+        mlmodel.parent / str(flavor["pickled_model"]),
+        kind,
+        str(version) if version else None,
+        inputs if isinstance(inputs, str) else None,
+    )
+
+
+def _signature_contract(artifact: Artifact) -> InputSchema | None:
+    """An MLflow directory's signature as the input contract, where it makes one (named columns)."""
+    if artifact.signature_inputs is None:
+        return None
+    origin = f"the signature in {artifact.path.parent / MLFLOW_FILE}"
+    try:
+        return signature.parse(artifact.signature_inputs, origin)
+    except InvalidInputSchema as err:
+        log.warning("the MLflow signature is not the input contract", extra={"fields": {"reason": err.message}})
+        return None
+
+
+def _check_agrees(inputs: InputSchema, names: tuple[str, ...] | None, width: int | None, source: str) -> None:
+    """Refuse an input schema that disagrees with the feature names or count the estimator was fitted with."""
+    if names is not None and names != inputs.names:
+        problems = [f"missing {n}" for n in names if n not in inputs.by_name]
+        problems += [f"not fitted with {n}" for n in inputs.names if n not in names]
+        raise InvalidInputSchema(
+            f"{inputs.origin} disagrees with the feature names {source} was fitted with: "
+            f"{'; '.join(problems) or 'it orders them differently'}; the model's are {', '.join(names)}"
+        )
+    if width is not None and width != len(inputs.columns):
+        raise InvalidInputSchema(
+            f"{inputs.origin} has {len(inputs.columns)} columns, but {source} was fitted on {width} features"
+        )
 
 
 def _deserialize(artifact: Artifact, data: bytes, skops_trusted: tuple[str, ...]) -> Any:

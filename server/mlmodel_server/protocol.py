@@ -4,7 +4,8 @@
 - KServe / TF-Serving V1: ``{"instances": rows}`` or ``{"inputs": rows}``;
 - the Open Inference Protocol (V2) lives in ``v2``, and checks its matrix with ``check_matrix``.
 
-Rows are lists of numbers, or objects keyed by feature name. No Flask here: every
+Rows are lists of numbers, or objects keyed by feature name. With an input schema (``signature``), named
+rows are checked against its columns and every value against its column's type. No Flask here: every
 problem is raised as a domain error whose message names the row, feature or field.
 """
 
@@ -28,8 +29,10 @@ from mlmodel_server.errors import (
     MissingValue,
     NonNumericValue,
     PayloadTooLarge,
+    WrongType,
 )
 from mlmodel_server.model import Prediction
+from mlmodel_server.signature import WHOLE, InputSchema
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,14 @@ class Schema:
     allow_nan: bool
     max_rows: int
     has_proba: bool
+    inputs: InputSchema | None = None  # the input contract; its names are ``feature_names``
+
+    @property
+    def required(self) -> frozenset[str]:
+        """The feature names every named row or V2 request must send."""
+        if self.inputs is not None:
+            return self.inputs.required
+        return frozenset(self.feature_names or ())
 
 
 _NUM = rb"-?+(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+(?:[eE][+-]?+[0-9]++)?+"
@@ -128,7 +139,22 @@ def check_matrix(x: np.ndarray, schema: Schema, *, where: str) -> np.ndarray:
                 f"row {row}, {_feature(col, schema)}: missing value (null or NaN), "
                 "and this model does not accept missing values"
             )
+    _check_whole(x, schema)
     return x
+
+
+def _check_whole(x: np.ndarray, schema: Schema) -> None:
+    """The values of the input schema's long, integer and boolean columns are whole numbers in their range,
+    or missing."""
+    for col, column in enumerate(schema.inputs.columns if schema.inputs is not None else ()):
+        bounds = WHOLE.get(column.type)
+        if bounds is None:
+            continue
+        values = x[:, col]
+        wrong = ((values != np.trunc(values)) & ~np.isnan(values)) | (values < bounds[0]) | (values >= bounds[1])
+        if wrong.any():
+            row = int(np.argmax(wrong))
+            raise WrongType(f"row {row}, {_feature(col, schema)}: expected {column.expected}, got {values[row]}")
 
 
 def encode_predict(prediction: Prediction) -> dict[str, Any]:
@@ -213,12 +239,15 @@ def _number(value: Any, r: int, c: int, schema: Schema) -> float:
             return float(value)
         except OverflowError:
             raise NonNumericValue(f"row {r}, {_feature(c, schema)}: {value} is out of range") from None
+    expected = _expected(c, schema)
     if isinstance(value, list | dict):
-        raise InvalidPayload(f"row {r}, {_feature(c, schema)}: expected a number, got {kind(value)}")
-    raise NonNumericValue(f"row {r}, {_feature(c, schema)}: expected a number, got {kind(value)} {value!r:.40}")
+        raise InvalidPayload(f"row {r}, {_feature(c, schema)}: expected {expected}, got {kind(value)}")
+    raise NonNumericValue(f"row {r}, {_feature(c, schema)}: expected {expected}, got {kind(value)} {value!r:.40}")
 
 
 def _named_rows(rows: list[Any], schema: Schema) -> list[list[Any]]:
+    """Objects keyed by feature name to lists in the model's order; a column the input schema does not require
+    may be left out (its value is missing), and a boolean is a boolean column's value only."""
     names = schema.feature_names
     if names is None:
         raise FeatureNameError(
@@ -226,12 +255,14 @@ def _named_rows(rows: list[Any], schema: Schema) -> list[list[Any]]:
             f"send each row as a list of {schema.n_features or 'N'} numbers"
         )
     known = set(names)
+    required = schema.required
+    numeric = schema.inputs.numeric if schema.inputs is not None else ()
     out = []
     for r, row in enumerate(rows):
         if not isinstance(row, dict):
             raise InvalidPayload(f"row {r}: expected an object like row 0, got {kind(row)}")
-        if len(row) != len(names) or not known.issuperset(row):
-            missing = [n for n in names if n not in row]
+        if not known.issuperset(row) or (len(row) != len(names) and not required.issubset(row)):
+            missing = [n for n in names if n in required and n not in row]
             unknown = [k for k in row if k not in known]
             problems = []
             if missing:
@@ -239,8 +270,18 @@ def _named_rows(rows: list[Any], schema: Schema) -> list[list[Any]]:
             if unknown:
                 problems.append(f"unknown feature(s) {', '.join(unknown)}")
             raise FeatureNameError(f"row {r}: {'; '.join(problems)}; expected {', '.join(names)}")
-        out.append([row[n] for n in names])
+        values = [row.get(n) for n in names]
+        for c in numeric:
+            if isinstance(values[c], bool):
+                raise WrongType(f"row {r}, {_feature(c, schema)}: expected {_expected(c, schema)}, got a boolean")
+        out.append(values)
     return out
+
+
+def _expected(col: int, schema: Schema) -> str:
+    if schema.inputs is not None and col < len(schema.inputs.columns):
+        return schema.inputs.columns[col].expected
+    return "a number"
 
 
 def _feature(col: int, schema: Schema) -> str:

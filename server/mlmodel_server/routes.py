@@ -69,7 +69,6 @@ def v1_models() -> Response:
 @blueprint.get("/v2/models/<name>/versions/<version>")
 def v2_model(name: str, version: str | None = None) -> Response:
     model, _, _ = inference.named(serving(), name, version)
-    width = model.n_features if model.n_features is not None else -1
     described = {
         "predict": {"datatype": _prediction_datatype(model), "shape": [-1]},
         "predict_proba": {"datatype": "FP64", "shape": [-1, len(model.classes or []) or -1]},
@@ -80,10 +79,18 @@ def v2_model(name: str, version: str | None = None) -> Response:
             "name": name,
             "versions": [model.version],
             "platform": "sklearn",
-            "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, width]}],
+            "inputs": _v2_inputs(model),
             "outputs": outputs,
         }
     )
+
+
+def _v2_inputs(model: LoadedModel) -> list[dict[str, Any]]:
+    """One input per column of the input schema; else one ``[rows, features]`` input."""
+    if model.inputs is not None:
+        return [{"name": c.name, "datatype": c.datatype, "shape": [-1]} for c in model.inputs.columns]
+    width = model.n_features if model.n_features is not None else -1
+    return [{"name": "input-0", "datatype": "FP64", "shape": [-1, width]}]
 
 
 @blueprint.get("/v2/models/<name>/ready")

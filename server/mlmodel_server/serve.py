@@ -24,6 +24,7 @@ from mlmodel_server.config import Settings
 from mlmodel_server.errors import ModelLoadError
 from mlmodel_server.logs import logging_config
 from mlmodel_server.serving import Serving
+from mlmodel_server.signature import InputSchema
 from mlmodel_server.termination import report_load_failure
 
 log = logging.getLogger("mlmodel_server")
@@ -43,7 +44,8 @@ class _Logger(Logger):  # type: ignore[misc]
 
 
 class ModelServer(BaseApplication):  # type: ignore[misc]
-    """gunicorn, configured from ``Settings``; ``model`` is given when preloaded in the master."""
+    """gunicorn, configured from ``Settings``; ``model`` is given when preloaded in the master, else each worker
+    loads it with ``inputs`` (the parsed ``--input-schema``)."""
 
     def __init__(
         self,
@@ -51,11 +53,13 @@ class ModelServer(BaseApplication):  # type: ignore[misc]
         path: Path,
         model: model_lib.LoadedModel | None,
         api_keys: tuple[bytes, ...] | None,
+        inputs: InputSchema | None = None,
     ) -> None:
         self.settings = settings
         self.path = path
         self.model = model
         self.api_keys = api_keys
+        self.inputs = inputs
         super().__init__()
 
     def load_config(self) -> None:
@@ -96,6 +100,7 @@ class ModelServer(BaseApplication):  # type: ignore[misc]
                 source=self.settings.model_uri,
                 sha256=self.settings.model_sha256,
                 skops_trusted=self.settings.skops_trusted,
+                inputs=self.inputs,
             )
             loaded.verify()
         except Exception as err:  # noqa: BLE001 - whatever it is, this worker must not serve

@@ -52,6 +52,7 @@ class Serving:
             allow_nan=model.allow_nan,
             max_rows=self.settings.max_batch_size,
             has_proba=model.has_proba,
+            inputs=model.inputs,
         )
         rows = self.metrics.rows.labels(variant)
         batch_rows = self.metrics.batch_rows.labels(variant)

@@ -1,6 +1,7 @@
 """The Open Inference Protocol (V2): a request to a feature matrix, a prediction to a response.
 
-A request sends one ``[rows, features]`` tensor, or one ``[rows]`` tensor per named feature.
+A request sends one ``[rows, features]`` tensor, or one ``[rows]`` tensor per named feature (with an input
+schema, a single tensor named after one of its columns is that column).
 With the binary tensor data extension, the body is ``Inference-Header-Content-Length`` bytes of
 JSON, then the raw bytes of each input that has ``parameters.binary_data_size``, in input order;
 outputs asked for with ``binary_data`` (or the request's ``binary_data_output``) come back the
@@ -17,7 +18,7 @@ import numpy as np
 import orjson
 
 from mlmodel_server import tensors
-from mlmodel_server.errors import FeatureNameError, InvalidPayload, MissingValue, NonNumericValue
+from mlmodel_server.errors import FeatureNameError, InvalidPayload, MissingValue, NonNumericValue, WrongType
 from mlmodel_server.model import Prediction
 from mlmodel_server.protocol import Schema, check_matrix, kind, parse_json
 
@@ -77,7 +78,7 @@ def decode(payload: dict[str, Any], binary: memoryview, schema: Schema) -> Reque
     tensors_ = [_tensor(i, tensor, cursor, schema) for i, tensor in enumerate(inputs)]
     if cursor.left:
         raise InvalidPayload(f"{cursor.left} bytes of binary data follow the inputs that no input claims")
-    if len(tensors_) == 1:
+    if len(tensors_) == 1 and not _is_column(tensors_[0][0], schema):
         _, values, shape = tensors_[0]
         x = values.reshape(shape if len(shape) == 2 else (1, -1))
     else:
@@ -177,6 +178,9 @@ def _tensor(index: int, tensor: Any, cursor: _Cursor, schema: Schema) -> tuple[s
         raise NonNumericValue(
             f"{label}: datatype {datatype!r:.40} is not supported; use one of {', '.join(tensors.NUMERIC_DTYPES)}"
         )
+    column = schema.inputs.by_name.get(name) if schema.inputs is not None else None
+    if datatype == "BOOL" and column is not None and column.type != "boolean":
+        raise WrongType(f"{label}: datatype BOOL, but the column is a {column.type} ({column.datatype})")
     count = math.prod(shape)
     size = _parameters(tensor, label).get("binary_data_size")
     if size is not None:
@@ -237,7 +241,14 @@ def _number(value: Any, label: str, position: int) -> float:
         raise NonNumericValue(f"{label}: value {position} is out of range") from None
 
 
+def _is_column(name: str, schema: Schema) -> bool:
+    """Whether an input called ``name`` is one column of the input schema."""
+    return schema.inputs is not None and name in schema.inputs.by_name
+
+
 def _stack_named_columns(tensors_: list[tuple[str, np.ndarray, list[int]]], schema: Schema) -> np.ndarray:
+    """One input per feature to a matrix in the model's order; a feature the input schema does not require may
+    be left out (its values are missing)."""
     names = schema.feature_names
     given = [name for name, _, _ in tensors_]
     if names is None:
@@ -245,18 +256,21 @@ def _stack_named_columns(tensors_: list[tuple[str, np.ndarray, list[int]]], sche
             "several inputs were sent, one per feature, but the model was fitted without feature names: "
             "send one input of shape [rows, features]"
         )
-    if sorted(given) != sorted(names):
-        missing = [n for n in names if n not in given]
-        unknown = [n for n in given if n not in names]
-        raise FeatureNameError(
-            f"inputs must be one per feature: missing {', '.join(missing) or 'none'}; "
-            f"unknown {', '.join(unknown) or 'none'}; expected {', '.join(names)}"
-        )
     columns = {name: values for name, values, _ in tensors_}
-    lengths = {name: columns[name].size for name in names}
+    required = schema.required
+    if len(columns) != len(given) or not set(names).issuperset(given) or not required.issubset(given):
+        missing = [n for n in names if n in required and n not in columns]
+        unknown = [n for n in given if n not in names]
+        problems = [f"missing {', '.join(missing) or 'none'}", f"unknown {', '.join(unknown) or 'none'}"]
+        repeated = sorted({n for n in given if given.count(n) > 1})
+        if repeated:
+            problems.append(f"repeated {', '.join(repeated)}")
+        raise FeatureNameError(f"inputs must be one per feature: {'; '.join(problems)}; expected {', '.join(names)}")
+    lengths = {name: values.size for name, values in columns.items()}
     if len(set(lengths.values())) != 1:
         raise InvalidPayload(f"inputs differ in length: {lengths}")
-    return np.column_stack([columns[name] for name in names])
+    rows = next(iter(lengths.values()))
+    return np.column_stack([columns[n] if n in columns else np.full(rows, np.nan) for n in names])
 
 
 def _outputs(requested: Any, parameters: dict[str, Any], schema: Schema) -> tuple[Output, ...]:

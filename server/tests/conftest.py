@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -169,3 +171,68 @@ def serve(tmp_path: Path) -> Iterator[object]:
     yield run
     for server in started:
         stop(server)
+
+
+class Origin(http.server.ThreadingHTTPServer):
+    """A loopback HTTP server of ``files`` (path to bytes): ``failures`` GETs answer 503 before a file is served,
+    and with ``authorization`` set, a request without that exact header gets ``refusal`` (401)."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _OriginHandler)
+        self.files: dict[str, bytes] = {}
+        self.authorization: str | None = None
+        self.refusal = 401
+        self.seen: list[str | None] = []  # each request's Authorization header
+        self.failures = 0
+        self.hits = 0
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+
+class _OriginHandler(http.server.BaseHTTPRequestHandler):
+    server: Origin
+
+    def _refused(self) -> bool:
+        """Answer the refusal without the right credentials, 404 for an unknown path; True when answered."""
+        self.server.seen.append(self.headers.get("Authorization"))
+        if self.server.authorization is not None and self.headers.get("Authorization") != self.server.authorization:
+            self.send_error(self.server.refusal)
+            return True
+        if self.path not in self.server.files:
+            self.send_error(404)
+            return True
+        return False
+
+    def do_GET(self) -> None:
+        self.server.hits += 1
+        if self._refused():
+            return
+        if self.server.failures:
+            self.server.failures -= 1
+            self.send_error(503)
+            return
+        body = self.server.files[self.path]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        if not self._refused():
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.server.files[self.path])))
+            self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    server = Origin()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()

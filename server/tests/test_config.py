@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mlmodel_server.config import default_workers, parse_settings
+from mlmodel_server.fetch import Credentials
 
 
 def test_flags_override_environment_which_overrides_defaults() -> None:
@@ -79,3 +80,48 @@ def test_json_limit_defaults_below_the_body_limit() -> None:
     s = parse_settings(["--model-uri", "m"], {"MAX_JSON_BYTES": "2048"})
     assert (s.max_json_bytes, s.max_body_bytes) == (2048, 10 * 1024 * 1024)
     assert parse_settings(["--model-uri", "m"], {}).max_json_bytes == 1024 * 1024
+
+
+SCHEMA = '[{"type": "double", "name": "sepal length (cm)", "required": true}]'
+
+
+def test_input_schema_is_kept_verbatim_for_the_server_to_parse() -> None:
+    assert parse_settings(["--model-uri", "m", "--input-schema", SCHEMA], {}).input_schema == SCHEMA
+    assert parse_settings(["--model-uri", "m"], {"INPUT_SCHEMA": SCHEMA}).input_schema == SCHEMA
+    assert parse_settings(["--model-uri", "m"], {"INPUT_SCHEMA": ""}).input_schema is None
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, None),
+        ({"MLFLOW_TRACKING_TOKEN": "t0k3n"}, Credentials(token="t0k3n")),
+        (
+            {"MLFLOW_TRACKING_USERNAME": "reader", "MLFLOW_TRACKING_PASSWORD": "pa55"},
+            Credentials(username="reader", password="pa55"),
+        ),
+        (  # as MLflow does: a user name and password win over a token
+            {
+                "MLFLOW_TRACKING_TOKEN": "t0k3n",
+                "MLFLOW_TRACKING_USERNAME": "reader",
+                "MLFLOW_TRACKING_PASSWORD": "pa55",
+            },
+            Credentials(username="reader", password="pa55"),
+        ),
+        ({"MLFLOW_TRACKING_TOKEN": ""}, None),  # an optional Secret key that is empty
+    ],
+)
+def test_download_credentials_come_from_mlflows_variables(env: dict[str, str], expected: Credentials | None) -> None:
+    settings = parse_settings(["--model-uri", "m"], env)
+    assert settings.credentials == expected
+    for value in env.values():
+        assert not value or value not in repr(settings)
+
+
+def test_credentials_are_no_flags_and_come_in_pairs(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_settings(["--model-uri", "m", "--mlflow-tracking-token", "t0k3n"], {})
+    with pytest.raises(SystemExit):
+        parse_settings(["--model-uri", "m"], {"MLFLOW_TRACKING_USERNAME": "reader"})
+    err = capsys.readouterr().err
+    assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD go together" in err and "reader" not in err

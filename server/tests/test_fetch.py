@@ -2,68 +2,35 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import http.server
+import logging
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mlmodel_server import errors
-from mlmodel_server.fetch import fetch, local_path, redact_uri
+from mlmodel_server.fetch import Credentials, fetch, local_path, redact_uri
+
+from conftest import Origin
 
 PAYLOAD = b"model bytes " * 1000
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
-
-
-class Origin(http.server.ThreadingHTTPServer):
-    """A loopback HTTP server; ``failures`` requests answer 503 before the file is served."""
-
-    failures = 0
-    hits = 0
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    server: Origin
-
-    def do_GET(self) -> None:
-        self.server.hits += 1
-        if self.path != "/models/m.joblib":
-            self.send_error(404)
-            return
-        if self.server.failures:
-            self.server.failures -= 1
-            self.send_error(503)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(PAYLOAD)))
-        self.end_headers()
-        self.wfile.write(PAYLOAD)
-
-    def do_HEAD(self) -> None:
-        self.send_response(200 if self.path == "/models/m.joblib" else 404)
-        self.send_header("Content-Length", str(len(PAYLOAD)))
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
+MODEL_PATH = "/models/m.joblib"
+TOKEN = "t0k3n-from-a-secret"
 
 
 @pytest.fixture
-def origin() -> Iterator[Origin]:
-    server = Origin(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def origin(origin: Origin) -> Origin:
+    """conftest's origin, serving the model."""
+    origin.files[MODEL_PATH] = PAYLOAD
+    return origin
 
 
-def _url(origin: Origin, path: str = "/models/m.joblib") -> str:
-    return f"http://127.0.0.1:{origin.server_address[1]}{path}"
+def _url(origin: Origin, path: str = MODEL_PATH) -> str:
+    return origin.url(path)
 
 
 def _fetch(uri: str, cache: Path, sha256: str | None = DIGEST, **kw: object) -> Path:
@@ -122,6 +89,54 @@ def test_permanent_failure_names_the_uri_and_attempts(
     origin.failures = 5
     with pytest.raises(errors.ModelLoadError, match=rf"could not download {_url(origin)} after 2 attempts"):
         _fetch(_url(origin), tmp_path, retries=2)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize(
+    ("credentials", "header"),
+    [
+        (Credentials(token=TOKEN), f"Bearer {TOKEN}"),
+        (
+            Credentials(username="reader", password=TOKEN),
+            "Basic " + base64.b64encode(f"reader:{TOKEN}".encode()).decode(),
+        ),
+    ],
+    ids=["token", "basic"],
+)
+def test_credentials_go_with_the_download(
+    origin: Origin, tmp_path: Path, credentials: Credentials, header: str
+) -> None:
+    origin.authorization = header
+    assert _fetch(_url(origin), tmp_path, credentials=credentials).read_bytes() == PAYLOAD
+    assert origin.seen and set(origin.seen) == {header}
+    assert TOKEN not in repr(credentials)
+
+
+@pytest.mark.parametrize(
+    ("credentials", "refusal", "words"),
+    [
+        (None, 401, "needs credentials (HTTP 401): set MLFLOW_TRACKING_TOKEN"),
+        (Credentials(token="wr0ng"), 401, "refused the credentials (HTTP 401): check MLFLOW_TRACKING_TOKEN"),
+        (Credentials(username="reader", password="wr0ng"), 403, "refused the credentials (HTTP 403)"),
+    ],
+    ids=["none", "wrong-token", "forbidden"],
+)
+def test_refused_credentials_end_the_download_at_once(
+    origin: Origin,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    credentials: Credentials | None,
+    refusal: int,
+    words: str,
+) -> None:
+    origin.authorization, origin.refusal = f"Bearer {TOKEN}", refusal
+    with caplog.at_level(logging.DEBUG), pytest.raises(errors.CredentialsRefused) as caught:
+        _fetch(_url(origin), tmp_path, retries=5, credentials=credentials)
+    assert caught.value.message.startswith(_url(origin)) and words in caught.value.message
+    assert origin.hits <= 1 and len(origin.seen) <= 2  # fsspec asks with HEAD, then GET; no retry
+    for text in (str(caught.value), caplog.text):
+        assert "wr0ng" not in text and "Bearer" not in text and "Authorization" not in text
+    assert caught.value.__cause__ is None  # aiohttp's error holds the request's headers
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 

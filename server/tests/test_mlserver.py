@@ -6,26 +6,61 @@ MLServer's pins clash with kserve's, so this runs in a venv of its own: ``make t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 from mlserver import codecs, types
+from sklearn.linear_model import LogisticRegression
 
 from conftest import IRIS_FEATURES, SavedModel, Server, start, stop, wait_ready
 
 ROWS = np.random.RandomState(11).uniform(0, 8, size=(20, 4))
+# An input schema as MLflow writes a signature's inputs for a frame of these column types.
+TYPES = {"length": "double", "count": "long", "small": "integer", "flag": "boolean", "ratio": "float"}
+SCHEMA = json.dumps([{"type": kind, "name": name, "required": True} for name, kind in TYPES.items()])
+
+
+def _typed_frame(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.RandomState(seed)
+    return pd.DataFrame(
+        {
+            "length": rng.uniform(0, 5, rows),
+            "count": rng.randint(0, 9, rows).astype(np.int64),
+            "small": rng.randint(-3, 3, rows).astype(np.int32),
+            "flag": rng.uniform(size=rows) > 0.5,
+            "ratio": rng.uniform(size=rows).astype(np.float32),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
-def servers(models: dict[str, SavedModel], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
+def typed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """A model fitted on a frame of every column type the input schema takes, and its file."""
+    frame = _typed_frame(200, 0)
+    estimator = LogisticRegression(max_iter=500).fit(frame, frame["length"] + frame["count"] > 6)
+    path = tmp_path_factory.mktemp("typed") / "typed.joblib"
+    joblib.dump(estimator, path)
+    return estimator, path
+
+
+@pytest.fixture(scope="module")
+def servers(
+    models: dict[str, SavedModel], typed: tuple[Any, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Server]]:
     running: dict[str, Server] = {}
     try:
         for name in ("iris", "hgb"):
             path = tmp_path_factory.mktemp(name)
             running[name] = start(path, "--model-uri", str(models[name].path), "--model-name", name, "--workers", "1")
+        args = ("--model-uri", str(typed[1]), "--model-name", "typed", "--workers", "1", "--input-schema", SCHEMA)
+        running["typed"] = start(tmp_path_factory.mktemp("typed-server"), *args)
         for server in running.values():
             wait_ready(server)
         yield running
@@ -85,3 +120,32 @@ def test_metadata_and_error_types(servers: dict[str, Server]) -> None:
     assert reply.status_code == 400
     error = types.InferenceErrorResponse.model_validate_json(reply.content)
     assert error.error == "row 0: expected 4 features, got 3"
+
+
+def test_pandas_codec_columns_of_every_type_meet_the_input_schema(
+    servers: dict[str, Server], typed: tuple[Any, Path]
+) -> None:
+    """MLServer's pandas codec sends each column with its own datatype (FP64, INT64, INT32, BOOL, FP32): the
+    types the input schema asks for, as the metadata lists them."""
+    url = servers["typed"].url
+    metadata = types.MetadataModelResponse.model_validate_json(
+        requests.get(f"{url}/v2/models/typed", timeout=10).content
+    )
+    assert [(i.name, i.datatype) for i in metadata.inputs or []] == [
+        ("length", "FP64"),
+        ("count", "INT64"),
+        ("small", "INT32"),
+        ("flag", "BOOL"),
+        ("ratio", "FP32"),
+    ]
+    frame = _typed_frame(12, 1)
+    request = codecs.PandasCodec.encode_request(frame)
+    request.outputs = [types.RequestOutput(name="predict")]
+    response = types.InferenceResponse.model_validate_json(_infer(servers["typed"], "typed", request).content)
+    assert codecs.PandasCodec.decode_response(response)["predict"].tolist() == typed[0].predict(frame).tolist()
+
+    wrong = codecs.PandasCodec.encode_request(frame.assign(count=frame["count"] + 0.5))
+    error = types.InferenceErrorResponse.model_validate_json(_infer(servers["typed"], "typed", wrong).content)
+    assert error.error == 'row 0, feature 1 ("count"): expected a whole number (long), got ' + str(
+        frame["count"][0] + 0.5
+    )

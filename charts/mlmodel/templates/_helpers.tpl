@@ -157,6 +157,11 @@ capabilities:
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
   verbs: [get, list, watch, create, patch, delete]
+# A registry model's credentials (spec.mlflow.credentialsSecret), read by name when it is resolved: never
+# listed or watched, and only from the ModelDeployment's own namespace.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
 # Pods are watched for readiness and failures (termination messages); Events are created (core/v1 only).
 - apiGroups: [""]
   resources: [pods]

@@ -83,12 +83,12 @@ def cmd_down(_: argparse.Namespace) -> None:
     log(f"cluster down ({time.monotonic() - t:.1f}s)")
 
 
-def cmd_images(_: argparse.Namespace) -> None:
+def cmd_images(args: argparse.Namespace) -> None:
     """`make images`: build the images and make them available to the cluster's runtime."""
     from .images import build_app_images
 
     t = time.monotonic()
-    built = build_app_images()
+    built = build_app_images(examples=not args.no_examples)
     target = provider.get(recorded_provider() or "local")
     if target.can_load():
         for image in built:
@@ -138,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop everything and clean up").set_defaults(func=cmd_down)
-    sub.add_parser("images", help="build the images and load them into the cluster").set_defaults(func=cmd_images)
+    images = sub.add_parser("images", help="build the images and load them into the cluster")
+    images.add_argument(
+        "--no-examples", action="store_true", help="only the server, operator and router: not the MLflow server's"
+    )
+    images.set_defaults(func=cmd_images)
     sub.add_parser("kind-node-image", help="build kind's node image here, from upstream parts").set_defaults(
         func=cmd_kind_node_image
     )

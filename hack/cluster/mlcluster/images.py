@@ -98,12 +98,18 @@ def build_coredns_image(binary: Path) -> None:
         )
 
 
-def build_app_images() -> list[str]:
-    """Build the server, operator and router images; their names."""
+def build_app_images(*, examples: bool = True) -> list[str]:
+    """Build the server, operator and router images, and (``examples``) the MLflow tracking server's that
+    ``manifests/examples/mlflow.yaml`` runs; their names."""
     ensure_docker()
     ensure_base_image()
     base = {"BASE_IMAGE": versions.BASE_IMAGE}
     docker_build(versions.SERVER_IMAGE, "Dockerfile.server", None, base)
     docker_build(versions.OPERATOR_IMAGE, "Dockerfile.operator", None, base)
     docker_build(versions.ROUTER_IMAGE, "Dockerfile.router", None, base)
-    return [versions.SERVER_IMAGE, versions.OPERATOR_IMAGE, versions.ROUTER_IMAGE]
+    built = [versions.SERVER_IMAGE, versions.OPERATOR_IMAGE, versions.ROUTER_IMAGE]
+    if examples:
+        mlflow = {**base, "MLFLOW_VERSION": versions.MLFLOW}
+        docker_build(versions.MLFLOW_IMAGE, "Dockerfile", HACK / "images" / "mlflow", mlflow)
+        built.append(versions.MLFLOW_IMAGE)
+    return built

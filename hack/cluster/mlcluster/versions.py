@@ -25,6 +25,9 @@ CoreDNS v1.12.3
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 KUBERNETES = "v1.34.4"
 ETCD = "v3.6.4"
 COREDNS = "v1.12.3"
@@ -38,6 +41,10 @@ APP_VERSION = "0.1.0"
 SERVER_IMAGE = f"mlmodel-server:{APP_VERSION}"
 OPERATOR_IMAGE = f"mlmodel-operator:{APP_VERSION}"
 ROUTER_IMAGE = f"mlmodel-router:{APP_VERSION}"
+# The tracking server of the registry tests and the demo: the version of the client requirements-dev.txt pins.
+_DEV = (Path(__file__).resolve().parents[3] / "requirements-dev.txt").read_text()
+MLFLOW = re.search(r"^mlflow-skinny==(\S+)$", _DEV, re.MULTILINE)[1]  # type: ignore[index]
+MLFLOW_IMAGE = f"mlmodel-mlflow:{MLFLOW}"
 
 # kind: a node image works only with the kind release that built it, and kind builds a few patches of each
 # minor. This is the 1.34 one of kind v0.33.0 (the kind that .github/workflows/ci.yml installs), pinned by

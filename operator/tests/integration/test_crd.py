@@ -148,7 +148,7 @@ def test_crd_is_established(api: Kubectl) -> None:
     assert [(v["name"], v["served"], v["storage"]) for v in versions] == [("v1alpha1", True, True)]
     assert versions[0]["subresources"] == {"status": {}}
     columns = [c["name"] for c in versions[0]["additionalPrinterColumns"]]
-    assert columns == ["Ready", "Weights", "Replicas", "Phase", "Step", "URL", "Age"]
+    assert columns == ["Ready", "Weights", "Model", "Replicas", "Phase", "Step", "URL", "Age"]
 
 
 def _walk(schema: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -1,0 +1,143 @@
+"""A ModelDeployment's registry models resolved, at most once per poll interval (one lookup per variant, however
+many passes and pods): thin, ``mlflow_client`` talks to the registry, ``pins`` writes what it said.
+
+A lookup that fails keeps the variant on what it was last pinned to (in this process, else in the status), and
+the failure reaches the conditions with the registry's own message.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from mlmodel_operator import kube, mlflow_client, pins, registry, status
+from mlmodel_operator.config import Registry
+from mlmodel_operator.spec import ModelDeployment, Variant
+
+TIMEOUT_SECONDS = 10.0  # each request to the tracking server
+NOT_CONFIGURED = "RegistryNotConfigured"
+CREDENTIALS = "CredentialsUnavailable"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    pins: dict[str, registry.Pin]  # by variant: resolved now, or kept from before a failed lookup
+    problems: tuple[status.Failure, ...]  # the lookups that failed
+    entries: list[dict[str, Any]] = field(default_factory=list)  # status.models
+    wake: float | None = None  # seconds to the next lookup
+
+    def missing(self, md: ModelDeployment) -> list[Variant]:
+        """The registry variants with nothing to serve: never resolved."""
+        return [v for v in md.registered if v.name not in self.pins]
+
+
+Lookup = Callable[[registry.Ref, str, registry.Credentials | None], registry.Pin]
+
+
+def pins_of(
+    md: ModelDeployment,
+    previous: Mapping[str, Any],
+    memory: MutableMapping[str, Any],
+    settings: Registry,
+    lookup: Lookup | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Resolved:
+    """Resolve ``md``'s registry variants whose last lookup is older than the poll interval; reuse the others'."""
+    lookup = lookup or _lookup(memory.setdefault("digests", {}))
+    poll = md.mlflow.poll_seconds or settings.poll_seconds
+    kept: dict[str, tuple[tuple[str, ...], float, registry.Pin | registry.RegistryError]] = memory.setdefault(
+        "pins", {}
+    )
+    found: dict[str, registry.Pin] = {}
+    problems: list[status.Failure] = []
+    now = clock()
+    wake = poll
+    for variant in md.registered:
+        assert variant.ref is not None
+        tracking = md.mlflow.tracking_uri or settings.tracking_uri
+        if tracking is None:
+            problems.append(status.Failure(NOT_CONFIGURED, f"{variant.name}: {_unconfigured(variant)}"))
+            continue
+        tracking = in_namespace(tracking, md.namespace)
+        key = (variant.model_uri, tracking, md.mlflow.credentials_secret or "")
+        last = kept.get(variant.name)
+        if last is not None and last[0] == key and now - last[1] < poll:
+            result = last[2]
+            wake = min(wake, poll - (now - last[1]))
+        else:
+            result = _resolve(md, variant.ref, tracking, lookup)
+            kept[variant.name] = (key, now, result)
+        if isinstance(result, registry.Pin):
+            found[variant.name] = result
+            kept[f"{variant.name}/good"] = (key, now, result)
+            continue
+        problems.append(status.Failure(result.reason, f"{variant.name}: {variant.model_uri}: {result.message}"))
+        before = _last_good(kept, variant.name, key) or pins.recorded(previous, variant.name, variant.model_uri)
+        if before is not None:
+            found[variant.name] = before
+    entries = [pins.entry(v.name, v.model_uri, found[v.name]) for v in md.registered if v.name in found]
+    return Resolved(found, tuple(problems), entries, wake)
+
+
+def in_namespace(tracking: str, namespace: str) -> str:
+    """``tracking`` as the operator reaches it from its own namespace: a Service's bare name (``http://mlflow:5000``)
+    is the one in the ModelDeployment's namespace, as its pods (and the pinned file's URL) would have it."""
+    parts = urlsplit(tracking)
+    host = parts.hostname or ""
+    if not host or "." in host or ":" in host or host == "localhost":
+        return tracking
+    netloc = parts.netloc.replace(host, f"{host}.{namespace}", 1)
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _unconfigured(variant: Variant) -> str:
+    return (
+        f"{variant.model_uri} names a registry model, but no tracking server is set: "
+        "set spec.mlflow.trackingUri, or the chart's mlflow.trackingUri"
+    )
+
+
+def _last_good(kept: Mapping[str, Any], variant: str, key: tuple[str, ...]) -> registry.Pin | None:
+    good = kept.get(f"{variant}/good")
+    return good[2] if good is not None and good[0] == key else None
+
+
+def _resolve(
+    md: ModelDeployment, ref: registry.Ref, tracking: str, lookup: Lookup
+) -> registry.Pin | registry.RegistryError:
+    try:
+        return lookup(ref, tracking, _credentials(md))
+    except registry.RegistryError as err:
+        return err
+
+
+def _credentials(md: ModelDeployment) -> registry.Credentials | None:
+    """The ModelDeployment's Secret's token, or username and password; never from another namespace."""
+    name = md.mlflow.credentials_secret
+    if name is None:
+        return None
+    try:
+        secret = kube.get("v1", "Secret", md.namespace, name)
+    except kube.Refused as err:
+        raise registry.RegistryError(CREDENTIALS, f"cannot read Secret {name}: {err.message}") from None
+    if secret is None:
+        raise registry.RegistryError(CREDENTIALS, f"Secret {name} (spec.mlflow.credentialsSecret) does not exist")
+    data = {key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
+    if "token" in data:
+        return registry.Credentials(token=data["token"])
+    if "username" in data and "password" in data:
+        return registry.Credentials(username=data["username"], password=data["password"])
+    raise registry.RegistryError(
+        CREDENTIALS, f"Secret {name} (spec.mlflow.credentialsSecret) needs a token key, or username and password"
+    )
+
+
+def _lookup(digests: MutableMapping[str, str]) -> Lookup:
+    def lookup(ref: registry.Ref, tracking: str, credentials: registry.Credentials | None) -> registry.Pin:
+        return mlflow_client.resolve(ref, tracking, credentials, timeout=TIMEOUT_SECONDS, digests=digests)
+
+    return lookup

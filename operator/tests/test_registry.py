@@ -1,0 +1,281 @@
+"""A registry's model URIs and answers, pure (``registry``): the URIs refused and accepted, artifact locations as
+URLs, the sklearn flavor of an ``MLmodel`` file, and what an error answer means."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from mlmodel_operator import registry
+from mlmodel_operator.registry import Credentials, Flavor, Pin, Ref, RegistryError
+
+INPUTS = '[{"type": "double", "name": "sepal length (cm)", "required": true}]'
+# As mlflow.sklearn.log_model (3.17.2) writes it, but for the signature's other columns.
+MLMODEL = f"""
+artifact_path: mlflow-artifacts:/0/models/m-7596/artifacts
+flavors:
+  python_function:
+    loader_module: mlflow.sklearn
+    model_path: model.skops
+  sklearn:
+    code: null
+    pickled_model: model.skops
+    serialization_format: skops
+    sklearn_version: 1.9.1
+    skops_trusted_types: null
+model_id: m-7596
+signature:
+  inputs: '{INPUTS}'
+  outputs: '[{{"type": "long", "required": true}}]'
+"""
+
+
+@pytest.mark.parametrize(
+    ("uri", "ref"),
+    [
+        ("models:/iris/3", Ref(name="iris", version=3)),
+        ("models:/iris@champion", Ref(name="iris", alias="champion")),
+        ("models:/Fraud model v2.1-rc/12", Ref(name="Fraud model v2.1-rc", version=12)),
+        ("models:/team@iris@prod_2", Ref(name="team@iris", alias="prod_2")),  # MLflow splits at the last @
+        ("MODELS:/iris/007", Ref(name="iris", version=7)),
+        ("runs:/3f2a9c1d0b/model", Ref(run_id="3f2a9c1d0b", path="model")),
+        ("runs:/3f2a9c1d0b/sub dir/model/", Ref(run_id="3f2a9c1d0b", path="sub dir/model")),
+    ],
+)
+def test_a_registry_uri_names_a_version_an_alias_or_a_run_s_model(uri: str, ref: Ref) -> None:
+    assert registry.parse(uri) == ref
+    assert registry.parse(str(ref)) == ref
+
+
+@pytest.mark.parametrize(
+    "uri", ["https://store/iris.joblib", "s3://bucket/iris.joblib", "pvc://claim/iris.joblib", "file:///m", "/m", "m"]
+)
+def test_other_uris_are_no_registry_uris(uri: str) -> None:
+    assert registry.parse(uri) is None
+
+
+@pytest.mark.parametrize(
+    ("uri", "why"),
+    [
+        ("models:/iris", "then /<version> or @<alias>"),
+        ("models:/m-75968d57235d4578", "then /<version> or @<alias>"),  # a logged model's ID: no registry version
+        ("models:/iris/latest", "use an alias"),
+        ("models:/iris/Production", "use an alias"),
+        ("models:/iris/0", "a number from 1"),
+        ("models:/iris/-1", "a number from 1"),
+        ("models:/iris/1/2", "then /<version> or @<alias>"),
+        ("models:/iris@", "then /<version> or @<alias>"),
+        ("models:/@champion", "then /<version> or @<alias>"),
+        ("models:/ /1", "then /<version> or @<alias>"),
+        ("models:/iris@two words", "then /<version> or @<alias>"),
+        ("models:/iris/1@champion", "a number from 1"),
+        ("models:iris/1", "right after :/"),
+        ("models://workspace/iris/1", "right after :/"),
+        ("models:/", "then /<version> or @<alias>"),
+        ("runs:/", "a run's ID"),
+        ("runs:/3f2a9c1d0b", "a run's ID"),
+        ("runs:/3f2a9c1d0b/", "a run's ID"),
+        ("runs:/3f2a9c1d0b/../other/model", "a run's ID"),
+        ("runs:/3f2a9c1d0b//model", "a run's ID"),
+        ("runs:/-3f2a/model", "a run's ID"),
+    ],
+)
+def test_a_malformed_registry_uri_is_refused_with_the_shapes_accepted(uri: str, why: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        registry.parse(uri)
+    assert str(refused.value).startswith(f"{uri!r}: ")
+    assert why in str(refused.value)
+    assert str(refused.value).endswith(
+        "; a registry modelUri is models:/<name>/<version>, models:/<name>@<alias> or runs:/<run_id>/<artifact path>"
+    )
+
+
+def _pin(uri: str, version: str | None) -> Pin:
+    ref = registry.parse(uri)
+    assert ref is not None
+    return Pin(ref, "http://t/f", "0" * 64, version, "3f2a9c1d0b7e", "models:/m-1", "1.9.1")
+
+
+def test_a_pin_describes_what_was_resolved_to_what() -> None:
+    assert _pin("models:/iris@champion", "7").describe() == "iris@champion → v7"
+    assert _pin("models:/iris/3", "3").describe() == "iris/3 → v3"
+    assert _pin("runs:/3f2a9c1d0b7e/model", None).describe() == "runs:/3f2a9c1d…/model"
+    assert _pin("runs:/3f2a/model", None).describe() == "runs:/3f2a/model"
+
+
+@pytest.mark.parametrize(
+    ("tracking", "artifacts", "file", "url"),
+    [
+        (
+            "http://mlflow:5000",
+            "mlflow-artifacts:/0/models/m-1/artifacts",
+            "MLmodel",
+            "http://mlflow:5000/api/2.0/mlflow-artifacts/artifacts/0/models/m-1/artifacts/MLmodel",
+        ),
+        (  # a tracking server under a path prefix, and a file name to quote
+            "https://tools/mlflow/",
+            "mlflow-artifacts:/1/3f2a/artifacts/model/",
+            "my model.pkl",
+            "https://tools/mlflow/api/2.0/mlflow-artifacts/artifacts/1/3f2a/artifacts/model/my%20model.pkl",
+        ),
+        (  # another server's proxy, reached as the tracking server is
+            "https://mlflow",
+            "mlflow-artifacts://artifacts.internal:5001/0/m",
+            "model.skops",
+            "https://artifacts.internal:5001/api/2.0/mlflow-artifacts/artifacts/0/m/model.skops",
+        ),
+        (
+            "http://mlflow",
+            "s3://bucket/0/3f2a/artifacts/model",
+            "model.pkl",
+            "s3://bucket/0/3f2a/artifacts/model/model.pkl",
+        ),
+        ("http://mlflow", "https://store/models/", "model.pkl", "https://store/models/model.pkl"),
+    ],
+)
+def test_artifacts_are_read_through_the_tracking_server_s_proxy_or_their_store(
+    tracking: str, artifacts: str, file: str, url: str
+) -> None:
+    assert registry.artifact_url(tracking, artifacts, file) == url
+
+
+@pytest.mark.parametrize("artifacts", ["file:///mlruns/0/3f2a/artifacts/model", "/mlruns/0/m", "gs://b/m", "dbfs:/m"])
+def test_artifacts_the_cluster_cannot_read_are_refused(artifacts: str) -> None:
+    with pytest.raises(RegistryError) as refused:
+        registry.artifact_url("http://mlflow", artifacts, "MLmodel")
+    assert refused.value.reason == registry.UNSUPPORTED_STORE == "UnsupportedArtifactStore"
+    assert artifacts in refused.value.message
+    assert all(word in refused.value.message for word in ("--serve-artifacts", "s3://", "http(s)://"))
+
+
+def test_the_sklearn_flavor_names_the_model_file_and_what_the_server_needs_to_load_it() -> None:
+    assert registry.flavor(MLMODEL) == Flavor("model.skops", "skops", "1.9.1", (), INPUTS)
+    assert json.loads(str(registry.flavor(MLMODEL).input_schema))[0]["name"] == "sepal length (cm)"
+    trusted = MLMODEL.replace(
+        "skops_trusted_types: null", "skops_trusted_types: [numpy.dtype, sklearn.tree._tree.Tree]"
+    )
+    assert registry.flavor(trusted).skops_trusted == ("numpy.dtype", "sklearn.tree._tree.Tree")
+    # Older MLflow wrote no serialization format, meaning pickle; and a model may have no signature.
+    old = "flavors:\n  sklearn:\n    pickled_model: model.pkl\n    sklearn_version: 1.3.0\n"
+    assert registry.flavor(old) == Flavor("model.pkl", "pickle", "1.3.0", (), None)
+
+
+@pytest.mark.parametrize(
+    ("mlmodel", "has"),
+    [
+        (
+            "flavors:\n  python_function: {loader_module: mlflow.pyfunc.model}\n  xgboost: {}\n",
+            "python_function, xgboost",
+        ),
+        ("flavors:\n  sklearn: {pickled_model: m.joblib, serialization_format: joblib}\n", "sklearn (joblib)"),
+        ("flavors: {}\n", "none"),
+    ],
+)
+def test_a_model_without_an_sklearn_flavor_we_load_is_refused_naming_its_flavors(mlmodel: str, has: str) -> None:
+    with pytest.raises(RegistryError) as refused:
+        registry.flavor(mlmodel)
+    assert refused.value.reason == "UnsupportedFlavor"
+    assert refused.value.message == (
+        f"we serve the sklearn flavor (pickle, cloudpickle or skops); this model has: {has}"
+    )
+
+
+@pytest.mark.parametrize(
+    "mlmodel", ["{not yaml", "just text", "flavors: [sklearn]", "flavors:\n  sklearn: {pickled_model: ../../m.pkl}\n"]
+)
+def test_an_mlmodel_file_that_is_no_mlflow_model_s_is_an_error(mlmodel: str) -> None:
+    with pytest.raises(RegistryError) as refused:
+        registry.flavor(mlmodel)
+    assert refused.value.reason == registry.REGISTRY_ERROR == "RegistryError"
+
+
+def test_credentials_sign_requests_with_a_bearer_token_or_http_basic() -> None:
+    assert registry.headers(None) == {}
+    assert registry.headers(Credentials(token="t0k3n")) == {"Authorization": "Bearer t0k3n"}
+    basic = registry.headers(Credentials(username="ana", password="pa:ss wörd"))["Authorization"]
+    assert basic.startswith("Basic ")
+    assert base64.b64decode(basic.removeprefix("Basic ")).decode() == "ana:pa:ss wörd"
+    assert "wörd" not in repr(Credentials(username="ana", password="pa:ss wörd"))
+
+
+def test_a_tracking_uri_is_an_http_url_without_credentials() -> None:
+    assert registry.tracking("http://mlflow.mlflow:5000/") == "http://mlflow.mlflow:5000"
+    assert registry.tracking("https://tools/mlflow/") == "https://tools/mlflow"
+    for uri in ("http://ana:s3cret@mlflow:5000", "ftp://mlflow", "mlflow:5000", "http://"):
+        with pytest.raises(RegistryError) as refused:
+            registry.tracking(uri)
+        assert refused.value.reason == "RegistryError"
+        assert "s3cret" not in str(refused.value)
+
+
+ALIAS = "http://mlflow/api/2.0/mlflow/registered-models/alias?name=iris&alias=nope"
+
+
+def _error(code: str, message: str) -> bytes:
+    return json.dumps({"error_code": code, "message": message}).encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason", "message"),
+    [
+        (
+            400,
+            _error("INVALID_PARAMETER_VALUE", "Registered model alias nope not found."),
+            "ModelNotFound",
+            "Registered model alias nope not found.",
+        ),
+        (
+            404,
+            _error("RESOURCE_DOES_NOT_EXIST", "Registered Model with name=iris not found"),
+            "ModelNotFound",
+            "Registered Model with name=iris not found",
+        ),
+        (
+            400,
+            _error("INVALID_PARAMETER_VALUE", "Parameter 'version' must be an integer, got 'x'."),
+            "RegistryError",
+            "Parameter 'version' must be an integer, got 'x'.",
+        ),
+        (
+            401,
+            b"You are not authenticated. Please see https://www.mlflow.org/docs/latest/auth/index.html on how to",
+            "RegistryUnauthorized",
+            "HTTP 401 from http://mlflow/api/2.0/mlflow/registered-models/alias: You are not authenticated. Please see"
+            " https://www.mlflow.org/docs/latest/auth/index.html on how to",
+        ),
+        (
+            403,
+            b"Permission denied\n",
+            "RegistryUnauthorized",
+            "HTTP 403 from http://mlflow/api/2.0/mlflow/registered-models/alias: Permission denied",
+        ),
+        (  # no MLflow API at that path: not a JSON answer, and no HTML in the message
+            404,
+            b"<!doctype html>\n<title>404 Not Found</title>",
+            "ModelNotFound",
+            "HTTP 404 from http://mlflow/api/2.0/mlflow/registered-models/alias",
+        ),
+        (500, b"", "RegistryError", "HTTP 500 from http://mlflow/api/2.0/mlflow/registered-models/alias"),
+    ],
+)
+def test_an_error_answer_is_told_in_the_registry_s_own_words(
+    status: int, body: bytes, reason: str, message: str
+) -> None:
+    refused = registry.refusal(status, body, ALIAS)
+    assert (refused.reason, refused.message) == (reason, message)
+
+
+def test_a_version_serves_once_it_is_ready() -> None:
+    found = {"name": "iris", "version": "3", "source": "models:/m-1", "run_id": "", "status": "READY"}
+    assert registry.version({"model_version": found}) == registry.Version("3", "models:/m-1", None)
+    for status, words, said in [
+        ("PENDING_REGISTRATION", {}, ""),
+        ("FAILED_REGISTRATION", {"status_message": "no"}, ": no"),
+    ]:
+        with pytest.raises(RegistryError) as refused:
+            registry.version({"model_version": {**found, "status": status, **words}})
+        assert (refused.value.reason, refused.value.message) == (
+            "RegistryError",
+            f"version 3 of iris is {status}, not READY{said}",
+        )
