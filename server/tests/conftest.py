@@ -18,6 +18,7 @@ from typing import Any
 
 import joblib
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 from sklearn.datasets import load_iris, make_classification
@@ -236,3 +237,17 @@ def origin() -> Iterator[Origin]:
     yield server
     server.shutdown()
     server.server_close()
+
+
+def typed_frame(rows: int, seed: int) -> pd.DataFrame:
+    """A frame of every column type an input schema takes (double, long, integer, boolean, float)."""
+    rng = np.random.RandomState(seed)
+    return pd.DataFrame(
+        {
+            "length": rng.uniform(0, 5, rows),
+            "count": rng.randint(0, 9, rows).astype(np.int64),
+            "small": rng.randint(-3, 3, rows).astype(np.int32),
+            "flag": rng.uniform(size=rows) > 0.5,
+            "ratio": rng.uniform(size=rows).astype(np.float32),
+        }
+    )

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 import requests
 import yaml
@@ -26,7 +25,7 @@ from mlmodel_server.app import create_app
 from mlmodel_server.config import Settings
 from mlmodel_server.model import LoadedModel, load
 
-from conftest import DEADLINE_S, Origin
+from conftest import DEADLINE_S, Origin, typed_frame
 
 # MLflow hints that integer columns cannot hold missing values: the typed model's are integer on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:Hint. Inferred schema contains integer column")
@@ -62,20 +61,6 @@ class Saved:
         return str(self.mlmodel["signature"]["inputs"])
 
 
-def _typed_frame(rows: int) -> pd.DataFrame:
-    """A frame of every column type the server takes."""
-    rng = np.random.RandomState(3)
-    return pd.DataFrame(
-        {
-            "length": rng.uniform(0, 5, rows),
-            "count": rng.randint(0, 9, rows).astype(np.int64),
-            "small": rng.randint(-3, 3, rows).astype(np.int32),
-            "flag": rng.uniform(size=rows) > 0.5,
-            "ratio": rng.uniform(size=rows).astype(np.float32),
-        }
-    )
-
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Saved]:
     """logreg and forest (skops), pickled (cloudpickle), typed (every column type), tensor (a numpy signature)."""
@@ -85,7 +70,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Saved]:
     out = tmp_path_factory.mktemp("mlflow")
     iris = load_iris(as_frame=True)
     frame, target = iris.data, iris.target
-    typed = _typed_frame(200)
+    typed = typed_frame(200, 3)
     estimators = {
         "logreg": LogisticRegression(max_iter=500).fit(frame, target),
         "forest": RandomForestClassifier(n_estimators=10, max_depth=3, random_state=0).fit(frame, target),
@@ -193,7 +178,7 @@ def _client(model: LoadedModel) -> Any:
     return create_app(Settings(model_uri="unused", model_name="typed"), model).test_client()
 
 
-TYPED_ROWS = _typed_frame(6)
+TYPED_ROWS = typed_frame(6, 3)
 
 
 def _records() -> list[dict[str, Any]]:

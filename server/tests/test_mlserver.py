@@ -19,7 +19,7 @@ import requests
 from mlserver import codecs, types
 from sklearn.linear_model import LogisticRegression
 
-from conftest import IRIS_FEATURES, SavedModel, Server, start, stop, wait_ready
+from conftest import IRIS_FEATURES, SavedModel, Server, start, stop, typed_frame, wait_ready
 
 ROWS = np.random.RandomState(11).uniform(0, 8, size=(20, 4))
 # An input schema as MLflow writes a signature's inputs for a frame of these column types.
@@ -27,23 +27,10 @@ TYPES = {"length": "double", "count": "long", "small": "integer", "flag": "boole
 SCHEMA = json.dumps([{"type": kind, "name": name, "required": True} for name, kind in TYPES.items()])
 
 
-def _typed_frame(rows: int, seed: int) -> pd.DataFrame:
-    rng = np.random.RandomState(seed)
-    return pd.DataFrame(
-        {
-            "length": rng.uniform(0, 5, rows),
-            "count": rng.randint(0, 9, rows).astype(np.int64),
-            "small": rng.randint(-3, 3, rows).astype(np.int32),
-            "flag": rng.uniform(size=rows) > 0.5,
-            "ratio": rng.uniform(size=rows).astype(np.float32),
-        }
-    )
-
-
 @pytest.fixture(scope="module")
 def typed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     """A model fitted on a frame of every column type the input schema takes, and its file."""
-    frame = _typed_frame(200, 0)
+    frame = typed_frame(200, 0)
     estimator = LogisticRegression(max_iter=500).fit(frame, frame["length"] + frame["count"] > 6)
     path = tmp_path_factory.mktemp("typed") / "typed.joblib"
     joblib.dump(estimator, path)
@@ -90,7 +77,6 @@ def test_numpy_request_codec(servers: dict[str, Server], models: dict[str, Saved
 
 
 def test_pandas_codec_one_input_per_feature(servers: dict[str, Server], models: dict[str, SavedModel]) -> None:
-    import pandas as pd
 
     frame = pd.DataFrame(ROWS, columns=IRIS_FEATURES)
     request = codecs.PandasCodec.encode_request(frame)
@@ -138,7 +124,7 @@ def test_pandas_codec_columns_of_every_type_meet_the_input_schema(
         ("flag", "BOOL"),
         ("ratio", "FP32"),
     ]
-    frame = _typed_frame(12, 1)
+    frame = typed_frame(12, 1)
     request = codecs.PandasCodec.encode_request(frame)
     request.outputs = [types.RequestOutput(name="predict")]
     response = types.InferenceResponse.model_validate_json(_infer(servers["typed"], "typed", request).content)

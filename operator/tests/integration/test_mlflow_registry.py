@@ -139,16 +139,7 @@ def test_credentials_from_the_mds_secret_sign_in_and_a_wrong_password_is_refused
         mlflow.register(server.url, "iris", model(1.0), alias="champion", credentials=server.credentials)
         operator("--mlflow-poll-seconds", POLL)
         wrong = "not-" + str(server.password)
-        secret = {"username": str(server.username), "password": wrong}
-        kubectl(
-            "-n",
-            namespace,
-            "create",
-            "secret",
-            "generic",
-            "mlflow",
-            *[f"--from-literal={k}={v}" for k, v in secret.items()],
-        )
+        kubectl.apply(_secret(namespace, str(server.username), wrong))
         kubectl.apply(
             md(
                 "iris",
@@ -160,17 +151,7 @@ def test_credentials_from_the_mds_secret_sign_in_and_a_wrong_password_is_refused
         eventually(lambda: ready(kubectl, namespace, "iris").get("reason") == "RegistryUnauthorized", "a refusal")
         everything = kubectl("-n", namespace, "get", "modeldeployment,events", "-o", "yaml").stdout
         assert wrong not in everything and "RegistryUnauthorized" in everything
-        kubectl("-n", namespace, "delete", "secret", "mlflow")
-        secret["password"] = str(server.password)
-        kubectl(
-            "-n",
-            namespace,
-            "create",
-            "secret",
-            "generic",
-            "mlflow",
-            *[f"--from-literal={k}={v}" for k, v in secret.items()],
-        )
+        kubectl.apply(_secret(namespace, str(server.username), str(server.password)))
         env = eventually(lambda: server_env(kubectl, namespace, "iris-main"), "the Deployment, signed in", deadline=30)
         assert env["MLFLOW_TRACKING_PASSWORD"] == {
             "secretKeyRef": {"name": "mlflow", "key": "password", "optional": True}
@@ -179,6 +160,16 @@ def test_credentials_from_the_mds_secret_sign_in_and_a_wrong_password_is_refused
             str(server.password)
             not in kubectl("-n", namespace, "get", "modeldeployment,deployment,events", "-o", "yaml").stdout
         )
+
+
+def _secret(namespace: str, username: str, password: str) -> dict[str, Any]:
+    data = {"username": username, "password": password}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "mlflow", "namespace": namespace},
+        "stringData": data,
+    }
 
 
 def _refused(kubectl: Kubectl, namespace: str, name: str, reason: str) -> dict[str, Any] | None:
