@@ -75,7 +75,7 @@ def up(steps: Steps, cluster: Cluster) -> None:
     print(f"\nServing from MLflow's registry ({registry.RATE} requests/s through Service {MLFLOW_NAMESPACE}/iris):")
     print(registry.report(served))
     print()
-    print(pointers(cluster, NAMESPACE, ROLLOUT_NAMESPACE))
+    print(pointers(cluster, NAMESPACE, ROLLOUT_NAMESPACE, MLFLOW_NAMESPACE))
 
 
 def load(steps: Steps, cluster: Cluster, users: int, seconds: int) -> None:

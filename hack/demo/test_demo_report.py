@@ -166,6 +166,7 @@ def test_next_steps_are_commands_for_this_cluster() -> None:
         query="sum(x)",
         plugin_dir="/repo/.venv/bin",
         rollout_namespace="demo-rollout",
+        registry_namespace="demo-mlflow",
     )
     lines = text.splitlines()
     assert "  export KUBECONFIG=/repo/.cluster/kubeconfig PATH=/repo/.cluster/bin:/repo/.venv/bin:$PATH" in lines
@@ -173,6 +174,7 @@ def test_next_steps_are_commands_for_this_cluster() -> None:
         "kubectl -n demo get md -w",
         "kubectl mlmodel -n demo-rollout status iris",
         "kubectl mlmodel -n demo-rollout history iris",
+        "kubectl -n demo-mlflow get md iris -o jsonpath='{.status.models}'",
         "kubectl -n mlmodel-system logs -f mlmodel-operator-7d9-abcde",
         "kubectl -n demo logs -f deploy/iris-canary",
         "kubectl get --raw /api/v1/namespaces/demo/pods/iris-router-5f-xyz:8081/proxy/metrics"

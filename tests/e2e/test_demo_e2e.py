@@ -42,7 +42,7 @@ def test_the_demo_moves_the_canary_0_10_50_100_and_the_router_serves_each_split(
         assert s.within_bound("canary"), (s, bound(s.requests, s.weight / 100))
     assert (tmp_path / "weight-50.log").read_text().count("$ kubectl") >= 2  # the patch, then the polls
 
-    pointers = canary.pointers(logged, namespace, namespace)
+    pointers = canary.pointers(logged, namespace, namespace, namespace)
     assert f"export KUBECONFIG={cluster.kubeconfig}" in pointers
     assert "logs -f mlmodel-operator-" in pointers and "/pods/iris-router-" in pointers
     assert f"kubectl mlmodel -n {namespace} status iris" in pointers  # as pasted: the plugin answers

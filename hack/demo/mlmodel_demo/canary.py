@@ -154,7 +154,7 @@ def live(steps: Steps, cluster: Cluster, namespace: str) -> list[Split]:
     return splits
 
 
-def pointers(cluster: Cluster, namespace: str, rollout_namespace: str) -> str:
+def pointers(cluster: Cluster, namespace: str, rollout_namespace: str, registry_namespace: str) -> str:
     """Where to look next, with this cluster's kubeconfig and pods (and the plugin's directory)."""
     router = cluster.kubectl(
         "-n",
@@ -180,4 +180,5 @@ def pointers(cluster: Cluster, namespace: str, rollout_namespace: str) -> str:
         query=dashboard_query(json.loads(DASHBOARD.read_text()), "Requests per second", namespace, MD),
         plugin_dir=str(PLUGIN_DIR),
         rollout_namespace=rollout_namespace,
+        registry_namespace=registry_namespace,
     )

@@ -207,6 +207,7 @@ def next_steps(
     query: str,
     plugin_dir: str,
     rollout_namespace: str,
+    registry_namespace: str,
 ) -> str:
     """Where to look next, as commands to paste, each under what it shows."""
     metrics = f"/api/v1/namespaces/{namespace}/pods/{router_pod}:{admin_port}/proxy/metrics"
@@ -222,6 +223,10 @@ def next_steps(
             f"kubectl mlmodel -n {rollout_namespace} status {md}",
         ),
         ("every revision and how it ended", f"kubectl mlmodel -n {rollout_namespace} history {md}"),
+        (
+            "the model from MLflow's registry: what models:/iris@champion is pinned to",
+            f"kubectl -n {registry_namespace} get md {md} -o jsonpath='{{.status.models}}'",
+        ),
         ("Locust against the entry Service: requests and latency per variant", "make load"),
         ("remove it all, the cluster too", "make demo-down"),
     ]
