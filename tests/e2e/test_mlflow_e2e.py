@@ -37,6 +37,8 @@ def test_a_registry_alias_is_served_pinned_rolled_out_when_it_moves_and_a_disagr
     outcome = registry.run(Steps(workdir=tmp_path), cluster, namespace, models)
     assert (outcome.pinned["version"], outcome.pinned["resolved"]) == ("1", "iris@champion → v1"), outcome.pinned
     assert "iris@champion → v1" in outcome.table, outcome.table
+    # The signature logged with it is the servers' input contract, and they took it (Ready).
+    assert '"name": "petal_length"' in outcome.pinned["inputSchema"], outcome.pinned
     assert not outcome.failed, summary(outcome.results)
     assert {r.variant for r in outcome.results if r.sent > outcome.settled} == {"r2"}
     assert outcome.noticed <= registry.NOTICED_SECONDS and outcome.promoted <= registry.PROMOTED_SECONDS, outcome

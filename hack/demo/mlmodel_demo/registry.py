@@ -7,6 +7,7 @@ steady load: the operator notices within its poll interval, and the new version 
 from __future__ import annotations
 
 import time
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,9 @@ def run(steps: Steps, cluster: Cluster, namespace: str, models: Path) -> Outcome
     with steps.step("mlflow", f"MLflow's tracking server: kubectl apply -f {MLFLOW_SERVER.relative_to(REPO)}"):
         deploy_tracking_server(cluster, namespace)
     with cluster.service_url(namespace, "mlflow", 5000) as tracking:
-        with steps.step("mlflow-register", "iris and iris-v2 registered (mlflow.sklearn.log_model), champion → v1"):
-            register_forests(tracking, "iris", models, "iris.joblib", "iris-v2.joblib")
+        registering = "iris and iris-v2 registered (mlflow.sklearn.log_model), champion → v1"
+        with steps.step("mlflow-register", registering) as step, redirect_stdout(step.log), redirect_stderr(step.log):
+            register_forests(tracking, "iris", models, "iris.joblib", "iris-v2.joblib")  # its chatter to the log
             client = MlflowClient(tracking)
             client.set_registered_model_alias("iris", "champion", "1")
         with steps.step("mlflow-serve", f"kubectl apply -f {MLFLOW_EXAMPLE.relative_to(REPO)}, until Ready") as step:

@@ -25,6 +25,7 @@ from typing import Any
 import joblib
 import mlflow
 import mlflow.sklearn
+import pandas as pd
 from mlmodel_operator.registry import Credentials
 from sklearn.datasets import load_iris
 
@@ -192,9 +193,10 @@ def deploy_tracking_server(cluster: Cluster, namespace: str) -> None:
 
 def register_forests(url: str, name: str, models: Path, *files: str) -> list[str]:
     """The example forests ``files`` (joblib, in ``models``) registered as the next versions of ``name``, as a user
-    logs a forest: skops (MLflow's default) trusting its trees, with the iris columns' signature. Their versions."""
-    example = load_iris(as_frame=True).data.iloc[:2]
-    return [
-        register(url, name, joblib.load(models / file), input_example=example, skops_trusted_types=[TREE])
-        for file in files
-    ]
+    logs a forest: skops (MLflow's default) trusting its trees, with the signature of its columns. Their versions."""
+    versions = []
+    for file in files:
+        forest = joblib.load(models / file)
+        example = pd.DataFrame(load_iris().data[:2], columns=forest.feature_names_in_)  # the names it was fitted on
+        versions.append(register(url, name, forest, input_example=example, skops_trusted_types=[TREE]))
+    return versions
