@@ -334,7 +334,7 @@ def sync(
         resolved = resolve.pins_of(md, previous, memory, registry or Registry())
         missing = resolved.missing(md)
         if missing:  # nothing to serve yet: no child changes until it resolves
-            problem = next(p for p in resolved.problems if p.message.startswith(f"{missing[0].name}: "))
+            problem = resolved.failures[missing[0].name]
             verdict = _unservable(body, actual, previous, memory, problem.reason, problem.message, now)
             return replace(verdict, wake=resolved.wake, invalid=None)
         body = pins.pinned_body(body, resolved.pins, md.mlflow.credentials_secret)

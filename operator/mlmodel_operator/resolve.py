@@ -8,6 +8,7 @@ the failure reaches the conditions with the registry's own message.
 from __future__ import annotations
 
 import base64
+import functools
 import time
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -26,9 +27,13 @@ CREDENTIALS = "CredentialsUnavailable"
 @dataclass(frozen=True)
 class Resolved:
     pins: dict[str, registry.Pin]  # by variant: resolved now, or kept from before a failed lookup
-    problems: tuple[status.Failure, ...]  # the lookups that failed
+    failures: dict[str, status.Failure]  # by variant: the lookups that failed
     entries: list[dict[str, Any]] = field(default_factory=list)  # status.models
     wake: float | None = None  # seconds to the next lookup
+
+    @property
+    def problems(self) -> tuple[status.Failure, ...]:
+        return tuple(self.failures.values())
 
     def missing(self, md: ModelDeployment) -> list[Variant]:
         """The registry variants with nothing to serve: never resolved."""
@@ -49,18 +54,21 @@ def pins_of(
     """Resolve ``md``'s registry variants whose last lookup is older than the poll interval; reuse the others'."""
     lookup = lookup or _lookup(memory.setdefault("digests", {}))
     poll = md.mlflow.poll_seconds or settings.poll_seconds
+    # By variant: its last lookup (what it was asked, when, and what came of it), and its last pin found.
     kept: dict[str, tuple[tuple[str, ...], float, registry.Pin | registry.RegistryError]] = memory.setdefault(
-        "pins", {}
+        "lookups", {}
     )
+    good: dict[str, tuple[tuple[str, ...], registry.Pin]] = memory.setdefault("pins", {})
+    credentials = functools.cache(functools.partial(_credentials, md))  # the Secret read once, if at all
     found: dict[str, registry.Pin] = {}
-    problems: list[status.Failure] = []
+    failures: dict[str, status.Failure] = {}
     now = clock()
     wake = poll
     for variant in md.registered:
         assert variant.ref is not None
         tracking = md.mlflow.tracking_uri or settings.tracking_uri
         if tracking is None:
-            problems.append(status.Failure(NOT_CONFIGURED, f"{variant.name}: {_unconfigured(variant)}"))
+            failures[variant.name] = status.Failure(NOT_CONFIGURED, f"{variant.name}: {_unconfigured(variant)}")
             continue
         tracking = in_namespace(tracking, md.namespace)
         key = (variant.model_uri, tracking, md.mlflow.credentials_secret or "")
@@ -69,18 +77,19 @@ def pins_of(
             result = last[2]
             wake = min(wake, poll - (now - last[1]))
         else:
-            result = _resolve(md, variant.ref, tracking, lookup)
+            result = _resolve(variant.ref, tracking, lookup, credentials)
             kept[variant.name] = (key, now, result)
         if isinstance(result, registry.Pin):
-            found[variant.name] = result
-            kept[f"{variant.name}/good"] = (key, now, result)
+            found[variant.name], good[variant.name] = result, (key, result)
             continue
-        problems.append(status.Failure(result.reason, f"{variant.name}: {variant.model_uri}: {result.message}"))
-        before = _last_good(kept, variant.name, key) or pins.recorded(previous, variant.name, variant.model_uri)
+        message = f"{variant.name}: {variant.model_uri}: {result.message}"
+        failures[variant.name] = status.Failure(result.reason, message)
+        pinned = good.get(variant.name)
+        before = pinned[1] if pinned and pinned[0] == key else pins.recorded(previous, variant.name, variant.model_uri)
         if before is not None:
             found[variant.name] = before
     entries = [pins.entry(v.name, v.model_uri, found[v.name]) for v in md.registered if v.name in found]
-    return Resolved(found, tuple(problems), entries, wake)
+    return Resolved(found, failures, entries, wake)
 
 
 def in_namespace(tracking: str, namespace: str) -> str:
@@ -101,16 +110,11 @@ def _unconfigured(variant: Variant) -> str:
     )
 
 
-def _last_good(kept: Mapping[str, Any], variant: str, key: tuple[str, ...]) -> registry.Pin | None:
-    good = kept.get(f"{variant}/good")
-    return good[2] if good is not None and good[0] == key else None
-
-
 def _resolve(
-    md: ModelDeployment, ref: registry.Ref, tracking: str, lookup: Lookup
+    ref: registry.Ref, tracking: str, lookup: Lookup, credentials: Callable[[], registry.Credentials | None]
 ) -> registry.Pin | registry.RegistryError:
     try:
-        return lookup(ref, tracking, _credentials(md))
+        return lookup(ref, tracking, credentials())
     except registry.RegistryError as err:
         return err
 
