@@ -13,7 +13,7 @@ pytest = $(STAGE) run $(1) -- env PYTHONPATH=$(CURDIR)/hack $(2) -p noskip --jun
 .DEFAULT_GOAL := help
 
 .PHONY: help install tools manifests locks lint test test-unit test-chart test-mlserver test-integration demo demo-down \
-	demo-local load bench docs clean
+	demo-compose demo-compose-down demo-local load bench docs clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-24s %s\n", $$1, $$2}'
@@ -49,9 +49,9 @@ mlflow-server: $(MLFLOW_SERVER)/bin/mlflow ## The MLflow tracking server the reg
 
 install: $(INSTALLED) $(ROUTER_DEPS) tools mlflow-server ## Create .venv with everything the repo needs (and Debian's nginx for router tests)
 
-tools: ## helm, promtool, prometheus, kubeconform, actionlint: built from their Go modules (cached), linked into .venv/bin
+tools: ## helm, promtool, prometheus, kubeconform, actionlint, docker-compose: built from their Go modules (cached), linked into .venv/bin
 	@mkdir -p $(BIN)
-	@python3 hack/tools.py --link $(BIN) helm promtool prometheus kubeconform actionlint
+	@python3 hack/tools.py --link $(BIN) helm promtool prometheus kubeconform actionlint docker-compose
 
 manifests: install ## Regenerate the chart's CRD template and README, and manifests/install.yaml
 	$(BIN)/python hack/chart.py
@@ -157,6 +157,16 @@ demo: ## The whole product on a cluster: venv, cluster, images, chart, example m
 demo-down: install ## Remove what `make demo` made: the example namespace, the release, the cluster
 	@$(BIN)/python hack/demo/demo_cluster.py down
 
+# No cluster: the same canary under Docker Compose (hack/demo/demo_compose.py). Its first step is `make images`
+# without the examples' MLflow server (Prometheus's image is built either way); it starts the Docker engine.
+DEMO_COMPOSE_PORT ?= 8080
+DEMO_COMPOSE_PROMETHEUS_PORT ?= 9090
+demo-compose: install ## No cluster: the canary under Docker Compose, weights 90/10 -> 50/50 -> 0/100 -> 90/10, left running on :8080
+	@$(BIN)/python hack/demo/demo_compose.py up --port $(DEMO_COMPOSE_PORT) --prometheus-port $(DEMO_COMPOSE_PROMETHEUS_PORT)
+
+demo-compose-down: install ## Remove what `make demo-compose` made: its containers, network, volume and .demo-compose/
+	@$(BIN)/python hack/demo/demo_compose.py down
+
 LOAD_USERS ?= 20
 LOAD_SECONDS ?= 30
 load: install ## Locust (LOAD_USERS, LOAD_SECONDS) against the demo's canary: requests and latency per variant
@@ -171,7 +181,7 @@ docs: install ## Build the docs site into .site/ (MkDocs, strict: a broken link 
 bench: install ## Side-by-side benchmark against the tutorial Flask app (needs wrk)
 	$(BIN)/python bench/run.py --markdown bench/RESULTS.md
 
-clean: ## Remove the venv and local state (run cluster-down first)
-	rm -rf $(VENV) .demo .bench .ci-results
+clean: ## Remove the venv and local state (run cluster-down and demo-compose-down first)
+	rm -rf $(VENV) .demo .demo-compose .bench .ci-results
 
 include hack/cluster.mk

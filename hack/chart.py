@@ -5,7 +5,11 @@
   is, its metadata templated (labels, ``crds.keep``), the whole behind ``crds.enabled``;
 * ``charts/mlmodel/README.md`` from ``README.tmpl.md`` and the ``# --`` comments of values.yaml;
 * ``manifests/install.yaml``: ``helm template`` of the chart with its default values, for
-  ``kubectl apply``, after the namespace it installs into.
+  ``kubectl apply``, after the namespace it installs into;
+* ``operator/mlmodel_operator/alerts.yaml``: the chart's PrometheusRule with its default values as a
+  Prometheus rules file, which ``mlmodel compose render --with-prometheus`` loads into Prometheus;
+* ``operator/mlmodel_operator/schema.json``: the CRD's ``openAPIV3Schema``, which ``mlmodel compose``
+  checks a ModelDeployment against where no API server does.
 
     python3 hack/chart.py [--check]   # write them, or only report the stale ones (exit 1)
 """
@@ -30,6 +34,8 @@ CRD_TEMPLATE = CHART / "templates" / "crd-modeldeployments.yaml"
 README_TEMPLATE = CHART / "README.tmpl.md"
 README = CHART / "README.md"
 INSTALL = REPO / "manifests" / "install.yaml"
+ALERTS = REPO / "operator" / "mlmodel_operator" / "alerts.yaml"
+SCHEMA = REPO / "operator" / "mlmodel_operator" / "schema.json"
 RELEASE = "mlmodel"
 NAMESPACE = "mlmodel-system"
 TABLE_MARK = "{{ values }}"
@@ -130,6 +136,28 @@ def install_manifest(rendered: str) -> str:
     )
 
 
+def alerts_file(rendered: str) -> str:
+    """The PrometheusRule in ``rendered`` as a Prometheus rules file: its groups."""
+    (rule,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "PrometheusRule"]
+    header = f"# {GENERATED.format('charts/mlmodel/templates/prometheusrule.yaml with its default values')}\n"
+    return header + yaml.dump({"groups": rule["spec"]["groups"]}, Dumper=_BlockDumper, sort_keys=False, width=120)
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (the rules' expressions) as block scalars, as the chart writes them."""
+
+
+_BlockDumper.add_representer(
+    str, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s else None)
+)
+
+
+def schema_file(crd: str) -> str:
+    """The CRD's served version's ``openAPIV3Schema``, as JSON."""
+    (served,) = [v for v in yaml.safe_load(crd)["spec"]["versions"] if v.get("served")]
+    return json.dumps(served["schema"]["openAPIV3Schema"], indent=1, sort_keys=True) + "\n"
+
+
 def helm_template(helm: Path, *args: str) -> str:
     """``helm template`` of the chart as release ``mlmodel`` in ``mlmodel-system``."""
     cmd = [str(helm), "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args]
@@ -142,8 +170,17 @@ def generated(helm: Path) -> list[tuple[Path, Callable[[], str]]]:
     values = (CHART / "values.yaml").read_text()
     return [
         (CRD_TEMPLATE, lambda: crd_template(CRD_SOURCE.read_text())),
+        (SCHEMA, lambda: schema_file(CRD_SOURCE.read_text())),
         (README, lambda: readme(README_TEMPLATE.read_text(), values)),
         (INSTALL, lambda: install_manifest(helm_template(helm, "--skip-tests"))),
+        (
+            ALERTS,
+            lambda: alerts_file(
+                helm_template(
+                    helm, "--set", "monitoring.prometheusRule.enabled=true", "-s", "templates/prometheusrule.yaml"
+                )
+            ),
+        ),
     ]
 
 

@@ -19,6 +19,9 @@ actionlint v1.7.12
 kind v0.30.0
     The kind provider's CLI: the release made for Kubernetes 1.34 (``versions.KIND``; the node image's
     other parts: ``hack/cluster/mlcluster/kindimage.py``).
+docker-compose v5.6.0 (Docker Compose, the Go CLI plugin once versioned v2.x: ``github.com/docker/compose/v5``)
+    The newest whose go.mod (go 1.26.8) the local Go toolchain builds; v5.7.x asks go 1.26.10 (GOTOOLCHAIN).
+    A standalone ``docker-compose`` that also works as the ``docker compose`` CLI plugin.
 """
 
 from __future__ import annotations
@@ -36,11 +39,12 @@ from cluster.mlcluster.common import ClusterError
 # tool -> (build kind of build-go-bins.sh, version, binaries that build makes)
 BUILDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "helm": ("helm", "v3.22.0", ("helm",)),
-    "promtool": ("prometheus", "v0.313.5", ("prometheus", "promtool")),
-    "prometheus": ("prometheus", "v0.313.5", ("prometheus", "promtool")),
+    "promtool": ("prometheus", versions.PROMETHEUS, ("prometheus", "promtool")),
+    "prometheus": ("prometheus", versions.PROMETHEUS, ("prometheus", "promtool")),
     "kubeconform": ("kubeconform", "v0.8.0", ("kubeconform",)),
     "actionlint": ("actionlint", "v1.7.12", ("actionlint",)),
     "kind": ("kind", versions.KIND, ("kind",)),
+    "docker-compose": ("compose", "v5.6.0", ("docker-compose",)),
 }
 
 

@@ -16,6 +16,8 @@
 #   build-go-bins.sh local-path-provisioner VERSION OUTDIR  # from github.com/rancher/local-path-provisioner
 #   build-go-bins.sh kube-router VERSION OUTDIR  # kube-router (its NetworkPolicy firewall) from
 #                                             # github.com/cloudnativelabs/kube-router/v2
+#   build-go-bins.sh compose VERSION OUTDIR      # docker-compose (Compose v2, standalone or CLI plugin)
+#                                             # from github.com/docker/compose/v5
 #
 # Each build happens in a throwaway module next to OUTDIR (OUTDIR/../src) that requires the wanted
 # version. Binaries are written to OUTDIR.tmp and renamed to OUTDIR only when all succeeded, so a
@@ -162,6 +164,12 @@ kube-router)
     pkgs="github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"
     ldflags="$ldflags -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$version"
     ;;
+compose)
+    requiring github.com/docker/compose/v5
+    pkgs="github.com/docker/compose/v5/cmd"
+    # As upstream's Makefile stamps it (`docker-compose version`, the CLI plugin's metadata).
+    ldflags="$ldflags -X github.com/docker/compose/v5/internal.Version=$version"
+    ;;
 *)
     echo "unknown kind $kind" >&2
     exit 2
@@ -191,6 +199,7 @@ echo "[build-go-bins] $kind $version: compiling"
 # shellcheck disable=SC2086
 go build -trimpath -tags="$tags" -ldflags="$ldflags" -o "$out.tmp/" $pkgs
 if [ "$kind" = etcd ]; then mv "$out.tmp/server" "$out.tmp/etcd"; fi
+if [ "$kind" = compose ]; then mv "$out.tmp/cmd" "$out.tmp/docker-compose"; fi
 rm -rf "$out"
 mkdir -p "$(dirname "$out")"
 mv "$out.tmp" "$out"

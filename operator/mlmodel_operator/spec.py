@@ -28,6 +28,7 @@ DEFAULT_MODEL_CACHE = 1 << 30  # bytes: modelCacheSize when unset (the CRD's des
 DEFAULT_MAX_REQUEST = 10 << 20  # bytes: maxRequestSize when unset, the server's own default (MAX_BODY_BYTES)
 DEFAULT_MIRROR_BUFFER = 4 << 20  # bytes: routing.mirror.bufferSize when unset
 DEFAULT_CONNECTIONS_PER_CLIENT = 64  # routing.connectionsPerClient when unset
+DEFAULT_ROUTER_REPLICAS = 2  # routing.replicas when unset
 _ACTION = names.ANNOTATION_ROLLOUT_ACTION
 PINNED = "pinned"  # the key of a variant's pin, in the variant as the operator rewrites it
 _MAX_BYTES = 2**60  # 1Ei: more than any disk
@@ -148,7 +149,7 @@ class Routing:
     """``spec.routing``: the router in front of the variants."""
 
     always: bool = False  # router: always (else only when a routing feature needs it)
-    replicas: int = 2
+    replicas: int = DEFAULT_ROUTER_REPLICAS
     resources: Mapping[str, Any] = field(default_factory=dict)
     sticky_header: str | None = None
     allow_override: bool = False
@@ -283,7 +284,7 @@ def parse(body: Mapping[str, Any], *, default_image: str) -> ModelDeployment:
         raise SpecError(f"spec.variants: duplicate variant names: {', '.join(duplicates)}")
     total = sum(v.weight for v in variants)
     if total != 100:
-        raise SpecError(f"spec.variants[*].weight: weights must sum to 100, got {total}")
+        raise SpecError(f"spec.variants[*].weight must sum to 100 (percent of traffic), got {total}")
     secret = spec.get("apiKeySecret")
     routing = _routing(spec.get("routing") or {}, names)
     limit = spec.get("maxRequestSize")
@@ -461,7 +462,7 @@ def _routing(raw: Mapping[str, Any], variants: list[str]) -> Routing:
     limit = raw.get("rateLimit")
     return Routing(
         always=raw.get("router", "auto") == "always",
-        replicas=int(raw.get("replicas", 2)),
+        replicas=int(raw.get("replicas", DEFAULT_ROUTER_REPLICAS)),
         resources=dict(raw.get("resources") or {}),
         sticky_header=str(sticky) if sticky else None,
         allow_override=bool(raw.get("allowOverride", False)),

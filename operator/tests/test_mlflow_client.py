@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -20,13 +21,15 @@ import mlflow.pyfunc
 import mlflow.sklearn
 import pytest
 import sklearn
+import yaml
 from mlflow.pyfunc.model import PythonModel
-from mlmodel_operator import mlflow_client, registry
+from mlmodel_operator import cli, mlflow_client, registry
 from mlmodel_operator.registry import Credentials, Pin, RegistryError
 from mlmodel_testing.mlflow import Server, register, tracking_server
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
+from test_compose import DOCKER_COMPOSE, REPO
 
 TREE = "sklearn.tree._tree.Tree"  # what skops loads a decision tree with only when told to trust it
 CHAMPION = "GET /api/2.0/mlflow/registered-models/alias?name=iris&alias=champion"
@@ -247,3 +250,21 @@ def test_credentials_a_registry_refuses_are_unauthorized_and_never_told(guarded:
             f"HTTP 401 from {guarded.url}/api/2.0/mlflow/registered-models/alias: You are not authenticated."
         )
         assert password not in str(refused) and password not in repr(refused)
+
+
+def test_the_registry_example_renders_for_compose_pinned_on_the_tracking_server(
+    models: Models, server: Server, tmp_path: Path
+) -> None:
+    """``mlmodel compose render`` pins ``models:/iris@champion`` as the operator does: the Compose file has the
+    version's file and digest, never the alias; ``docker compose config`` takes it (issue 27's acceptance 6 for the
+    registry's example; ``test_compose.py`` renders the others)."""
+    out = tmp_path / "compose.yaml"
+    example = REPO / "manifests" / "examples" / "iris-mlflow.yaml"
+    argv = ["compose", "render", str(example), "-o", str(out), "--mlflow-tracking-uri", server.url]
+    assert cli.main(argv) == 0
+    environment = yaml.safe_load(out.read_text())["services"]["iris-stable"]["environment"]
+    pinned = _resolve("models:/iris@champion", server)
+    assert (environment["MODEL_URI"], environment["MODEL_SHA256"]) == (pinned.uri, pinned.sha256)
+    assert "champion" not in out.read_text()
+    config = subprocess.run([str(DOCKER_COMPOSE), "-f", str(out), "config", "-q"], capture_output=True, text=True)
+    assert config.returncode == 0, config.stderr

@@ -4,11 +4,11 @@ The commands run by kubectl against a real API server and operator: ``integratio
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from golden_files import assert_golden
 from mlmodel_operator import plugin
 from mlmodel_operator.plugin import PluginError
 
@@ -63,10 +63,7 @@ def _md(rollout: bool = True) -> dict[str, Any]:
 
 
 def test_status_shows_where_the_rollout_is_its_steps_analysis_and_revisions() -> None:
-    shown = plugin.render_status(_md())
-    if os.environ.get("UPDATE_GOLDEN"):
-        GOLDEN.write_text(shown + "\n")
-    assert shown + "\n" == GOLDEN.read_text(), f"run UPDATE_GOLDEN=1 pytest {__file__} and review the diff"
+    assert_golden(GOLDEN, plugin.render_status(_md()) + "\n")
     assert "Rollout:    none" in plugin.render_status(_md(rollout=False))
     registry = _md(rollout=False)
     registry["status"]["model"] = "iris@champion → v7"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from golden_files import assert_golden
 from mlmodel_operator import config, drift, names, netpol, render, spec
 from mlmodel_operator.router import objects, traffic
 
@@ -85,10 +85,7 @@ def test_children_match_golden_yaml(case: str) -> None:
         else parsed(variants=[{"name": "stable", "modelUri": "file:///m/iris.joblib"}])
     )
     rendered = yaml.safe_dump_all(children(md), sort_keys=False)
-    path = GOLDEN / f"{case}.yaml"
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(rendered)
-    assert rendered == path.read_text(), f"run UPDATE_GOLDEN=1 pytest {__file__} and review the diff"
+    assert_golden(GOLDEN / f"{case}.yaml", rendered)
 
 
 def test_hpa_owns_replicas() -> None:
@@ -173,7 +170,7 @@ def test_several_variants_are_routed_through_the_router() -> None:
                     {"name": "b", "modelUri": "file:///b", "weight": 40},
                 ]
             },
-            "must sum to 100, got 90",
+            "must sum to 100 (percent of traffic), got 90",
         ),
         (
             {

@@ -45,6 +45,7 @@ class _Variant(http.server.BaseHTTPRequestHandler):
 
     code: ClassVar[int] = 200
     delay: ClassVar[float] = 0.0
+    ready: ClassVar[bool] = True  # what GET /readyz answers: 200, else 503
     name: str | None = None
     received: ClassVar[list[tuple[str, str, bytes]]] = []  # path, content type, body
     primaries: ClassVar[list[bytes]] = []  # the primary's answers at the front of shadow copies
@@ -64,6 +65,11 @@ class _Variant(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
         self.wfile.write(answer)
+
+    def do_GET(self) -> None:
+        self.send_response(200 if self.ready and self.path == "/readyz" else 503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def log_message(self, *args: object) -> None:
         pass
@@ -113,12 +119,16 @@ def serving(
 
 @contextlib.contextmanager
 def _nginx(
-    tmp_path: Path, md: spec.ModelDeployment, upstreams: dict[str, str], source: tuple[str, int] | None = None
+    tmp_path: Path,
+    md: spec.ModelDeployment,
+    upstreams: dict[str, str],
+    source: tuple[str, int] | None = None,
+    discovery: traffic.Discovery | None = None,
 ) -> Iterator[tuple[str, str]]:
     """nginx running the config rendered for ``md`` (its weights file at serial 1, and the weights endpoint at
     ``source`` if given): the data server's base URL and /metrics."""
     data, admin = _free_port(), _free_port()
-    rendered = traffic.router_config(md, upstreams, str(tmp_path), str(tmp_path), str(tmp_path), source)
+    rendered = traffic.router_config(md, upstreams, str(tmp_path), str(tmp_path), str(tmp_path), source, discovery)
     (tmp_path / names.ROUTER_WEIGHTS_FILE).write_text(traffic.weights_document(rendered.weights, 1))
     for name, text in rendered.files.items():
         # The pod listens on every address; here, on loopback ports of our own.
@@ -733,3 +743,27 @@ def test_weights_move_live_from_the_operator_then_from_the_file_with_no_reload_a
         caller.join(10)
         assert _workers(tmp_path) == before
     assert not failed, Counter(failed)
+
+
+def test_without_kubernetes_the_router_probes_the_variants_and_routes_only_to_those_ready(tmp_path: Path) -> None:
+    """With ``Discovery`` (Docker Compose), nothing tells the router which variants are ready: it starts with the
+    canary down and sends it nothing, then routes to it within 2 s of its /readyz answering 200, and away from it
+    within 2 s of its answering 503; the router is ready all along, and every request is answered 200."""
+    md = parsed(variants=TWO)
+    upstreams = {"stable": LIVE_STABLE, "canary": LIVE_CANARY}
+    discovery = traffic.Discovery(resolver="127.0.0.1", port=names.SERVICE_PORT)
+    with (
+        _variants(("stable", LIVE_STABLE)),
+        _nginx(tmp_path, md, upstreams, discovery=discovery) as (base, metrics),
+    ):
+        admin = metrics.removesuffix("/metrics")
+        with urllib.request.urlopen(f"{admin}/ready", timeout=5) as r:
+            assert r.status == 200
+        assert _in_effect(base, "stable=100,canary=0") < 2.0
+        assert _split(base, 100) == Counter({"stable": 100})
+        with _variants(("canary", LIVE_CANARY)) as handlers:
+            assert _in_effect(base, "stable=90,canary=10") < 2.0
+            assert _split(base, 300)["canary"] > 10
+            handlers["canary"].ready = False
+            assert _in_effect(base, "stable=100,canary=0") < 2.0
+            assert _split(base, 100) == Counter({"stable": 100})

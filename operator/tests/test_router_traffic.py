@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from golden_files import assert_golden
 from mlmodel_operator import spec
 from mlmodel_operator.router import traffic
 from test_render import CLUSTER_IPS, parsed
@@ -59,10 +59,7 @@ def config(case: str) -> traffic.RouterConfig:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_router_config_matches_golden(case: str) -> None:
     rendered = config(case).files[traffic.NGINX_CONF]
-    path = GOLDEN / f"{case}.conf"
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(rendered)
-    assert rendered == path.read_text(), f"run UPDATE_GOLDEN=1 pytest {__file__} and review the diff"
+    assert_golden(GOLDEN / f"{case}.conf", rendered)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -46,17 +46,20 @@ def cluster() -> Cluster:
 
 
 @pytest.fixture(scope="session")
-def server_image(cluster: Cluster) -> str:
-    """``mlmodel-server:0.1.0``, with all images built and loaded into the cluster (``make images``).
-
-    Builds are cached by docker, and loading skips images the runtime already has, so this is
-    quick after ``make images``.
-    """
+def images() -> None:
+    """Every image built (``make images``), and loaded into the cluster if one is up: Docker Compose's tests need
+    no cluster. Builds are cached by docker, and loading skips images the runtime already has, so this is quick
+    after ``make images``."""
     if os.environ.get("MLMODEL_E2E_NO_UP") != "1":
         with _locked(STATE / "e2e-up.lock"):
             p = harness("images")
         if p.returncode != 0:
             pytest.fail(f"building/loading the images failed:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def server_image(cluster: Cluster, images: None) -> str:
+    """``mlmodel-server:0.1.0``, with all images built and loaded into the cluster (``make images``)."""
     return SERVER_IMAGE
 
 

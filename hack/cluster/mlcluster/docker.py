@@ -90,7 +90,7 @@ def _build_context_tar() -> bytes:
     (A plain ``docker build .`` would upload .cluster/, which holds the cluster's container
     store, whatever .dockerignore says or doesn't.)
     """
-    top = [".cluster", ".venv", ".git", ".demo", ".bench"]
+    top = [".cluster", ".venv", ".git", ".demo", ".demo-compose", ".bench"]
     anywhere = [".mypy_cache", ".ruff_cache", ".pytest_cache", "__pycache__", "*.egg-info"]
     cmd = ["tar", "-C", str(REPO), "-c", "--warning=no-file-changed"]
     cmd += [f"--exclude=./{e}" for e in top] + [f"--exclude={e}" for e in anywhere] + ["."]

@@ -98,15 +98,49 @@ def build_coredns_image(binary: Path) -> None:
         )
 
 
+def build_prometheus_image() -> None:
+    """``versions.PROMETHEUS_IMAGE``: the pinned Prometheus (``ensure_go_tool``, as ``make tools`` builds it) as
+    ``/bin/prometheus``, run as nobody with its data in ``/prometheus``, like the official image."""
+    directory = binaries.ensure_go_tool("prometheus", versions.PROMETHEUS, ("prometheus", "promtool"))
+    binary = directory / "prometheus"
+    digest = hashlib.sha256(binary.read_bytes()).hexdigest()[:16]
+    if docker_label(versions.PROMETHEUS_IMAGE, "mlmodel.source") == digest:
+        return
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, mode, owner in (
+            ("bin", 0o755, 0),
+            ("etc", 0o755, 0),
+            ("tmp", 0o1777, 0),
+            ("prometheus", 0o755, 65534),
+        ):
+            entry = tarfile.TarInfo(name)
+            entry.type, entry.mode, entry.uid, entry.gid = tarfile.DIRTYPE, mode, owner, owner
+            tar.addfile(entry)
+        info = tar.gettarinfo(str(binary), arcname="bin/prometheus")
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        info.mode = 0o755
+        with binary.open("rb") as f:
+            tar.addfile(info, f)
+    changes = ['ENTRYPOINT ["/bin/prometheus"]', "USER 65534:65534", "WORKDIR /prometheus", "EXPOSE 9090"]
+    with step(f"build {versions.PROMETHEUS_IMAGE} from the Prometheus binary"):
+        args = [docker(), "import"]
+        for c in [*changes, f"LABEL mlmodel.source={digest}"]:
+            args += ["--change", c]
+        run([*args, "-", versions.PROMETHEUS_IMAGE], input=buf.getvalue(), quiet=True)
+
+
 def build_app_images(*, examples: bool = True) -> list[str]:
-    """Build the server, operator and router images, and (``examples``) the MLflow tracking server's that
-    ``manifests/examples/mlflow.yaml`` runs; their names."""
+    """Build the server, operator and router images, Prometheus's for Docker Compose, and (``examples``) the MLflow
+    tracking server's that ``manifests/examples/mlflow.yaml`` runs; the names of those the cluster runs."""
     ensure_docker()
     ensure_base_image()
     base = {"BASE_IMAGE": versions.BASE_IMAGE}
     docker_build(versions.SERVER_IMAGE, "Dockerfile.server", None, base)
     docker_build(versions.OPERATOR_IMAGE, "Dockerfile.operator", None, base)
     docker_build(versions.ROUTER_IMAGE, "Dockerfile.router", None, base)
+    build_prometheus_image()  # Docker Compose's (`mlmodel compose render --with-prometheus`): not the cluster's
     built = [versions.SERVER_IMAGE, versions.OPERATOR_IMAGE, versions.ROUTER_IMAGE]
     if examples:
         mlflow = {**base, "MLFLOW_VERSION": versions.MLFLOW}

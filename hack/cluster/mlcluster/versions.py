@@ -45,6 +45,10 @@ ROUTER_IMAGE = f"mlmodel-router:{APP_VERSION}"
 _DEV = (Path(__file__).resolve().parents[3] / "requirements-dev.txt").read_text()
 MLFLOW = re.search(r"^mlflow-skinny==(\S+)$", _DEV, re.MULTILINE)[1]  # type: ignore[index]
 MLFLOW_IMAGE = f"mlmodel-mlflow:{MLFLOW}"
+# Prometheus: the module version hack/tools.py builds (v0.3XX.Y is Prometheus 3.XX.Y), and the image of it that
+# `mlmodel compose render --with-prometheus --prometheus-image` runs in the Compose tests and demo.
+PROMETHEUS = "v0.313.5"
+PROMETHEUS_IMAGE = "mlmodel-prometheus:3.13.5"
 
 # kind: a node image works only with the kind release that built it, and kind builds a few patches of each
 # minor. This is the 1.34 one of kind v0.33.0 (the kind that .github/workflows/ci.yml installs), pinned by

@@ -66,6 +66,13 @@ def run(
     return p
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def plugin_path(kubectl: str) -> str:
     """A PATH on which ``kubectl`` finds ``kubectl mlmodel`` (``make install`` puts it in .venv/bin) and the plugin
     finds that kubectl before any other, as on a user's PATH."""

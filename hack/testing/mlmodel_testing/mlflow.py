@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -29,7 +28,7 @@ import pandas as pd
 from mlmodel_operator.registry import Credentials
 from sklearn.datasets import load_iris
 
-from mlmodel_testing.cluster import Cluster
+from mlmodel_testing.cluster import Cluster, free_port
 from mlmodel_testing.models import MLFLOW_SERVER
 
 CACHE = Path(os.environ.get("MLMODEL_CACHE_DIR", str(Path.home() / ".cache" / "mlmodel")))
@@ -67,12 +66,6 @@ class Server:
         return [f"{method} {path}" for method, path in seen if not path.startswith("/health")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def tracking_server(workdir: Path, *, basic_auth: bool = False) -> Iterator[Server]:
     """MLflow's tracking server, its registry and artifact proxy (``mlflow-artifacts:/``) on a free loopback port,
@@ -82,7 +75,7 @@ def tracking_server(workdir: Path, *, basic_auth: bool = False) -> Iterator[Serv
     if not program.exists():
         raise AssertionError(f"no MLflow tracking server at {program}: run `make mlflow-server`")
     workdir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     server = Server(f"http://127.0.0.1:{port}", workdir / "mlflow.log")
     argv = [str(program), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     argv += ["--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}", "--serve-artifacts"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import socket
 import subprocess
 import urllib.parse
 import urllib.request
@@ -22,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from mlmodel_testing.cluster import REPO, Cluster
+from mlmodel_testing.cluster import REPO, Cluster, free_port
 
 PROMETHEUS = REPO / ".venv" / "bin" / "prometheus"
 DASHBOARD = REPO / "charts" / "mlmodel" / "files" / "dashboard.json"
@@ -73,12 +72,6 @@ def scrape_config(kubeconfig: Path) -> dict[str, Any]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve(cluster: Cluster, workdir: Path, rules: dict[str, Any] | None = None) -> Iterator[str]:
     """Prometheus scraping ``cluster`` (with the rules file ``rules``, if any) until the block ends: its base URL.
@@ -87,7 +80,7 @@ def serve(cluster: Cluster, workdir: Path, rules: dict[str, Any] | None = None) 
         raise AssertionError(f"{PROMETHEUS} is missing: run `make install`")
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(scrape_config(cluster.kubeconfig)))
     (workdir / "rules.yaml").write_text(yaml.safe_dump(rules or {"groups": []}))
-    port = _free_port()
+    port = free_port()
     log = (workdir / "prometheus.log").open("w")
     proc = subprocess.Popen(
         [

@@ -10,6 +10,10 @@
 -- has no Service for (it became ready after this pod's configuration was made) gets no bucket: the
 -- others share its weight.
 --
+-- Without Kubernetes (Docker Compose) nothing tells the router which variants are ready: given a probe path,
+-- it asks each variant itself, after each read of the weights file (about every second), and routes only to
+-- those that answered 200; the others' weight goes to them, in proportion, as the operator does in a cluster.
+--
 -- Metrics: requests and upstream latency per variant, counted at the router so that connection
 -- failures and nginx's own 502/504 are seen too. The counts live in a shared dict (all nginx
 -- workers add to it) and /metrics renders them in the Prometheus text format.
@@ -54,6 +58,8 @@ local labels, mirror, targets, follow = {}, nil, {}, {}
 -- The weights in effect: their serial, {variant = percent}, the routable buckets ({variant, percent} in
 -- spec order, only variants with a Service here and a weight), their percents' sum, and the header text.
 local current = { serial = -1, weights = {}, buckets = {}, total = 0, text = "" }
+local order = {} -- the weights document in effect: {variant, percent} in spec order
+local healthy = nil -- with a probe: {variant = true} for those that answered it last time
 local pending = 0 -- bytes of bodies held by this worker for copies not yet sent
 local reached = false -- this worker has connected to every variant once
 
@@ -69,27 +75,59 @@ local function parse(document)
     return serial, order
 end
 
--- Take ``document`` if it is newer than the weights in effect; from ``origin``, for the log.
-local function adopt(document, origin)
-    local serial, order = parse(document)
-    if not serial or serial <= current.serial then
-        return
-    end
+-- Route by ``order`` (the weights document's serial ``serial``): over the variants this pod has a Service for
+-- (and, with a probe, that answered it), in proportion to their weights.
+local function route(serial)
     local weights, buckets, total, text = {}, {}, 0, {}
     for _, entry in ipairs(order) do
-        if targets[entry[1]] and entry[2] > 0 then
+        if targets[entry[1]] and entry[2] > 0 and (not healthy or healthy[entry[1]]) then
             buckets[#buckets + 1] = entry
             total = total + entry[2]
         end
     end
-    -- What this pod routes by: a variant it has no Service for gets 0, the others share its weight.
+    -- What this pod routes by: a variant it cannot route to gets 0, the others share its weight.
     for _, entry in ipairs(order) do
         local name = entry[1]
-        weights[name] = targets[name] and total > 0 and math.floor(entry[2] * 100 / total + 0.5) or 0
+        local routed = targets[name] and (not healthy or healthy[name])
+        weights[name] = routed and total > 0 and math.floor(entry[2] * 100 / total + 0.5) or 0
         text[#text + 1] = name .. "=" .. weights[name]
     end
     current = { serial = serial, weights = weights, buckets = buckets, total = total, text = table.concat(text, ",") }
+end
+
+-- Take ``document`` if it is newer than the weights in effect; from ``origin``, for the log.
+local function adopt(document, origin)
+    local serial, parsed = parse(document)
+    if not serial or serial <= current.serial then
+        return
+    end
+    order = parsed
+    route(serial)
     ngx.log(ngx.NOTICE, "weights ", serial, " from ", origin, ": ", current.text)
+end
+
+-- With a probe path: ask each variant for it (HTTP/1.0, 1 s timeouts), and route again if the answers changed.
+local function probe()
+    local answered, changed = {}, healthy == nil
+    for name, target in pairs(targets) do
+        local sock = ngx.socket.tcp()
+        sock:settimeouts(1000, 1000, 1000)
+        local ok = sock:connect(target.host, target.port)
+        if ok then
+            ok = sock:send("GET " .. follow.probe .. " HTTP/1.0\r\nHost: " .. target.host .. "\r\n\r\n")
+        end
+        local line = ok and sock:receive("*l")
+        sock:close()
+        answered[name] = line and string.match(line, "^HTTP/%d%.%d 200 ") ~= nil or nil
+        if answered[name] ~= (healthy and healthy[name]) then
+            changed = true
+        end
+    end
+    if changed then
+        healthy = answered
+        route(current.serial)
+        ngx.log(ngx.NOTICE, "variants answering ", follow.probe, ": ", current.text)
+    end
 end
 
 local function read_file()
@@ -147,6 +185,9 @@ local function watch(premature)
             answered, refused = poll()
         end
         read_file()
+        if follow.probe then
+            probe()
+        end
         if answered then
             failures, refusals = 0, 0
         elseif refused and refusals < QUICK then
@@ -195,7 +236,7 @@ end
 -- 502s, not a router taken out of its Service.
 function M.ready()
     ngx.header["Content-Type"] = "application/json"
-    if not reached then
+    if not reached and not follow.probe then -- with a probe, an unreachable variant is just not routed to
         for variant, target in pairs(targets) do
             local sock = ngx.socket.tcp()
             sock:settimeout(500)

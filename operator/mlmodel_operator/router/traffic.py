@@ -35,6 +35,17 @@ NONE = '"-"'  # $mlmodel_variant when no variant can take a request (not a DNS l
 
 
 @dataclass(frozen=True)
+class Discovery:
+    """How a router with no Kubernetes around (Docker Compose) finds its variants: ``upstreams`` are host names,
+    resolved at request time by ``resolver`` (so a recreated container's new address is followed), on ``port``;
+    and it probes each variant's ``path`` itself, routing only to those that answer 200 (no endpoints to tell)."""
+
+    resolver: str
+    port: int = names.SERVER_PORT
+    path: str = "/readyz"
+
+
+@dataclass(frozen=True)
 class RouterConfig:
     """The files of the router's ConfigMap and their digest (which names the ConfigMap), and the weights
     in effect (not in the files: they go to the weights document)."""
@@ -106,8 +117,10 @@ def router_config(
     run_dir: str = "/tmp",
     weights_dir: str = names.ROUTER_WEIGHTS_DIR,
     source: tuple[str, int] | None = None,
+    discovery: Discovery | None = None,
 ) -> RouterConfig:
-    """The router's files for ``md``, given the ClusterIPs of the ready variants' Services.
+    """The router's files for ``md``, given the ClusterIPs of the ready variants' Services (with ``discovery``:
+    every variant's host name, readiness being the router's own).
 
     A variant missing from ``upstreams`` is not ready: it gets no weight, and a request pinned to it
     gets a 503. nginx reads its files from ``config_dir``, its weights from ``weights_dir`` and from
@@ -117,7 +130,7 @@ def router_config(
     not in it: a change of weights alone reaches the running pods.
     """
     applied = applied_weights(md, upstreams)
-    body = _nginx(md, upstreams, config_dir, run_dir, weights_dir, source)
+    body = _nginx(md, upstreams, (config_dir, run_dir, weights_dir), source, discovery)
     digest = hashlib.sha256((body + LUA).encode()).hexdigest()
     conf = f"# config {digest[:16]}\n" + body.replace("@DIGEST@", digest[:16])
     return RouterConfig({NGINX_CONF: conf, f"{LUA_MODULE}.lua": LUA}, digest, applied)
@@ -126,12 +139,12 @@ def router_config(
 def _nginx(
     md: ModelDeployment,
     upstreams: Mapping[str, str],
-    config_dir: str,
-    run_dir: str,
-    weights_dir: str,
+    dirs: tuple[str, str, str],
     source: tuple[str, int] | None,
+    discovery: Discovery | None,
 ) -> str:
     mirror = md.routing.mirror if md.routing.mirror and md.routing.mirror.variant in upstreams else None
+    run_dir = dirs[1]
     lines = [
         f"# The router of ModelDeployment {md.namespace}/{md.name}, rendered by {names.FIELD_MANAGER}. Do not edit.",
         "# Debian's nginx loads the Lua module from modules-enabled.",
@@ -143,20 +156,17 @@ def _nginx(
         *_http_settings(
             md,
             upstreams,
-            (config_dir, run_dir, weights_dir),
+            dirs,
             source,
             (mirror.variant, upstreams[mirror.variant]) if mirror else None,
+            discovery,
         ),
         *_error_maps(md),
         *_choice(md, upstreams),
-        *(
-            f"    upstream {_upstream(name)} {{ server {_host(ip)}:{names.SERVICE_PORT}; keepalive 32; "
-            f"keepalive_timeout 60s; }}  # Service {names.child(md.name, name)}"
-            for name, ip in upstreams.items()
-        ),
+        *_upstreams(md, upstreams, discovery),
         *_rate_limit_zone(md),
         *(_split("${request_id}mirror", "$mlmodel_mirror", [(mirror.variant, mirror.percent)], '""') if mirror else []),
-        *_data_server(md, mirrored=mirror is not None),
+        *_data_server(md, mirrored=mirror is not None, resolved=discovery is not None),
         "    server {",
         f"        listen {names.ROUTER_ADMIN_PORT};",
         "        access_log off;",
@@ -168,14 +178,29 @@ def _nginx(
     return "\n".join(lines) + "\n"
 
 
+def _upstreams(md: ModelDeployment, upstreams: Mapping[str, str], discovery: Discovery | None) -> list[str]:
+    """Where each variant's requests go: an ``upstream`` a Service, kept alive; with ``discovery``, the host a
+    variant (``$mlmodel_upstream``), which nginx resolves at request time."""
+    if discovery is not None:
+        hosts = " ".join(f"{_map_key(name)} {_host(host)}:{discovery.port};" for name, host in upstreams.items())
+        return [f'    map $mlmodel_variant $mlmodel_upstream {{ {hosts} default "-"; }}']
+    return [
+        f"    upstream {_upstream(name)} {{ server {_host(ip)}:{names.SERVICE_PORT}; keepalive 32; "
+        f"keepalive_timeout 60s; }}  # Service {names.child(md.name, name)}"
+        for name, ip in upstreams.items()
+    ]
+
+
 def _http_settings(
     md: ModelDeployment,
     upstreams: Mapping[str, str],
     dirs: tuple[str, str, str],
     source: tuple[str, int] | None,
     mirror: tuple[str, str] | None,
+    discovery: Discovery | None,
 ) -> list[str]:
     config_dir, run_dir, weights_dir = dirs
+    port = names.SERVICE_PORT if discovery is None else discovery.port
     log = {
         "time": "$time_iso8601",
         "status": "$status",
@@ -189,11 +214,11 @@ def _http_settings(
         "client": "$remote_addr",
         "config": "@DIGEST@",
     }
-    targets = _lua_table({name: {"host": _host(ip), "port": names.SERVICE_PORT} for name, ip in upstreams.items()})
+    targets = _lua_table({name: {"host": _host(ip), "port": port} for name, ip in upstreams.items()})
     shadow = "nil"
     if mirror is not None:
         variant, ip = mirror
-        settings: dict[str, object] = {"variant": variant, "host": _host(ip), "port": names.SERVICE_PORT}
+        settings: dict[str, object] = {"variant": variant, "host": _host(ip), "port": port}
         if md.routing.mirror:
             m = md.routing.mirror
             settings["budget"] = m.buffer_bytes
@@ -204,6 +229,8 @@ def _http_settings(
     if source is not None:
         path = f"{names.WEIGHTS_PATH}/{md.namespace}/{md.name}"
         weights["source"] = {"host": _host(source[0]), "port": source[1], "path": path}
+    if discovery is not None:
+        weights["probe"] = discovery.path
     return [
         "    server_tokens off;",
         "    default_type application/json;",
@@ -215,6 +242,7 @@ def _http_settings(
         "    keepalive_timeout 75s;",
         "    limit_conn_zone $binary_remote_addr zone=mlmodel_conn:10m;",
         *(f"    {kind}_temp_path {run_dir}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
+        *([f"    resolver {discovery.resolver} valid=2s ipv6=off;", "    resolver_timeout 2s;"] if discovery else []),
         f'    lua_package_path "{config_dir}/?.lua;;";',
         "    lua_shared_dict mlmodel_metrics 4m;",
         "    lua_socket_log_errors off;  # the weights poll logs its own failures, and none for a standby's refusal",
@@ -235,7 +263,7 @@ def _rate_limit_zone(md: ModelDeployment) -> list[str]:
     return [f"    limit_req_zone $binary_remote_addr zone=mlmodel_rate:10m rate={limit.requests_per_second}r/s;"]
 
 
-def _data_server(md: ModelDeployment, mirrored: bool) -> list[str]:
+def _data_server(md: ModelDeployment, mirrored: bool, resolved: bool) -> list[str]:
     """Port 8080, behind the entry Service: refuse what must be refused, then proxy to the chosen variant."""
     r = md.routing
     location = [
@@ -262,7 +290,9 @@ def _data_server(md: ModelDeployment, mirrored: bool) -> list[str]:
             if mirrored
             else []
         ),
-        "            proxy_pass http://mlmodel_$mlmodel_variant;",
+        "            proxy_pass http://$mlmodel_upstream;"
+        if resolved
+        else "            proxy_pass http://mlmodel_$mlmodel_variant;",
         f"            {_OBSERVE}",
     ]
     return [

@@ -1,0 +1,189 @@
+"""``mlmodel``: a ModelDeployment without a cluster. Thin: reads and writes files; ``compose`` decides.
+
+    mlmodel compose render FILE [-o compose.yaml] [--port 8080] [--with-prometheus] [--strict]
+    mlmodel compose set-weight COMPOSE_FILE VARIANT=PERCENT...
+
+``render`` writes the Compose file and the files it mounts beside it; run it again after an edit, then
+``docker compose up -d``: a change of weights only rewrites the router's weights file, which the running router
+reads within a second. A registry model (``models:/``, ``runs:/``) is pinned as the operator pins it, when
+rendering: its file's URL and sha256 go into the Compose file, so ``up`` never follows a moved alias.
+``set-weight`` moves the weights of a rendered project in place (until the next render).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlmodel_operator import compose, mlflow_client, names, pins, registry, schema, spec
+from mlmodel_operator.router import traffic
+
+ALERTS = "alerts.yaml"  # the chart's alert rules as a Prometheus rules file (hack/chart.py writes it)
+
+
+class CliError(Exception):
+    """What the user must fix, in one line."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlmodel", description="A ModelDeployment without a cluster.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    tool = commands.add_parser("compose", help="run a ModelDeployment with Docker Compose")
+    actions = tool.add_subparsers(dest="action", required=True)
+    render = actions.add_parser("render", help="write a Compose file (and what it mounts) for a ModelDeployment")
+    render.add_argument("file", type=Path, help="the ModelDeployment's YAML")
+    render.add_argument("-o", "--output", type=Path, default=Path("compose.yaml"), help="default: ./compose.yaml")
+    render.add_argument("--port", type=int, default=8080, help="the router's port on the host (default 8080)")
+    render.add_argument("--address", default="127.0.0.1", help="the address it listens on (default 127.0.0.1)")
+    render.add_argument("--with-prometheus", action="store_true", help="add Prometheus with the chart's alerts")
+    render.add_argument("--prometheus-port", type=int, default=compose.PROMETHEUS_PORT)
+    render.add_argument("--prometheus-image", default="prom/prometheus:v3.13.5")
+    render.add_argument("--server-image", default=compose.Options.server_image, help="for variants naming none")
+    render.add_argument("--router-image", default=compose.Options.router_image)
+    render.add_argument("--strict", action="store_true", help="fail on a field Compose cannot honour")
+    render.add_argument(
+        "--mlflow-tracking-uri",
+        help="where registry URIs are resolved, from this host and from the containers: it wins over "
+        "spec.mlflow.trackingUri (often a cluster's Service), which wins over MLFLOW_TRACKING_URI",
+    )
+    weights = actions.add_parser("set-weight", help="move the weights of a rendered project, live")
+    weights.add_argument("file", type=Path, help="the Compose file that render wrote")
+    weights.add_argument("weights", nargs="+", metavar="VARIANT=PERCENT")
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "render":
+            return _render(args)
+        return _set_weight(args.file, args.weights)
+    except (CliError, spec.SpecError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def load(path: Path) -> dict[str, Any]:
+    """The one ModelDeployment in ``path``, as written, if the CRD's schema takes it."""
+    try:
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    except (OSError, yaml.YAMLError) as err:
+        raise CliError(f"{path}: {err}") from None
+    found = [d for d in documents if isinstance(d, dict) and d.get("kind") == names.KIND]
+    if len(found) != 1:
+        raise CliError(f"{path}: holds {len(found)} ModelDeployments, not one")
+    (body,) = found
+    if body.get("apiVersion") != names.API_VERSION:
+        raise CliError(f"{path}: apiVersion: {body.get('apiVersion')!r}, not {names.API_VERSION}")
+    if not isinstance((body.get("metadata") or {}).get("name"), str):
+        raise CliError(f"{path}: metadata.name: Required value")
+    refused = schema.errors(body)
+    with contextlib.suppress(TypeError, AttributeError, KeyError, ValueError):  # where the schema's types fail
+        refused += schema.rules(body)
+    if refused:
+        raise CliError(f"{path}: the CRD's schema refuses it:\n  " + "\n  ".join(refused))
+    return body
+
+
+def pinned(body: dict[str, Any], md: spec.ModelDeployment, tracking_uri: str | None) -> dict[str, Any]:
+    """``body`` with its registry models pinned on the tracking server, as the operator pins them (credentials:
+    MLflow's own MLFLOW_TRACKING_TOKEN, or _USERNAME and _PASSWORD)."""
+    refs = {v.name: v.ref for v in md.variants if v.ref is not None}
+    if not refs:
+        return body
+    env = os.environ
+    tracking = tracking_uri or md.mlflow.tracking_uri or env.get("MLFLOW_TRACKING_URI")
+    if tracking is None:
+        raise CliError(
+            "spec.mlflow.trackingUri: unset, and no --mlflow-tracking-uri or MLFLOW_TRACKING_URI: where are the "
+            "registry models?"
+        )
+    credentials = None
+    if env.get("MLFLOW_TRACKING_TOKEN") or env.get("MLFLOW_TRACKING_USERNAME"):
+        credentials = registry.Credentials(
+            token=env.get("MLFLOW_TRACKING_TOKEN"),
+            username=env.get("MLFLOW_TRACKING_USERNAME"),
+            password=env.get("MLFLOW_TRACKING_PASSWORD"),
+        )
+    found = {}
+    for name, ref in refs.items():
+        try:
+            found[name] = mlflow_client.resolve(ref, tracking, credentials, timeout=10.0, digests={})
+        except registry.RegistryError as err:
+            raise CliError(f"variant {name}: {err.reason}: {err.message}") from None
+        print(f"{name}: {found[name].describe()} (sha256 {found[name].sha256[:12]}…)", file=sys.stderr)
+    return pins.pinned_body(body, found, None)
+
+
+def _render(args: argparse.Namespace) -> int:
+    body = load(args.file)
+    md = spec.parse(body, default_image=args.server_image)
+    md = spec.parse(pinned(body, md, args.mlflow_tracking_uri), default_image=args.server_image)
+    out: Path = args.output
+    directory = out.parent
+    weights_file = directory / compose.WEIGHTS_DIR / names.ROUTER_WEIGHTS_FILE
+    options = compose.Options(
+        server_image=args.server_image,
+        router_image=args.router_image,
+        address=args.address,
+        port=args.port,
+        prometheus_image=args.prometheus_image if args.with_prometheus else None,
+        prometheus_port=args.prometheus_port,
+    )
+    alerts = resources.files("mlmodel_operator").joinpath(ALERTS).read_text() if args.with_prometheus else None
+    project = compose.project(md, options, _read(weights_file), alerts)
+    for line in project.dropped:
+        print(f"{'error' if args.strict else 'warning'}: {line}", file=sys.stderr)
+    if args.strict and project.dropped:
+        return 2
+    for name, text in project.files.items():
+        _write(directory / name, text)
+    _write(out, compose.dump(project.document))
+    print(f"wrote {out} ({traffic.weights(project.weights)})")
+    return 0
+
+
+def _set_weight(file: Path, pairs: list[str]) -> int:
+    weights_file = file.parent / compose.WEIGHTS_DIR / names.ROUTER_WEIGHTS_FILE
+    parsed = traffic.parse_weights(_read(weights_file) or "")
+    if parsed is None:
+        raise CliError(f"{weights_file}: no weights: render the project first")
+    serial, current = parsed
+    wanted: dict[str, int] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in current:
+            raise CliError(f"{pair}: no variant {name!r}; the variants are {', '.join(current)}")
+        if not value.isdigit() or int(value) > 100:
+            raise CliError(f"{pair}: a weight is a whole percent from 0 to 100")
+        wanted[name] = int(value)
+    moved = {name: wanted.get(name, weight) for name, weight in current.items()}
+    if sum(moved.values()) != 100:
+        raise CliError(f"the weights must sum to 100, got {sum(moved.values())}: {traffic.weights(moved)}")
+    _write(weights_file, traffic.weights_document(moved, serial + 1))
+    print(f"{file}: {traffic.weights(moved)}")
+    return 0
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _write(path: Path, text: str) -> None:
+    """``text`` into ``path`` at once (a rename): the router never reads half a weights file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.{os.getpid()}")
+    staged.write_text(text)
+    staged.chmod(0o644)
+    staged.replace(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
