@@ -7,7 +7,8 @@
 * ``manifests/install.yaml``: ``helm template`` of the chart with its default values, for
   ``kubectl apply``, after the namespace it installs into;
 * ``operator/mlmodel_operator/alerts.yaml``: the chart's PrometheusRule with its default values as a
-  Prometheus rules file, which ``mlmodel compose render --with-prometheus`` loads into Prometheus;
+  Prometheus rules file, but the operator's own alerts, which ``mlmodel compose render --with-prometheus``
+  loads into Prometheus;
 * ``operator/mlmodel_operator/schema.json``: the CRD's ``openAPIV3Schema``, which ``mlmodel compose``
   checks a ModelDeployment against where no API server does.
 
@@ -35,6 +36,7 @@ README_TEMPLATE = CHART / "README.tmpl.md"
 README = CHART / "README.md"
 INSTALL = REPO / "manifests" / "install.yaml"
 ALERTS = REPO / "operator" / "mlmodel_operator" / "alerts.yaml"
+OPERATOR_ALERTS = "mlmodel.operator"  # the PrometheusRule's group of the operator's own alerts
 SCHEMA = REPO / "operator" / "mlmodel_operator" / "schema.json"
 RELEASE = "mlmodel"
 NAMESPACE = "mlmodel-system"
@@ -137,10 +139,15 @@ def install_manifest(rendered: str) -> str:
 
 
 def alerts_file(rendered: str) -> str:
-    """The PrometheusRule in ``rendered`` as a Prometheus rules file: its groups."""
+    """The PrometheusRule in ``rendered`` as a Prometheus rules file: its groups but the operator's, whose alerts
+    need an operator (without one, ``MLModelOperatorDown`` would fire)."""
     (rule,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "PrometheusRule"]
-    header = f"# {GENERATED.format('charts/mlmodel/templates/prometheusrule.yaml with its default values')}\n"
-    return header + yaml.dump({"groups": rule["spec"]["groups"]}, Dumper=_BlockDumper, sort_keys=False, width=120)
+    groups = [group for group in rule["spec"]["groups"] if group["name"] != OPERATOR_ALERTS]
+    header = (
+        f"# {GENERATED.format('charts/mlmodel/templates/prometheusrule.yaml with its default values')}\n"
+        f"# Its groups but {OPERATOR_ALERTS}: the alerts a Compose project can have (no operator runs there).\n"
+    )
+    return header + yaml.dump({"groups": groups}, Dumper=_BlockDumper, sort_keys=False, width=120)
 
 
 class _BlockDumper(yaml.SafeDumper):

@@ -34,7 +34,11 @@ E2E_WORKERS ?= 2
 # their own, not a particular one (so that the two lanes end together).
 ON_KIND := tests/e2e/test_chart_lifecycle_e2e.py tests/e2e/test_operator_e2e.py::test_no_writes_at_idle \
 	tests/e2e/test_rollout_e2e.py::test_the_leader_killed_mid_rollout_goes_on_at_the_same_step_and_an_abort_stays
-E2E := tests/e2e --ignore=tests/e2e/kind $(if $(filter kind,$(MLMODEL_CLUSTER)),,$(addprefix --deselect=,$(ON_KIND)))
+# Docker Compose's tests want Docker and the images, no cluster: with two clusters they run in lane-kind too, whose
+# lane has time to spare.
+NO_CLUSTER := tests/e2e/test_compose_e2e.py tests/e2e/test_demo_compose_e2e.py
+E2E := tests/e2e --ignore=tests/e2e/kind \
+	$(if $(filter kind,$(MLMODEL_CLUSTER)),,$(addprefix --deselect=,$(ON_KIND)) $(addprefix --ignore=,$(NO_CLUSTER)))
 define e2e_suite
 	$(call pytest,e2e/parallel,$(BIN)/pytest) $(E2E) -m "not serial" -n $(E2E_WORKERS) --dist loadfile --no-loadscope-reorder; parallel=$$?; \
 	$(call pytest,e2e/serial,$(BIN)/pytest) $(E2E) -m "serial and not $(TEARDOWN)" && exit $$parallel
@@ -56,9 +60,9 @@ test-kind-smoke: install ## kind: node image, a split, a wrong digest, the READM
 	@$(STAGE) run kind/node-image -- $(KIND_SMOKE) $(CLUSTER) kind-node-image
 	$(call pytest,kind/smoke,$(KIND_SMOKE) $(BIN)/pytest) tests/e2e/kind
 
-test-kind: install # make test's lane-kind: the smoke test, and the ON_KIND tests of the suite, on kind's cluster
+test-kind: install # make test's lane-kind: the smoke test, and the ON_KIND tests of the suite, on kind's cluster; Compose's
 	@$(STAGE) run kind/node-image -- $(KIND_SMOKE) $(CLUSTER) kind-node-image
-	$(call pytest,kind/e2e,$(KIND_SMOKE) $(BIN)/pytest) tests/e2e/kind $(ON_KIND)
+	$(call pytest,kind/e2e,$(KIND_SMOKE) $(BIN)/pytest) tests/e2e/kind $(ON_KIND) $(NO_CLUSTER)
 
 # `make test` runs the soaks below shorter (tests/e2e/soak.py): a serving pod deleted once, then killed once, 20 s apart, and
 # 4 idle resync rounds; here at the issue's length: 6 + 6 kills 30 s apart (3 minutes each) and 5 idle minutes,

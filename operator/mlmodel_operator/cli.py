@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from mlmodel_operator import compose, mlflow_client, names, pins, registry, schema, spec
+from mlmodel_operator import compose, mlflow_client, names, pins, registry, schema, setweight, spec
 from mlmodel_operator.router import traffic
 
 ALERTS = "alerts.yaml"  # the chart's alert rules as a Prometheus rules file (hack/chart.py writes it)
@@ -153,17 +153,10 @@ def _set_weight(file: Path, pairs: list[str]) -> int:
     if parsed is None:
         raise CliError(f"{weights_file}: no weights: render the project first")
     serial, current = parsed
-    wanted: dict[str, int] = {}
-    for pair in pairs:
-        name, _, value = pair.partition("=")
-        if name not in current:
-            raise CliError(f"{pair}: no variant {name!r}; the variants are {', '.join(current)}")
-        if not value.isdigit() or int(value) > 100:
-            raise CliError(f"{pair}: a weight is a whole percent from 0 to 100")
-        wanted[name] = int(value)
-    moved = {name: wanted.get(name, weight) for name, weight in current.items()}
-    if sum(moved.values()) != 100:
-        raise CliError(f"the weights must sum to 100, got {sum(moved.values())}: {traffic.weights(moved)}")
+    try:
+        moved = setweight.moved(current, pairs)
+    except setweight.WeightError as err:
+        raise CliError(f"{file}: {err}") from None
     _write(weights_file, traffic.weights_document(moved, serial + 1))
     print(f"{file}: {traffic.weights(moved)}")
     return 0

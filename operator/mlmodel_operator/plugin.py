@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mlmodel_operator import actions, names
+from mlmodel_operator import actions, names, setweight
 
 ACKNOWLEDGED_SECONDS = 10.0  # how long an action waits for the operator to act on it
 WATCH_SECONDS = 2.0
@@ -230,17 +230,10 @@ def weight_patch(md: Mapping[str, Any], pairs: Sequence[str]) -> list[dict[str, 
     if md["spec"].get("rollout"):
         raise PluginError(f"{name} has spec.rollout: its steps set the weights (use promote, abort or undo)")
     variants = [v["name"] for v in md["spec"]["variants"]]
-    weights = {v["name"]: int(v.get("weight", 0)) for v in md["spec"]["variants"]}
-    for pair in pairs:
-        variant, _, percent = pair.partition("=")
-        if variant not in weights:
-            raise PluginError(f"{name} has no variant {variant!r} (its variants: {', '.join(variants)})")
-        if not percent.isdigit() or int(percent) > 100:
-            raise PluginError(f"{pair!r}: a weight is VARIANT=PERCENT, a whole number from 0 to 100")
-        weights[variant] = int(percent)
-    if sum(weights.values()) != 100:
-        shown = ", ".join(f"{v}={w}" for v, w in weights.items())
-        raise PluginError(f"weights must sum to 100, these sum to {sum(weights.values())} ({shown})")
+    try:
+        weights = setweight.moved({v["name"]: int(v.get("weight", 0)) for v in md["spec"]["variants"]}, pairs)
+    except setweight.WeightError as err:
+        raise PluginError(f"{name}: {err}") from None
     return [
         {"op": "replace", "path": f"/spec/variants/{i}/weight", "value": weights[v]} for i, v in enumerate(variants)
     ]

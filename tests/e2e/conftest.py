@@ -47,12 +47,22 @@ def cluster() -> Cluster:
 
 @pytest.fixture(scope="session")
 def images() -> None:
-    """Every image built (``make images``), and loaded into the cluster if one is up: Docker Compose's tests need
-    no cluster. Builds are cached by docker, and loading skips images the runtime already has, so this is quick
-    after ``make images``."""
+    """The images built (``make images``), and loaded into the cluster if one is up. Builds are cached by docker,
+    and loading skips images the runtime already has, so this is quick after ``make images``."""
+    _images()
+
+
+@pytest.fixture(scope="session")
+def compose_images() -> None:
+    """The images Docker Compose's tests run (the server's, the router's, Prometheus's), built, with no cluster
+    needed: not the examples' MLflow server, which a kind cluster would load for nothing."""
+    _images("--no-examples")
+
+
+def _images(*flags: str) -> None:
     if os.environ.get("MLMODEL_E2E_NO_UP") != "1":
         with _locked(STATE / "e2e-up.lock"):
-            p = harness("images")
+            p = harness("images", *flags)
         if p.returncode != 0:
             pytest.fail(f"building/loading the images failed:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}", pytrace=False)
 

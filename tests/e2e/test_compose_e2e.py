@@ -4,6 +4,7 @@ and Prometheus with the chart's alerts). Real containers throughout; ``mlmodel_t
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -11,10 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mlmodel_testing.cluster import free_port
+from mlmodel_testing.cluster import REPO, free_port
 from mlmodel_testing.compose import EXAMPLE, Project, in_effect, predict, routing, split, steady_load
-from mlmodel_testing.prometheus import query
+from mlmodel_testing.prometheus import get, query
 
+ALERTS = re.findall(r"(?m)^  - alert: (\w+)$", (REPO / "operator/mlmodel_operator/alerts.yaml").read_text())
 WEIGHTS = re.compile(r"(?m)^(\s+weight:) \d+$")
 
 
@@ -32,7 +34,7 @@ def with_weights(directory: Path, stable: int, canary: int, canary_sha256: str |
 
 
 @pytest.fixture
-def project(tmp_path: Path, images: None, models: Path) -> Iterator[Project]:
+def project(tmp_path: Path, compose_images: None, models: Path) -> Iterator[Project]:
     """The example's project in a directory of its own, with the example models in its ``models/``; taken down
     after the test (its logs printed if the test failed)."""
     directory = tmp_path / "iris"
@@ -99,8 +101,9 @@ def test_the_canary_example_under_compose_splits_moves_without_a_failed_request_
             break
         assert time.monotonic() < deadline, f"Prometheus has the router's requests of {variants} only"
         time.sleep(2)
-    rules = query(prometheus, "count(ALERTS) or vector(0)")  # the rules file loaded: an answer, not an error
-    assert rules, rules
+    groups = json.loads(get(f"{prometheus}/api/v1/rules"))["data"]["groups"]
+    loaded = sorted(rule["name"] for group in groups for rule in group["rules"])
+    assert loaded == sorted(ALERTS) and len(loaded) == 4, loaded  # the chart's alerts on the variants, every one
 
     project.down()
     assert project.leftovers() == {"containers": [], "networks": [], "volumes": []}

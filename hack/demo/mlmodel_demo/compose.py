@@ -240,7 +240,7 @@ def move(demo: Demo, steps: Steps, weights: Mapping[str, int], set_weight: bool)
 
 
 def scraped(demo: Demo) -> str:
-    """Prometheus scrapes the router and both servers, with the chart's alert rules loaded."""
+    """Prometheus scrapes the router and both servers, with the chart's alerts on the variants loaded."""
     targets = 1 + len(MODELS)
     deadline = time.monotonic() + SCRAPE_SECONDS
     while len(up := query(demo.prometheus, "up == 1")) < targets:
@@ -249,7 +249,7 @@ def scraped(demo: Demo) -> str:
         time.sleep(1)
     groups = json.loads(get(f"{demo.prometheus}/api/v1/rules"))["data"]["groups"]
     rules = sum(len(group["rules"]) for group in groups)
-    return f"{len(up)} targets up (the router and both servers), the chart's {rules} alert rules loaded"
+    return f"{len(up)} targets up (the router and both servers), the chart's {rules} alerts on the variants loaded"
 
 
 def up(demo: Demo, images: bool = True) -> list[Split]:

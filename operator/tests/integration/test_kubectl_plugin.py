@@ -127,5 +127,5 @@ def test_every_command_works_for_a_user_with_only_edit_and_errors_are_one_line(
         assert weights == [70, 30]
         # One-line errors: a wrong name, a wrong variant, no permission (the rest, pure: ../test_plugin.py).
         assert "not found" in refused("status", "nope")
-        assert "has no variant 'shadow' (its variants: stable, canary)" in refused("set-weight", "ab", "shadow=10")
+        assert "ab: no variant 'shadow' (its variants: stable, canary)" in refused("set-weight", "ab", "shadow=10")
         assert "is forbidden" in refused("pause", "iris", env=view)
