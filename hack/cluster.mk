@@ -21,8 +21,9 @@ cluster-status: ## Show the test cluster's provider and processes
 kind-node-image: ## Build kind's node image (mlmodel/kind-node) here, from upstream parts; see hack/cluster/mlcluster/kindimage.py
 	@$(STAGE) run kind/node-image -- $(CLUSTER) kind-node-image
 
+IMAGES_STAGE ?= images
 images: ## Build the mlmodel-server/-operator/-router images (and the examples' MLflow server) and load them into the cluster
-	@$(STAGE) run $(CLUSTER_STAGE)/images -- $(CLUSTER) images $(IMAGES_FLAGS)
+	@$(STAGE) run $(CLUSTER_STAGE)/$(IMAGES_STAGE) -- $(CLUSTER) images $(IMAGES_FLAGS)
 
 # The e2e suite in three runs: the tests that leave the shared release alone side by side, a test file to an xdist
 # worker (E2E_WORKERS; the files with a test marked `long` go out first, so that the workers end together), then

@@ -47,16 +47,18 @@ def cluster() -> Cluster:
 
 @pytest.fixture(scope="session")
 def images() -> None:
-    """The images built (``make images``), and loaded into the cluster if one is up. Builds are cached by docker,
-    and loading skips images the runtime already has, so this is quick after ``make images``."""
-    _images()
+    """The images the tests run (the server's, the operator's, the router's, Prometheus's for Docker Compose),
+    built, and loaded into the cluster if one is up; Docker Compose's tests need no cluster. Builds are cached by
+    docker, and loading skips images the runtime already has, so this is quick after ``make images``. Not the
+    examples' MLflow server (``mlflow_image``), which a kind cluster would load for nothing."""
+    _images("--no-examples")
 
 
 @pytest.fixture(scope="session")
-def compose_images() -> None:
-    """The images Docker Compose's tests run (the server's, the router's, Prometheus's), built, with no cluster
-    needed: not the examples' MLflow server, which a kind cluster would load for nothing."""
-    _images("--no-examples")
+def mlflow_image(images: None) -> None:
+    """The examples' MLflow tracking server's image too (1 GB: ``make test`` loads it in the background while the
+    suite starts, and this waits for that)."""
+    _images()
 
 
 def _images(*flags: str) -> None:

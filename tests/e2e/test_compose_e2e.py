@@ -34,7 +34,7 @@ def with_weights(directory: Path, stable: int, canary: int, canary_sha256: str |
 
 
 @pytest.fixture
-def project(tmp_path: Path, compose_images: None, models: Path) -> Iterator[Project]:
+def project(tmp_path: Path, images: None, models: Path) -> Iterator[Project]:
     """The example's project in a directory of its own, with the example models in its ``models/``; taken down
     after the test (its logs printed if the test failed)."""
     directory = tmp_path / "iris"

@@ -1,5 +1,5 @@
 """``make demo-compose`` and ``make demo-compose-down``, run as the Makefile runs them (``hack/demo/demo_compose.py``
-in the virtualenv) on the images the ``compose_images`` fixture built: no cluster.
+in the virtualenv) on the images the ``images`` fixture built: no cluster.
 
 The demo runs in a directory, Compose project and ports of its own, not ``.demo-compose/``, ``mlmodel-demo`` and
 8080/9090, so that it never meets a user's demo; and without its ``make images`` step, which the fixture has done.
@@ -41,7 +41,7 @@ def splits(printed: str) -> list[Split]:
 
 
 @pytest.fixture
-def demo(tmp_path: Path, compose_images: None) -> Iterator[Demo]:
+def demo(tmp_path: Path, images: None) -> Iterator[Demo]:
     """A demo's directory, project and ports; taken down after the test whatever happened (its logs printed if
     the test failed)."""
     demo = Demo(tmp_path / "demo-compose", f"mlmodel-e2e-demo-{uuid.uuid4().hex[:8]}", free_port(), free_port())

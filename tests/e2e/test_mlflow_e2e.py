@@ -32,7 +32,7 @@ ABORTED_SECONDS = 180
 
 @pytest.mark.long
 def test_a_registry_alias_is_served_pinned_rolled_out_when_it_moves_and_a_disagreeing_version_is_aborted(
-    cluster: Cluster, namespace: str, operator: None, models: Path, tmp_path: Path
+    cluster: Cluster, namespace: str, operator: None, models: Path, tmp_path: Path, mlflow_image: None
 ) -> None:
     outcome = registry.run(Steps(workdir=tmp_path), cluster, namespace, models)
     assert (outcome.pinned["version"], outcome.pinned["resolved"]) == ("1", "iris@champion → v1"), outcome.pinned

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import sys
@@ -84,17 +85,22 @@ def cmd_down(_: argparse.Namespace) -> None:
 
 
 def cmd_images(args: argparse.Namespace) -> None:
-    """`make images`: build the images and make them available to the cluster's runtime."""
+    """`make images`: build the images and make them available to the cluster's runtime. One at a time: a second
+    waits for the first (`make test` loads the examples' in the background while the e2e suite starts), then
+    finds its work done."""
     from .images import build_app_images
 
     t = time.monotonic()
-    built = build_app_images(examples=not args.no_examples)
-    target = provider.get(recorded_provider() or "local")
-    if target.can_load():
-        for image in built:
-            target.load_image(image)
-    else:
-        log(f"provider {target.name}: no runtime to load into, images built only (`make cluster-up` loads them)")
+    STATE.mkdir(parents=True, exist_ok=True)
+    with (STATE / "images.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        built = build_app_images(examples=not args.no_examples)
+        target = provider.get(recorded_provider() or "local")
+        if target.can_load():
+            for image in built:
+                target.load_image(image)
+        else:
+            log(f"provider {target.name}: no runtime to load into, images built only (`make cluster-up` loads them)")
     log(f"images ready: {', '.join(built)} ({time.monotonic() - t:.1f}s)")
 
 
