@@ -90,11 +90,8 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def pinned(body: dict[str, Any], md: spec.ModelDeployment, tracking_uri: str | None) -> dict[str, Any]:
-    """``body`` with its registry models pinned on the tracking server, as the operator pins them (credentials:
-    MLflow's own MLFLOW_TRACKING_TOKEN, or _USERNAME and _PASSWORD)."""
-    refs = {v.name: v.ref for v in md.variants if v.ref is not None}
-    if not refs:
-        return body
+    """``body`` with its registry models (``md.registered``) pinned on the tracking server, as the operator pins them
+    (credentials: MLflow's own MLFLOW_TRACKING_TOKEN, or _USERNAME and _PASSWORD)."""
     env = os.environ
     tracking = tracking_uri or md.mlflow.tracking_uri or env.get("MLFLOW_TRACKING_URI")
     if tracking is None:
@@ -110,22 +107,25 @@ def pinned(body: dict[str, Any], md: spec.ModelDeployment, tracking_uri: str | N
             password=env.get("MLFLOW_TRACKING_PASSWORD"),
         )
     found = {}
-    for name, ref in refs.items():
+    for variant in md.registered:
+        assert variant.ref is not None
         try:
-            found[name] = mlflow_client.resolve(ref, tracking, credentials, timeout=10.0, digests={})
+            pin = mlflow_client.resolve(variant.ref, tracking, credentials, timeout=10.0, digests={})
         except registry.RegistryError as err:
-            raise CliError(f"variant {name}: {err.reason}: {err.message}") from None
-        print(f"{name}: {found[name].describe()} (sha256 {found[name].sha256[:12]}…)", file=sys.stderr)
+            raise CliError(f"variant {variant.name}: {err.reason}: {err.message}") from None
+        print(f"{variant.name}: {pin.describe()} (sha256 {pin.sha256[:12]}…)", file=sys.stderr)
+        found[variant.name] = pin
     return pins.pinned_body(body, found, None)
 
 
 def _render(args: argparse.Namespace) -> int:
     body = load(args.file)
     md = spec.parse(body, default_image=args.server_image)
-    md = spec.parse(pinned(body, md, args.mlflow_tracking_uri), default_image=args.server_image)
+    if md.registered:  # parsed again, pinned
+        md = spec.parse(pinned(body, md, args.mlflow_tracking_uri), default_image=args.server_image)
     out: Path = args.output
     directory = out.parent
-    weights_file = directory / compose.WEIGHTS_DIR / names.ROUTER_WEIGHTS_FILE
+    weights_file = directory / compose.WEIGHTS_FILE
     options = compose.Options(
         server_image=args.server_image,
         router_image=args.router_image,
@@ -148,7 +148,7 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _set_weight(file: Path, pairs: list[str]) -> int:
-    weights_file = file.parent / compose.WEIGHTS_DIR / names.ROUTER_WEIGHTS_FILE
+    weights_file = file.parent / compose.WEIGHTS_FILE
     parsed = traffic.parse_weights(_read(weights_file) or "")
     if parsed is None:
         raise CliError(f"{weights_file}: no weights: render the project first")

@@ -24,10 +24,11 @@ import yaml
 from mlmodel_operator import names, quantity, render
 from mlmodel_operator.render import Obj
 from mlmodel_operator.router import objects, traffic
-from mlmodel_operator.spec import DEFAULT_ROUTER_REPLICAS, ModelDeployment, SpecError, Variant
+from mlmodel_operator.spec import DEFAULT_ROUTER_REPLICAS, ModelDeployment, ProbeTuning, SpecError, Variant
 
 ROUTER_DIR = "router"  # the router's nginx.conf and Lua module, in the project's directory
 WEIGHTS_DIR = "weights"  # its weights document, rewritten in place by each render
+WEIGHTS_FILE = f"{WEIGHTS_DIR}/{names.ROUTER_WEIGHTS_FILE}"  # that document, from the project's directory
 PROMETHEUS_DIR = "prometheus"  # prometheus.yml and the chart's alert rules
 PROMETHEUS = "prometheus"  # the Prometheus service
 PROMETHEUS_PORT = 9090
@@ -68,7 +69,7 @@ def project(md: ModelDeployment, options: Options, live: str | None = None, aler
     weights = traffic.next_weights(config.weights, live)
     files = {
         **{f"{ROUTER_DIR}/{name}": text for name, text in config.files.items()},
-        f"{WEIGHTS_DIR}/{names.ROUTER_WEIGHTS_FILE}": weights,
+        WEIGHTS_FILE: weights,
     }
     services = {hosts[v.name]: _variant(md, v) for v in md.variants}
     router = _service(objects.deployment(md, config, options.router_image))
@@ -121,7 +122,7 @@ def _dropped(md: ModelDeployment) -> tuple[str, ...]:
             lines.append(f"{where}.replicas: no PodDisruptionBudget in Compose; {v.replicas} containers, no budget")
         if v.pod_annotations:
             lines.append(f"{where}.podAnnotations: Compose has no pod annotations; left out")
-        if v.liveness != type(v.liveness)():
+        if v.liveness != ProbeTuning():
             lines.append(f"{where}.probes.liveness: Docker restarts no unhealthy container; left out")
         lines.extend(
             f"{where}.env[{j}].valueFrom: Compose has no Secrets or ConfigMaps; {item.get('name')} left out"
@@ -150,8 +151,7 @@ def _variant(md: ModelDeployment, variant: Variant) -> Obj:
         service["volumes"].append({"type": "bind", "source": path, "target": target, "read_only": True})
     if variant.pinned is not None:  # a registry's model: its download's credentials, from the shell if set there
         service["environment"].update(dict.fromkeys(names.ENV_MLFLOW_CREDENTIALS))
-    replicas = variant.replicas if variant.autoscaling is None else variant.autoscaling.min_replicas
-    service["deploy"]["replicas"] = replicas
+    service["deploy"]["replicas"] = render.least_replicas(variant)
     return service
 
 

@@ -39,12 +39,12 @@ def variant_children(md: ModelDeployment) -> list[Obj]:
         objects.append(service(md, variant))
         if variant.autoscaling is not None:
             objects.append(hpa(md, variant))
-        if _least_replicas(variant) > 1:
+        if least_replicas(variant) > 1:
             objects.append(variant_pdb(md, variant))
     return objects
 
 
-def _least_replicas(variant: Variant) -> int:
+def least_replicas(variant: Variant) -> int:
     """The fewest pods the variant runs: its replicas, or the autoscaler's minimum."""
     return variant.replicas if variant.autoscaling is None else variant.autoscaling.min_replicas
 

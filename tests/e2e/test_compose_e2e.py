@@ -12,19 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mlmodel_demo.compose import with_weights as edited
 from mlmodel_testing.cluster import REPO, free_port
-from mlmodel_testing.compose import EXAMPLE, Project, in_effect, predict, routing, split, steady_load
+from mlmodel_testing.compose import EXAMPLE, Project, base, in_effect, routing, split
+from mlmodel_testing.load import call, constant_load, summary
 from mlmodel_testing.prometheus import get, query
 
 ALERTS = re.findall(r"(?m)^  - alert: (\w+)$", (REPO / "operator/mlmodel_operator/alerts.yaml").read_text())
-WEIGHTS = re.compile(r"(?m)^(\s+weight:) \d+$")
 
 
 def with_weights(directory: Path, stable: int, canary: int, canary_sha256: str | None = None) -> Path:
-    """The example with other weights (and the canary's digest): a file of its own in ``directory``."""
-    text = EXAMPLE.read_text()
-    values = iter((stable, canary))
-    text = WEIGHTS.sub(lambda m: f"{m[1]} {next(values)}", text)
+    """The example with other weights, edited as a user edits it (and the canary's digest): a file of its own in
+    ``directory``."""
+    text = edited(EXAMPLE.read_text(), {"stable": stable, "canary": canary})
     if canary_sha256 is not None:
         found = re.findall(r'modelSha256: "([0-9a-f]{64})"', text)
         text = text.replace(found[1], canary_sha256)
@@ -76,23 +76,23 @@ def test_the_canary_example_under_compose_splits_moves_without_a_failed_request_
     assert set(seen) == {"stable", "canary"}, seen  # every answer named its variant
     assert abs(seen["canary"] / 2000 - 0.10) <= 0.03, seen
 
-    with steady_load(project.port, rate=20) as load:
+    with constant_load(base(project.port), rate=20) as load:
         for stable, canary in ((50, 50), (0, 100)):
             project.render(with_weights(tmp_path, stable, canary))
             project.compose("up", "-d", "--wait", "--wait-timeout", "60")
             assert in_effect(project.port, f"stable={stable},canary={canary}", seconds=5) < 5
             seen = split(project.port, 200)
             assert abs(seen["canary"] / 200 - canary / 100) <= 0.1, (stable, canary, seen)
-        after = sum(load.answers.values()) + 20  # a second more of load after the last move
+        after = len(load.results) + 20  # a second more of load after the last move
         deadline = time.monotonic() + 10
-        while sum(load.answers.values()) < after:
-            assert time.monotonic() < deadline, load.answers
+        while len(load.results) < after:
+            assert time.monotonic() < deadline, summary(load.results)
             time.sleep(0.1)
-    assert sum(load.answers.values()) >= 20, load.answers
-    assert load.failed == 0, (load.answers, load.failures[:5])
+    assert len(load.results) >= 20, summary(load.results)
+    assert not [r for r in load.results if r.status != 200], summary(load.results)
     assert project.containers() == ids  # no container was recreated
 
-    prometheus = f"http://127.0.0.1:{project.prometheus_port}"
+    prometheus = base(project.prometheus_port)
     deadline = time.monotonic() + 60
     while True:
         found = query(prometheus, "sum by (variant) (rate(mlmodel_router_requests_total[1m]))")
@@ -123,5 +123,4 @@ def test_a_canary_with_a_wrong_digest_is_unhealthy_says_why_and_gets_no_traffic(
     routing(project.port, "stable=100,canary=0", seconds=10)
     assert split(project.port, 300) == {"stable": 300}
     assert project.health("iris-canary") != "healthy"
-    status, _, _ = predict(project.port)
-    assert status == 200
+    assert call(base(project.port)).status == 200

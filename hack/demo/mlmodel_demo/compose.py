@@ -28,9 +28,10 @@ from pathlib import Path
 
 import yaml
 from mlmodel_operator import names
+from mlmodel_operator.compose import WEIGHTS_FILE
 from mlmodel_operator.router import traffic
 from mlmodel_testing.cluster import REPO, run
-from mlmodel_testing.compose import COMPOSE, EXAMPLE, MLMODEL, PROMETHEUS_IMAGE, Project, in_effect, routing
+from mlmodel_testing.compose import COMPOSE, EXAMPLE, MLMODEL, PROMETHEUS_IMAGE, Project, base, in_effect, routing
 from mlmodel_testing.prometheus import get, query
 
 from mlmodel_demo.canary import CANARY, MD, STABLE, observe, predictions
@@ -75,11 +76,11 @@ class Demo:
 
     @property
     def router(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return base(self.port)
 
     @property
     def prometheus(self) -> str:
-        return f"http://127.0.0.1:{self.prometheus_port}"
+        return base(self.prometheus_port)
 
 
 def steps_for(demo: Demo) -> Steps:
@@ -176,7 +177,7 @@ def render(demo: Demo, steps: Steps) -> str:
     said = demo.project.render(demo.spec)
     if steps.log:
         steps.log.write(f"$ {' '.join(render_argv(demo))}\n{said}")
-    parsed = traffic.parse_weights((demo.state / "weights" / names.ROUTER_WEIGHTS_FILE).read_text())
+    parsed = traffic.parse_weights((demo.state / WEIGHTS_FILE).read_text())
     if parsed is None:
         raise StepFailed("mlmodel compose render wrote no weights document")
     return str(traffic.weights(parsed[1]))
@@ -338,14 +339,8 @@ def down(demo: Demo) -> None:
     steps = steps_for(demo)
     with steps.step("down", f"docker compose -p {demo.name} down -v") as step:
         ensure_engine(steps)
-        if demo.project.file.exists():
-            step.log.write(f"$ {' '.join(compose_argv(demo, 'down', '-v', '--remove-orphans', '--timeout', '10'))}\n")
-            said = demo.project.down()
-        else:  # the directory is gone: Compose finds the project's containers, network and volume by its labels
-            argv = [str(COMPOSE), "-p", demo.name, "down", "-v", "--remove-orphans", "--timeout", "10"]
-            done = subprocess.run(argv, cwd="/", capture_output=True, text=True, timeout=300, check=False)
-            said = f"$ {' '.join(argv)}\n{done.stdout}{done.stderr}"
-        step.log.write(said)
+        step.log.write(f"$ {' '.join(compose_argv(demo, 'down', '-v', '--remove-orphans', '--timeout', '10'))}\n")
+        step.log.write(demo.project.down())
         left = {kind: ids for kind, ids in demo.project.leftovers().items() if ids}
         if left:
             raise StepFailed(f"Docker still has the project's {left}")

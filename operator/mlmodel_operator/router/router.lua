@@ -77,10 +77,14 @@ end
 
 -- Route by ``order`` (the weights document's serial ``serial``): over the variants this pod has a Service for
 -- (and, with a probe, that answered it), in proportion to their weights.
+local function routable(name)
+    return targets[name] and (not healthy or healthy[name])
+end
+
 local function route(serial)
     local weights, buckets, total, text = {}, {}, 0, {}
     for _, entry in ipairs(order) do
-        if targets[entry[1]] and entry[2] > 0 and (not healthy or healthy[entry[1]]) then
+        if routable(entry[1]) and entry[2] > 0 then
             buckets[#buckets + 1] = entry
             total = total + entry[2]
         end
@@ -88,8 +92,7 @@ local function route(serial)
     -- What this pod routes by: a variant it cannot route to gets 0, the others share its weight.
     for _, entry in ipairs(order) do
         local name = entry[1]
-        local routed = targets[name] and (not healthy or healthy[name])
-        weights[name] = routed and total > 0 and math.floor(entry[2] * 100 / total + 0.5) or 0
+        weights[name] = routable(name) and total > 0 and math.floor(entry[2] * 100 / total + 0.5) or 0
         text[#text + 1] = name .. "=" .. weights[name]
     end
     current = { serial = serial, weights = weights, buckets = buckets, total = total, text = table.concat(text, ",") }
