@@ -4,7 +4,8 @@
 CLUSTER := python3 hack/cluster/cluster.py
 CLUSTER_STAGE = $(if $(filter kind,$(MLMODEL_CLUSTER)),kind,e2e)
 
-.PHONY: cluster-up cluster-up-control-plane cluster-down cluster-status images kind-node-image test-e2e test-soak test-kind-smoke test-kind
+.PHONY: cluster-up cluster-up-control-plane cluster-down cluster-status images kind-node-image test-e2e test-soak test-kind-smoke test-kind \
+	test-compose
 
 cluster-up: ## Bring the test cluster up (idempotent); writes .cluster/kubeconfig
 	@$(STAGE) run $(CLUSTER_STAGE)/cluster-up -- $(CLUSTER) up $(CLUSTER_FLAGS)
@@ -35,8 +36,8 @@ E2E_WORKERS ?= 2
 # their own, not a particular one (so that the two lanes end together).
 ON_KIND := tests/e2e/test_chart_lifecycle_e2e.py tests/e2e/test_operator_e2e.py::test_no_writes_at_idle \
 	tests/e2e/test_rollout_e2e.py::test_the_leader_killed_mid_rollout_goes_on_at_the_same_step_and_an_abort_stays
-# Docker Compose's tests want Docker and the images, no cluster: with two clusters they run in lane-kind too, whose
-# lane has time to spare.
+# Docker Compose's tests want Docker and the images, no cluster: with two clusters they run last in lane-unit, which
+# has time to spare (`make test-compose`).
 NO_CLUSTER := tests/e2e/test_compose_e2e.py tests/e2e/test_demo_compose_e2e.py
 E2E := tests/e2e --ignore=tests/e2e/kind \
 	$(if $(filter kind,$(MLMODEL_CLUSTER)),,$(addprefix --deselect=,$(ON_KIND)) $(addprefix --ignore=,$(NO_CLUSTER)))
@@ -61,9 +62,15 @@ test-kind-smoke: install ## kind: node image, a split, a wrong digest, the READM
 	@$(STAGE) run kind/node-image -- $(KIND_SMOKE) $(CLUSTER) kind-node-image
 	$(call pytest,kind/smoke,$(KIND_SMOKE) $(BIN)/pytest) tests/e2e/kind
 
-test-kind: install # make test's lane-kind: the smoke test, and the ON_KIND tests of the suite, on kind's cluster; Compose's
+test-kind: install # make test's lane-kind: the smoke test, and the ON_KIND tests of the suite, on kind's cluster
 	@$(STAGE) run kind/node-image -- $(KIND_SMOKE) $(CLUSTER) kind-node-image
-	$(call pytest,kind/e2e,$(KIND_SMOKE) $(BIN)/pytest) tests/e2e/kind $(ON_KIND) $(NO_CLUSTER)
+	$(call pytest,kind/e2e,$(KIND_SMOKE) $(BIN)/pytest) tests/e2e/kind $(ON_KIND)
+
+# In a state directory with no cluster in it, the images fixture builds the images (from Docker's cache once `make
+# images` has) and loads them nowhere, as on a machine without a cluster.
+NO_CLUSTER_ENV := env MLMODEL_CLUSTER_DIR=$(CURDIR)/.cluster-none
+test-compose: install ## Docker Compose, no cluster: `mlmodel compose` on the examples, and `make demo-compose`
+	$(call pytest,compose/e2e,$(NO_CLUSTER_ENV) $(BIN)/pytest) $(NO_CLUSTER)
 
 # `make test` runs the soaks below shorter (tests/e2e/soak.py): a serving pod deleted once, then killed once, 20 s apart, and
 # 4 idle resync rounds; here at the issue's length: 6 + 6 kills 30 s apart (3 minutes each) and 5 idle minutes,

@@ -22,6 +22,9 @@ kind v0.30.0
 docker-compose v5.6.0 (Docker Compose, the Go CLI plugin once versioned v2.x: ``github.com/docker/compose/v5``)
     The newest whose go.mod (go 1.26.8) the local Go toolchain builds; v5.7.x asks go 1.26.10 (GOTOOLCHAIN).
     A standalone ``docker-compose`` that also works as the ``docker compose`` CLI plugin.
+minio v0.0.0-20260212201848-7aac2a2c5b7c (the MinIO server; its releases are tags the module proxy does not list)
+    A real S3-compatible server for the tests of ``s3://`` models (``server/tests/test_s3.py``), run on loopback;
+    never shipped (AGPL-3.0).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pathlib import Path
 
 # hack/cluster's harness, reached as a namespace package from hack/ (this script's directory).
 from cluster.mlcluster import versions
-from cluster.mlcluster.binaries import ensure_go_tool
+from cluster.mlcluster.binaries import ensure_go_tool, ensure_go_tools
 from cluster.mlcluster.common import ClusterError
 
 # tool -> (build kind of build-go-bins.sh, version, binaries that build makes)
@@ -45,6 +48,7 @@ BUILDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "actionlint": ("actionlint", "v1.7.12", ("actionlint",)),
     "kind": ("kind", versions.KIND, ("kind",)),
     "docker-compose": ("compose", "v5.6.0", ("docker-compose",)),
+    "minio": ("minio", "v0.0.0-20260212201848-7aac2a2c5b7c", ("minio",)),
 }
 
 
@@ -60,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("tools", nargs="+", choices=sorted(BUILDS))
     args = parser.parse_args(argv)
     try:
+        ensure_go_tools(BUILDS[tool] for tool in args.tools)  # side by side, where more than one is missing
         for tool in args.tools:
             binary = path(tool)
             if args.link:

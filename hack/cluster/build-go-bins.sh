@@ -13,11 +13,11 @@
 #   build-go-bins.sh actionlint VERSION OUTDIR   # actionlint from github.com/rhysd/actionlint
 #   build-go-bins.sh kind VERSION OUTDIR         # the kind CLI from sigs.k8s.io/kind
 #   build-go-bins.sh crictl VERSION OUTDIR       # crictl from sigs.k8s.io/cri-tools (kind's node image)
-#   build-go-bins.sh local-path-provisioner VERSION OUTDIR  # from github.com/rancher/local-path-provisioner
 #   build-go-bins.sh kube-router VERSION OUTDIR  # kube-router (its NetworkPolicy firewall) from
 #                                             # github.com/cloudnativelabs/kube-router/v2
 #   build-go-bins.sh compose VERSION OUTDIR      # docker-compose (Compose v2, standalone or CLI plugin)
 #                                             # from github.com/docker/compose/v5
+#   build-go-bins.sh minio VERSION OUTDIR        # the MinIO server (S3-compatible) from github.com/minio/minio
 #
 # Each build happens in a throwaway module next to OUTDIR (OUTDIR/../src) that requires the wanted
 # version. Binaries are written to OUTDIR.tmp and renamed to OUTDIR only when all succeeded, so a
@@ -155,10 +155,6 @@ crictl)
     pkgs="sigs.k8s.io/cri-tools/cmd/crictl"
     ldflags="$ldflags -X sigs.k8s.io/cri-tools/pkg/version.Version=$version"
     ;;
-local-path-provisioner)
-    requiring github.com/rancher/local-path-provisioner
-    pkgs="github.com/rancher/local-path-provisioner"
-    ;;
 kube-router)
     requiring github.com/cloudnativelabs/kube-router/v2
     pkgs="github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"
@@ -169,6 +165,10 @@ compose)
     pkgs="github.com/docker/compose/v5/cmd"
     # As upstream's Makefile stamps it (`docker-compose version`, the CLI plugin's metadata).
     ldflags="$ldflags -X github.com/docker/compose/v5/internal.Version=$version"
+    ;;
+minio)
+    requiring github.com/minio/minio
+    pkgs="github.com/minio/minio"
     ;;
 *)
     echo "unknown kind $kind" >&2

@@ -8,34 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cluster.mlcluster import kindimage, versions
-from cluster.mlcluster.common import ClusterError
+from cluster.mlcluster import kindimage
 
 HACK = Path(__file__).resolve().parents[1]
-
-GO = """package nodeimage
-
-const storageProvisionerImage = "docker.io/kindest/local-path-provisioner:v1"
-const defaultStorageManifest = `kind: Deployment
-image: ` + storageProvisionerImage + `
-helper: ` + storageHelperImage + `
-end: true`
-
-var other = `not part of it`
-"""
-
-
-def test_the_storage_manifest_names_the_images_built_here() -> None:
-    text = kindimage.storage_manifest(GO)
-    assert text == (
-        f"kind: Deployment\nimage: {versions.KIND_STORAGE_PROVISIONER_IMAGE}\n"
-        f"helper: {versions.KIND_STORAGE_HELPER_IMAGE}\nend: true"
-    )
-
-
-def test_an_image_the_build_does_not_make_is_an_error() -> None:
-    with pytest.raises(ClusterError, match="somethingElse"):
-        kindimage.storage_manifest(GO.replace("storageHelperImage", "somethingElse"))
 
 
 def test_the_static_cni_config_is_on_the_nodes_pod_subnet() -> None:

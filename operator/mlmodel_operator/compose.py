@@ -13,6 +13,7 @@ itself (``traffic.Discovery``): a new split is a new file, not a new container.
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -123,7 +124,10 @@ def _dropped(md: ModelDeployment) -> tuple[str, ...]:
         if v.pod_annotations:
             lines.append(f"{where}.podAnnotations: Compose has no pod annotations; left out")
         if v.liveness != ProbeTuning():
-            lines.append(f"{where}.probes.liveness: Docker restarts no unhealthy container; left out")
+            lines.append(
+                f"{where}.probes.liveness: Docker restarts no unhealthy container; it sets only how long a failing "
+                "healthcheck takes to turn unhealthy"
+            )
         lines.extend(
             f"{where}.env[{j}].valueFrom: Compose has no Secrets or ConfigMaps; {item.get('name')} left out"
             for j, item in enumerate(v.env)
@@ -188,8 +192,11 @@ def _service(deployment: Obj) -> Obj:
 
 
 def _healthcheck(container: Obj) -> Obj:
-    """The readiness probe (and the startup probe's allowance as ``start_period``) as a shell check: an HTTP GET
-    through bash's /dev/tcp, since neither image has an HTTP client to spare."""
+    """The readiness probe as a shell check (an HTTP GET through bash's /dev/tcp, since neither image has an HTTP
+    client to spare), at its interval; unhealthy only after as long as the liveness probe allows, the point at which
+    Kubernetes would restart the container (``docker compose up --wait`` gives up on an unhealthy one, where a
+    pod that fails a readiness check or two on a loaded machine only leaves the endpoints for a moment); and the
+    startup probe's allowance as ``start_period``."""
     probe = container["readinessProbe"]
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     get = probe["httpGet"]
@@ -198,11 +205,16 @@ def _healthcheck(container: Obj) -> Obj:
         f"exec 3<>/dev/tcp/127.0.0.1/{ports[get['port']]} && printf {shlex.quote(request)} >&3 "
         "&& head -n1 <&3 | grep -q ' 200 '"
     )
+    timeout, retries = probe["timeoutSeconds"], probe["failureThreshold"]
+    live = container.get("livenessProbe")
+    if live is not None:
+        timeout = max(timeout, live["timeoutSeconds"])
+        retries = max(retries, math.ceil(live["periodSeconds"] * live["failureThreshold"] / probe["periodSeconds"]))
     check: Obj = {
         "test": ["CMD", "bash", "-c", script],
         "interval": f"{probe['periodSeconds']}s",
-        "timeout": f"{probe['timeoutSeconds']}s",
-        "retries": probe["failureThreshold"],
+        "timeout": f"{timeout}s",
+        "retries": retries,
     }
     startup = container.get("startupProbe")
     if startup is not None:

@@ -85,7 +85,11 @@ def test_each_variant_runs_what_the_operator_would_run_from_the_same_spec() -> N
         assert {"type": "bind", "source": source, "target": target, "read_only": True} in service["volumes"]
         assert service["user"] == f"{render.RUN_AS}:{render.RUN_AS}"
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
-        assert service["healthcheck"]["retries"] == container["readinessProbe"]["failureThreshold"]
+        ready, live = container["readinessProbe"], container["livenessProbe"]
+        assert service["healthcheck"]["interval"] == f"{ready['periodSeconds']}s"
+        # unhealthy (what `up --wait` gives up on) only once Kubernetes would restart it: 30 s, not 5
+        unhealthy_s = service["healthcheck"]["retries"] * ready["periodSeconds"]
+        assert unhealthy_s == live["periodSeconds"] * live["failureThreshold"] == 30
         assert service["deploy"]["resources"]["limits"] == {"memory": str(1 << 30)}
         assert service["deploy"]["replicas"] == variant.replicas
     assert project.weights == {"stable": 90, "canary": 10}

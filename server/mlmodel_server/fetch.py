@@ -27,6 +27,8 @@ _REFUSED = frozenset({401, 403})
 TOKEN_VAR = "MLFLOW_TRACKING_TOKEN"
 USERNAME_VAR = "MLFLOW_TRACKING_USERNAME"
 PASSWORD_VAR = "MLFLOW_TRACKING_PASSWORD"
+# The AWS SDK's, which s3fs reads (the endpoint for an S3-compatible store: MinIO, Ceph, ...).
+S3_VARS = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for a store other than AWS)"
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ def fetch(
         except ModelLoadError:
             raise
         except Exception as err:
-            final = _final(err, shown, credentials)
+            final = _final(err, uri, credentials)
             if final is not None:
                 raise final from None  # the cause holds the request, and so its credentials
             if attempt == retries:
@@ -150,9 +152,14 @@ def _http_status(err: BaseException | None) -> int | None:
     return None
 
 
-def _final(err: Exception, shown: str, credentials: Credentials | None) -> ModelLoadError | None:
+def _final(err: Exception, uri: str, credentials: Credentials | None) -> ModelLoadError | None:
     """The error that ends a download at once, never retried: the credentials refused (or missing), or no model
-    there (fsspec's ``FileNotFoundError``: an HTTP 404 or a missing S3 key)."""
+    there (fsspec's ``FileNotFoundError``: an HTTP 404 or a missing S3 key). s3fs raises ``PermissionError`` for a
+    403 (a wrong key or secret, a signature that does not match, no access to the bucket): its message names no
+    credential, and is redacted as a retried error's is."""
+    shown = redact_uri(uri)
+    if isinstance(err, PermissionError):
+        return CredentialsRefused(f"{shown} refused the credentials ({_redacted(str(err), uri)}): check {S3_VARS}")
     status = _http_status(err)
     if status in _REFUSED:
         variables = f"{TOKEN_VAR}, or {USERNAME_VAR} and {PASSWORD_VAR}"

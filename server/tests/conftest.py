@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import os
@@ -15,6 +16,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# One OpenMP/BLAS thread, as the server runs (mlmodel_server.cli), set before numpy and scikit-learn load them: the
+# models here are small, and on a busy machine a second thread spins at every barrier for a core it does not get.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import joblib
 import numpy as np
@@ -108,13 +115,17 @@ class Server:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    log_start: int = 0  # where this test's lines begin: a shared server's earlier lines are other tests'
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def logs(self) -> str:
-        return self.log.read_text()
+        """The server's log from ``log_start``."""
+        with self.log.open("rb") as log:
+            log.seek(self.log_start)
+            return log.read().decode()
 
 
 def free_port() -> int:
@@ -138,13 +149,15 @@ def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Serv
     return Server(proc, port, log)
 
 
-def wait_ready(server: Server) -> None:
+def wait_ready(server: Server, workers: int = 1) -> None:
+    """Wait for ``/readyz`` to answer 200 and ``workers`` workers to boot (the first answers before the rest)."""
     deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
             raise AssertionError(f"server exited with {server.proc.returncode}:\n{server.logs()}")
         try:
-            if requests.get(server.url + "/readyz", timeout=1).status_code == 200:
+            ready = requests.get(server.url + "/readyz", timeout=1).status_code == 200
+            if ready and server.logs().count("Booting worker") >= workers:
                 return
         except requests.ConnectionError:
             pass
@@ -172,6 +185,35 @@ def serve(tmp_path: Path) -> Iterator[object]:
     yield run
     for server in started:
         stop(server)
+
+
+IRIS_WORKERS = 2
+IRIS_THREADS = 2
+
+
+@pytest.fixture(scope="session")
+def shared_iris_server(models: dict[str, SavedModel], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The iris forest under gunicorn, pinned and named iris, ``IRIS_WORKERS`` workers of ``IRIS_THREADS`` threads,
+    started once: each server costs seconds of CPU in imports alone. Tests get it as ``iris_server``."""
+    iris = models["iris"]
+    args = ("--model-uri", f"file://{iris.path}", "--model-sha256", iris.sha256, "--model-name", "iris")
+    running = start(
+        tmp_path_factory.mktemp("iris-server"), *args, "--workers", str(IRIS_WORKERS), "--threads", str(IRIS_THREADS)
+    )
+    try:
+        wait_ready(running, workers=IRIS_WORKERS)  # every boot logged before a test's lines begin
+        yield running
+    finally:
+        stop(running)
+
+
+@pytest.fixture
+def iris_server(shared_iris_server: Server) -> Server:
+    """The shared iris server, its ``logs()`` this test's lines only: for a test that sends it requests and closes
+    its connections. A test that stops, signals or reconfigures a server starts its own with ``serve``."""
+    server = shared_iris_server
+    assert server.proc.poll() is None, f"an earlier test stopped the shared server:\n{server.logs()}"
+    return dataclasses.replace(server, log_start=server.log.stat().st_size)
 
 
 class Origin(http.server.ThreadingHTTPServer):
@@ -232,7 +274,8 @@ class _OriginHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def origin() -> Iterator[Origin]:
     server = Origin()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for the loop's next poll: by default half a second of every test's teardown.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield server
     server.shutdown()

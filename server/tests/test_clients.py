@@ -1,12 +1,11 @@
 """Contract tests: the real Triton and KServe Python clients, default settings, against the real server.
 
-The server runs under gunicorn (``python -m mlmodel_server``), serving the iris forest.
+The server runs under gunicorn (``python -m mlmodel_server``), serving the iris forest: conftest's ``iris_server``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,7 +16,7 @@ from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 from kserve.protocol.infer_type import RequestedOutput
 from tritonclient.utils import InferenceServerException
 
-from conftest import IRIS_ROWS, SavedModel, Server, start, stop, wait_ready
+from conftest import IRIS_ROWS, SavedModel, Server
 
 ROWS = np.random.RandomState(7).uniform(0, 8, size=(40, 4))
 SHORT_ROW_MESSAGE = "row 0: expected 4 features, got 3"
@@ -27,18 +26,6 @@ CASES = [
     for rows in (1, len(ROWS))
     for binary in (True, False)
 ]
-
-
-@pytest.fixture(scope="module")
-def server(models: dict[str, SavedModel], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    iris = models["iris"]
-    args = ("--model-uri", str(iris.path), "--model-sha256", iris.sha256, "--model-name", "iris", "--workers", "1")
-    running = start(tmp_path_factory.mktemp("clients"), *args)
-    try:
-        wait_ready(running)
-        yield running
-    finally:
-        stop(running)
 
 
 def _rows(datatype: str, rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,8 +46,8 @@ def _triton(server: Server) -> Any:
     return triton.InferenceServerClient(f"127.0.0.1:{server.port}")
 
 
-def test_triton_health_and_metadata(server: Server, models: dict[str, SavedModel]) -> None:
-    client = _triton(server)
+def test_triton_health_and_metadata(iris_server: Server, models: dict[str, SavedModel]) -> None:
+    client = _triton(iris_server)
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("iris")
     meta = client.get_model_metadata("iris")
     assert meta["name"] == "iris" and meta["versions"] == [models["iris"].sha256[:12]]
@@ -73,8 +60,10 @@ def test_triton_health_and_metadata(server: Server, models: dict[str, SavedModel
 
 
 @pytest.mark.parametrize(("datatype", "rows", "binary"), CASES)
-def test_triton_infer(server: Server, models: dict[str, SavedModel], datatype: str, rows: int, binary: bool) -> None:
-    client = _triton(server)
+def test_triton_infer(
+    iris_server: Server, models: dict[str, SavedModel], datatype: str, rows: int, binary: bool
+) -> None:
+    client = _triton(iris_server)
     x, x64 = _rows(datatype, rows)
     tensor = triton.InferInput("input-0", list(x.shape), datatype)
     tensor.set_data_from_numpy(x, binary_data=binary)
@@ -90,8 +79,8 @@ def test_triton_infer(server: Server, models: dict[str, SavedModel], datatype: s
     _check(models["iris"], x64, named.as_numpy("predict"), named.as_numpy("predict_proba"))
 
 
-def test_triton_one_named_output_in_a_versioned_url(server: Server, models: dict[str, SavedModel]) -> None:
-    client = _triton(server)
+def test_triton_one_named_output_in_a_versioned_url(iris_server: Server, models: dict[str, SavedModel]) -> None:
+    client = _triton(iris_server)
     tensor = triton.InferInput("input-0", [3, 4], "FP64")
     tensor.set_data_from_numpy(np.array(IRIS_ROWS))
     version = models["iris"].sha256[:12]
@@ -100,11 +89,11 @@ def test_triton_one_named_output_in_a_versioned_url(server: Server, models: dict
     assert result.as_numpy("predict").tolist() == [0, 2, 1]
 
 
-def test_triton_error_message_reaches_the_exception(server: Server) -> None:
+def test_triton_error_message_reaches_the_exception(iris_server: Server) -> None:
     tensor = triton.InferInput("input-0", [1, 3], "FP64")
     tensor.set_data_from_numpy(np.ones((1, 3)))
     with pytest.raises(InferenceServerException) as caught:
-        _triton(server).infer("iris", [tensor])
+        _triton(iris_server).infer("iris", [tensor])
     assert caught.value.message() == SHORT_ROW_MESSAGE
     assert caught.value.status() == "400"
 
@@ -116,34 +105,36 @@ def _kserve(config: RESTConfig | None = None) -> InferenceRESTClient:
     return InferenceRESTClient(config)
 
 
-def test_kserve_v1_by_default(server: Server, models: dict[str, SavedModel]) -> None:
+def test_kserve_v1_by_default(iris_server: Server, models: dict[str, SavedModel]) -> None:
     async def run() -> None:
         async with _kserve() as client:
-            assert await client.is_server_live(server.url)
-            assert await client.is_model_ready(server.url, "iris")
+            assert await client.is_server_live(iris_server.url)
+            assert await client.is_model_ready(iris_server.url, "iris")
             for field in ("instances", "inputs"):
-                body = await client.infer(server.url, {field: ROWS.tolist()}, model_name="iris")
+                body = await client.infer(iris_server.url, {field: ROWS.tolist()}, model_name="iris")
                 assert body["predictions"] == models["iris"].estimator.predict(ROWS).tolist()
             with pytest.raises(httpx.HTTPStatusError) as caught:
-                await client.infer(server.url, {"instances": [[1, 2, 3]]}, model_name="iris")
+                await client.infer(iris_server.url, {"instances": [[1, 2, 3]]}, model_name="iris")
             assert SHORT_ROW_MESSAGE in str(caught.value) and "400" in str(caught.value)
 
     asyncio.run(run())
 
 
-def test_kserve_v2_health(server: Server) -> None:
+def test_kserve_v2_health(iris_server: Server) -> None:
     async def run() -> None:
         async with _kserve(RESTConfig(protocol="v2")) as client:
-            assert await client.is_server_live(server.url)
-            assert await client.is_server_ready(server.url)
-            assert await client.is_model_ready(server.url, "iris")
-            assert not await client.is_model_ready(server.url, "nope")
+            assert await client.is_server_live(iris_server.url)
+            assert await client.is_server_ready(iris_server.url)
+            assert await client.is_model_ready(iris_server.url, "iris")
+            assert not await client.is_model_ready(iris_server.url, "nope")
 
     asyncio.run(run())
 
 
 @pytest.mark.parametrize(("datatype", "rows", "binary"), CASES)
-def test_kserve_v2_infer(server: Server, models: dict[str, SavedModel], datatype: str, rows: int, binary: bool) -> None:
+def test_kserve_v2_infer(
+    iris_server: Server, models: dict[str, SavedModel], datatype: str, rows: int, binary: bool
+) -> None:
     x, x64 = _rows(datatype, rows)
     tensor = InferInput("input-0", list(x.shape), datatype)
     tensor.set_data_from_numpy(x, binary_data=binary)
@@ -151,28 +142,28 @@ def test_kserve_v2_infer(server: Server, models: dict[str, SavedModel], datatype
     async def run() -> None:
         async with _kserve(RESTConfig(protocol="v2")) as client:
             request = InferRequest("iris", [tensor], request_id="k1")
-            response = await client.infer(server.url, request, model_name="iris")
+            response = await client.infer(iris_server.url, request, model_name="iris")
             assert response.id == "k1"
             assert [o.name for o in response.outputs] == ["predict", "predict_proba"]
             _check(models["iris"], x64, response.outputs[0].as_numpy(), response.outputs[1].as_numpy())
 
             wanted = [RequestedOutput(n, parameters={"binary_data": binary}) for n in ("predict_proba", "predict")]
             request = InferRequest("iris", [tensor], request_outputs=wanted)
-            named = await client.infer(server.url, request, model_name="iris")
+            named = await client.infer(iris_server.url, request, model_name="iris")
             assert [o.name for o in named.outputs] == ["predict_proba", "predict"]
             _check(models["iris"], x64, named.outputs[1].as_numpy(), named.outputs[0].as_numpy())
 
     asyncio.run(run())
 
 
-def test_kserve_v2_error_message_reaches_the_exception(server: Server) -> None:
+def test_kserve_v2_error_message_reaches_the_exception(iris_server: Server) -> None:
     tensor = InferInput("input-0", [1, 3], "FP64")
     tensor.set_data_from_numpy(np.ones((1, 3)))
 
     async def run() -> None:
         async with _kserve(RESTConfig(protocol="v2")) as client:
             with pytest.raises(httpx.HTTPStatusError) as caught:
-                await client.infer(server.url, InferRequest("iris", [tensor]), model_name="iris")
+                await client.infer(iris_server.url, InferRequest("iris", [tensor]), model_name="iris")
             assert SHORT_ROW_MESSAGE in str(caught.value)
 
     asyncio.run(run())

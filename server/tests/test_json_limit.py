@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import tracemalloc
 from collections.abc import Callable
@@ -16,6 +17,7 @@ LIMIT = 1 << 20
 SCHEMA = protocol.Schema(n_features=4, feature_names=None, allow_nan=False, max_rows=1_000_000, has_proba=False)
 
 
+@functools.cache  # 230,000 random floats to build: once per field
 def _body_near(limit: int, field: str) -> bytes:
     """``{field: rows}`` of short floats, the costliest kind per byte, just under ``limit`` bytes."""
     rng = random.Random(1)

@@ -48,9 +48,12 @@ def test_wrong_digest_is_refused_before_unpickling(evil: tuple[Path, Path]) -> N
 
 @pytest.mark.parametrize("mode", ["--preload", "--no-preload"])
 def test_the_server_refuses_to_start(evil: tuple[Path, Path], tmp_path: Path, mode: str) -> None:
+    """Exit 2, both digests in the log and in the termination message, no traceback, and nothing unpickled."""
     model, marker = evil
     actual = hashlib.sha256(model.read_bytes()).hexdigest()
     wrong = "1" * 64
+    termination = tmp_path / "termination-log"
+    termination.touch()
     result = subprocess.run(
         [
             sys.executable,
@@ -67,8 +70,10 @@ def test_the_server_refuses_to_start(evil: tuple[Path, Path], tmp_path: Path, mo
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)},
+        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), "TERMINATION_LOG": str(termination)},
     )
     assert result.returncode == 2
-    assert wrong in result.stdout and actual in result.stdout
+    for text in (result.stdout, termination.read_text()):
+        assert wrong in text and actual in text
+    assert "Traceback" not in result.stdout + result.stderr
     assert not marker.exists()

@@ -6,15 +6,15 @@ import contextlib
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 import orjson
 import requests
 
 from mlmodel_server import worker
+from mlmodel_server.config import Settings
 from mlmodel_server.worker import HEADER_TIMEOUT_S
 
-from conftest import IRIS_ROWS, SavedModel
+from conftest import IRIS_ROWS, IRIS_THREADS, IRIS_WORKERS, SavedModel, Server
 
 SLOW = 200
 
@@ -30,11 +30,6 @@ def _open_slow(port: int, i: int) -> socket.socket:
     return sock
 
 
-def _iris(serve: Any, models: dict[str, SavedModel], *args: str) -> Any:
-    iris = models["iris"]
-    return serve("--model-uri", f"file://{iris.path}", "--model-sha256", iris.sha256, "--model-name", "iris", *args)
-
-
 def _answers_within_a_second(url: str) -> None:
     for path in ("/predict", "/healthz"):
         start = time.monotonic()
@@ -46,15 +41,14 @@ def _answers_within_a_second(url: str) -> None:
         assert time.monotonic() - start < 1.0, path
 
 
-def test_slow_connections_do_not_freeze_predict_or_healthz(serve, models: dict[str, SavedModel]) -> None:  # type: ignore[no-untyped-def]
-    server = _iris(serve, models, "--threads", "2")
-    pid = server.proc.pid
-    slow = [_open_slow(server.port, i) for i in range(SLOW)]
+def test_slow_connections_do_not_freeze_predict_or_healthz(iris_server: Server) -> None:
+    pid = iris_server.proc.pid
+    slow = [_open_slow(iris_server.port, i) for i in range(SLOW)]
     try:
         for sock in slow[:2]:  # the server has read them: they are its own now, not the kernel's backlog
             sock.sendall(b" ")
-        _answers_within_a_second(server.url)
-        assert server.proc.poll() is None and server.proc.pid == pid
+        _answers_within_a_second(iris_server.url)
+        assert iris_server.proc.poll() is None and iris_server.proc.pid == pid
         partial_head = slow[1]
         partial_head.settimeout(HEADER_TIMEOUT_S + 5)
         assert partial_head.recv(1) == b"", "the server closes a connection whose headers never end"
@@ -63,29 +57,27 @@ def test_slow_connections_do_not_freeze_predict_or_healthz(serve, models: dict[s
             sock.close()
 
 
-def test_a_kept_alive_connection_that_stalls_holds_no_thread(serve, models: dict[str, SavedModel]) -> None:  # type: ignore[no-untyped-def]
-    server = _iris(serve, models, "--threads", "1")
+def test_a_kept_alive_connection_that_stalls_holds_no_thread(iris_server: Server) -> None:
     body = orjson.dumps({"instances": IRIS_ROWS})
     request = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
     stalled = []
-    for _ in range(4):  # more than the threads: each answered, then left half-way through its next request
-        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    for _ in range(2 * IRIS_WORKERS * IRIS_THREADS):  # twice the threads: each answered, then left half-way through
+        sock = socket.create_connection(("127.0.0.1", iris_server.port), timeout=5)
         sock.sendall(request % len(body) + body)
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
         sock.sendall(request % len(body) + body[:3])
         stalled.append(sock)
     try:
-        _answers_within_a_second(server.url)
+        _answers_within_a_second(iris_server.url)
     finally:
         for sock in stalled:
             sock.close()
 
 
-def test_a_body_larger_than_accepted_is_413_at_once(serve, models: dict[str, SavedModel]) -> None:  # type: ignore[no-untyped-def]
-    server = _iris(serve, models, "--max-body-bytes", "65536")
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+def test_a_body_larger_than_accepted_is_413_at_once(iris_server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", iris_server.port), timeout=5) as sock:
         sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
-        sock.sendall(b"Content-Length: 99999\r\n\r\n")
+        sock.sendall(b"Content-Length: %d\r\n\r\n" % (Settings.max_body_bytes + 1))  # the default --max-body-bytes
         assert sock.recv(65536).startswith(b"HTTP/1.1 413")
 
 
@@ -97,8 +89,9 @@ def _vm_kib(pid: int, field: str) -> int:
 
 
 def test_a_worker_buffers_large_bodies_up_to_its_budget_and_no_further(serve, models: dict[str, SavedModel]) -> None:  # type: ignore[no-untyped-def]
-    mib = 1 << 20
-    server = _iris(serve, models, "--max-body-bytes", str(16 * mib), "--workers", "1", "--no-preload")
+    mib, iris = 1 << 20, models["iris"]
+    pinned = ("--model-uri", f"file://{iris.path}", "--model-sha256", iris.sha256, "--model-name", "iris")
+    server = serve(*pinned, "--max-body-bytes", str(16 * mib), "--workers", "1", "--no-preload")
     (child,) = (int(p) for p in Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split())
     before = _vm_kib(child, "VmRSS")
     head = b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
@@ -135,13 +128,12 @@ def test_chunked_bodies_are_read_whole_by_their_last_chunk() -> None:
     assert complete(b"-5\r\nab")  # not chunked: handed on, for gunicorn's parser to refuse
 
 
-def test_a_large_body_answered_before_it_is_read_keeps_the_connection(serve, models: dict[str, SavedModel]) -> None:  # type: ignore[no-untyped-def]
+def test_a_large_body_answered_before_it_is_read_keeps_the_connection(iris_server: Server) -> None:
     """A 2 MiB JSON body gets its 413 before the app reads it; the next request on the connection is served."""
-    server = _iris(serve, models)
     small = orjson.dumps({"instances": IRIS_ROWS})
     large = b'{"instances": [' + b"[1,2,3,4]," * 200_000 + b"[1,2,3,4]]}"
     head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+    with socket.create_connection(("127.0.0.1", iris_server.port), timeout=5) as sock:
         reader = sock.makefile("rb")
         answers = []
         for body in (large, small):

@@ -56,7 +56,7 @@ def images() -> None:
 
 @pytest.fixture(scope="session")
 def mlflow_image(images: None) -> None:
-    """The examples' MLflow tracking server's image too (1 GB: ``make test`` loads it in the background while the
+    """The examples' MLflow tracking server's image too (0.5 GB: ``make test`` loads it in the background while the
     suite starts, and this waits for that)."""
     _images()
 

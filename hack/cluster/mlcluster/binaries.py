@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import urllib.request
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from . import versions
@@ -134,13 +135,31 @@ def kube_router_bin_dir() -> Path:
 
 def ensure_go_tool(kind: str, version: str, names: tuple[str, ...]) -> Path:
     """The cache directory holding ``names`` of tool ``kind``; built first when missing."""
-    dest = CACHE / kind / version / "bin"
-    if not _complete(dest, names):
-        log(f"building {kind} {version} from its Go module; log: {LOGS / f'build-{kind}.log'}")
-        with step(f"go build {kind} {version}"):
-            if _go_build(kind, version, dest).wait() != 0:
-                raise ClusterError(f"building {kind} failed\n{tail(LOGS / f'build-{kind}.log')}")
-    return dest
+    ensure_go_tools([(kind, version, names)])
+    return CACHE / kind / version / "bin"
+
+
+def ensure_go_tools(tools: Iterable[tuple[str, str, tuple[str, ...]]]) -> None:
+    """Build the missing ones of ``tools`` (kind, version, the binaries it makes) side by side: a cold cache's
+    module downloads then overlap the other builds' compiles."""
+    builds: dict[str, subprocess.Popen[bytes]] = {}
+    for kind, version, names in tools:
+        dest = CACHE / kind / version / "bin"
+        if kind not in builds and not _complete(dest, names):
+            log(f"building {kind} {version} from its Go module; log: {LOGS / f'build-{kind}.log'}")
+            builds[kind] = _go_build(kind, version, dest)
+    _wait(builds)
+
+
+def _wait(builds: Mapping[str, subprocess.Popen[bytes]]) -> None:
+    if builds:
+        with step(f"go build {', '.join(builds)}"):
+            failed = [k for k, p in builds.items() if p.wait() != 0]
+            if failed:
+                details = "\n".join(
+                    f"--- {LOGS / f'build-{k}.log'} (last lines) ---\n{tail(LOGS / f'build-{k}.log')}" for k in failed
+                )
+                raise ClusterError(f"building {', '.join(failed)} failed\n{details}")
 
 
 def ensure_binaries(need_coredns: bool = True) -> Path:
@@ -173,14 +192,7 @@ def ensure_binaries(need_coredns: bool = True) -> Path:
     if need_coredns and not _complete(kube_router_bin_dir(), ("kube-router",)):
         log(f"building kube-router {versions.KUBE_ROUTER}; log: {LOGS / 'build-kube-router.log'}")
         builds["kube-router"] = _go_build("kube-router", versions.KUBE_ROUTER, kube_router_bin_dir())
-    if builds:
-        with step(f"go build {', '.join(builds)}"):
-            failed = [k for k, p in builds.items() if p.wait() != 0]
-            if failed:
-                details = "\n".join(
-                    f"--- {LOGS / f'build-{k}.log'} (last lines) ---\n{tail(LOGS / f'build-{k}.log')}" for k in failed
-                )
-                raise ClusterError(f"building {', '.join(failed)} failed\n{details}")
+    _wait(builds)
     if not ok([k8s_dir / "kubectl", "version", "--client"]):
         raise ClusterError(f"{k8s_dir / 'kubectl'} does not run")
     return k8s_dir

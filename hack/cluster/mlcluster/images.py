@@ -8,6 +8,7 @@ images (their ``BASE_IMAGE`` defaults).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
@@ -21,11 +22,20 @@ from .docker import docker, docker_build, docker_image_id, docker_label, ensure_
 
 
 def ensure_base_image() -> None:
+    """The base image, built once: a second caller (kind's lane builds its node image while the e2e lane builds the
+    app images) waits for the first and finds it."""
     if docker_image_id(versions.BASE_IMAGE):
         return
-    binaries.ensure_debian_packages(["/usr/sbin/debootstrap"])
     cache = CACHE / "images"
     cache.mkdir(parents=True, exist_ok=True)
+    with (cache / "base.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not docker_image_id(versions.BASE_IMAGE):
+            _build_base_image(cache)
+
+
+def _build_base_image(cache: Path) -> None:
+    binaries.ensure_debian_packages(["/usr/sbin/debootstrap"])
     with step(f"build {versions.BASE_IMAGE} (debootstrap bookworm minbase; cold ~3 min)"):
         logfile = LOGS / "build-base-image.log"
         with logfile.open("ab") as out:

@@ -9,7 +9,7 @@ steps as kind's build (``pkg/build/nodeimage/buildcontext.go``) with the images 
    crictl from its module;
 2. the images the node runs, each tagged as kubeadm and kind's manifests name it: the control
    plane and etcd from the binaries the harness builds, kube-proxy and CoreDNS from them too
-   (``hack/images/kind-node/``), the harness's pause, local-path-provisioner from its module;
+   (``hack/images/kind-node/``), and the harness's pause;
 3. the node: the base with kubeadm, kubelet and kubectl, and every image imported into its
    containerd, committed as ``versions.KIND_LOCAL_NODE_IMAGE``.
 
@@ -17,6 +17,10 @@ kindnetd is the one part left out: its module (``github.com/aojea/kindnet``) is 
 module proxy here (403), and kind's older in-tree copy is a nested module the proxy does not
 serve (404). The node image carries a static CNI config instead (ptp and host-local on the
 node's pod CIDR, what kindnetd writes on a single node), and an empty default CNI manifest.
+
+Nor is kind's default StorageClass (local-path-provisioner) built: no test here claims a volume, and its build
+was 2 to 4 minutes of a cold CI run's last lane. kind applies an empty storage manifest instead; the official
+node images that users run have it.
 """
 
 from __future__ import annotations
@@ -64,6 +68,16 @@ STATIC_CNI = {
         {"type": "portmap", "capabilities": {"portMappings": True}},
     ],
 }
+EMPTY_STORAGE_MANIFEST = """\
+# No default StorageClass: local-path-provisioner is not built here (no test claims a volume).
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: mlmodel-no-storage
+  namespace: kube-system
+data:
+  provisioner: none
+"""
 EMPTY_CNI_MANIFEST = """\
 # kindnetd cannot be built here (its Go module is refused by the module proxy); the node image
 # has a static CNI config in /etc/cni/net.d instead. kind applies this file in place of kindnetd.
@@ -92,7 +106,6 @@ def _tool(name: str) -> Path:
 TOOLS = {
     "crictl": ("crictl", versions.CRICTL, ("crictl",)),
     "kubeadm": ("kubeadm", versions.KUBERNETES, ("kubeadm",)),
-    "local-path-provisioner": ("local-path-provisioner", versions.LOCAL_PATH_PROVISIONER, ("local-path-provisioner",)),
 }
 
 
@@ -176,34 +189,14 @@ def node_images(kubeadm: Path, k8s: Path) -> list[str]:
         tags.append(tag)
     sandbox = "registry.k8s.io/pause:3.10"  # kind's containerd config (sandbox_image)
     _retag(versions.PAUSE_IMAGE, sandbox)
-    provisioner = _tool("local-path-provisioner")
-    _control_plane_image(versions.KIND_STORAGE_PROVISIONER_IMAGE, provisioner)
-    _retag(versions.BASE_IMAGE, versions.KIND_STORAGE_HELPER_IMAGE)
-    return sorted({*tags, sandbox, versions.KIND_STORAGE_PROVISIONER_IMAGE, versions.KIND_STORAGE_HELPER_IMAGE})
-
-
-def storage_manifest(source: str) -> str:
-    """kind's default storage manifest, from its Go ``source`` (``pkg/build/nodeimage/const_storage.go``):
-    raw strings joined by ``+`` with the names of the images, here the images tagged so."""
-    images = {
-        "storageProvisionerImage": versions.KIND_STORAGE_PROVISIONER_IMAGE,
-        "storageHelperImage": versions.KIND_STORAGE_HELPER_IMAGE,
-    }
-    parts = source.split("const defaultStorageManifest = `", 1)[1].split("`")
-    text, i = parts[0], 1
-    while parts[i].strip().startswith("+") and parts[i].strip().endswith("+"):  # `...` + name + `...`
-        name = parts[i].strip(" +")
-        if name not in images:
-            raise ClusterError(f"kind's storage manifest joins {name!r}, which kindimage.py does not know")
-        text += images[name] + parts[i + 1]
-        i += 2
-    return text
+    return sorted({*tags, sandbox})
 
 
 def build_node_image() -> str:
     """``make kind-node-image``: the node image, rebuilt only when one of its parts changed."""
     t = time.monotonic()
     ensure_docker()
+    binaries.ensure_go_tools(TOOLS.values())  # crictl and kubeadm side by side
     ensure_kind_base()
     kubeadm = _tool("kubeadm")
     k8s = binaries.ensure_binaries(need_coredns=True)
@@ -212,9 +205,7 @@ def build_node_image() -> str:
     files = {
         "/kind/version": versions.KUBERNETES + "\n",
         "/kind/manifests/default-cni.yaml": EMPTY_CNI_MANIFEST,
-        "/kind/manifests/default-storage.yaml": storage_manifest(
-            (kind_module() / "pkg" / "build" / "nodeimage" / "const_storage.go").read_text()
-        ),
+        "/kind/manifests/default-storage.yaml": EMPTY_STORAGE_MANIFEST,
         "/etc/cni/net.d/10-kindnet.conflist": json.dumps(STATIC_CNI, indent=2) + "\n",
     }
     ids = [output([docker(), "image", "inspect", "--format", "{{.Id}}", i]) for i in [KIND_BASE_IMAGE, *images]]

@@ -20,6 +20,7 @@ Layout (all state under ``.cluster/``, sockets under ``/run/mlmodel-<hash>/``):
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import ssl
@@ -46,7 +47,7 @@ from .common import (
     wait_for,
 )
 from .docker import docker, docker_image_id, ensure_docker
-from .images import build_coredns_image, ensure_pause_image
+from .images import build_coredns_image, ensure_base_image, ensure_pause_image
 from .localnode import (
     ALL_DAEMONS,
     APISERVER,
@@ -632,7 +633,15 @@ conntrack:
         if os.geteuid() != 0:
             raise ClusterError("the local provider needs root (it runs kubelet, containerd, iptables)")
         binaries.ensure_debian_packages()
-        self.bin = binaries.ensure_binaries(need_coredns=not control_plane_only)
+        if control_plane_only:
+            self.bin = binaries.ensure_binaries(need_coredns=False)
+        else:
+            # The images' base (debootstrap: 2 minutes of downloads, little CPU) is built while the Go builds of a
+            # cold cache run, not after them: every image the tests run, and kind's node image, start from it.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                base = pool.submit(_docker_and_base_image)
+                self.bin = binaries.ensure_binaries(need_coredns=True)
+                base.result()
         self.host_setup()
         self.certs()
         self.etcd()
@@ -644,8 +653,7 @@ conntrack:
             return
         MODE_FILE.write_text("full\n")
         self.containerd()
-        ensure_docker()
-        ensure_pause_image()
+        ensure_pause_image()  # dockerd is up: _docker_and_base_image started it
         self.load_image(versions.PAUSE_IMAGE)
         self.kubelet()
         self.wait_node_ready()
@@ -658,6 +666,11 @@ conntrack:
 
     def status(self) -> dict[str, object]:
         return {d.name: d.pid() for d in ALL_DAEMONS}
+
+
+def _docker_and_base_image() -> None:
+    ensure_docker()
+    ensure_base_image()
 
 
 def _raise(e: Exception) -> bool:

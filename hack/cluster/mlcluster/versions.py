@@ -56,8 +56,7 @@ PROMETHEUS_IMAGE = "mlmodel-prometheus:3.13.5"
 KIND_NODE_IMAGE = "kindest/node:v1.34.11@sha256:44e222ee2132dab25ff87301682f89eb82c7880ea3a1bf543bfe9708fd08d67d"
 
 # kind built here (make kind-node-image, kindimage.py): kind v0.30 is the release made for Kubernetes 1.34;
-# crictl follows the Kubernetes minor; v0.0.30 is the local-path-provisioner the module proxy serves.
-# The storage images are tagged as kind v0.30's manifest names them.
+# crictl follows the Kubernetes minor.
 # The local cluster's NetworkPolicy enforcement: kube-router's firewall alone (iptables and ipsets), run on the
 # node beside kube-proxy. Not sigs.k8s.io/kube-network-policies (kind's agent): it hands each new connection to
 # user space with nftables' `queue` statement, which this machine's kernel lacks (CONFIG_NFT_QUEUE is unset:
@@ -66,10 +65,7 @@ KIND_NODE_IMAGE = "kindest/node:v1.34.11@sha256:44e222ee2132dab25ff87301682f89eb
 KUBE_ROUTER = "v2.1.0"
 KIND = "v0.30.0"
 CRICTL = "v1.34.0"
-LOCAL_PATH_PROVISIONER = "v0.0.30"
 KIND_LOCAL_NODE_IMAGE = f"mlmodel/kind-node:{KUBERNETES}"
-KIND_STORAGE_PROVISIONER_IMAGE = "docker.io/kindest/local-path-provisioner:v20250214-acbabc1a"
-KIND_STORAGE_HELPER_IMAGE = "docker.io/kindest/local-path-helper:v20241212-8ac705d0"
 
 K8S_BINARIES = (
     "kube-apiserver",

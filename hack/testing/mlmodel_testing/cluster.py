@@ -34,6 +34,7 @@ from mlmodel_operator import names
 REPO = Path(__file__).resolve().parents[3]
 HARNESS = [sys.executable, str(REPO / "hack" / "cluster" / "cluster.py")]
 STATE = Path(os.environ.get("MLMODEL_CLUSTER_DIR", str(REPO / ".cluster")))  # as the harness picks it
+CACHE = Path(os.environ.get("MLMODEL_CACHE_DIR", str(Path.home() / ".cache" / "mlmodel")))  # the builds', kept
 SERVER_IMAGE = "mlmodel-server:0.1.0"
 PLUGIN_DIR = REPO / ".venv" / "bin"  # where `make install` puts kubectl-mlmodel
 
@@ -44,7 +45,11 @@ API_PATHS = {
     "services": "api/v1",
     "events": "api/v1",
     "namespaces": "api/v1",
+    "configmaps": "api/v1",
+    "resourcequotas": "api/v1",
     "deployments": "apis/apps/v1",
+    "horizontalpodautoscalers": "apis/autoscaling/v2",
+    "poddisruptionbudgets": "apis/policy/v1",
     "leases": "apis/coordination.k8s.io/v1",
     "modeldeployments": f"apis/{names.GROUP}/{names.VERSION}",
     "customresourcedefinitions": "apis/apiextensions.k8s.io/v1",

@@ -28,10 +28,9 @@ import pandas as pd
 from mlmodel_operator.registry import Credentials
 from sklearn.datasets import load_iris
 
-from mlmodel_testing.cluster import Cluster, free_port
+from mlmodel_testing.cluster import CACHE, Cluster, free_port
 from mlmodel_testing.models import MLFLOW_SERVER
 
-CACHE = Path(os.environ.get("MLMODEL_CACHE_DIR", str(Path.home() / ".cache" / "mlmodel")))
 # `make mlflow-server` makes it, at the version of the client requirements-dev.txt pins (mlflow-skinny).
 SERVER_VENV = CACHE / f"mlflow-server-{importlib.metadata.version('mlflow-skinny')}"
 START_SECONDS = 120.0  # about 20 s: mlflow imports for 7 s, twice, and migrates its database

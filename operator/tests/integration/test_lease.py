@@ -16,7 +16,7 @@ class Clock:
 
 
 def _holder(kubectl: Kubectl, namespace: str) -> tuple[str, int]:
-    spec = kubectl.json("get", "lease", "operator", "-n", namespace)["spec"]
+    spec = kubectl.read("lease", "operator", namespace)["spec"]
     return spec.get("holderIdentity", ""), spec.get("leaseTransitions", 0)
 
 

@@ -262,7 +262,7 @@ def test_sigterm_stops_at_once_and_releases_the_lease(
     eventually(lambda: (kubectl.get("lease", "op", namespace) or {}).get("spec", {}).get("holderIdentity"), "a leader")
     eventually(lambda: "Activity 'startup' succeeded" in running.logged(), "kopf to run")
     assert running.stop(timeout=10) == 0, running.logged()
-    assert "holderIdentity" not in kubectl.json("get", "lease", "op", "-n", namespace)["spec"]
+    assert "holderIdentity" not in kubectl.read("lease", "op", namespace)["spec"]
 
 
 PROBE = """

@@ -31,7 +31,7 @@ def variant(name: str, weight: int, **extra: Any) -> dict[str, Any]:
 
 
 def children(kubectl: Kubectl, namespace: str, kind: str) -> set[str]:
-    items = kubectl.json("get", kind, "-n", namespace, "-l", f"{names.LABEL_MANAGED_BY}={names.FIELD_MANAGER}")
+    items = kubectl.read(kind, namespace=namespace, selector=f"{names.LABEL_MANAGED_BY}={names.FIELD_MANAGER}")
     return {i["metadata"]["name"] for i in items["items"]}
 
 
@@ -48,18 +48,18 @@ def test_create_update_remove_variant_and_garbage_collection(
     routed = {"iris-stable", "iris-canary", "iris-router"}
     eventually(lambda: children(kubectl, namespace, "deployments") == routed, "deployments")
     eventually(lambda: children(kubectl, namespace, "services") == {"iris", "iris-stable", "iris-canary"}, "services")
-    stable = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
+    stable = kubectl.read("deployment", "iris-stable", namespace)
     assert stable["spec"]["replicas"] == 2
     owner = stable["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["controller"]) == (names.KIND, "iris", True)
     env = {e["name"]: e.get("value") for e in stable["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["MODEL_SHA256"] == SHA and env["MODEL_VARIANT"] == "stable" and env["MODEL_NAME"] == "iris"
-    entry = kubectl.json("get", "service", "iris", "-n", namespace)
+    entry = kubectl.read("service", "iris", namespace)
     assert entry["spec"]["selector"] == names.router_selector("iris")
     # The router's configuration (named by its digest) and its weights, which the routers follow live.
     (config,) = children(kubectl, namespace, "configmaps") - {names.router_weights("iris")}
     assert config.startswith("iris-router-")
-    weights = kubectl.json("get", "configmap", names.router_weights("iris"), "-n", namespace)
+    weights = kubectl.read("configmap", names.router_weights("iris"), namespace)
     assert weights["data"]["weights"] == "serial 1\nstable 0\ncanary 0\n"  # no pod is ready here
     # The router's budget, and stable's (2 replicas); canary runs one pod, and a budget would block drains.
     assert children(kubectl, namespace, "poddisruptionbudgets") == {"iris-router", "iris-stable"}
@@ -72,15 +72,12 @@ def test_create_update_remove_variant_and_garbage_collection(
     # Update: weights flip, replicas change.
     kubectl.apply(md("iris", namespace, variant("stable", 30, replicas=1), variant("canary", 70)))
     eventually(
-        lambda: kubectl.json("get", "deployment", "iris-stable", "-n", namespace)["spec"]["replicas"] == 1,
+        lambda: kubectl.read("deployment", "iris-stable", namespace)["spec"]["replicas"] == 1,
         "stable scaled to 1",
     )
     eventually(lambda: children(kubectl, namespace, "poddisruptionbudgets") == {"iris-router"}, "stable's PDB gone")
     eventually(
-        lambda: (
-            "stable gets none of its weight 30"
-            in kubectl.json("get", "md", "iris", "-n", namespace)["status"]["routing"]
-        ),
+        lambda: "stable gets none of its weight 30" in kubectl.read("md", "iris", namespace)["status"]["routing"],
         "the status to follow the weights",
     )
 
@@ -90,15 +87,21 @@ def test_create_update_remove_variant_and_garbage_collection(
     eventually(lambda: children(kubectl, namespace, "deployments") == {"iris-canary"}, "iris-stable deleted")
     eventually(lambda: children(kubectl, namespace, "services") == {"iris", "iris-canary"}, "its Service deleted")
     eventually(lambda: not children(kubectl, namespace, "configmaps"), "the router's config deleted")
-    entry = kubectl.json("get", "service", "iris", "-n", namespace)
+    entry = kubectl.read("service", "iris", namespace)
     assert entry["spec"]["selector"] == names.selector("iris", "canary")
-    events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=iris")
-    # One Event per pass for what it applied, one for what it deleted, each naming every object.
-    changes = [change for e in events["items"] for change in e["message"].split("; ")]
-    assert {"Applied", "Deleted"} <= {e["reason"] for e in events["items"]}
-    assert any(change.startswith("deleted Deployment iris-stable:") for change in changes), changes
-    assert any(change.startswith("deleted Deployment iris-router:") for change in changes), changes
-    assert any(change.startswith("applied Deployment iris-canary:") for change in changes), changes
+    # One Event per pass for what it applied, one for what it deleted, each naming every object: written once the
+    # pass is done, so maybe a moment after the deletions it names.
+    wanted = ("deleted Deployment iris-stable:", "deleted Deployment iris-router:", "applied Deployment iris-canary:")
+
+    def passes() -> list[dict[str, Any]] | None:
+        """The Events about iris, once they name every change wanted."""
+        found = kubectl.read("events", namespace=namespace, fields="involvedObject.name=iris")
+        items: list[dict[str, Any]] = found["items"]
+        changes = [change for e in items for change in e["message"].split("; ")]
+        return items if all(any(change.startswith(w) for change in changes) for w in wanted) else None
+
+    events = eventually(passes, "the passes' Events naming the changes")
+    assert {"Applied", "Deleted"} <= {e["reason"] for e in events}
 
     # Deleting the ModelDeployment garbage-collects every child through owner references.
     kubectl("delete", "modeldeployment", "iris", "-n", namespace)
@@ -121,7 +124,7 @@ def test_drift_is_repaired_through_the_watches(kubectl: Kubectl, namespace: str,
     kubectl("delete", "service", "iris-stable", "-n", namespace)
 
     def repaired() -> bool:
-        dep = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
+        dep = kubectl.read("deployment", "iris-stable", namespace)
         image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
         return image == "mlmodel-server:0.1.0" and kubectl.get("service", "iris-stable", namespace) is not None
 
@@ -152,21 +155,21 @@ def test_hpa_owns_replicas(kubectl: Kubectl, namespace: str, operator: Callable[
     kubectl("scale", "deployment/iris-stable", "--replicas=3", "-n", namespace)
     # Several passes later the operator has not fought the scale-up.
     _passes(3)
-    assert kubectl.json("get", "deployment", "iris-stable", "-n", namespace)["spec"]["replicas"] == 3
+    assert kubectl.read("deployment", "iris-stable", namespace)["spec"]["replicas"] == 3
     assert names.FIELD_MANAGER not in _replicas_managers(kubectl, namespace)
 
     # Turning autoscaling off removes the HPA and gives replicas back to the spec.
     kubectl.apply(md("iris", namespace, variant("stable", 100, replicas=2)))
     eventually(lambda: kubectl.get("hpa", "iris-stable", namespace) is None, "HPA deleted")
     eventually(
-        lambda: kubectl.json("get", "deployment", "iris-stable", "-n", namespace)["spec"]["replicas"] == 2,
+        lambda: kubectl.read("deployment", "iris-stable", namespace)["spec"]["replicas"] == 2,
         "replicas from the spec",
     )
 
 
 def _replicas_managers(kubectl: Kubectl, namespace: str) -> set[str]:
     """The field managers that own the spec.replicas of Deployment iris-stable."""
-    dep = kubectl.json("get", "deployment", "iris-stable", "-n", namespace, "--show-managed-fields")
+    dep = kubectl.read("deployment", "iris-stable", namespace)
     return {
         m["manager"]
         for m in dep["metadata"]["managedFields"]
@@ -196,7 +199,7 @@ def test_switching_autoscaling_on_keeps_the_replicas(
     seen: list[int] = []
 
     def template_changed() -> bool:
-        dep = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
+        dep = kubectl.read("deployment", "iris-stable", namespace)
         seen.append(dep["spec"]["replicas"])
         container = dep["spec"]["template"]["spec"]["containers"][0]
         return any(e["name"] == "LOG_LEVEL" for e in container.get("env") or [])
@@ -282,7 +285,7 @@ def test_restart_in_the_middle_of_reconciling(
     kubectl.apply(no_pods(namespace))
     variants = [f"v{i}" for i in range(MAX_VARIANTS)]
     kubectl.apply(crowded(namespace, variants))  # made while no operator runs
-    body = kubectl.json("get", "md", "iris", "-n", namespace)
+    body = kubectl.read("md", "iris", namespace)
     uid, first_pass = body["metadata"]["uid"], desired(body)
     assert len(first_pass) == 4 * MAX_VARIANTS + 7 and not owned(namespace, uid)
 
@@ -305,11 +308,11 @@ def test_restart_in_the_middle_of_reconciling(
     print(f"\nkilled with {len(left)} of the pass's {len(first_pass)} children made")
 
     kubectl.apply(crowded(namespace, variants[1:]))
-    assert kubectl.json("get", "md", "iris", "-n", namespace)["metadata"]["generation"] == 2
+    assert kubectl.read("md", "iris", namespace)["metadata"]["generation"] == 2
     operator_process()
 
     def problems() -> list[str]:
-        body = kubectl.json("get", "md", "iris", "-n", namespace)
+        body = kubectl.read("md", "iris", namespace)
         wanted, found = desired(body), owned(namespace, uid)
         wrong = [f"missing {kind} {name}" for kind, name in sorted(wanted.keys() - found.keys())]
         wrong += [f"left over {kind} {name}" for kind, name in sorted(found.keys() - wanted.keys())]
@@ -335,7 +338,7 @@ def test_invalid_spec_is_reported_once(kubectl: Kubectl, namespace: str, operato
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     assert "spec.variants[0].resources.requests.cpu" in ready["message"]
     _passes(3)
-    events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=bad")["items"]
+    events = kubectl.read("events", namespace=namespace, fields="involvedObject.name=bad")["items"]
     assert [e["reason"] for e in events] == ["InvalidSpec"]
     assert not children(kubectl, namespace, "deployments")
 
@@ -346,7 +349,7 @@ def test_objects_we_do_not_control_are_left_alone(
     """A user's Service ``iris``, and ModelDeployment ``iris-stable``'s entry Service, which variant
     ``stable`` of ``iris`` would also want: neither is taken over."""
     kubectl("create", "service", "clusterip", "iris", "--tcp=80:8080", "-n", namespace)
-    user_service = kubectl.json("get", "service", "iris", "-n", namespace)
+    user_service = kubectl.read("service", "iris", namespace)
     operator()
     kubectl.apply(md("iris-stable", namespace, variant("v", 100, replicas=0)))
     other = eventually(lambda: kubectl.get("service", "iris-stable", namespace), "iris-stable's entry Service")
@@ -361,10 +364,10 @@ def test_objects_we_do_not_control_are_left_alone(
     assert "Service iris already exists and is not controlled by this ModelDeployment" in ready["message"]
     assert "Service iris-stable already exists" in ready["message"]
     _passes(2)
-    mine = kubectl.json("get", "service", "iris", "-n", namespace)
+    mine = kubectl.read("service", "iris", namespace)
     assert mine["spec"]["selector"] == user_service["spec"]["selector"]
     assert not mine["metadata"].get("ownerReferences")
-    theirs = kubectl.json("get", "service", "iris-stable", "-n", namespace)
+    theirs = kubectl.read("service", "iris-stable", namespace)
     assert theirs["metadata"]["ownerReferences"] == other["metadata"]["ownerReferences"]
     assert theirs["spec"]["selector"] == other["spec"]["selector"]
     # The rest of the pass went on.
@@ -390,7 +393,7 @@ def test_a_refusal_reaches_the_status_and_is_retried_soon(
     }
     kubectl.apply(quota)
     eventually(
-        lambda: (kubectl.json("get", "resourcequota", "no-hpa", "-n", namespace).get("status") or {}).get("hard"),
+        lambda: (kubectl.read("resourcequota", "no-hpa", namespace).get("status") or {}).get("hard"),
         "the quota to be counted",
     )
     scaling = {"minReplicas": 1, "maxReplicas": 2}
@@ -413,7 +416,7 @@ def test_a_refusal_reaches_the_status_and_is_retried_soon(
     degraded = condition(kubectl, namespace, "iris", "Degraded")
     assert degraded is not None and degraded["status"] == "True"
     # The Deployment's new template was applied all the same.
-    dep = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
+    dep = kubectl.read("deployment", "iris-stable", namespace)
     assert any(e["name"] == "LOG_LEVEL" for e in dep["spec"]["template"]["spec"]["containers"][0]["env"])
     kubectl("delete", "resourcequota", "no-hpa", "-n", namespace)
     # The retries back off (1, 2, 4 ... 60 s): the next one comes within a minute of the quota's removal.
@@ -440,7 +443,7 @@ def test_deleting_needs_no_operator(kubectl: Kubectl, namespace: str, operator: 
     eventually(lambda: children(kubectl, namespace, "deployments") == {"iris-v", "old-v"}, "the children of both")
 
     def finalizers() -> dict[str, list[str]]:
-        items = kubectl.json("get", "md", "-n", namespace)["items"]
+        items = kubectl.read("md", namespace=namespace)["items"]
         return {i["metadata"]["name"]: i["metadata"].get("finalizers", []) for i in items}
 
     eventually(lambda: finalizers() == {"iris": [], "old": []}, "no finalizer on either")
@@ -500,14 +503,14 @@ def test_an_injected_sidecar_causes_no_writes(kubectl: Kubectl, namespace: str, 
     def observed() -> dict[str, Any] | None:
         """The Deployment once its controller has written the status of the new template (a write of
         its own, which must not be taken for the operator's)."""
-        found = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
+        found = kubectl.read("deployment", "iris-stable", namespace)
         status, generation = found.get("status") or {}, found["metadata"]["generation"]
         return found if status.get("observedGeneration") == generation else None
 
     before = eventually(observed, "the deployment controller to observe the new template")
     applied = _applied()
     _passes(3)
-    after = kubectl.json("get", "deployment", "iris-stable", "-n", namespace)
+    after = kubectl.read("deployment", "iris-stable", namespace)
     assert _applied() == applied
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     containers = {c["name"]: c for c in after["spec"]["template"]["spec"]["containers"]}

@@ -44,7 +44,7 @@ def big_spec(namespace: str) -> dict[str, Any]:
 
 
 def children(kubectl: Kubectl, namespace: str, kind: str) -> set[str]:
-    items = kubectl.json("get", kind, "-n", namespace, "-l", f"{names.LABEL_MANAGED_BY}={names.FIELD_MANAGER}")
+    items = kubectl.read(kind, namespace=namespace, selector=f"{names.LABEL_MANAGED_BY}={names.FIELD_MANAGER}")
     return {i["metadata"]["name"] for i in items["items"]}
 
 
@@ -84,7 +84,7 @@ def test_malformed_modeldeployments_are_refused_naming_the_field_and_the_operato
     assert code == 422 and "spec.variants: Invalid value" in message and "128 KiB" in message, message[:500]
     print(f"\nrefused, each naming its field: {dict(refused)} ({len(fields)} fields) and a 300 KB spec")
     assert sum(refused.values()) - refused["sample"] >= GENERATED and refused["sample"] == len(expected)
-    assert not kubectl.json("get", "modeldeployments", "-n", namespace)["items"]
+    assert not kubectl.read("modeldeployments", namespace=namespace)["items"]
 
     kubectl.apply(badspec.base("iris", namespace))
     routed = {"iris-stable", "iris-canary", "iris-router"}
