@@ -46,6 +46,7 @@ class _Variant(http.server.BaseHTTPRequestHandler):
     code: ClassVar[int] = 200
     delay: ClassVar[float] = 0.0
     ready: ClassVar[bool] = True  # what GET /readyz answers: 200, else 503
+    stall: ClassVar[float] = 0.0  # seconds GET /readyz waits before it answers (a busy server's queue)
     name: str | None = None
     received: ClassVar[list[tuple[str, str, bytes]]] = []  # path, content type, body
     primaries: ClassVar[list[bytes]] = []  # the primary's answers at the front of shadow copies
@@ -67,9 +68,13 @@ class _Variant(http.server.BaseHTTPRequestHandler):
         self.wfile.write(answer)
 
     def do_GET(self) -> None:
-        self.send_response(200 if self.ready and self.path == "/readyz" else 503)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+        time.sleep(self.stall)
+        try:
+            self.send_response(200 if self.ready and self.path == "/readyz" else 503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the prober gave up waiting
 
     def log_message(self, *args: object) -> None:
         pass
@@ -671,18 +676,23 @@ def _in_effect(base: str, text: str, seconds: float = 2.0) -> float:
     """Seconds until a response carries the weights ``text``; fails after ``seconds``."""
     start = time.monotonic()
     while True:
-        connection = _connection(base)
-        try:
-            connection.request("POST", "/predict", PREDICT, HEADERS)
-            reply = connection.getresponse()
-            reply.read()
-        finally:
-            connection.close()
-        assert reply.status == 200, reply.status
-        if reply.getheader(names.HEADER_ROUTER_WEIGHTS) == text:
+        if _weights_header(base) == text:
             return time.monotonic() - start
         assert time.monotonic() - start < seconds, f"{text} not in effect after {seconds} s"
         time.sleep(0.02)
+
+
+def _weights_header(base: str) -> str | None:
+    """The weights one answered request carries (it must be a 200)."""
+    connection = _connection(base)
+    try:
+        connection.request("POST", "/predict", PREDICT, HEADERS)
+        reply = connection.getresponse()
+        reply.read()
+    finally:
+        connection.close()
+    assert reply.status == 200, reply.status
+    return reply.getheader(names.HEADER_ROUTER_WEIGHTS)
 
 
 def _split(base: str, requests: int) -> Counter[str | None]:
@@ -767,3 +777,30 @@ def test_without_kubernetes_the_router_probes_the_variants_and_routes_only_to_th
             handlers["canary"].ready = False
             assert _in_effect(base, "stable=100,canary=0") < 2.0
             assert _split(base, 100) == Counter({"stable": 100})
+
+
+def test_without_kubernetes_a_variant_slow_to_answer_its_probe_keeps_its_weight_until_three_go_unanswered(
+    tmp_path: Path,
+) -> None:
+    """A busy variant's probe waits behind its predictions. One or two probes unanswered within the timeout (1 s)
+    change nothing: the split stays as set for 2.5 s of stalled probes (the third can end 3 s after the stall at the
+    earliest); the third in a row takes the variant out (within 10 s), and its first answer in time puts it back.
+    Every request is answered 200 throughout."""
+    md = parsed(variants=TWO)
+    upstreams = {"stable": LIVE_STABLE, "canary": LIVE_CANARY}
+    discovery = traffic.Discovery(resolver="127.0.0.1", port=names.SERVICE_PORT)
+    with (
+        _variants(("stable", LIVE_STABLE), ("canary", LIVE_CANARY)) as handlers,
+        _nginx(tmp_path, md, upstreams, discovery=discovery) as (base, _),
+    ):
+        assert _in_effect(base, "stable=90,canary=10", seconds=5.0) < 5.0
+        handlers["stable"].stall = 1.5
+        stalled = time.monotonic()
+        seen: Counter[str | None] = Counter()
+        while time.monotonic() - stalled < 2.5:
+            seen[_weights_header(base)] += 1
+        assert seen and set(seen) == {"stable=90,canary=10"}, seen
+        assert _in_effect(base, "stable=0,canary=100", seconds=10.0) < 10.0
+        assert _split(base, 50) == Counter({"canary": 50})
+        handlers["stable"].stall = 0.0
+        assert _in_effect(base, "stable=90,canary=10", seconds=5.0) < 5.0

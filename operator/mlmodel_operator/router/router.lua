@@ -13,6 +13,9 @@
 -- Without Kubernetes (Docker Compose) nothing tells the router which variants are ready: given a probe path,
 -- it asks each variant itself, after each read of the weights file (about every second), and routes only to
 -- those that answered 200; the others' weight goes to them, in proportion, as the operator does in a cluster.
+-- An answer other than 200, or a refused connection, takes a variant out at once; no answer within the timeout
+-- only SILENT times in a row (a kubelet's readiness probe defaults: 1 s, 3 failures): a busy variant's probe
+-- waits behind its predictions, and taking it out for that sent all its traffic to the others.
 --
 -- Metrics: requests and upstream latency per variant, counted at the router so that connection
 -- failures and nginx's own 502/504 are seen too. The counts live in a shared dict (all nginx
@@ -60,6 +63,8 @@ local labels, mirror, targets, follow = {}, nil, {}, {}
 local current = { serial = -1, weights = {}, buckets = {}, total = 0, text = "" }
 local order = {} -- the weights document in effect: {variant, percent} in spec order
 local healthy = nil -- with a probe: {variant = true} for those that answered it last time
+local silent = {} -- with a probe: {variant = probes in a row it did not answer in time}
+local SILENT = 3
 local pending = 0 -- bytes of bodies held by this worker for copies not yet sent
 local reached = false -- this worker has connected to every variant once
 
@@ -115,13 +120,21 @@ local function probe()
     for name, target in pairs(targets) do
         local sock = ngx.socket.tcp()
         sock:settimeouts(1000, 1000, 1000)
-        local ok = sock:connect(target.host, target.port)
+        local ok, err = sock:connect(target.host, target.port)
         if ok then
-            ok = sock:send("GET " .. follow.probe .. " HTTP/1.0\r\nHost: " .. target.host .. "\r\n\r\n")
+            ok, err = sock:send("GET " .. follow.probe .. " HTTP/1.0\r\nHost: " .. target.host .. "\r\n\r\n")
         end
-        local line = ok and sock:receive("*l")
+        local line
+        if ok then
+            line, err = sock:receive("*l")
+        end
         sock:close()
-        answered[name] = line and string.match(line, "^HTTP/%d%.%d 200 ") ~= nil or nil
+        silent[name] = err == "timeout" and (silent[name] or 0) + 1 or 0
+        if silent[name] > 0 and silent[name] < SILENT then
+            answered[name] = healthy and healthy[name] -- as it was, until SILENT probes in a row go unanswered
+        else
+            answered[name] = line and string.match(line, "^HTTP/%d%.%d 200 ") ~= nil or nil
+        end
         if answered[name] ~= (healthy and healthy[name]) then
             changed = true
         end
