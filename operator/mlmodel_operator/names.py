@@ -31,6 +31,8 @@ ROUTER_APP = "mlmodel-router"
 ANNOTATION_ROUTER_CONFIG = f"{GROUP}/router-config"
 # A digest of what the operator applied to a child: a change means the apply changes the child.
 ANNOTATION_APPLIED = f"{GROUP}/applied"
+# On the entry Service: when its selector last moved (RFC 3339). What it left keeps serving a while after.
+ANNOTATION_LEADS_SINCE = f"{GROUP}/leads-since"
 # On a ModelDeployment: what a person asks of its rollout (``kubectl mlmodel promote``, ...), see ``actions``.
 ANNOTATION_ROLLOUT_ACTION = f"{GROUP}/rollout-action"
 

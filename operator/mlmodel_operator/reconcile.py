@@ -35,6 +35,10 @@ from mlmodel_operator.status import Observed
 
 LOG = logging.getLogger(__name__)
 AGAIN_SECONDS = 0.5  # a rollout in flight passes again this soon when a pass saw its pods change
+# What the entry Service stopped leading to keeps serving this long after it moved, as Argo Rollouts' blue-green
+# scaleDownDelaySeconds (30 s there): kube-proxy on every node follows the move a moment later, and until it has, new
+# connections still go to the pods it left. A CI host once took longer than their 5 s preStop drain.
+LEFT_SERVING_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class Outcome:
     weights: str | None = None  # the router's weights document (None: no router), for the weights endpoint
     observed: tuple[Observed, ...] = ()  # how each variant's pods are doing
     routed: bool = False  # the router (if any) runs the configuration of this pass on every pod
+    wake: float | None = None  # what the entry Service left is due to go this many seconds from now
 
     @property
     def settled(self) -> bool:
@@ -94,8 +99,8 @@ def reconcile(
     for policy in netpol.network_policies(md, access, behind_router) if access is not None else []:
         run.ensure(policy)
     stale = _stale(run)
-    _entry(run, routed, observed, stale)
-    _prune(run, routed, stale)
+    since = _entry(run, routed, observed, stale, now)
+    wake = _prune(run, routed, stale, status.seconds_between(since, now))
     routing = status.Routing(routed.weights, routed.router, via_router=routed.target is None and routed.arrived)
     conditions = previous.get("conditions") or []
     return Outcome(
@@ -105,6 +110,7 @@ def reconcile(
         routed.document,
         tuple(observed),
         routed.router is None or routed.router.rolled_out,
+        wake,
     )
 
 
@@ -227,26 +233,42 @@ def _stale(run: _Pass) -> dict[Key, dict[str, Any]]:
     return {key: obj for key, obj in run.found.items() if key != entry and run.md.uid in _owners(obj)}
 
 
-def _entry(run: _Pass, routed: _Routed, observed: list[status.Observed], stale: Mapping[Key, dict[str, Any]]) -> None:
-    """Apply the entry Service, unless its target does not serve yet and the live one leads to what does."""
+def _entry(
+    run: _Pass, routed: _Routed, observed: list[status.Observed], stale: Mapping[Key, dict[str, Any]], now: str
+) -> str:
+    """Apply the entry Service, unless its target does not serve yet and the live one leads to what does: since
+    when it leads where it does."""
     md = run.md
     entry = ("Service", names.entry_service(md.name))
     up = {o.name for o in observed if o.ready} | ({status.ROUTER} if routed.router and routed.router.ready else set())
     up |= {
         _target(obj["metadata"]["labels"]) for (kind, _), obj in stale.items() if kind == "Deployment" and _ready(obj)
     }
-    keep = entry in run.found and _controlled(run.found[entry], md.uid)
-    if not routed.arrived and keep and _led_to(run.found[entry]) in up:
+    live = run.found.get(entry)
+    keep = live is not None and _controlled(live, md.uid)
+    if not routed.arrived and keep and live is not None and _led_to(live) in up:
         run.found.pop(entry)  # it keeps leading to pods that serve until what it should lead to is ready
-    else:
-        run.ensure(render.entry_service(md, routed.target))
+        return _since(live, now)
+    since = _since(live, now) if live is not None and _led_to(live) == (routed.target or status.ROUTER) else now
+    run.ensure(render.entry_service(md, routed.target, since))
+    return since
 
 
-def _prune(run: _Pass, routed: _Routed, stale: Mapping[Key, dict[str, Any]]) -> None:
-    """Delete what is no longer wanted, once traffic has moved off what of it still serves."""
+def _since(service: Mapping[str, Any], now: str) -> str:
+    """Since when ``service`` leads where it does: its annotation; else (made before it had one) its creation."""
+    meta = service["metadata"]
+    since = (meta.get("annotations") or {}).get(names.ANNOTATION_LEADS_SINCE) or meta.get("creationTimestamp")
+    return str(since or now)
+
+
+def _prune(run: _Pass, routed: _Routed, stale: Mapping[Key, dict[str, Any]], moved: float) -> float | None:
+    """Delete what is no longer wanted, once traffic has moved off what of it still serves, and the entry Service
+    moved (``moved`` seconds ago) ``LEFT_SERVING_SECONDS`` ago: else in how many seconds it may go."""
     still_serving = any(kind == "Deployment" and _ready(obj) for (kind, _), obj in stale.items())
     if still_serving and not (routed.arrived and (routed.router is None or routed.router.rolled_out)):
-        return
+        return None
+    if still_serving and moved < LEFT_SERVING_SECONDS:
+        return LEFT_SERVING_SECONDS - moved
     api_versions = {kind: api_version for api_version, kind in kube.CHILD_KINDS}
     for kind, name in stale:  # in CHILD_KINDS order: HPAs and PDBs before their targets
         try:
@@ -257,6 +279,7 @@ def _prune(run: _Pass, routed: _Routed, stale: Mapping[Key, dict[str, Any]]) -> 
             continue
         run.store.drop(kind, stale[(kind, name)])
         run.changes.append(f"deleted {kind} {name}: no longer wanted")
+    return None
 
 
 def _owners(obj: Mapping[str, Any]) -> set[str]:
@@ -353,7 +376,7 @@ def sync(
             memory.pop("routers", None)
     problems = resolved.problems if resolved else ()
     outcome = reconcile(plan.md if plan else md, previous, now, router_image, store, access, source, problems)
-    computed, wake = outcome.status, resolved.wake if resolved else None
+    computed, wake = outcome.status, _sooner(resolved.wake if resolved else None, outcome.wake)
     if resolved is not None:
         computed = {**computed, "models": resolved.entries, "model": pins.summary(resolved.entries)}
     elif previous.get("models"):  # null removes them from the status (merged into the object)

@@ -285,10 +285,13 @@ def service(md: ModelDeployment, variant: Variant) -> Obj:
     )
 
 
-def entry_service(md: ModelDeployment, target: str | None) -> Obj:
-    """The stable Service ``<md>``: to the router (``target`` None) or straight to one variant's pods."""
+def entry_service(md: ModelDeployment, target: str | None, since: str) -> Obj:
+    """The stable Service ``<md>``: to the router (``target`` None) or straight to one variant's pods, as it has
+    since ``since``."""
     selector = names.router_selector(md.name) if target is None else names.selector(md.name, target)
-    return _service(md, names.entry_service(md.name), names.entry_labels(md.name), selector)
+    service = _service(md, names.entry_service(md.name), names.entry_labels(md.name), selector)
+    service["metadata"]["annotations"] = {names.ANNOTATION_LEADS_SINCE: since}
+    return service
 
 
 def variant_pdb(md: ModelDeployment, variant: Variant) -> Obj:

@@ -136,10 +136,6 @@ def template(md: ModelDeployment, raw: Mapping[str, Any]) -> str:
     return json.dumps({"variant": item, "image": md.variants[0].image}, sort_keys=True, separators=(",", ":"))
 
 
-def _seconds(start: str, end: str) -> float:
-    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
-
-
 def _revisions(status: Mapping[str, Any]) -> list[Revision]:
     return [
         Revision(
@@ -255,7 +251,7 @@ def plan(
     if state.rolling and state.canary is not None:
         state, wake, baseline = _advance(md, state, observed, readings, now, events, mark, skip)
     if state.previous is not None and state.promoted is not None:
-        left = md.rollout.scale_down_delay - _seconds(state.promoted, now)
+        left = md.rollout.scale_down_delay - status.seconds_between(state.promoted, now)
         if left <= 0:
             state = replace(state, previous=None)
         else:
@@ -367,7 +363,7 @@ def _advance(
             break
         if step.shadow is not None:
             shadow = step.shadow
-            remaining = shadow.seconds - _seconds(state.since, now)
+            remaining = shadow.seconds - status.seconds_between(state.since, now)
             last = state.judged.last if state.judged else None
             agreed = (
                 last is not None
@@ -397,7 +393,7 @@ def _advance(
             left = None
         else:
             message = f"{label}: pause {step.pause_seconds:g} s with revision {canary} at {state.weight} %"
-            left = step.pause_seconds - _seconds(state.since, now)
+            left = step.pause_seconds - status.seconds_between(state.since, now)
         if left is None or left > 0:
             if state.message != message:
                 events.append(("Normal", "RolloutPaused", message))
@@ -425,7 +421,7 @@ def _advance(
         if baseline is None:  # the canary has just got traffic (or copies): its first interval starts
             state, _, baseline = _judge(gates, state, readings, now)
         assert state.judged is not None
-        due = gates.interval - _seconds(state.judged.started, now)
+        due = gates.interval - status.seconds_between(state.judged.started, now)
         wake = due if wake is None else min(wake, due)
     return state, wake, baseline
 
@@ -451,7 +447,7 @@ def _judge(
     judged, start = state.judged, readings.start
     if judged is None or start is None or start[0] != judged.started:
         return replace(state, judged=replace(judged or Judged(now), started=now)), None, (now, readings.routers())
-    if _seconds(judged.started, now) < gates.interval:
+    if status.seconds_between(judged.started, now) < gates.interval:
         return state, None, start
     snapshot = readings.routers()
     counts = analysis.window(start[1], snapshot)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,6 +28,13 @@ OOM_KILLED = "OOMKilled"
 REPLICA_FAILURE = "ReplicaFailure"
 ROUTER = "router"
 TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"  # the status's times (conditions, rollout): UTC, to the second
+
+
+def seconds_between(start: str, end: str) -> float:
+    """Seconds from ``start`` to ``end``, two of the status's times (or the API's)."""
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
 _IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 _CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
 _QUOTA = "exceeded quota"

@@ -319,3 +319,54 @@ def test_a_weight_change_rewrites_the_weights_configmap_with_the_next_serial_and
     assert [key for _, key, _ in api.applied] == [("ConfigMap", names.router_weights("iris"))]
     assert api.objects[("ConfigMap", names.router_weights("iris"))]["data"] == {"weights": outcome.weights}
     assert api.objects[("Deployment", names.router("iris"))] == router
+
+
+def _ready(api: FakeApi, name: str) -> None:
+    api.objects[("Deployment", name)]["status"] = {"readyReplicas": 1, "replicas": 1, "updatedReplicas": 1}
+
+
+def _at(api: FakeApi, md: spec.ModelDeployment, now: str) -> reconcile.Outcome:
+    return reconcile.reconcile(md, {}, now, "mlmodel-router:0.1.0", api)  # type: ignore[arg-type]
+
+
+def test_what_the_entry_service_left_keeps_serving_until_kube_proxy_has_had_time_to_follow(api: FakeApi) -> None:
+    """The only variant renamed: the entry Service moves to the new one once it is ready, and the old one's
+    Deployment, still serving, goes only ``LEFT_SERVING_SECONDS`` after the move (the pass says when to come back);
+    the time of the move is kept on the Service, and a pass that moves nothing writes nothing."""
+    _at(api, single(), "2026-01-01T00:00:00Z")
+    _ready(api, "iris-stable")
+    renamed = parsed(variants=[{"name": "v2", "modelUri": "file:///m.joblib"}])
+    waiting = _at(api, renamed, "2026-01-01T00:01:00Z")  # v2 not ready: the entry Service stays
+    entry = api.objects[("Service", "iris")]
+    assert entry["spec"]["selector"][names.LABEL_VARIANT] == "stable" and waiting.wake is None
+    _ready(api, "iris-v2")
+    moved = _at(api, renamed, "2026-01-01T00:02:00Z")
+    entry = api.objects[("Service", "iris")]
+    assert entry["spec"]["selector"][names.LABEL_VARIANT] == "v2"
+    assert entry["metadata"]["annotations"][names.ANNOTATION_LEADS_SINCE] == "2026-01-01T00:02:00Z"
+    assert ("Deployment", "iris-stable") in api.objects and moved.wake == reconcile.LEFT_SERVING_SECONDS
+    api.applied.clear()
+    later = _at(api, renamed, "2026-01-01T00:02:10Z")
+    assert not api.applied and ("Deployment", "iris-stable") in api.objects
+    assert later.wake == reconcile.LEFT_SERVING_SECONDS - 10
+    gone = _at(api, renamed, "2026-01-01T00:02:15Z")
+    assert ("Deployment", "iris-stable") not in api.objects and gone.wake is None
+    assert api.objects[("Service", "iris")]["metadata"]["annotations"][names.ANNOTATION_LEADS_SINCE] == (
+        "2026-01-01T00:02:00Z"
+    )
+
+
+def test_a_variant_that_never_served_goes_at_once_and_an_old_entry_service_counts_from_its_creation(
+    api: FakeApi,
+) -> None:
+    _at(api, single(), "2026-01-01T00:00:00Z")
+    entry = api.objects[("Service", "iris")]
+    entry["metadata"].pop("annotations")  # made by an operator before the time was kept
+    entry["metadata"]["creationTimestamp"] = "2025-12-31T00:00:00Z"
+    api.applied.clear()
+    _at(api, single(), "2026-01-01T00:00:05Z")
+    since = api.objects[("Service", "iris")]["metadata"]["annotations"][names.ANNOTATION_LEADS_SINCE]
+    assert since == "2025-12-31T00:00:00Z"
+    renamed = parsed(variants=[{"name": "v2", "modelUri": "file:///m.joblib"}])
+    _at(api, renamed, "2026-01-01T00:00:06Z")  # iris-stable never had a ready pod: nothing to move off
+    assert ("Deployment", "iris-stable") not in api.objects

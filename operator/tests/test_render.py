@@ -58,6 +58,7 @@ ROUTER_IMAGE = "mlmodel-router:0.1.0"
 DEFAULT_ACCESS = config.parse([], env={}).access  # the default: Prometheus in `monitoring` scrapes
 assert DEFAULT_ACCESS is not None
 ACCESS: netpol.Access = DEFAULT_ACCESS
+SINCE = "2026-01-01T00:00:00Z"  # when the entry Service moved where it leads
 CLUSTER_IPS = {
     "stable": "10.96.0.10",
     "canary": "10.96.0.11",
@@ -74,7 +75,7 @@ def children(md: spec.ModelDeployment) -> list[dict[str, Any]]:
         config = traffic.router_config(md, {v.name: CLUSTER_IPS[v.name] for v in md.variants})
         found += objects.children(md, config, traffic.weights_document(config.weights, 1), ROUTER_IMAGE)
     found += netpol.network_policies(md, ACCESS, behind_router=md.routed)
-    return [*found, render.entry_service(md, None if md.routed else md.variants[0].name)]
+    return [*found, render.entry_service(md, None if md.routed else md.variants[0].name, SINCE)]
 
 
 @pytest.mark.parametrize("case", ["iris-canary", "iris-single"])
@@ -125,7 +126,7 @@ def test_a_single_variant_is_served_without_a_router() -> None:
     assert traffic.routing_note(md, applied, via_router=False) == (
         "the entry Service sends traffic straight to the pods: only=100"
     )
-    assert render.entry_service(md, "only")["spec"]["selector"][names.LABEL_VARIANT] == "only"
+    assert render.entry_service(md, "only", SINCE)["spec"]["selector"][names.LABEL_VARIANT] == "only"
 
 
 @pytest.mark.parametrize(
@@ -138,7 +139,7 @@ def test_a_routing_feature_brings_a_router_for_one_variant(routing: dict[str, An
 def test_several_variants_are_routed_through_the_router() -> None:
     md = parsed()
     assert md.routed
-    assert render.entry_service(md, None)["spec"]["selector"] == names.router_selector("iris")
+    assert render.entry_service(md, None, SINCE)["spec"]["selector"] == names.router_selector("iris")
     config = traffic.router_config(md, CLUSTER_IPS)
     deployment = objects.deployment(md, config, ROUTER_IMAGE)
     volume = deployment["spec"]["template"]["spec"]["volumes"][0]

@@ -247,16 +247,17 @@ def no_pods(namespace: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": meta, "spec": {"hard": {"pods": "0"}}}
 
 
-def desired(body: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+def desired(body: dict[str, Any], since: str = "") -> dict[tuple[str, str], dict[str, Any]]:
     """Every child the operator should make for ``body`` while no variant is ready, by kind and name (the entry
-    Service leads to the router from the first pass on, so the servers' NetworkPolicy admits only the router)."""
+    Service leads to the router from the first pass on, so the servers' NetworkPolicy admits only the router, and
+    has since ``since``)."""
     settings = config.parse([])
     parsed = spec.parse(body, default_image=settings.server_image)
     routed = traffic.router_config(parsed, {})
     router = objects.children(parsed, routed, traffic.weights_document(routed.weights, 1), ROUTER_ABSENT)
     assert settings.access is not None
     policies = netpol.network_policies(parsed, settings.access, behind_router=True)
-    wanted = [*render.variant_children(parsed), *router, *policies, render.entry_service(parsed, None)]
+    wanted = [*render.variant_children(parsed), *router, *policies, render.entry_service(parsed, None, since)]
     return {(o["kind"], o["metadata"]["name"]): o for o in wanted}
 
 
@@ -313,7 +314,9 @@ def test_restart_in_the_middle_of_reconciling(
 
     def problems() -> list[str]:
         body = kubectl.read("md", "iris", namespace)
-        wanted, found = desired(body), owned(namespace, uid)
+        found = owned(namespace, uid)
+        entry = found.get(("Service", names.entry_service("iris")), {"metadata": {}})["metadata"]
+        wanted = desired(body, (entry.get("annotations") or {}).get(names.ANNOTATION_LEADS_SINCE, ""))
         wrong = [f"missing {kind} {name}" for kind, name in sorted(wanted.keys() - found.keys())]
         wrong += [f"left over {kind} {name}" for kind, name in sorted(found.keys() - wanted.keys())]
         for key in sorted(wanted.keys() & found.keys()):
