@@ -34,7 +34,7 @@ def with_weights(directory: Path, stable: int, canary: int, canary_sha256: str |
 
 
 @pytest.fixture
-def project(tmp_path: Path, images: None, models: Path) -> Iterator[Project]:
+def project(tmp_path: Path, images: None, models: Path, request: pytest.FixtureRequest) -> Iterator[Project]:
     """The example's project in a directory of its own, with the example models in its ``models/``; taken down
     after the test (its logs printed if the test failed)."""
     directory = tmp_path / "iris"
@@ -44,9 +44,9 @@ def project(tmp_path: Path, images: None, models: Path) -> Iterator[Project]:
     project = Project(directory, f"mlmodel-e2e-{tmp_path.name[-12:].lower()}", free_port(), free_port())
     try:
         yield project
-    except BaseException:
-        print(project.logs())
-        raise
+        rep = getattr(request.node, "rep_call", None)  # a fixture never sees the test's exception at its yield
+        if rep is not None and rep.failed:
+            print(f"\n===== the Compose project's logs =====\n{project.logs()}")
     finally:
         project.down()
         shutil.rmtree(directory, ignore_errors=True)

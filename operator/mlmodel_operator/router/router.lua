@@ -13,9 +13,10 @@
 -- Without Kubernetes (Docker Compose) nothing tells the router which variants are ready: given a probe path,
 -- it asks each variant itself, after each read of the weights file (about every second), and routes only to
 -- those that answered 200; the others' weight goes to them, in proportion, as the operator does in a cluster.
--- An answer other than 200, or a refused connection, takes a variant out at once; no answer within the timeout
--- only SILENT times in a row (a kubelet's readiness probe defaults: 1 s, 3 failures): a busy variant's probe
--- waits behind its predictions, and taking it out for that sent all its traffic to the others.
+-- An answer other than 200, or a refused connection, takes a variant out at once; no answer within the servers'
+-- readiness timeout (2 s, as their Docker healthcheck's) only SILENT times in a row (a kubelet's default
+-- failureThreshold): a busy variant's probe waits behind its predictions, and taking it out for that sent all
+-- its traffic to the others.
 --
 -- Metrics: requests and upstream latency per variant, counted at the router so that connection
 -- failures and nginx's own 502/504 are seen too. The counts live in a shared dict (all nginx
@@ -65,6 +66,7 @@ local order = {} -- the weights document in effect: {variant, percent} in spec o
 local healthy = nil -- with a probe: {variant = true} for those that answered it last time
 local silent = {} -- with a probe: {variant = probes in a row it did not answer in time}
 local SILENT = 3
+local PROBE_TIMEOUT = 2000 -- ms: the servers' readinessProbe.timeoutSeconds by default
 local pending = 0 -- bytes of bodies held by this worker for copies not yet sent
 local reached = false -- this worker has connected to every variant once
 
@@ -114,12 +116,12 @@ local function adopt(document, origin)
     ngx.log(ngx.NOTICE, "weights ", serial, " from ", origin, ": ", current.text)
 end
 
--- With a probe path: ask each variant for it (HTTP/1.0, 1 s timeouts), and route again if the answers changed.
+-- With a probe path: ask each variant for it (HTTP/1.0), and route again if the answers changed.
 local function probe()
     local answered, changed = {}, healthy == nil
     for name, target in pairs(targets) do
         local sock = ngx.socket.tcp()
-        sock:settimeouts(1000, 1000, 1000)
+        sock:settimeouts(PROBE_TIMEOUT, PROBE_TIMEOUT, PROBE_TIMEOUT)
         local ok, err = sock:connect(target.host, target.port)
         if ok then
             ok, err = sock:send("GET " .. follow.probe .. " HTTP/1.0\r\nHost: " .. target.host .. "\r\n\r\n")
