@@ -245,8 +245,7 @@ def _entry(
         _target(obj["metadata"]["labels"]) for (kind, _), obj in stale.items() if kind == "Deployment" and _ready(obj)
     }
     live = run.found.get(entry)
-    keep = live is not None and _controlled(live, md.uid)
-    if not routed.arrived and keep and live is not None and _led_to(live) in up:
+    if not routed.arrived and live is not None and _controlled(live, md.uid) and _led_to(live) in up:
         run.found.pop(entry)  # it keeps leading to pods that serve until what it should lead to is ready
         return _since(live, now)
     since = _since(live, now) if live is not None and _led_to(live) == (routed.target or status.ROUTER) else now

@@ -13,7 +13,7 @@ import contextlib
 import fcntl
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -110,7 +110,19 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+def call_failed(request: pytest.FixtureRequest) -> Callable[[], bool]:
+    """Whether the test itself failed, for a fixture's teardown to print what it holds: a fixture never sees the
+    test's exception at its ``yield`` (``pytest_runtest_makereport`` keeps the report)."""
+
+    def failed() -> bool:
+        rep = getattr(request.node, "rep_call", None)
+        return rep is not None and bool(rep.failed)
+
+    return failed
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, call_failed: Callable[[], bool]) -> Iterator[str]:
     """A fresh namespace; on failure its pods/logs/events are printed, then it is deleted."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
@@ -120,8 +132,7 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
         60,
     )
     yield name
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
+    if call_failed():
         print(f"\n===== cluster state of namespace {name} =====\n{cluster.dump(name)}")
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

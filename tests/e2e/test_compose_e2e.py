@@ -8,7 +8,7 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,7 +34,7 @@ def with_weights(directory: Path, stable: int, canary: int, canary_sha256: str |
 
 
 @pytest.fixture
-def project(tmp_path: Path, images: None, models: Path, request: pytest.FixtureRequest) -> Iterator[Project]:
+def project(tmp_path: Path, images: None, models: Path, call_failed: Callable[[], bool]) -> Iterator[Project]:
     """The example's project in a directory of its own, with the example models in its ``models/``; taken down
     after the test (its logs printed if the test failed)."""
     directory = tmp_path / "iris"
@@ -44,8 +44,7 @@ def project(tmp_path: Path, images: None, models: Path, request: pytest.FixtureR
     project = Project(directory, f"mlmodel-e2e-{tmp_path.name[-12:].lower()}", free_port(), free_port())
     try:
         yield project
-        rep = getattr(request.node, "rep_call", None)  # a fixture never sees the test's exception at its yield
-        if rep is not None and rep.failed:
+        if call_failed():
             print(f"\n===== the Compose project's logs =====\n{project.logs()}")
     finally:
         project.down()

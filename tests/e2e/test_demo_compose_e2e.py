@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,14 +41,13 @@ def splits(printed: str) -> list[Split]:
 
 
 @pytest.fixture
-def demo(tmp_path: Path, images: None, request: pytest.FixtureRequest) -> Iterator[Demo]:
+def demo(tmp_path: Path, images: None, call_failed: Callable[[], bool]) -> Iterator[Demo]:
     """A demo's directory, project and ports; taken down after the test whatever happened (its logs printed if
     the test failed)."""
     demo = Demo(tmp_path / "demo-compose", f"mlmodel-e2e-demo-{uuid.uuid4().hex[:8]}", free_port(), free_port())
     try:
         yield demo
-        rep = getattr(request.node, "rep_call", None)  # a fixture never sees the test's exception at its yield
-        if rep is not None and rep.failed:
+        if call_failed():
             print(demo.project.logs() if demo.project.file.exists() else "(not rendered)")
             for log in sorted(demo.logs.glob("*.log")):
                 print(f"===== {log.name}\n{log.read_text()[-3000:]}")
