@@ -13,7 +13,7 @@ import chart as generated
 import kubeschemas
 import pytest
 import yaml
-from mlmodel_operator import names
+from mlmodel_operator import config, names, spec
 
 from conftest import CHART, CI_VALUES, GOLDEN, NAMESPACE, REPO, find, helm, render, tool
 
@@ -214,12 +214,27 @@ def test_operator_gets_its_images_and_settings() -> None:
     assert {e["name"]: e.get("value") for e in single["env"]}["LEADER_ELECTION"] == "false"
     assert default_env["ROUTER_IMAGE"] == "mlmodel-router:0.1.0"
     assert default_env["SERVER_IMAGE"] == "mlmodel-server:0.1.0"
+    # Unset, the servers' and routers' default resources are the operator's built-in ones: no variable at all.
+    assert not {"MLMODEL_SERVER_RESOURCES", "MLMODEL_ROUTER_RESOURCES"} & default_env.keys()
     annotations = defaults["template"]["metadata"]["annotations"]
     assert annotations == {
         "prometheus.io/scrape": "true",
         "prometheus.io/port": "9090",
         "prometheus.io/path": "/metrics",
     }
+
+
+def test_the_servers_and_routers_default_resources_reach_the_operator() -> None:
+    """``serverResources`` and ``routerResources`` as the operator's environment, which it parses as it starts."""
+    (deployment,) = find(render("-f", str(CHART / "ci" / "custom-images-values.yaml")), "Deployment")
+    env = {e["name"]: e.get("value", "") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    servers = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": 2, "memory": "2Gi"}}
+    routers = {"requests": {"cpu": "20m", "memory": "32Mi"}}
+    assert json.loads(env["MLMODEL_SERVER_RESOURCES"]) == servers
+    assert json.loads(env["MLMODEL_ROUTER_RESOURCES"]) == routers
+    assert config.parse([], env).defaults == spec.Defaults(servers, routers)
+    (default,) = find(render(), "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    assert config.parse([], {e["name"]: e.get("value", "") for e in default["env"]}).defaults == spec.Defaults()
 
 
 def test_liveness_probe_and_its_stall_limit() -> None:
@@ -248,6 +263,11 @@ def test_liveness_probe_and_its_stall_limit() -> None:
         (["--set", "rbac.scope=cluster-wide"], "rbac/scope"),
         (["--set", "replicaCount=-1"], "replicaCount"),
         (["--set", "rbac.scope=namespace"], "rbac.scope=namespace needs watchNamespaces"),
+        (["--set", "serverResources.requests.cpus=1"], "additional properties 'cpus' not allowed"),
+        (["--set-json", 'routerResources={"claims": []}'], "additional properties 'claims' not allowed"),
+        (["--set", "serverResources.limits.memory=1GB"], "'1GB' does not match pattern"),
+        (["--set-json", "routerResources.requests.cpu=0.5"], "routerResources/requests/cpu"),
+        (["--set-json", 'serverResources={"requests": {}}'], "serverResources/requests"),
     ],
 )
 def test_bad_values_are_refused(args: list[str], message: str) -> None:

@@ -6,14 +6,21 @@ import argparse
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
+from mlmodel_operator import quantity
 from mlmodel_operator.netpol import Access
+from mlmodel_operator.spec import DEFAULT_ROUTER_RESOURCES, DEFAULT_SERVER_RESOURCES, Defaults
 
 CONNECT_SECONDS = 10.0  # at most, for the TCP and TLS handshakes of one API call
 # Prometheus in the namespace `monitoring` scrapes servers and routers (the chart's networkPolicy.metricsFrom).
 METRICS_FROM = '[{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]'
+# What a default of a container's resources (--server-resources, --router-resources) may name: what a model
+# server or a router uses. (A variant's own resources may name any resource the API server takes.)
+RESOURCE_KINDS = ("requests", "limits")
+RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class Config:
     weights_port: int = 0  # serve the routers' weights here (0: not at all)
     weights_address: str | None = None  # host:port where routers reach that port (the operator's Service)
     registry: Registry = Registry()
+    defaults: Defaults = field(default_factory=Defaults)  # the resources of servers and routers whose spec sets none
 
     @property
     def api_timeouts(self) -> tuple[float, float]:
@@ -63,6 +71,41 @@ def _peers(text: str) -> tuple[dict[str, Any], ...]:
     if not isinstance(peers, list) or not all(isinstance(p, dict) and p for p in peers):  # [] : nobody
         raise argparse.ArgumentTypeError("not a JSON list of NetworkPolicy peers (objects)")
     return tuple(peers)
+
+
+def _resources(text: str) -> dict[str, Any]:
+    """A container's ``resources`` as JSON: ``requests`` and ``limits`` of cpu, memory or ephemeral-storage, each a
+    Quantity as the CRD takes one (a string such as 500m or 256Mi, or an integer), and no request above its limit."""
+    try:
+        resources = json.loads(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not JSON: {err}") from err
+    if not isinstance(resources, dict):
+        raise argparse.ArgumentTypeError(f"not a JSON object of requests and limits: {text}")
+    amounts: dict[str, dict[str, Decimal]] = {kind: {} for kind in RESOURCE_KINDS}
+    for kind, values in resources.items():
+        if kind not in RESOURCE_KINDS:
+            raise argparse.ArgumentTypeError(f"unknown key {kind!r}: a container's resources are requests and limits")
+        if not isinstance(values, dict):
+            raise argparse.ArgumentTypeError(f"{kind}: not an object of quantities by resource name: {values!r}")
+        for name, value in values.items():
+            if name not in RESOURCE_NAMES:
+                known = ", ".join(RESOURCE_NAMES)
+                raise argparse.ArgumentTypeError(f"{kind}: unknown resource {name!r}, not one of {known}")
+            amount = quantity.parse(value) if isinstance(value, str | int) else None
+            if amount is None:
+                raise argparse.ArgumentTypeError(f"{kind}.{name}: not a quantity such as 500m, 2 or 256Mi: {value!r}")
+            amounts[kind][name] = amount
+    if not any(amounts.values()):
+        raise argparse.ArgumentTypeError("no request nor limit (unset, the operator's built-in defaults apply)")
+    for name, requested in amounts["requests"].items():
+        most = amounts["limits"].get(name)
+        if most is not None and requested > most:
+            limit = resources["limits"][name]
+            raise argparse.ArgumentTypeError(
+                f"requests.{name} ({resources['requests'][name]}) exceeds limits.{name} ({limit})"
+            )
+    return resources
 
 
 def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -208,6 +251,21 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         help="how often a registry model's alias (or version) is looked up again, one request per ModelDeployment"
         " variant [MLFLOW_POLL_SECONDS]",
     )
+    parser.add_argument(
+        "--server-resources",
+        type=_resources,
+        default=env.get("MLMODEL_SERVER_RESOURCES") or None,
+        help="the resources of every model server container whose variant sets none, as JSON: requests and limits"
+        ' of cpu, memory and ephemeral-storage, e.g. \'{"requests": {"cpu": "250m", "memory": "512Mi"}}\''
+        f" (default: {json.dumps(DEFAULT_SERVER_RESOURCES)}) [MLMODEL_SERVER_RESOURCES]",
+    )
+    parser.add_argument(
+        "--router-resources",
+        type=_resources,
+        default=env.get("MLMODEL_ROUTER_RESOURCES") or None,
+        help="the resources of every router container whose ModelDeployment sets no spec.routing.resources, as JSON"
+        f" (default: {json.dumps(DEFAULT_ROUTER_RESOURCES)}) [MLMODEL_ROUTER_RESOURCES]",
+    )
     args = parser.parse_args(argv)
     namespaces = args.namespaces or [n.strip() for n in env.get("WATCH_NAMESPACES", "").split(",") if n.strip()]
     return Config(
@@ -231,4 +289,8 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         weights_port=args.weights_port,
         weights_address=args.weights_address,
         registry=Registry(args.mlflow_tracking_uri, args.mlflow_poll_seconds),
+        defaults=Defaults(
+            server_resources=args.server_resources or DEFAULT_SERVER_RESOURCES,
+            router_resources=args.router_resources or DEFAULT_ROUTER_RESOURCES,
+        ),
     )

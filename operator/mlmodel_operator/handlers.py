@@ -238,6 +238,7 @@ def _sync(memo: kopf.Memo, trigger: str, body_of: Callable[[], Mapping[str, Any]
                 access=watched.config.access,
                 source=watched.source,
                 registry=watched.config.registry,
+                defaults=watched.config.defaults,
             )
             # The routers get the weights before the status says why: an abort's traffic is back on the stable
             # revision by the time `kubectl get md` shows it (the weights ConfigMap is already applied).

@@ -339,16 +339,19 @@ def sync(
     access: netpol.Access | None = None,
     source: tuple[str, int] | None = None,
     registry: Registry | None = None,
+    defaults: spec.Defaults | None = None,
 ) -> Verdict:
     """Parse, pin the registry's models, reconcile, and record Events for every change and every new failure.
 
     ``memory`` outlives a pass (kopf's per-object memo): it holds the last status computed
     here, so Events fire once per transition even when the next pass still sees a stale body.
+    ``defaults``: the operator's for what a spec leaves unset (its servers' and router's resources).
     """
     actual: Mapping[str, Any] = body.get("status") or {}
     previous: Mapping[str, Any] = memory.get("status") or actual
+    defaults = defaults or spec.Defaults()
     try:
-        md = spec.parse(body, default_image=default_image)
+        md = spec.parse(body, default_image=default_image, defaults=defaults)
     except spec.SpecError as err:
         return _unservable(body, actual, previous, memory, status.INVALID_SPEC, str(err), now)
     resolved = None
@@ -360,7 +363,7 @@ def sync(
             verdict = _unservable(body, actual, previous, memory, problem.reason, problem.message, now)
             return replace(verdict, wake=resolved.wake, invalid=None)
         body = pins.pinned_body(body, resolved.pins, md.mlflow.credentials_secret)
-        md = spec.parse(body, default_image=default_image)
+        md = spec.parse(body, default_image=default_image, defaults=defaults)
     plan = None
     if md.rollout is not None:  # the revisions in play, as variants
         raw = body["spec"]["variants"][0]

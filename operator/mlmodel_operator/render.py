@@ -6,10 +6,11 @@ Pure functions of the parsed spec: no kopf, no kubernetes client, no clock.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
-from mlmodel_operator import names
+from mlmodel_operator import names, quantity
 from mlmodel_operator.spec import ModelDeployment, Pinned, ProbeTuning, Variant
 
 Obj = dict[str, Any]
@@ -19,9 +20,6 @@ READINESS = ProbeTuning(initial_delay_seconds=0, period_seconds=1, timeout_secon
 LIVENESS = ProbeTuning(initial_delay_seconds=0, period_seconds=10, timeout_seconds=2, failure_threshold=3)
 STARTUP_SECONDS = 600  # time allowed to download and load a model before liveness applies
 DRAIN_SECONDS = 5  # a stopping pod keeps serving while endpoints converge, then drains
-# A server container's resources when the spec gives none (the CRD's description says so): one
-# gunicorn worker, room for a small scikit-learn model, no CPU limit (throttling hurts latency).
-SERVER_RESOURCES: Obj = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 STORAGE = "ephemeral-storage"
 # A server's /tmp (an emptyDir) holds scratch space (metrics files, gunicorn's heartbeats) and the
 # downloaded model. A pod serves one model for its life, but its /tmp outlives a container: after
@@ -125,7 +123,7 @@ def _pod(md: ModelDeployment, variant: Variant) -> Obj:
         "terminationMessagePolicy": "File",
         "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
         "volumeMounts": mounts,
-        "resources": _server_resources(variant),
+        "resources": _server_resources(md, variant),
     }
     return {
         "automountServiceAccountToken": False,  # these pods unpickle models: no API credentials in reach
@@ -156,10 +154,16 @@ def _tmp_size(variant: Variant) -> str:
     return _bytes_quantity(2 * cache + TMP_SCRATCH)
 
 
-def _server_resources(variant: Variant) -> Obj:
-    """The spec's resources (else the defaults); a downloaded model's pod also requests the disk its
-    cache takes, so that it is scheduled where the model fits, unless the spec sizes that itself."""
-    resources: Obj = dict(variant.resources) or SERVER_RESOURCES
+def _variant_resources(md: ModelDeployment, variant: Variant) -> Obj:
+    """The variant's resources, else the operator's default for every server container (``md.defaults``: the
+    built-in ``spec.DEFAULT_SERVER_RESOURCES`` unless ``--server-resources`` changed it). A copy."""
+    return copy.deepcopy(dict(variant.resources or md.defaults.server_resources))
+
+
+def _server_resources(md: ModelDeployment, variant: Variant) -> Obj:
+    """The variant's resources (else the default); a downloaded model's pod also requests the disk its
+    cache takes, so that it is scheduled where the model fits, unless these size that themselves."""
+    resources = _variant_resources(md, variant)
     if not variant.downloaded or any(STORAGE in (resources.get(kind) or {}) for kind in ("requests", "limits")):
         return resources
     requests = {**resources.get("requests", {}), STORAGE: _bytes_quantity(variant.model_cache_bytes)}
@@ -192,7 +196,7 @@ def _env(md: ModelDeployment, variant: Variant) -> list[Obj]:
         put(names.ENV_MODEL_SHA256, variant.model_sha256)
     put(names.ENV_MODEL_NAME, md.name)
     put(names.ENV_MODEL_VARIANT, variant.name)
-    put("WORKERS", str(_workers(variant)))
+    put("WORKERS", str(_workers(_variant_resources(md, variant))))
     if variant.allow_unpinned:
         put(names.ENV_ALLOW_UNPINNED, "true")
     if md.api_key_secret is not None:
@@ -222,18 +226,13 @@ def _pinned_env(pinned: Pinned | None) -> list[Obj]:
     return env
 
 
-def _workers(variant: Variant) -> int:
+def _workers(resources: Obj) -> int:
     """One gunicorn worker per CPU the pod may use (its limit, else its request), at least one."""
     for kind in ("limits", "requests"):
-        cpu = (variant.resources.get(kind) or {}).get("cpu")
+        cpu = quantity.parse((resources.get(kind) or {}).get("cpu"))
         if cpu is not None:
-            return max(1, math.ceil(_cpu_quantity(cpu)))
+            return max(1, math.ceil(cpu))
     return 1
-
-
-def _cpu_quantity(value: Any) -> float:
-    text = str(value)
-    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
 def _tuned(default: ProbeTuning, override: ProbeTuning) -> ProbeTuning:

@@ -29,6 +29,18 @@ DEFAULT_MAX_REQUEST = 10 << 20  # bytes: maxRequestSize when unset, the server's
 DEFAULT_MIRROR_BUFFER = 4 << 20  # bytes: routing.mirror.bufferSize when unset
 DEFAULT_CONNECTIONS_PER_CLIENT = 64  # routing.connectionsPerClient when unset
 DEFAULT_ROUTER_REPLICAS = 2  # routing.replicas when unset
+# A server container's resources where neither its variant nor the operator's settings (--server-resources) give
+# any (the CRD's description says so): one gunicorn worker, room for a small scikit-learn model, no CPU limit
+# (throttling hurts latency).
+DEFAULT_SERVER_RESOURCES: Mapping[str, Any] = {
+    "requests": {"cpu": "100m", "memory": "256Mi"},
+    "limits": {"memory": "1Gi"},
+}
+# A router container's, where neither spec.routing.resources nor the operator's settings (--router-resources) give any.
+DEFAULT_ROUTER_RESOURCES: Mapping[str, Any] = {
+    "requests": {"cpu": "50m", "memory": "32Mi"},
+    "limits": {"memory": "128Mi"},
+}
 _ACTION = names.ANNOTATION_ROLLOUT_ACTION
 PINNED = "pinned"  # the key of a variant's pin, in the variant as the operator rewrites it
 _MAX_BYTES = 2**60  # 1Ei: more than any disk
@@ -233,6 +245,17 @@ class Mlflow:
 
 
 @dataclass(frozen=True)
+class Defaults:
+    """What the operator gives a ModelDeployment where its spec says nothing, for every ModelDeployment it serves
+    (its settings ``--server-resources`` and ``--router-resources``): the resources of the server containers of a
+    variant without ``resources``, and of the router containers without ``spec.routing.resources``. A spec's own
+    resources replace these whole, as they replace the built-in ones."""
+
+    server_resources: Mapping[str, Any] = field(default_factory=lambda: DEFAULT_SERVER_RESOURCES)
+    router_resources: Mapping[str, Any] = field(default_factory=lambda: DEFAULT_ROUTER_RESOURCES)
+
+
+@dataclass(frozen=True)
 class ModelDeployment:
     name: str
     namespace: str
@@ -245,6 +268,7 @@ class ModelDeployment:
     rollout: Rollout | None = None
     action: actions.Action | None = None  # what a person asks of the rollout (an annotation)
     mlflow: Mlflow = Mlflow()
+    defaults: Defaults = Defaults()  # the operator's, for what the spec leaves unset
 
     @property
     def registered(self) -> tuple[Variant, ...]:
@@ -267,8 +291,9 @@ class ModelDeployment:
         return len(self.variants) > 1 or r.always or bool(r.sticky_header or r.mirror or r.rate_limit)
 
 
-def parse(body: Mapping[str, Any], *, default_image: str) -> ModelDeployment:
-    """The ModelDeployment in ``body`` (a resource as the API server returns it)."""
+def parse(body: Mapping[str, Any], *, default_image: str, defaults: Defaults = Defaults()) -> ModelDeployment:
+    """The ModelDeployment in ``body`` (a resource as the API server returns it), with the operator's ``defaults``
+    for what its spec leaves unset."""
     metadata = body.get("metadata", {})
     spec = body.get("spec") or {}
     items = spec.get("variants") or []
@@ -308,6 +333,7 @@ def parse(body: Mapping[str, Any], *, default_image: str) -> ModelDeployment:
         rollout=None if rollout is None else _rollout(rollout),
         action=requested,
         mlflow=_mlflow(spec.get("mlflow") or {}),
+        defaults=defaults,
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from mlmodel_operator import kube, names, netpol, reconcile, spec, status
-from test_render import parsed, resource
+from test_render import SMALL_ROUTERS, SMALL_SERVERS, defaults, parsed, resource
 
 NOW = "2026-01-01T00:00:00Z"
 UID = "uid-1"
@@ -194,6 +194,28 @@ def test_a_refused_event_does_not_stop_the_pass(api: FakeApi) -> None:
     )
     assert verdict.status is not None and memory["status"] == verdict.status
     assert ("Service", "iris") in {key for _, key, _ in api.applied}
+
+
+def test_a_pass_applies_the_operators_default_resources(api: FakeApi) -> None:
+    """``sync`` hands the operator's defaults (its --server-resources and --router-resources) to the parsing, for
+    every variant and router whose spec sets no resources: here stable and the router; canary sets its own."""
+    reconcile.sync(
+        resource(),
+        default_image="s:1",
+        router_image="r:1",
+        now=NOW,
+        memory={},
+        store=api,  # type: ignore[arg-type]
+        defaults=defaults(),
+    )
+    applied = {key: obj for _, key, obj in api.applied}
+
+    def resources(name: str) -> Any:
+        return applied[("Deployment", name)]["spec"]["template"]["spec"]["containers"][0]["resources"]
+
+    assert resources("iris-stable")["requests"] == {**SMALL_SERVERS["requests"], "ephemeral-storage": "1Gi"}
+    assert resources("iris-canary") == {"requests": {"cpu": "500m"}, "limits": {"cpu": "2", "memory": "1Gi"}}
+    assert resources("iris-router") == SMALL_ROUTERS
 
 
 def service(name: str, owner_uid: str | None, labels: dict[str, str] | None = None) -> dict[str, Any]:

@@ -303,7 +303,7 @@ def test_serving_pods_are_hardened_and_get_default_resources() -> None:
     md = parsed(variants=[{"name": "a", "modelUri": "file:///a"}])
     pod = render.deployment(md, md.variants[0])["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
-    assert pod["containers"][0]["resources"] == render.SERVER_RESOURCES
+    assert pod["containers"][0]["resources"] == spec.DEFAULT_SERVER_RESOURCES
     assert pod["volumes"][0] == {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}  # scratch: nothing downloaded
     (spread,) = pod["topologySpreadConstraints"]
     assert (spread["topologyKey"], spread["whenUnsatisfiable"]) == ("kubernetes.io/hostname", "ScheduleAnyway")
@@ -333,8 +333,8 @@ def test_a_downloaded_models_tmp_holds_two_copies_of_its_cache(
     pod = render.deployment(md, md.variants[0])["spec"]["template"]["spec"]
     assert pod["volumes"][0] == {"name": "tmp", "emptyDir": {"sizeLimit": size_limit}}
     resources = pod["containers"][0]["resources"]
-    assert resources["requests"] == {**render.SERVER_RESOURCES["requests"], "ephemeral-storage": storage}
-    assert resources["limits"] == render.SERVER_RESOURCES["limits"]
+    assert resources["requests"] == {**spec.DEFAULT_SERVER_RESOURCES["requests"], "ephemeral-storage": storage}
+    assert resources["limits"] == spec.DEFAULT_SERVER_RESOURCES["limits"]
 
 
 def test_the_specs_own_ephemeral_storage_wins() -> None:
@@ -349,6 +349,128 @@ def test_the_specs_own_ephemeral_storage_wins() -> None:
     md = parsed(variants=[{**remote, "resources": {"requests": {"cpu": "1"}}}])
     container = render.deployment(md, md.variants[0])["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"] == {"requests": {"cpu": "1", "ephemeral-storage": "4Gi"}}
+
+
+# The e2e suite's defaults (hack/testing/mlmodel_testing/release.py): smaller CPU requests than the built-in ones.
+SMALL_SERVERS = {"requests": {"cpu": "20m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+SMALL_ROUTERS = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
+
+
+def defaults(servers: dict[str, Any] = SMALL_SERVERS, routers: dict[str, Any] = SMALL_ROUTERS) -> spec.Defaults:
+    """The operator's defaults as its flags set them."""
+    flags = ["--server-resources", json.dumps(servers), "--router-resources", json.dumps(routers)]
+    return config.parse(flags, env={}).defaults
+
+
+def server_container(md: spec.ModelDeployment, name: str) -> dict[str, Any]:
+    container: dict[str, Any] = render.deployment(md, md.variant(name))["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def test_the_operators_default_resources_go_where_a_spec_sets_none_and_a_specs_own_win() -> None:
+    md = spec.parse(resource(), default_image="mlmodel-server:0.1.0", defaults=defaults())
+    # stable sets none and downloads its model: the default, and the disk its cache takes, as with the built-in one.
+    stable = server_container(md, "stable")["resources"]
+    assert stable == {
+        "requests": {**SMALL_SERVERS["requests"], "ephemeral-storage": "1Gi"},
+        "limits": {"memory": "1Gi"},
+    }
+    # canary sets its own: they win whole, nothing of the default is merged in.
+    assert server_container(md, "canary")["resources"] == {
+        "requests": {"cpu": "500m"},
+        "limits": {"cpu": "2", "memory": "1Gi"},
+    }
+    router = objects.deployment(md, traffic.router_config(md, CLUSTER_IPS), ROUTER_IMAGE)
+    assert router["spec"]["template"]["spec"]["containers"][0]["resources"] == SMALL_ROUTERS
+    own = {"requests": {"cpu": "200m", "memory": "64Mi"}}
+    routed = spec.parse(resource(routing={"resources": own}), default_image="s:1", defaults=defaults())
+    router = objects.deployment(routed, traffic.router_config(routed, CLUSTER_IPS), ROUTER_IMAGE)
+    assert router["spec"]["template"]["spec"]["containers"][0]["resources"] == own
+    # A model read in place: the default exactly, as the built-in one would be.
+    local = spec.parse(
+        resource(variants=[{"name": "a", "modelUri": "file:///a"}]), default_image="s:1", defaults=defaults()
+    )
+    assert server_container(local, "a")["resources"] == SMALL_SERVERS
+
+
+def test_unset_the_operators_defaults_are_the_built_in_ones() -> None:
+    assert config.parse([], env={}).defaults == spec.Defaults()
+    assert spec.Defaults() == spec.Defaults(spec.DEFAULT_SERVER_RESOURCES, spec.DEFAULT_ROUTER_RESOURCES)
+    assert spec.DEFAULT_SERVER_RESOURCES == {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"memory": "1Gi"},
+    }
+    assert spec.DEFAULT_ROUTER_RESOURCES == {
+        "requests": {"cpu": "50m", "memory": "32Mi"},
+        "limits": {"memory": "128Mi"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("servers", "workers", "storage"),
+    [
+        ({"limits": {"cpu": "2", "memory": "2Gi"}}, "2", "1Gi"),  # a worker per CPU of the limit
+        ({"requests": {"cpu": "1500m"}}, "2", "1Gi"),  # else of the request
+        ({"requests": {"memory": "512Mi"}}, "1", "1Gi"),
+        ({"requests": {"cpu": "1", "ephemeral-storage": "3Gi"}}, "1", "3Gi"),  # it sizes the disk itself
+    ],
+)
+def test_a_configured_default_sizes_the_workers_and_the_disk_as_a_variants_own_would(
+    servers: dict[str, Any], workers: str, storage: str
+) -> None:
+    item = {"name": "a", "modelUri": "s3://models/m.joblib", "modelSha256": SHA}
+    md = spec.parse(resource(variants=[item]), default_image="s:1", defaults=defaults(servers=servers))
+    container = server_container(md, "a")
+    assert {e["name"]: e["value"] for e in container["env"]}["WORKERS"] == workers
+    assert container["resources"]["requests"]["ephemeral-storage"] == storage
+    given = spec.parse(resource(variants=[{**item, "resources": servers}]), default_image="s:1")
+    assert server_container(given, "a") == container  # the same pod as a variant that sets them
+
+
+def test_the_default_resources_come_from_flags_over_the_environment() -> None:
+    servers, routers = json.dumps(SMALL_SERVERS), json.dumps(SMALL_ROUTERS)
+    env = {"MLMODEL_SERVER_RESOURCES": servers, "MLMODEL_ROUTER_RESOURCES": routers}
+    assert config.parse([], env=env).defaults == spec.Defaults(SMALL_SERVERS, SMALL_ROUTERS)
+    flagged = config.parse(["--server-resources", '{"limits": {"memory": "2Gi"}}'], env=env).defaults
+    assert flagged == spec.Defaults({"limits": {"memory": "2Gi"}}, SMALL_ROUTERS)
+    empty = {"MLMODEL_SERVER_RESOURCES": "", "MLMODEL_ROUTER_RESOURCES": ""}  # as unset
+    assert config.parse([], env=empty).defaults == spec.Defaults()
+    whole = '{"requests": {"cpu": 1, "memory": "1.5Gi", "ephemeral-storage": "2e9"}, "limits": {"cpu": "2"}}'
+    assert config.parse(["--router-resources", whole], env={}).defaults.router_resources == json.loads(whole)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("not json", "not JSON"),
+        ('[{"requests": {}}]', "not a JSON object of requests and limits"),
+        ('{"request": {"cpu": "1"}}', "unknown key 'request': a container's resources are requests and limits"),
+        ('{"claims": [{"name": "gpu"}]}', "unknown key 'claims'"),
+        ('{"requests": "1"}', "requests: not an object of quantities by resource name"),
+        ('{"requests": {"cpus": "1"}}', "requests: unknown resource 'cpus', not one of cpu, memory, ephemeral-storage"),
+        ('{"limits": {"memory": "1 GB"}}', "limits.memory: not a quantity such as 500m, 2 or 256Mi: '1 GB'"),
+        ('{"requests": {"cpu": "-1"}}', "requests.cpu: not a quantity"),
+        ('{"requests": {"cpu": 0.5}}', "requests.cpu: not a quantity"),  # the CRD takes a string or an integer
+        ('{"requests": {"cpu": true}}', "requests.cpu: not a quantity"),
+        ("{}", "no request nor limit"),
+        ('{"requests": {}}', "no request nor limit"),
+        (
+            '{"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}',
+            "requests.memory (2Gi) exceeds limits.memory (1Gi)",
+        ),
+    ],
+)
+def test_a_bad_default_resources_setting_is_refused_naming_the_flag(
+    value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for flag, variable in (
+        ("--server-resources", "MLMODEL_SERVER_RESOURCES"),
+        ("--router-resources", "MLMODEL_ROUTER_RESOURCES"),
+    ):
+        for argv, env in (([flag, value], {}), ([], {variable: value})):
+            with pytest.raises(SystemExit):
+                config.parse(argv, env=env)
+            assert f"argument {flag}: {message}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -371,7 +493,7 @@ def test_a_model_read_in_place_has_no_cache(uri: str) -> None:
         parsed(variants=[{"name": "a", "modelUri": uri, "modelCacheSize": "1Gi"}])
     md = parsed(variants=[{"name": "a", "modelUri": uri}])
     container = render.deployment(md, md.variants[0])["spec"]["template"]["spec"]["containers"][0]
-    assert container["resources"] == render.SERVER_RESOURCES  # no ephemeral-storage request
+    assert container["resources"] == spec.DEFAULT_SERVER_RESOURCES  # no ephemeral-storage request
 
 
 def test_the_routers_tmp_is_limited() -> None:

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from mlmodel_operator import names, rollout, spec
+from mlmodel_operator import names, render, rollout, spec
 from mlmodel_operator.analysis import Snapshot
-from test_render import SHA, resource
+from test_render import SHA, SMALL_SERVERS, defaults, resource
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ROLLOUT = {"steps": [{"setWeight": 20}, {"pause": {"duration": "10s"}}, {"setWeight": 50}], "scaleDownDelay": "30s"}
@@ -95,6 +95,17 @@ def test_a_new_model_goes_through_the_steps_is_promoted_and_the_previous_revisio
         "RolloutStep",
         "RolloutPromoted",
     ]
+
+
+def test_every_revision_gets_the_operators_default_resources() -> None:
+    """A revision's variant is parsed again from what it recorded, which holds no default: the operator's
+    (--server-resources) apply to every revision in play, as they apply to a variant."""
+    raw = body("file:///m/v1.joblib")  # read in place: no ephemeral-storage request
+    md = spec.parse(raw, default_image="mlmodel-server:0.1.0", defaults=defaults())
+    first = rollout.plan(md, raw["spec"]["variants"][0], {}, {}, Passes.at(0))
+    (deployment,) = [o for o in render.variant_children(first.md) if o["kind"] == "Deployment"]
+    assert deployment["metadata"]["name"] == "iris-r1"
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"] == SMALL_SERVERS
 
 
 def test_a_failing_canary_is_aborted_stays_so_and_a_revert_or_a_new_spec_moves_on() -> None:

@@ -63,13 +63,25 @@ def test_api_calls_get_a_connect_and_a_read_timeout() -> None:
 def test_settings_given_only_as_flags_reach_the_handlers() -> None:
     """The handlers take the settings that ``kopf.run(memo=...)`` hands them, flags and all: none is
     parsed again from the environment, where a flag would not be."""
-    cfg = config.parse(["--workers", "7", "--router-image", "flagged:1", "--api-timeout-seconds", "4"], {})
+    servers = '{"requests": {"cpu": "20m"}}'
+    argv = [
+        "--workers",
+        "7",
+        "--router-image",
+        "flagged:1",
+        "--api-timeout-seconds",
+        "4",
+        "--server-resources",
+        servers,
+    ]
+    cfg = config.parse(argv, {})
     memo, settings = kopf.Memo(config=cfg), kopf.OperatorSettings()
     # As kopf calls its startup and cleanup activities.
     started, logger = datetime.now(UTC), logging.getLogger(__name__)
     handlers.startup(settings=settings, memo=memo, retry=0, started=started, runtime=timedelta(0), logger=logger)
     try:
-        assert memo.watched.config is cfg  # the passes' images, resync and workers
+        assert memo.watched.config is cfg  # the passes' images, default resources, resync and workers
+        assert memo.watched.config.defaults.server_resources == {"requests": {"cpu": "20m"}}
         assert settings.execution.max_workers == 7
         assert settings.networking.request_timeout == 8  # connect 4 + read 4
     finally:

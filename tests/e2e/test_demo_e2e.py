@@ -8,7 +8,8 @@ weight (4.5 standard deviations; exactly none at 0 % and all at 100 %).
 It runs the demo's live part, not the whole ``make demo``, in the test's namespace with the e2e fixtures'
 chart install (``operator``): steps 1-3 (``make install``, ``cluster-up``, ``images``) are what the e2e
 session has already done, and the demo's own ``helm upgrade --install`` differs from the e2e release only
-in its resync period, which the idle test reads. ``make demo-down`` would take the e2e cluster down: it is
+in its resync period, which the idle test reads, and in the servers' and routers' CPU requests, smaller in the
+e2e release (``mlmodel_testing.release.VALUES``). ``make demo-down`` would take the e2e cluster down: it is
 tested by hand.
 """
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlmodel_operator import names
+from mlmodel_testing import release
 from mlmodel_testing.cluster import Cluster
 from mlmodel_testing.load import Result, burst, call, constant_load, shares, summary
 from mlmodel_testing.models import CANARY_EXAMPLE, V1, V2, deploy, deploy_model_store, digests, md, variant
@@ -47,6 +49,12 @@ def test_the_example_splits_90_10_exactly_in_expectation(
     assert status["routing"] == "the router splits traffic: stable=90,canary=10"
     table = cluster.kubectl("-n", namespace, "get", "modeldeployments").stdout
     assert "stable=90,canary=10" in table and "2/2" in table, table
+    # The example sets no resources: its pods have the release's defaults (the chart's serverResources and
+    # routerResources), not the operator's built-in ones (a server also requests the disk its model takes).
+    for component, wanted in (("predictor", release.SERVER_RESOURCES), ("router", release.ROUTER_RESOURCES)):
+        pods = cluster.get("pods", namespace=namespace, selector=f"{names.LABEL_COMPONENT}={component}")["items"]
+        got = [pod["spec"]["containers"][0]["resources"] for pod in pods]
+        assert pods and all(r[kind][k] == v for r in got for kind in wanted for k, v in wanted[kind].items()), got
     with cluster.service_url(namespace, "iris-canary", 80) as base:
         own = burst(base, 20)
     assert_all_ok(own)

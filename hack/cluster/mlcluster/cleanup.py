@@ -70,7 +70,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 def _ours(argv: list[str]) -> bool:
     text = " ".join(argv)
-    return str(STATE) in text or str(SOCKDIR) in text
+    return f"{STATE}/" in text or str(SOCKDIR) in text  # not another cluster's `.cluster-<name>/`
 
 
 def leftover_processes() -> list[str]:

@@ -24,9 +24,17 @@ OPERATOR = "mlmodel-operator"  # its Deployment and ServiceAccount
 CRD = "modeldeployments.mlmodel.io"
 OPERATOR_IMAGE = "mlmodel-operator:0.1.0"
 # The chart's default images are those `make images` builds and loads (`mlmodel-operator`, `mlmodel-server` and
-# `mlmodel-router` at the chart's appVersion), so `make demo` installs with no value at all. The idle test watches
-# several resync rounds go by: 10 s each here, not the default 300 s.
-VALUES = ["--set", "resyncSeconds=10"]
+# `mlmodel-router` at the chart's appVersion), so `make demo` installs with no value at all (`values=[]`). The idle
+# test watches several resync rounds go by: 10 s each here, not the default 300 s.
+# Less CPU than the built-in 100m and 50m, through the chart's serverResources and routerResources (on real pods:
+# test_router_e2e checks them): two test files at once then leave room on the 2-CPU test node's 2,000m.
+SERVER_RESOURCES = {"requests": {"cpu": "20m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+ROUTER_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
+VALUES = [
+    *("--set", "resyncSeconds=10"),
+    *("--set-json", f"serverResources={json.dumps(SERVER_RESOURCES)}"),
+    *("--set-json", f"routerResources={json.dumps(ROUTER_RESOURCES)}"),
+]
 # The namespace refuses, and warns about, any pod that is not restricted.
 RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
 

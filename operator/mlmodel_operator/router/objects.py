@@ -7,13 +7,14 @@ Pure functions of the parsed spec and the rendered configuration, like ``render`
 
 from __future__ import annotations
 
+import copy
+
 from mlmodel_operator import names
 from mlmodel_operator.render import DRAIN_SECONDS, Obj, metadata, scrape
 from mlmodel_operator.router.traffic import NGINX_CONF, RouterConfig
 from mlmodel_operator.spec import ModelDeployment
 
 RUN_AS = 101  # nginx's uid in Debian's image (Dockerfile.router)
-RESOURCES: Obj = {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
 # A router's /tmp: nginx's pid, and the request and response bodies that outgrow its buffers.
 TMP_SIZE = "1Gi"
 
@@ -73,7 +74,8 @@ def deployment(md: ModelDeployment, config: RouterConfig, image: str) -> Obj:
             "failureThreshold": 3,
         },
         "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
-        "resources": dict(md.routing.resources) or RESOURCES,
+        # spec.routing.resources, else the operator's default (spec.DEFAULT_ROUTER_RESOURCES or --router-resources).
+        "resources": copy.deepcopy(dict(md.routing.resources or md.defaults.router_resources)),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,

@@ -126,7 +126,9 @@ def test_an_alias_is_pinned_followed_kept_through_a_failed_lookup_a_rollouts_rev
         return next((r for r in revisions if r["revision"] == 2), None)
 
     made = eventually(revision_2, "revision 2 from the moved alias", deadline=30)
-    r1, r2 = (server_env(kubectl, namespace, f"forest-r{n}") for n in (1, 2))
+    # The status may name the revision a pass before its Deployment is applied.
+    r2 = eventually(lambda: server_env(kubectl, namespace, "forest-r2"), "revision 2's Deployment")
+    r1 = server_env(kubectl, namespace, "forest-r1")
     models = status(kubectl, namespace, "forest")["models"]
     assert r2[names.ENV_MODEL_SHA256] == made["modelSha256"] == models[0]["sha256"] != r1[names.ENV_MODEL_SHA256]
     assert status(kubectl, namespace, "forest")["model"] == "forest@prod → v2"

@@ -41,15 +41,21 @@ def condition(kubectl: Kubectl, namespace: str, name: str, kind: str) -> dict[st
 
 
 def test_create_update_remove_variant_and_garbage_collection(
-    kubectl: Kubectl, namespace: str, operator: Callable[[], Any]
+    kubectl: Kubectl, namespace: str, operator: Callable[..., Any]
 ) -> None:
-    operator()
-    kubectl.apply(md("iris", namespace, variant("stable", 90, replicas=2), variant("canary", 10)))
+    servers, routers = {"requests": {"cpu": "20m", "memory": "256Mi"}}, {"requests": {"cpu": "10m"}}
+    operator("--server-resources", json.dumps(servers), "--router-resources", json.dumps(routers))
+    own = {"requests": {"cpu": "30m"}}
+    kubectl.apply(md("iris", namespace, variant("stable", 90, replicas=2), variant("canary", 10, resources=own)))
     routed = {"iris-stable", "iris-canary", "iris-router"}
     eventually(lambda: children(kubectl, namespace, "deployments") == routed, "deployments")
     eventually(lambda: children(kubectl, namespace, "services") == {"iris", "iris-stable", "iris-canary"}, "services")
     stable = kubectl.read("deployment", "iris-stable", namespace)
     assert stable["spec"]["replicas"] == 2
+    # The operator's default resources where the spec sets none; the canary's own win.
+    for name, resources in (("iris-stable", servers), ("iris-canary", own), ("iris-router", routers)):
+        (container,) = kubectl.read("deployment", name, namespace)["spec"]["template"]["spec"]["containers"]
+        assert container["resources"] == resources, name
     owner = stable["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["controller"]) == (names.KIND, "iris", True)
     env = {e["name"]: e.get("value") for e in stable["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -252,7 +258,7 @@ def desired(body: dict[str, Any], since: str = "") -> dict[tuple[str, str], dict
     Service leads to the router from the first pass on, so the servers' NetworkPolicy admits only the router, and
     has since ``since``)."""
     settings = config.parse([])
-    parsed = spec.parse(body, default_image=settings.server_image)
+    parsed = spec.parse(body, default_image=settings.server_image, defaults=settings.defaults)
     routed = traffic.router_config(parsed, {})
     router = objects.children(parsed, routed, traffic.weights_document(routed.weights, 1), ROUTER_ABSENT)
     assert settings.access is not None
