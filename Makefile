@@ -100,14 +100,14 @@ lint: install ## ruff, mypy, and actionlint on the GitHub workflow
 
 test-unit: install test-chart test-mlserver ## Tests that need no cluster: server (unit, Flask client, real gunicorn), operator core, bench, chart, hack, demo
 	$(call pytest,unit/server,$(BIN)/pytest) -q server/tests --ignore=server/tests/test_mlserver.py --ignore=server/tests/test_s3.py
-	$(call pytest,unit/operator,$(BIN)/pytest) -q operator/tests --ignore=operator/tests/integration
+	$(call pytest,unit/operator,$(BIN)/pytest) -q operator/tests --ignore=operator/tests/integration --ignore=operator/tests/test_mlflow_s3.py
 	$(call pytest,unit/bench,$(BIN)/pytest) -q bench
 	$(call pytest,unit/hack,$(BIN)/pytest) -q hack/tests
 	$(call pytest,unit/demo,$(BIN)/pytest) -q hack/demo
 
 # Last in the unit lane: a cold MinIO build then takes the CPU that the cluster lanes' tests leave.
-test-s3: minio ## The server's s3:// downloads against a real MinIO on loopback
-	$(call pytest,unit/s3,$(BIN)/pytest) -q server/tests/test_s3.py
+test-s3: minio ## The server's s3:// downloads, and the operator's reads of a registry's S3 artifacts, against a real MinIO on loopback
+	$(call pytest,unit/s3,$(BIN)/pytest) -q server/tests/test_s3.py operator/tests/test_mlflow_s3.py
 
 test-chart: install ## The Helm chart: lint, templates, RBAC, schemas (kubeconform), alerts (promtool)
 	$(call pytest,unit/chart,$(BIN)/pytest) -q charts/tests

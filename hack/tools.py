@@ -23,8 +23,8 @@ docker-compose v5.6.0 (Docker Compose, the Go CLI plugin once versioned v2.x: ``
     The newest whose go.mod (go 1.26.8) the local Go toolchain builds; v5.7.x asks go 1.26.10 (GOTOOLCHAIN).
     A standalone ``docker-compose`` that also works as the ``docker compose`` CLI plugin.
 minio v0.0.0-20260212201848-7aac2a2c5b7c (the MinIO server; its releases are tags the module proxy does not list)
-    A real S3-compatible server for the tests of ``s3://`` models (``server/tests/test_s3.py``), run on loopback;
-    never shipped (AGPL-3.0).
+    A real S3-compatible server for the tests of ``s3://`` models (``server/tests/test_s3.py``) and of a registry's
+    S3 artifacts (``operator/tests/test_mlflow_s3.py``), run on loopback; never shipped (AGPL-3.0).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,7 @@ def load(path: Path) -> dict[str, Any]:
 
 def pinned(body: dict[str, Any], md: spec.ModelDeployment, tracking_uri: str | None) -> dict[str, Any]:
     """``body`` with its registry models (``md.registered``) pinned on the tracking server, as the operator pins them
-    (credentials: MLflow's own MLFLOW_TRACKING_TOKEN, or _USERNAME and _PASSWORD)."""
+    (credentials: MLflow's own MLFLOW_TRACKING_TOKEN, or _USERNAME and _PASSWORD; an S3 store's AWS_* keys)."""
     env = os.environ
     tracking = tracking_uri or md.mlflow.tracking_uri or env.get("MLFLOW_TRACKING_URI")
     if tracking is None:
@@ -99,14 +99,11 @@ def pinned(body: dict[str, Any], md: spec.ModelDeployment, tracking_uri: str | N
             "spec.mlflow.trackingUri: unset, and no --mlflow-tracking-uri or MLFLOW_TRACKING_URI: where are the "
             "registry models?"
         )
-    credentials = None
-    if env.get("MLFLOW_TRACKING_TOKEN") or env.get("MLFLOW_TRACKING_USERNAME"):
-        credentials = registry.Credentials(
-            token=env.get("MLFLOW_TRACKING_TOKEN"),
-            username=env.get("MLFLOW_TRACKING_USERNAME"),
-            password=env.get("MLFLOW_TRACKING_PASSWORD"),
-        )
     found = {}
+    try:
+        credentials = _credentials(env)
+    except registry.RegistryError as err:
+        raise CliError(f"{err.reason}: {err.message}") from None
     for variant in md.registered:
         assert variant.ref is not None
         try:
@@ -116,6 +113,21 @@ def pinned(body: dict[str, Any], md: spec.ModelDeployment, tracking_uri: str | N
         print(f"{variant.name}: {pin.describe()} (sha256 {pin.sha256[:12]}…)", file=sys.stderr)
         found[variant.name] = pin
     return pins.pinned_body(body, found, None)
+
+
+def _credentials(env: Mapping[str, str]) -> registry.Credentials | None:
+    """MLflow's own credentials in ``env``, and the AWS SDK's S3 keys (its region: AWS_REGION, else
+    AWS_DEFAULT_REGION)."""
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
+    s3 = registry.s3_keys({**env, registry.S3_REGION: region}, "the environment")
+    if env.get("MLFLOW_TRACKING_TOKEN") or env.get("MLFLOW_TRACKING_USERNAME"):
+        return registry.Credentials(
+            token=env.get("MLFLOW_TRACKING_TOKEN"),
+            username=env.get("MLFLOW_TRACKING_USERNAME"),
+            password=env.get("MLFLOW_TRACKING_PASSWORD"),
+            s3=s3,
+        )
+    return None if s3 is None else registry.Credentials(s3=s3)
 
 
 def _render(args: argparse.Namespace) -> int:

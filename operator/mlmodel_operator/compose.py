@@ -136,7 +136,7 @@ def _dropped(md: ModelDeployment) -> tuple[str, ...]:
     if md.mlflow.credentials_secret is not None:
         lines.append(
             "spec.mlflow.credentialsSecret: Compose has no Secrets; the servers take MLFLOW_TRACKING_TOKEN (or "
-            "_USERNAME and _PASSWORD) from the shell that runs docker compose"
+            "_USERNAME and _PASSWORD), and an S3 store's AWS_* keys, from the shell that runs docker compose"
         )
     if md.rollout is not None:
         lines.append("spec.rollout: the progressive rollout is the operator's; Compose runs the variant as written")
@@ -155,6 +155,8 @@ def _variant(md: ModelDeployment, variant: Variant) -> Obj:
         service["volumes"].append({"type": "bind", "source": path, "target": target, "read_only": True})
     if variant.pinned is not None:  # a registry's model: its download's credentials, from the shell if set there
         service["environment"].update(dict.fromkeys(names.ENV_MLFLOW_CREDENTIALS))
+        if variant.model_uri.startswith("s3://"):  # and its S3 store's keys
+            service["environment"].update(dict.fromkeys(names.ENV_S3_CREDENTIALS))
     service["deploy"]["replicas"] = render.least_replicas(variant)
     return service
 

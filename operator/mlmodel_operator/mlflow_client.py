@@ -1,5 +1,6 @@
 """What the operator asks an MLflow tracking server over its REST API (the image has no MLflow client): the version
 a registry URI names now, its model file and that file's sha256. Thin: ``registry`` makes sense of the answers.
+Artifacts in an S3 store (``s3://``) are read from it with the store's keys, each request signed (``sigv4``).
 
 A version's artifacts never change, so what they hold (the model file's URL and digest, and its ``MLmodel``) is
 kept in ``digests``: a version resolved before costs one request, its lookup (a run's: the run).
@@ -18,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from mlmodel_operator import registry
-from mlmodel_operator.registry import Credentials, Pin, Ref, RegistryError, redact
+from mlmodel_operator import registry, sigv4
+from mlmodel_operator.registry import Credentials, Pin, Ref, RegistryError, S3Keys, redact
 
 API = "/api/2.0/mlflow"
 _CHUNK = 1 << 20  # bytes read at once from a model file
@@ -32,18 +33,14 @@ class _Server:
     tracking: str  # registry.tracking's
     headers: Mapping[str, str]
     timeout: float
+    s3: S3Keys | None = None  # what s3:// artifacts are read with
 
     @contextmanager
     def open(self, url: str, body: Mapping[str, Any] | None = None) -> Iterator[http.client.HTTPResponse]:
         """``url`` answering 200 (a POST of ``body`` as JSON, if any); a refusal or a broken connection raises
-        ``RegistryError``, while it is read too."""
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise RegistryError(registry.UNSUPPORTED_STORE, f"the operator reads artifacts over http(s): {redact(url)}")
-        request = urllib.request.Request(url, None if body is None else json.dumps(body).encode())
-        if body is not None:
-            request.add_header("Content-Type", "application/json")
-        for name, value in self.headers.items():  # not to where a redirect leads
-            request.add_unredirected_header(name, value)
+        ``RegistryError``, while it is read too. An ``s3://`` URL is a signed GET of the object from its store."""
+        s3 = urlsplit(url).scheme == "s3"
+        request = self._s3(url) if s3 else self._http(url, body)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as answer:
                 yield answer
@@ -51,7 +48,54 @@ class _Server:
             raise registry.refusal(err.code, err.read(_ERROR_BYTES), url) from None
         except (OSError, http.client.HTTPException) as err:
             why = err.reason if isinstance(err, urllib.error.URLError) else err
-            raise RegistryError(registry.UNREACHABLE, f"cannot reach {registry.origin(url)}: {why}") from None
+            where = registry.origin(request.full_url)
+            where = f"the S3 store {where} (for {redact(url)})" if s3 else where
+            raise RegistryError(registry.UNREACHABLE, f"cannot reach {where}: {why}") from None
+
+    def _http(self, url: str, body: Mapping[str, Any] | None) -> urllib.request.Request:
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise RegistryError(
+                registry.UNSUPPORTED_STORE, f"the operator reads artifacts over http(s) or from s3://: {redact(url)}"
+            )
+        request = urllib.request.Request(url, None if body is None else json.dumps(body).encode())
+        if body is not None:
+            request.add_header("Content-Type", "application/json")
+        for name, value in self.headers.items():  # not to where a redirect leads
+            request.add_unredirected_header(name, value)
+        return request
+
+    def _s3(self, url: str) -> urllib.request.Request:
+        """A GET of the object at ``s3://bucket/key`` from the store's endpoint (path-style), signed with its keys
+        (not to where a redirect leads)."""
+        if self.s3 is None:
+            raise RegistryError(
+                registry.CREDENTIALS,
+                f"the model's artifacts are in an S3 store ({redact(url)}), which the operator reads with its keys: "
+                f"put {registry.S3_KEYS} in the Secret that spec.mlflow.credentialsSecret names (for mlmodel "
+                "compose render: in its environment)",
+            )
+        target = sigv4.object_url(self.s3.endpoint, *sigv4.split(url))
+        request = urllib.request.Request(target)
+        signed = sigv4.sign(
+            "GET",
+            target,
+            access_key=self.s3.access_key_id,
+            secret_key=self.s3.secret_access_key,
+            region=self.s3.region,
+        )
+        for name, value in signed.items():
+            request.add_unredirected_header(name, value)
+        return request
+
+    @property
+    def reader(self) -> str:
+        """Who reads the artifacts, as ``digests`` keys them: a digest read from S3 with other keys (or on another
+        store) is no proof that these can read the file. The keys' hash, never the keys."""
+        if self.s3 is None:
+            return ""
+        s3 = self.s3
+        held = "\n".join((s3.endpoint, s3.region, s3.access_key_id, s3.secret_access_key)).encode()
+        return f" s3 {hashlib.sha256(held).hexdigest()[:32]}"
 
     def api(self, method: str, body: Mapping[str, Any] | None = None, **query: str) -> dict[str, Any]:
         """The answer of the REST API's ``method``: a GET with ``query``, or a POST of ``body``."""
@@ -91,7 +135,8 @@ def resolve(
 ) -> Pin:
     """What ``ref`` names on the tracking server at ``tracking_uri`` now: its sklearn model file and that file's
     sha256, each request within ``timeout`` seconds. Raises ``RegistryError``."""
-    server = _Server(registry.tracking(tracking_uri), registry.headers(credentials), timeout)
+    s3 = None if credentials is None else credentials.s3
+    server = _Server(registry.tracking(tracking_uri), registry.headers(credentials), timeout, s3)
     try:
         if ref.run_id is not None:
             return _run(server, ref, digests)
@@ -107,7 +152,7 @@ def _version(server: _Server, ref: Ref, digests: MutableMapping[str, str]) -> Pi
         found = registry.version(server.api("registered-models/alias", name=ref.name, alias=ref.alias))
     else:
         found = registry.version(server.api("model-versions/get", name=ref.name, version=str(ref.version)))
-    key = f"{server.tracking} models:/{ref.name}/{found.version} {found.source}"
+    key = f"{server.tracking} models:/{ref.name}/{found.version} {found.source}{server.reader}"
     if key not in digests:
         location = server.api("model-versions/get-download-uri", name=ref.name, version=found.version)
         digests[key] = _artifacts(server, location["artifact_uri"], found.source)
@@ -118,7 +163,7 @@ def _run(server: _Server, ref: Ref, digests: MutableMapping[str, str]) -> Pin:
     """A run's model: the logged model of that name the run made (MLflow 3), else a directory of its artifacts."""
     assert ref.path is not None
     info = server.api("runs/get", run_id=str(ref.run_id))["run"]["info"]
-    key = f"{server.tracking} {ref}"
+    key = f"{server.tracking} {ref}{server.reader}"
     if key not in digests:
         name, _, rest = ref.path.partition("/")
         search = {

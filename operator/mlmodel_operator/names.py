@@ -89,6 +89,15 @@ ENV_MLFLOW_CREDENTIALS = {
     "MLFLOW_TRACKING_USERNAME": "username",
     "MLFLOW_TRACKING_PASSWORD": "password",
 }
+# And an S3 artifact store's keys, which the Secret names as the AWS SDK's environment does (s3fs reads them); the
+# SDK's own name for the region is AWS_DEFAULT_REGION.
+ENV_S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+    "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
+    "AWS_REGION": "AWS_REGION",
+    "AWS_DEFAULT_REGION": "AWS_REGION",
+}
 
 
 def child(md: str, variant: str) -> str:

@@ -5,6 +5,7 @@ URLs, and what the operator serves one from (a ``Pin``). ``mlflow_client`` asks 
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 from collections.abc import Mapping
@@ -14,6 +15,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 
+from mlmodel_operator import sigv4
+
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"  # a tracking server's artifact proxy (--serve-artifacts)
 SHAPES = "models:/<name>/<version>, models:/<name>@<alias> or runs:/<run_id>/<artifact path>"
 FORMATS = ("pickle", "cloudpickle", "skops")  # the sklearn flavor's serialization formats the server loads
@@ -22,9 +25,22 @@ UNREACHABLE = "RegistryUnreachable"
 UNAUTHORIZED = "RegistryUnauthorized"
 UNSUPPORTED_FLAVOR = "UnsupportedFlavor"
 UNSUPPORTED_STORE = "UnsupportedArtifactStore"
+CREDENTIALS = "CredentialsUnavailable"  # none to read with, or none that can be used
 REGISTRY_ERROR = "RegistryError"  # anything else
+# An S3 store's keys, as the AWS SDK's environment names them (and so a Secret's keys, and the servers' env).
+S3_KEY_ID, S3_SECRET, S3_ENDPOINT, S3_REGION = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+)
+S3_KEYS = (
+    f"{S3_KEY_ID} and {S3_SECRET} (and {S3_ENDPOINT} for an S3-compatible store other than AWS, "
+    f"{S3_REGION} for an AWS region other than {sigv4.DEFAULT_REGION})"
+)
 _ALIAS = re.compile(r"[\w-]+")  # MLflow's own rule for an alias
 _RUN_ID = re.compile(r"[a-zA-Z0-9][\w-]{0,255}")  # and for a run's ID
+_S3_ERROR = re.compile(r"<Error>.*?</Error>", re.DOTALL)  # an S3 error answer's XML document
 
 
 class RegistryError(Exception):
@@ -108,18 +124,38 @@ def redact(url: str) -> str:
 
 def refusal(status: int, body: bytes, url: str) -> RegistryError:
     """What an error answer of a tracking server (or an artifact store) at ``url`` means, in its own words where
-    it has some: a JSON error's message, or a line of plain text."""
-    try:
-        said = json.loads(body)
-        code, words = str(said.get("error_code", "")), str(said["message"])
-    except (ValueError, TypeError, KeyError, AttributeError):
-        text, code = body.decode(errors="replace").strip(), ""
-        words = "" if text.startswith("<") else text.partition("\n")[0][:300]  # an HTML page says nothing of use
+    it has some: a JSON error's message, an S3 error's code and message, or a line of plain text."""
     where = f"HTTP {status} from {redact(url)}"
+    code, words, s3 = _said(body)
     if status in (401, 403):
         return RegistryError(UNAUTHORIZED, f"{where}: {words}" if words else where)
-    missing = code == "RESOURCE_DOES_NOT_EXIST" or (code == "INVALID_PARAMETER_VALUE" and "not found" in words)
-    return RegistryError(MODEL_NOT_FOUND if status == 404 or missing else REGISTRY_ERROR, words or where)
+    missing = code in ("RESOURCE_DOES_NOT_EXIST", "NoSuchKey", "NoSuchBucket") or (
+        code == "INVALID_PARAMETER_VALUE" and "not found" in words
+    )
+    reason = MODEL_NOT_FOUND if status == 404 or missing else REGISTRY_ERROR
+    return RegistryError(reason, f"{where}: {words}" if s3 else words or where)  # S3's words name no object
+
+
+def _said(body: bytes) -> tuple[str, str, bool]:
+    """An error answer's code and words, and whether an S3 store gave them: MLflow's JSON error, an S3 error's XML
+    (its code and message, never its other fields: AWS's name the access key and the string signed), or a line of
+    plain text (an HTML page says nothing of use)."""
+    text = body.decode(errors="replace").strip()
+    try:
+        said = json.loads(body)
+        return str(said.get("error_code", "")), str(said["message"]), False
+    except (ValueError, TypeError, KeyError, AttributeError):
+        pass
+    if _S3_ERROR.search(text):
+        code = _element(text, "Code")
+        return code, ": ".join(filter(None, (code, _element(text, "Message")))), True
+    return "", "" if text.startswith("<") else text.partition("\n")[0][:300], False
+
+
+def _element(xml: str, name: str) -> str:
+    """The text of the first ``<name>`` element of ``xml``, its entities decoded, on one line."""
+    found = re.search(rf"<{name}>([^<]*)</{name}>", xml)
+    return " ".join(html.unescape(found[1]).split())[:300] if found else ""
 
 
 class Version(NamedTuple):
@@ -144,20 +180,64 @@ def version(answer: Mapping[str, Any]) -> Version:
 
 
 @dataclass(frozen=True)
+class S3Keys:
+    """An S3 (or S3-compatible) store's access key, which the operator signs its reads of ``s3://`` artifacts with,
+    and where the store is."""
+
+    access_key_id: str = field(repr=False)
+    secret_access_key: str = field(repr=False)
+    endpoint_url: str | None = None  # an S3-compatible store's (MinIO, Ceph...); else AWS's own, of the region
+    region: str = sigv4.DEFAULT_REGION
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoint_url or sigv4.aws_endpoint(self.region)
+
+
+@dataclass(frozen=True)
 class Credentials:
-    """How to sign in to a tracking server: a bearer token, or a user name and password (HTTP Basic)."""
+    """How to sign in to a tracking server: a bearer token, or a user name and password (HTTP Basic); and to the
+    S3 store its artifacts are in."""
 
     token: str | None = field(default=None, repr=False)
     username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
+    s3: S3Keys | None = None
+
+
+def s3_keys(values: Mapping[str, str], where: str) -> S3Keys | None:
+    """The S3 keys ``values`` hold (a Secret's data, or an environment: the AWS SDK's names), ``None`` without any.
+    Raises ``RegistryError`` for half a pair or an endpoint that is no URL, naming ``where`` they are, never what
+    they hold."""
+    key_id, secret = values.get(S3_KEY_ID) or None, values.get(S3_SECRET) or None
+    if key_id is None and secret is None:
+        return None
+    if key_id is None or secret is None:
+        has, lacks = (S3_KEY_ID, S3_SECRET) if secret is None else (S3_SECRET, S3_KEY_ID)
+        raise RegistryError(CREDENTIALS, f"{where} has {has} but no {lacks}: an S3 store takes both")
+    endpoint = values.get(S3_ENDPOINT) or None
+    if endpoint is not None:
+        try:
+            parts = urlsplit(endpoint)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            valid = False
+        if not valid or "@" in parts.netloc or parts.query or parts.fragment:
+            raise RegistryError(
+                CREDENTIALS, f"{where}: {S3_ENDPOINT} is the S3 store's http:// or https:// URL, e.g. http://minio:9000"
+            )
+        endpoint = endpoint.rstrip("/")
+    return S3Keys(key_id, secret, endpoint, values.get(S3_REGION) or sigv4.DEFAULT_REGION)
 
 
 def headers(credentials: Credentials | None) -> dict[str, str]:
-    """The ``Authorization`` header ``credentials`` sign requests with (none without)."""
+    """The ``Authorization`` header ``credentials`` sign requests to the tracking server with (none without)."""
     if credentials is None:
         return {}
     if credentials.token is not None:
         return {"Authorization": f"Bearer {credentials.token}"}
+    if credentials.username is None and credentials.password is None:
+        return {}  # an S3 store's keys alone
     pair = f"{credentials.username or ''}:{credentials.password or ''}".encode()
     return {"Authorization": f"Basic {base64.b64encode(pair).decode()}"}
 

@@ -211,7 +211,7 @@ def _env(md: ModelDeployment, variant: Variant) -> list[Obj]:
 
 def _pinned_env(pinned: Pinned | None) -> list[Obj]:
     """A registry model's input contract and trusted types, and the credentials it downloads with (each key of
-    the Secret optional: a token, or a username and password)."""
+    the Secret optional: a token, or a username and password; an S3 store's keys)."""
     if pinned is None:
         return []
     env: list[Obj] = []
@@ -220,7 +220,7 @@ def _pinned_env(pinned: Pinned | None) -> list[Obj]:
     if pinned.skops_trusted:
         env.append({"name": names.ENV_SKOPS_TRUSTED, "value": ",".join(pinned.skops_trusted)})
     if pinned.credentials_secret:
-        for name, key in names.ENV_MLFLOW_CREDENTIALS.items():
+        for name, key in {**names.ENV_MLFLOW_CREDENTIALS, **names.ENV_S3_CREDENTIALS}.items():
             ref = {"name": pinned.credentials_secret, "key": key, "optional": True}
             env.append({"name": name, "valueFrom": {"secretKeyRef": ref}})
     return env

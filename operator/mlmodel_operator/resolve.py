@@ -21,7 +21,7 @@ from mlmodel_operator.spec import ModelDeployment, Variant
 
 TIMEOUT_SECONDS = 10.0  # each request to the tracking server
 NOT_CONFIGURED = "RegistryNotConfigured"
-CREDENTIALS = "CredentialsUnavailable"
+CREDENTIALS = registry.CREDENTIALS
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,8 @@ def _resolve(
 
 
 def _credentials(md: ModelDeployment) -> registry.Credentials | None:
-    """The ModelDeployment's Secret's token, or username and password; never from another namespace."""
+    """The ModelDeployment's Secret's token, or username and password, for the tracking server, and its S3 store's
+    keys (the AWS SDK's names); one kind at least. Never from another namespace."""
     name = md.mlflow.credentials_secret
     if name is None:
         return None
@@ -128,15 +129,21 @@ def _credentials(md: ModelDeployment) -> registry.Credentials | None:
         secret = kube.get("v1", "Secret", md.namespace, name)
     except kube.Refused as err:
         raise registry.RegistryError(CREDENTIALS, f"cannot read Secret {name}: {err.message}") from None
+    where = f"Secret {name} (spec.mlflow.credentialsSecret)"
     if secret is None:
-        raise registry.RegistryError(CREDENTIALS, f"Secret {name} (spec.mlflow.credentialsSecret) does not exist")
+        raise registry.RegistryError(CREDENTIALS, f"{where} does not exist")
     data = {key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
+    s3 = registry.s3_keys(data, where)
     if "token" in data:
-        return registry.Credentials(token=data["token"])
+        return registry.Credentials(token=data["token"], s3=s3)
     if "username" in data and "password" in data:
-        return registry.Credentials(username=data["username"], password=data["password"])
+        return registry.Credentials(username=data["username"], password=data["password"], s3=s3)
+    if s3 is not None:
+        return registry.Credentials(s3=s3)
     raise registry.RegistryError(
-        CREDENTIALS, f"Secret {name} (spec.mlflow.credentialsSecret) needs a token key, or username and password"
+        CREDENTIALS,
+        f"{where} needs a token key, or username and password (the tracking server's), or an S3 store's "
+        f"{registry.S3_KEYS}",
     )
 
 

@@ -79,6 +79,10 @@ def test_a_pinned_variant_serves_the_file_by_its_digest_with_its_contract_and_cr
     assert env[names.ENV_INPUT_SCHEMA]["value"] == SCHEMA and env[names.ENV_SKOPS_TRUSTED]["value"] == "numpy.dtype"
     for name, key in names.ENV_MLFLOW_CREDENTIALS.items():  # the Secret's keys, never its values
         assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-creds", "key": key, "optional": True}
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION"):  # an S3 store's
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-creds", "key": name, "optional": True}
+    region = {"name": "mlflow-creds", "key": "AWS_REGION", "optional": True}  # as the AWS SDK for Python reads it
+    assert env["AWS_DEFAULT_REGION"]["valueFrom"]["secretKeyRef"] == region
     assert names.ENV_ALLOW_UNPINNED not in env
 
 
@@ -201,24 +205,41 @@ def test_without_a_tracking_server_the_variant_waits_and_says_how_to_set_one() -
     assert "set spec.mlflow.trackingUri, or the chart's mlflow.trackingUri" in result.problems[0].message
 
 
+def _data(**values: str) -> dict[str, Any]:
+    return {"data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}}
+
+
+S3 = {"AWS_ACCESS_KEY_ID": "minio-id", "AWS_SECRET_ACCESS_KEY": "minio-s3cret"}
+
+
 def test_credentials_come_from_the_mds_own_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     secrets: dict[tuple[str, str], dict[str, Any] | None] = {
-        ("ml", "token"): {"data": {"token": base64.b64encode(b"s3cret").decode()}},
-        ("ml", "basic"): {
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in {"username": "u", "password": "p"}.items()}
-        },
+        ("ml", "token"): _data(token="s3cret"),
+        ("ml", "basic"): _data(username="u", password="p"),
+        ("ml", "s3"): _data(**S3, AWS_ENDPOINT_URL="http://minio.storage:9000", AWS_REGION="eu-west-3"),
+        ("ml", "token-s3"): _data(token="s3cret", **S3),
         ("ml", "empty"): {"data": {}},
+        ("ml", "half"): _data(AWS_SECRET_ACCESS_KEY="minio-s3cret"),
     }
     monkeypatch.setattr(kube, "get", lambda _v, _k, namespace, name, **_: secrets.get((namespace, name)))
+    keys = registry.S3Keys("minio-id", "minio-s3cret")
     for name, wanted in (
         ("token", registry.Credentials(token="s3cret")),
         ("basic", registry.Credentials(username="u", password="p")),
+        ("s3", registry.Credentials(s3=replace(keys, endpoint_url="http://minio.storage:9000", region="eu-west-3"))),
+        ("token-s3", registry.Credentials(token="s3cret", s3=keys)),
     ):
         lookups = Registry(pin())
         resolve.pins_of(parse(body(mlflow={"credentialsSecret": {"name": name}})), {}, {}, SETTINGS, lookups, Clock())
         assert lookups.asked[0][2] == wanted
-    for name, words in (("empty", "needs a token key, or username and password"), ("missing", "does not exist")):
+    for name, words in (
+        ("empty", "needs a token key, or username and password (the tracking server's), or an S3 store's "),
+        ("empty", "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for an S3-compatible store"),
+        ("half", "has AWS_SECRET_ACCESS_KEY but no AWS_ACCESS_KEY_ID: an S3 store takes both"),
+        ("missing", "does not exist"),
+    ):
         result = resolve.pins_of(
             parse(body(mlflow={"credentialsSecret": {"name": name}})), {}, {}, SETTINGS, Registry(), Clock()
         )
         assert result.problems[0].reason == resolve.CREDENTIALS and words in result.problems[0].message
+        assert "s3cret" not in result.problems[0].message

@@ -8,7 +8,7 @@ import json
 
 import pytest
 from mlmodel_operator import registry
-from mlmodel_operator.registry import Credentials, Flavor, Pin, Ref, RegistryError
+from mlmodel_operator.registry import Credentials, Flavor, Pin, Ref, RegistryError, S3Keys
 
 INPUTS = '[{"type": "double", "name": "sepal length (cm)", "required": true}]'
 # As mlflow.sklearn.log_model (3.17.2) writes it, but for the signature's other columns.
@@ -199,6 +199,49 @@ def test_credentials_sign_requests_with_a_bearer_token_or_http_basic() -> None:
     assert "wörd" not in repr(Credentials(username="ana", password="pa:ss wörd"))
 
 
+def test_s3_keys_alone_sign_no_request_to_the_tracking_server_and_are_never_shown() -> None:
+    keys = S3Keys("AKIAEXAMPLEID", "s3cret/KEY", "http://minio:9000")
+    assert registry.headers(Credentials(s3=keys)) == {}
+    assert registry.headers(Credentials(token="t0k3n", s3=keys)) == {"Authorization": "Bearer t0k3n"}
+    assert "AKIAEXAMPLEID" not in repr(Credentials(s3=keys)) and "s3cret" not in repr(Credentials(s3=keys))
+    assert "minio" in repr(keys)  # where the store is, which is no secret
+
+
+def test_s3_keys_are_read_by_the_aws_sdk_s_names() -> None:
+    pair = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret"}
+    assert registry.s3_keys({"token": "t"}, "Secret s") is None
+    aws = registry.s3_keys(pair, "Secret s")
+    assert aws == S3Keys("id", "secret", None, "us-east-1")
+    assert aws is not None and aws.endpoint == "https://s3.us-east-1.amazonaws.com"
+    regional = registry.s3_keys({**pair, "AWS_REGION": "eu-west-3"}, "Secret s")
+    assert regional is not None and regional.endpoint == "https://s3.eu-west-3.amazonaws.com"
+    minio = registry.s3_keys({**pair, "AWS_ENDPOINT_URL": "http://minio.storage:9000/"}, "Secret s")
+    assert minio == S3Keys("id", "secret", "http://minio.storage:9000", "us-east-1")
+    assert minio.endpoint == "http://minio.storage:9000"
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"AWS_ACCESS_KEY_ID": "id"}, "Secret s has AWS_ACCESS_KEY_ID but no AWS_SECRET_ACCESS_KEY"),
+        ({"AWS_SECRET_ACCESS_KEY": "s3cret"}, "Secret s has AWS_SECRET_ACCESS_KEY but no AWS_ACCESS_KEY_ID"),
+        (
+            {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "s3cret", "AWS_ENDPOINT_URL": "minio:9000"},
+            "Secret s: AWS_ENDPOINT_URL is the S3 store's http:// or https:// URL",
+        ),
+        (
+            {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "s3cret", "AWS_ENDPOINT_URL": "http://u:s3cret@m"},
+            "Secret s: AWS_ENDPOINT_URL is the S3 store's http:// or https:// URL",
+        ),
+    ],
+)
+def test_s3_keys_that_cannot_sign_are_unavailable_without_being_shown(values: dict[str, str], words: str) -> None:
+    with pytest.raises(RegistryError) as refused:
+        registry.s3_keys(values, "Secret s")
+    assert refused.value.reason == registry.CREDENTIALS == "CredentialsUnavailable"
+    assert refused.value.message.startswith(words) and "s3cret" not in str(refused.value)
+
+
 def test_a_tracking_uri_is_an_http_url_without_credentials() -> None:
     assert registry.tracking("http://mlflow.mlflow:5000/") == "http://mlflow.mlflow:5000"
     assert registry.tracking("https://tools/mlflow/") == "https://tools/mlflow"
@@ -264,6 +307,51 @@ def test_an_error_answer_is_told_in_the_registry_s_own_words(
 ) -> None:
     refused = registry.refusal(status, body, ALIAS)
     assert (refused.reason, refused.message) == (reason, message)
+
+
+OBJECT = "s3://models/0/models/m-1/artifacts/model.skops"
+# As AWS answers a request signed with a wrong secret: the access key and what was signed come back, never shown.
+SIGNATURE_DOES_NOT_MATCH = b"""<?xml version="1.0" encoding="UTF-8"?>
+<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature
+ you provided. Check your key and signing method.</Message><AWSAccessKeyId>AKIAEXAMPLEID</AWSAccessKeyId>
+<StringToSign>AWS4-HMAC-SHA256 20260101T000000Z</StringToSign><SignatureProvided>0f1e</SignatureProvided>
+<RequestId>R</RequestId></Error>"""
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason", "message"),
+    [
+        (
+            404,
+            b"<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message>"
+            b"<Key>0/models/m-1/artifacts/model.skops</Key></Error>",
+            "ModelNotFound",
+            f"HTTP 404 from {OBJECT}: NoSuchKey: The specified key does not exist.",
+        ),
+        (
+            403,
+            SIGNATURE_DOES_NOT_MATCH,
+            "RegistryUnauthorized",
+            f"HTTP 403 from {OBJECT}: SignatureDoesNotMatch: The request signature we calculated does not match the "
+            "signature you provided. Check your key and signing method.",
+        ),
+        (
+            400,
+            b"<Error><Code>AuthorizationHeaderMalformed</Code><Message>the region &apos;us-east-1&apos; is wrong; "
+            b"expecting &apos;eu-west-3&apos;</Message></Error>",
+            "RegistryError",
+            f"HTTP 400 from {OBJECT}: AuthorizationHeaderMalformed: the region 'us-east-1' is wrong; expecting "
+            "'eu-west-3'",
+        ),
+        (403, b"", "RegistryUnauthorized", f"HTTP 403 from {OBJECT}"),
+    ],
+)
+def test_an_s3_store_s_error_is_told_by_its_code_and_message_alone(
+    status: int, body: bytes, reason: str, message: str
+) -> None:
+    refused = registry.refusal(status, body, OBJECT)
+    assert (refused.reason, refused.message) == (reason, message)
+    assert "AKIAEXAMPLEID" not in refused.message and "AWS4-HMAC" not in refused.message
 
 
 def test_a_version_serves_once_it_is_ready() -> None:

@@ -1,4 +1,4 @@
-"""``s3://`` models from a real S3-compatible store: a MinIO server on loopback (``make minio`` builds it), reached
+"""``s3://`` models from a real S3-compatible store: a MinIO server on loopback (``mlmodel_testing.minio``), reached
 with the AWS SDK's environment variables as a pod gets them from a Secret. Downloads pinned, cached, whole
 directories (an MLflow model's), a missing key and refused credentials each ended at once; and a server started on
 an ``s3://`` URI answers."""
@@ -6,76 +6,24 @@ an ``s3://`` URI answers."""
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 import s3fs
+from mlmodel_testing.minio import BUCKET, SECRET, Store, minio
 
 from mlmodel_server.errors import CredentialsRefused, DigestMismatch, ModelLoadError
 from mlmodel_server.fetch import fetch
 
-from conftest import DEADLINE_S, SavedModel, free_port, start, stop, wait_ready
-
-MINIO = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "minio"
-USER, SECRET = "mlmodel", "s3cr3t-from-a-secretKeyRef"
-BUCKET = "models"
-
-
-@dataclass(frozen=True)
-class Store:
-    """A MinIO server: its endpoint and the environment a client needs to reach it."""
-
-    endpoint: str
-
-    def env(self, secret: str = SECRET) -> dict[str, str]:
-        return {
-            "AWS_ACCESS_KEY_ID": USER,
-            "AWS_SECRET_ACCESS_KEY": secret,
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-
-    def put(self, local: Path, key: str) -> str:
-        """``local`` (a file or a directory) uploaded as ``key``: its ``s3://`` URI."""
-        fs = s3fs.S3FileSystem(key=USER, secret=SECRET, endpoint_url=self.endpoint, skip_instance_cache=True)
-        fs.put(str(local), f"{BUCKET}/{key}", recursive=local.is_dir())
-        return f"s3://{BUCKET}/{key}"
+from conftest import SavedModel, start, stop, wait_ready
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    if not MINIO.is_file():
-        pytest.fail(f"no MinIO server at {MINIO}: run `make minio`", pytrace=False)
-    data = tmp_path_factory.mktemp("minio")
-    port = free_port()
-    env = {**os.environ, "MINIO_ROOT_USER": USER, "MINIO_ROOT_PASSWORD": SECRET}
-    argv = [str(MINIO), "server", str(data), "--address", f"127.0.0.1:{port}", "--console-address", "127.0.0.1:0"]
-    with (data.parent / "minio.log").open("wb") as log:
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + DEADLINE_S
-        while not _live(endpoint):
-            assert proc.poll() is None and time.monotonic() < deadline, (data.parent / "minio.log").read_text()
-            time.sleep(0.1)
-        s3fs.S3FileSystem(key=USER, secret=SECRET, endpoint_url=endpoint, skip_instance_cache=True).mkdir(BUCKET)
-        yield Store(endpoint)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def _live(endpoint: str) -> bool:
-    try:
-        return requests.get(f"{endpoint}/minio/health/live", timeout=1).status_code == 200
-    except requests.ConnectionError:
-        return False
+    with minio(tmp_path_factory.mktemp("minio")) as running:
+        yield running
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from mlmodel_operator.registry import Credentials
 from sklearn.datasets import load_iris
 
 from mlmodel_testing.cluster import CACHE, Cluster, free_port
+from mlmodel_testing.minio import Store
 from mlmodel_testing.models import MLFLOW_SERVER
 
 # `make mlflow-server` makes it, at the version of the client requirements-dev.txt pins (mlflow-skinny).
@@ -66,10 +67,12 @@ class Server:
 
 
 @contextlib.contextmanager
-def tracking_server(workdir: Path, *, basic_auth: bool = False) -> Iterator[Server]:
+def tracking_server(workdir: Path, *, basic_auth: bool = False, s3: Store | None = None) -> Iterator[Server]:
     """MLflow's tracking server, its registry and artifact proxy (``mlflow-artifacts:/``) on a free loopback port,
     keeping everything in ``workdir``, until the block ends; with ``basic_auth``, MLflow's basic-auth app and an
-    admin of a new password. Its log is printed if it cannot start or the block fails."""
+    admin of a new password; with ``s3``, no proxy: the artifacts' locations are in that S3 store's bucket
+    (``s3://``), which the clients read and write themselves (``s3_client_env``). Its log is printed if it cannot
+    start or the block fails."""
     program = SERVER_VENV / "bin" / "mlflow"
     if not program.exists():
         raise AssertionError(f"no MLflow tracking server at {program}: run `make mlflow-server`")
@@ -77,9 +80,13 @@ def tracking_server(workdir: Path, *, basic_auth: bool = False) -> Iterator[Serv
     port = free_port()
     server = Server(f"http://127.0.0.1:{port}", workdir / "mlflow.log")
     argv = [str(program), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    argv += ["--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}", "--serve-artifacts"]
-    argv += ["--artifacts-destination", str(workdir / "artifacts")]
+    argv += ["--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}"]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner: 7 processes fewer
+    if s3 is None:
+        argv += ["--serve-artifacts", "--artifacts-destination", str(workdir / "artifacts")]
+    else:
+        argv += ["--no-serve-artifacts", "--default-artifact-root", f"s3://{s3.bucket}/"]
+        env |= s3_client_env(s3)
     if basic_auth:
         # The default basic_auth.ini keeps its users in basic_auth.db in the working directory, workdir.
         server = Server(server.url, server.log, ADMIN, secrets.token_urlsafe(16))
@@ -126,6 +133,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # what outlived it
     proc.wait()
+
+
+def s3_client_env(store: Store) -> dict[str, str]:
+    """The environment in which MLflow (its client, with boto3) reads and writes artifacts in ``store``."""
+    return {**store.env(), "MLFLOW_S3_ENDPOINT_URL": store.endpoint}
 
 
 @contextlib.contextmanager

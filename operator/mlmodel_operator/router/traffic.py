@@ -151,6 +151,7 @@ def _nginx(
         "include /etc/nginx/modules-enabled/*.conf;",
         "worker_processes 1;  # one event loop per pod is thousands of requests per second: scale with replicas",
         f"pid {run_dir}/nginx.pid;",
+        "error_log stderr notice;  # its notices too: each change of the weights and of the variants answering",
         "events { worker_connections 4096; }",
         "http {",
         *_http_settings(
