@@ -119,7 +119,7 @@ def _credentials(env: Mapping[str, str]) -> registry.Credentials | None:
     """MLflow's own credentials in ``env``, and the AWS SDK's S3 keys (its region: AWS_REGION, else
     AWS_DEFAULT_REGION)."""
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
-    s3 = registry.s3_keys({**env, registry.S3_REGION: region}, "the environment")
+    s3 = registry.s3_keys({**env, names.S3_REGION: region}, "the environment")
     if env.get("MLFLOW_TRACKING_TOKEN") or env.get("MLFLOW_TRACKING_USERNAME"):
         return registry.Credentials(
             token=env.get("MLFLOW_TRACKING_TOKEN"),

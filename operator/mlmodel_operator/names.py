@@ -91,12 +91,15 @@ ENV_MLFLOW_CREDENTIALS = {
 }
 # And an S3 artifact store's keys, which the Secret names as the AWS SDK's environment does (s3fs reads them); the
 # SDK's own name for the region is AWS_DEFAULT_REGION.
+S3_KEY_ID, S3_SECRET, S3_ENDPOINT, S3_REGION = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+)
 ENV_S3_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
-    "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
-    "AWS_REGION": "AWS_REGION",
-    "AWS_DEFAULT_REGION": "AWS_REGION",
+    **{key: key for key in (S3_KEY_ID, S3_SECRET, S3_ENDPOINT, S3_REGION)},
+    "AWS_DEFAULT_REGION": S3_REGION,
 }
 
 

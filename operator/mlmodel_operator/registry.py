@@ -15,7 +15,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 
-from mlmodel_operator import sigv4
+from mlmodel_operator import names, sigv4
 
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"  # a tracking server's artifact proxy (--serve-artifacts)
 SHAPES = "models:/<name>/<version>, models:/<name>@<alias> or runs:/<run_id>/<artifact path>"
@@ -28,15 +28,9 @@ UNSUPPORTED_STORE = "UnsupportedArtifactStore"
 CREDENTIALS = "CredentialsUnavailable"  # none to read with, or none that can be used
 REGISTRY_ERROR = "RegistryError"  # anything else
 # An S3 store's keys, as the AWS SDK's environment names them (and so a Secret's keys, and the servers' env).
-S3_KEY_ID, S3_SECRET, S3_ENDPOINT, S3_REGION = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_ENDPOINT_URL",
-    "AWS_REGION",
-)
 S3_KEYS = (
-    f"{S3_KEY_ID} and {S3_SECRET} (and {S3_ENDPOINT} for an S3-compatible store other than AWS, "
-    f"{S3_REGION} for an AWS region other than {sigv4.DEFAULT_REGION})"
+    f"{names.S3_KEY_ID} and {names.S3_SECRET} (and {names.S3_ENDPOINT} for an S3-compatible store other than AWS, "
+    f"{names.S3_REGION} for an AWS region other than {sigv4.DEFAULT_REGION})"
 )
 _ALIAS = re.compile(r"[\w-]+")  # MLflow's own rule for an alias
 _RUN_ID = re.compile(r"[a-zA-Z0-9][\w-]{0,255}")  # and for a run's ID
@@ -209,13 +203,13 @@ def s3_keys(values: Mapping[str, str], where: str) -> S3Keys | None:
     """The S3 keys ``values`` hold (a Secret's data, or an environment: the AWS SDK's names), ``None`` without any.
     Raises ``RegistryError`` for half a pair or an endpoint that is no URL, naming ``where`` they are, never what
     they hold."""
-    key_id, secret = values.get(S3_KEY_ID) or None, values.get(S3_SECRET) or None
+    key_id, secret = values.get(names.S3_KEY_ID) or None, values.get(names.S3_SECRET) or None
     if key_id is None and secret is None:
         return None
     if key_id is None or secret is None:
-        has, lacks = (S3_KEY_ID, S3_SECRET) if secret is None else (S3_SECRET, S3_KEY_ID)
+        has, lacks = (names.S3_KEY_ID, names.S3_SECRET) if secret is None else (names.S3_SECRET, names.S3_KEY_ID)
         raise RegistryError(CREDENTIALS, f"{where} has {has} but no {lacks}: an S3 store takes both")
-    endpoint = values.get(S3_ENDPOINT) or None
+    endpoint = values.get(names.S3_ENDPOINT) or None
     if endpoint is not None:
         try:
             parts = urlsplit(endpoint)
@@ -224,10 +218,11 @@ def s3_keys(values: Mapping[str, str], where: str) -> S3Keys | None:
             valid = False
         if not valid or "@" in parts.netloc or parts.query or parts.fragment:
             raise RegistryError(
-                CREDENTIALS, f"{where}: {S3_ENDPOINT} is the S3 store's http:// or https:// URL, e.g. http://minio:9000"
+                CREDENTIALS,
+                f"{where}: {names.S3_ENDPOINT} is the S3 store's http:// or https:// URL, e.g. http://minio:9000",
             )
         endpoint = endpoint.rstrip("/")
-    return S3Keys(key_id, secret, endpoint, values.get(S3_REGION) or sigv4.DEFAULT_REGION)
+    return S3Keys(key_id, secret, endpoint, values.get(names.S3_REGION) or sigv4.DEFAULT_REGION)
 
 
 def headers(credentials: Credentials | None) -> dict[str, str]:
