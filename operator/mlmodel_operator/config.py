@@ -7,7 +7,6 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from mlmodel_operator import quantity
@@ -82,7 +81,6 @@ def _resources(text: str) -> dict[str, Any]:
         raise argparse.ArgumentTypeError(f"not JSON: {err}") from err
     if not isinstance(resources, dict):
         raise argparse.ArgumentTypeError(f"not a JSON object of requests and limits: {text}")
-    amounts: dict[str, dict[str, Decimal]] = {kind: {} for kind in RESOURCE_KINDS}
     for kind, values in resources.items():
         if kind not in RESOURCE_KINDS:
             raise argparse.ArgumentTypeError(f"unknown key {kind!r}: a container's resources are requests and limits")
@@ -92,19 +90,14 @@ def _resources(text: str) -> dict[str, Any]:
             if name not in RESOURCE_NAMES:
                 known = ", ".join(RESOURCE_NAMES)
                 raise argparse.ArgumentTypeError(f"{kind}: unknown resource {name!r}, not one of {known}")
-            amount = quantity.parse(value) if isinstance(value, str | int) else None
-            if amount is None:
+            if not isinstance(value, str | int) or quantity.parse(value) is None:
                 raise argparse.ArgumentTypeError(f"{kind}.{name}: not a quantity such as 500m, 2 or 256Mi: {value!r}")
-            amounts[kind][name] = amount
-    if not any(amounts.values()):
+    if not any(resources.values()):
         raise argparse.ArgumentTypeError("no request nor limit (unset, the operator's built-in defaults apply)")
-    for name, requested in amounts["requests"].items():
-        most = amounts["limits"].get(name)
-        if most is not None and requested > most:
-            limit = resources["limits"][name]
-            raise argparse.ArgumentTypeError(
-                f"requests.{name} ({resources['requests'][name]}) exceeds limits.{name} ({limit})"
-            )
+    name = quantity.over_limit(resources)
+    if name is not None:
+        requested, limit = resources["requests"][name], resources["limits"][name]
+        raise argparse.ArgumentTypeError(f"requests.{name} ({requested}) exceeds limits.{name} ({limit})")
     return resources
 
 

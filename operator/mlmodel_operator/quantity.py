@@ -23,3 +23,14 @@ def parse(value: Any) -> Decimal | None:
         return None
     number, suffix = found["number"], found["suffix"] or ""
     return Decimal(number) * _MULTIPLES[suffix] if suffix in _MULTIPLES else Decimal(number + suffix)
+
+
+def over_limit(resources: Any) -> str | None:
+    """The first resource a container's ``resources`` request more of than their limit allows, if any (what is no
+    quantity is not compared)."""
+    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+    for name, requested in requests.items():
+        wanted, most = parse(requested), parse(limits.get(name))
+        if wanted is not None and most is not None and wanted > most:
+            return str(name)
+    return None

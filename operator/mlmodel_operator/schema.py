@@ -228,9 +228,7 @@ def _bytes_rule(value: Any, where: str, low: int, high: int, bounds: str) -> lis
 
 
 def _requests_rule(resources: Mapping[str, Any], where: str) -> list[str]:
-    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
-    for key, requested in requests.items():
-        wanted, most = quantity.parse(requested), quantity.parse(limits.get(key))
-        if wanted is not None and most is not None and wanted > most:
-            return [f"{where}.requests: Invalid value: requests must not exceed limits of the same resource ({key})"]
+    key = quantity.over_limit(resources)
+    if key is not None:
+        return [f"{where}.requests: Invalid value: requests must not exceed limits of the same resource ({key})"]
     return []
