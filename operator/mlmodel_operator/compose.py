@@ -76,6 +76,9 @@ def project(md: ModelDeployment, options: Options, live: str | None = None, aler
     router = _service(objects.deployment(md, config, options.router_image))
     router["ports"] = [f"{options.address}:{options.port}:{names.ROUTER_PORT}"]
     router["labels"] = {LABEL_CONFIG: config.digest}
+    starts = [s["healthcheck"]["start_period"] for s in services.values() if "start_period" in s["healthcheck"]]
+    if starts:  # healthy once a variant answers its probe (router.lua's /ready): the slowest variant's start
+        router["healthcheck"]["start_period"] = max(starts, key=lambda period: int(period.removesuffix("s")))
     services[names.router(md.name)] = router
     document: Obj = {"name": md.name, "services": services}
     if options.prometheus_image is not None:

@@ -25,7 +25,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from mlmodel_operator import analysis, names, spec, weights
@@ -756,27 +756,42 @@ def test_weights_move_live_from_the_operator_then_from_the_file_with_no_reload_a
 
 
 def test_without_kubernetes_the_router_probes_the_variants_and_routes_only_to_those_ready(tmp_path: Path) -> None:
-    """With ``Discovery`` (Docker Compose), nothing tells the router which variants are ready: it starts with the
-    canary down and sends it nothing, then routes to it within 2 s of its /readyz answering 200, and away from it
-    within 2 s of its answering 503; the router is ready all along, and every request is answered 200."""
+    """With ``Discovery`` (Docker Compose), nothing tells the router which variants are ready. It starts with
+    neither up: its /ready answers 503 (so ``docker compose up --wait`` waits for a router that routes) until
+    stable answers its probe, within 2 s of that. With the canary down it sends the canary nothing, then routes
+    to it within 2 s of its /readyz answering 200, and away from it within 2 s of its answering 503; every
+    request is answered 200 once the router is ready."""
     md = parsed(variants=TWO)
     upstreams = {"stable": LIVE_STABLE, "canary": LIVE_CANARY}
     discovery = traffic.Discovery(resolver="127.0.0.1", port=names.SERVICE_PORT)
-    with (
-        _variants(("stable", LIVE_STABLE)),
-        _nginx(tmp_path, md, upstreams, discovery=discovery) as (base, metrics),
-    ):
-        admin = metrics.removesuffix("/metrics")
-        with urllib.request.urlopen(f"{admin}/ready", timeout=5) as r:
-            assert r.status == 200
-        assert _in_effect(base, "stable=100,canary=0") < 2.0
-        assert _split(base, 100) == Counter({"stable": 100})
-        with _variants(("canary", LIVE_CANARY)) as handlers:
-            assert _in_effect(base, "stable=90,canary=10") < 2.0
-            assert _split(base, 300)["canary"] > 10
-            handlers["canary"].ready = False
+    with _nginx(tmp_path, md, upstreams, discovery=discovery) as (base, metrics):
+        ready = metrics.removesuffix("/metrics") + "/ready"
+        for _ in range(3):  # three probes at least (one a second): none answered
+            assert _status(ready) == (503, {"status": "no_variant", "weights": "stable=0,canary=0"})
+            time.sleep(1)
+        with _variants(("stable", LIVE_STABLE)):
+            start = time.monotonic()
+            while _status(ready)[0] != 200:
+                assert time.monotonic() - start < 2.0, _status(ready)
+                time.sleep(0.05)
             assert _in_effect(base, "stable=100,canary=0") < 2.0
             assert _split(base, 100) == Counter({"stable": 100})
+            with _variants(("canary", LIVE_CANARY)) as handlers:
+                assert _in_effect(base, "stable=90,canary=10") < 2.0
+                assert _split(base, 300)["canary"] > 10
+                handlers["canary"].ready = False
+                assert _in_effect(base, "stable=100,canary=0") < 2.0
+                assert _split(base, 100) == Counter({"stable": 100})
+            assert _status(ready)[0] == 200
+
+
+def _status(url: str) -> tuple[int, Any]:
+    """A GET's status and JSON body, whatever the status."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 def test_without_kubernetes_a_variant_slow_to_answer_its_probe_keeps_its_weight_until_three_go_unanswered(

@@ -65,6 +65,7 @@ local current = { serial = -1, weights = {}, buckets = {}, total = 0, text = "" 
 local order = {} -- the weights document in effect: {variant, percent} in spec order
 local healthy = nil -- with a probe: {variant = true} for those that answered it last time
 local silent = {} -- with a probe: {variant = probes in a row it did not answer in time}
+local failing = {} -- with a probe: {variant = why its last probe failed}, logged when it changes
 local SILENT = 3
 local PROBE_TIMEOUT = 2000 -- ms: the servers' readinessProbe.timeoutSeconds by default
 local pending = 0 -- bytes of bodies held by this worker for copies not yet sent
@@ -131,6 +132,13 @@ local function probe()
             line, err = sock:receive("*l")
         end
         sock:close()
+        local why = err or (not string.match(line, "^HTTP/%d%.%d 200 ") and line) or nil
+        if why ~= failing[name] then -- a refusal at start, say, or a name Docker's DNS does not resolve yet
+            failing[name] = why
+            if why then
+                ngx.log(ngx.NOTICE, "probe of ", name, " ", follow.probe, ": ", why)
+            end
+        end
         silent[name] = err == "timeout" and (silent[name] or 0) + 1 or 0
         if silent[name] > 0 and silent[name] < SILENT then
             answered[name] = healthy and healthy[name] -- as it was, until SILENT probes in a row go unanswered
@@ -251,9 +259,15 @@ end
 -- /ready: ready once this worker has connected to every variant's Service. A new router pod must not
 -- get traffic before it can pass it on; a NetworkPolicy agent, say, admits a new pod's address a moment
 -- after the pod starts. Once reached, it stays ready: a variant that goes down later is that variant's
--- 502s, not a router taken out of its Service.
+-- 502s, not a router taken out of its Service. With a probe (Docker Compose), ready while a variant with
+-- weight answers it: what `docker compose up --wait` waits for is a router that routes.
 function M.ready()
     ngx.header["Content-Type"] = "application/json"
+    if follow.probe and (not healthy or current.total == 0) then
+        ngx.status = 503
+        ngx.say(string.format('{"status":"no_variant","weights":"%s"}', current.text))
+        return
+    end
     if not reached and not follow.probe then -- with a probe, an unreachable variant is just not routed to
         for variant, target in pairs(targets) do
             local sock = ngx.socket.tcp()
