@@ -139,13 +139,14 @@ class Tolerance:
 @dataclass(frozen=True)
 class Mirror:
     """Copy ``percent`` % of the requests to ``variant``, whose server compares its answers with the primary's
-    (a regressor's within ``tolerance``), holding at most ``buffer_bytes`` of bodies and answers per router
-    worker for copies not yet sent."""
+    (a regressor's within ``tolerance``) unless ``compare`` is off, holding at most ``buffer_bytes`` of bodies
+    and answers per router worker for copies not yet sent."""
 
     variant: str
     percent: int
     buffer_bytes: int = DEFAULT_MIRROR_BUFFER
     tolerance: Tolerance = Tolerance()
+    compare: bool = True
 
 
 @dataclass(frozen=True)
@@ -502,7 +503,7 @@ def _mirror(raw: Mapping[str, Any]) -> Mirror:
     size = raw.get("bufferSize")
     buffer = DEFAULT_MIRROR_BUFFER if size is None else _bytes("spec.routing.mirror.bufferSize", size)
     tolerance = _tolerance("spec.routing.mirror.tolerance", raw.get("tolerance") or {})
-    return Mirror(str(raw["variant"]), int(raw.get("percent", 100)), buffer, tolerance)
+    return Mirror(str(raw["variant"]), int(raw.get("percent", 100)), buffer, tolerance, bool(raw.get("compare", True)))
 
 
 def _variant(index: int, item: Mapping[str, Any], image: str, *, single: bool) -> Variant:

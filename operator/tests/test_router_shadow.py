@@ -150,6 +150,24 @@ def test_an_answer_over_the_budget_is_sent_uncompared(model_server: str, tmp_pat
     assert (found[("shadow", "stable")].requests, found[("shadow", "stable")].uncompared) == (1, 1), found
 
 
+def test_with_compare_off_the_copies_go_alone_and_nothing_is_compared(model_server: str, tmp_path: Path) -> None:
+    """``compare: false`` (a load test of the shadow): it answers every copy (counted 2xx), but the router keeps
+    and sends no primary answer, so no comparison is counted, made or not."""
+    copies = 'mlmodel_router_mirrored_requests_total{model="iris",variant="shadow",status_class="2xx"} 3'
+    with _router(tmp_path, compare=False) as (connection, metrics):
+        for row in ROWS:
+            _post(connection, "/predict", orjson.dumps({"instances": [row]}))
+        deadline = time.monotonic() + 20
+        while True:
+            with urllib.request.urlopen(metrics, timeout=5) as r:
+                text = r.read().decode()
+            if copies in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert copies in text, text
+    assert analysis.comparisons(text) == {}, text
+
+
 def _worker_rss(tmp_path: Path) -> int:
     """The resident memory of the router's nginx worker, in bytes (its master's pid is in ``tmp_path``)."""
     master = (tmp_path / "nginx.pid").read_text().strip()

@@ -34,6 +34,11 @@ CASES: dict[str, tuple[list[dict[str, Any]], dict[str, Any], list[str]]] = {
     "sticky": (TWO, {"stickyHeader": "X-User-Id"}, ["stable", "canary"]),
     "override-on": (TWO, {"allowOverride": True}, ["stable", "canary"]),
     "mirror": (WITH_SHADOW, {"mirror": {"variant": "shadow", "percent": 50}}, ["stable", "canary", "shadow"]),
+    "mirror-no-compare": (
+        WITH_SHADOW,
+        {"mirror": {"variant": "shadow", "compare": False}},
+        ["stable", "canary", "shadow"],
+    ),
     "mirror-override": (
         WITH_SHADOW,
         {"mirror": {"variant": "shadow", "bufferSize": "1Mi", "tolerance": {"absolute": 0.5}}, "allowOverride": True},
@@ -116,7 +121,7 @@ def test_parse_reads_routing() -> None:
             "replicas": 3,
             "stickyHeader": "X-User-Id",
             "allowOverride": True,
-            "mirror": {"variant": "shadow", "percent": 25, "bufferSize": "1Mi"},
+            "mirror": {"variant": "shadow", "percent": 25, "bufferSize": "1Mi", "compare": False},
             "rateLimit": {"requestsPerSecond": 10, "burst": 2},
             "connectionsPerClient": 8,
         },
@@ -127,7 +132,7 @@ def test_parse_reads_routing() -> None:
         replicas=3,
         sticky_header="X-User-Id",
         allow_override=True,
-        mirror=spec.Mirror("shadow", 25, 1 << 20),
+        mirror=spec.Mirror("shadow", 25, 1 << 20, compare=False),
         rate_limit=spec.RateLimit(10, 2),
         connections_per_client=8,
     )

@@ -25,7 +25,8 @@
 -- Shadow copies: a sampled request is sent again to the mirror variant from a timer, after the
 -- client has its answer, on a kept-alive connection, with the primary's answer (a 200's, if it fits the
 -- budget) in front of its body: the mirror's server compares the two (its agreement.py) and says how in a
--- header, which is counted per shadow and primary; the copy's body is dropped. nginx's own `mirror` holds
+-- header, which is counted per shadow and primary (with the mirror's compare off, no answer goes with the copy
+-- and none is kept); the copy's body is dropped. nginx's own `mirror` holds
 -- a kept-alive client connection until the copy is answered, so a slow shadow would slow every
 -- next request on it; here it cannot. A worker holds at most the mirror's budget of bodies and
 -- answers for copies not yet sent (let go once sent, within the send timeout): a copy that would
@@ -165,7 +166,7 @@ local function read_file()
 end
 
 -- Called once at start: the ModelDeployment's name and config digest, the mirror ({variant, host, port,
--- budget}, or nil), the variants' Services ({variant = {host, port}}), and where the weights come from
+-- budget, tolerance, compare}, or nil), the variants' Services ({variant = {host, port}}), and where the weights come from
 -- ({file, source = {host, port, path} or nil}).
 function M.init(settings, shadow, upstreams, weights)
     labels, mirror, targets, follow = settings, shadow, upstreams, weights
@@ -362,7 +363,7 @@ function M.capture()
         headers = ngx.req.get_headers(100),
         request_id = ngx.var.mlmodel_request_id,
         body = body,
-        answer = {}, -- the primary's answer in chunks, while it fits the budget (nil once it did not)
+        answer = mirror.compare ~= false and {} or nil, -- the primary's answer in chunks, while it fits the budget
         held = 0,
     }
 end
@@ -461,7 +462,7 @@ local function send(premature, copy)
         pending = pending - size -- sent, or given up within the connect and send timeouts
     end)
     mirrored(status and class(status) or "5xx") -- no answer is counted as nginx would: a 5xx
-    if status == 200 then
+    if status == 200 and mirror.compare ~= false then
         compared(copy.primary, comparison)
     end
 end

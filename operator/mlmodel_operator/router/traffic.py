@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from mlmodel_operator import names
-from mlmodel_operator.spec import ModelDeployment, Tolerance
+from mlmodel_operator.spec import Mirror, ModelDeployment, Tolerance
 
 LUA_MODULE = "mlmodel_router"
 _LUA = f'require("{LUA_MODULE}")'
@@ -167,7 +167,7 @@ def _nginx(
         *_upstreams(md, upstreams, discovery),
         *_rate_limit_zone(md),
         *(_split("${request_id}mirror", "$mlmodel_mirror", [(mirror.variant, mirror.percent)], '""') if mirror else []),
-        *_data_server(md, mirrored=mirror is not None, resolved=discovery is not None),
+        *_data_server(md, mirror, resolved=discovery is not None),
         "    server {",
         f"        listen {names.ROUTER_ADMIN_PORT};",
         "        access_log off;",
@@ -225,6 +225,8 @@ def _http_settings(
             settings["budget"] = m.buffer_bytes
             if m.tolerance != Tolerance():
                 settings["tolerance"] = f"absolute={m.tolerance.absolute:g},relative={m.tolerance.relative:g}"
+            if not m.compare:
+                settings["compare"] = False
         shadow = _lua_table(settings)
     weights: dict[str, object] = {"file": f"{weights_dir}/{names.ROUTER_WEIGHTS_FILE}"}
     if source is not None:
@@ -264,7 +266,7 @@ def _rate_limit_zone(md: ModelDeployment) -> list[str]:
     return [f"    limit_req_zone $binary_remote_addr zone=mlmodel_rate:10m rate={limit.requests_per_second}r/s;"]
 
 
-def _data_server(md: ModelDeployment, mirrored: bool, resolved: bool) -> list[str]:
+def _data_server(md: ModelDeployment, mirror: Mirror | None, resolved: bool) -> list[str]:
     """Port 8080, behind the entry Service: refuse what must be refused, then proxy to the chosen variant."""
     r = md.routing
     location = [
@@ -284,13 +286,11 @@ def _data_server(md: ModelDeployment, mirrored: bool, resolved: bool) -> list[st
         else f"            if ($mlmodel_variant = {FORBIDDEN}) {{ return 403 $mlmodel_override_forbidden; }}",
         f"            if ($mlmodel_variant = {NONE}) {{ return 503 $mlmodel_no_variant; }}",
         *(
-            [
-                f'            access_by_lua_block {{ if ngx.var.mlmodel_mirror ~= "" then {_LUA}.capture() end }}',
-                f"            body_filter_by_lua_block {{ {_LUA}.keep() }}",
-            ]
-            if mirrored
+            [f'            access_by_lua_block {{ if ngx.var.mlmodel_mirror ~= "" then {_LUA}.capture() end }}']
+            if mirror
             else []
         ),
+        *([f"            body_filter_by_lua_block {{ {_LUA}.keep() }}"] if mirror and mirror.compare else []),
         "            proxy_pass http://$mlmodel_upstream;"
         if resolved
         else "            proxy_pass http://mlmodel_$mlmodel_variant;",
