@@ -155,7 +155,8 @@ def _version(server: _Server, ref: Ref, digests: MutableMapping[str, str]) -> Pi
     key = f"{server.tracking} models:/{ref.name}/{found.version} {found.source}{server.reader}"
     if key not in digests:
         location = server.api("model-versions/get-download-uri", name=ref.name, version=found.version)
-        digests[key] = _artifacts(server, location["artifact_uri"], found.source)
+        served = registry.served_version(ref.name, found.version)
+        digests[key] = _artifacts(server, location["artifact_uri"], found.source, served)
     return _pin(ref, digests[key], found.version, found.run_id)
 
 
@@ -174,17 +175,19 @@ def _run(server: _Server, ref: Ref, digests: MutableMapping[str, str]) -> Pin:
         models = server.api("logged-models/search", search).get("models") or []
         if models:
             location = "/".join(filter(None, (models[0]["info"]["artifact_uri"], rest)))
+            served = registry.served_logged_model(models[0]["info"]["model_id"], rest)
         else:
             location = f"{info['artifact_uri']}/{ref.path}"
-        digests[key] = _artifacts(server, location, location)
+            served = registry.served_run(str(ref.run_id), ref.path)
+        digests[key] = _artifacts(server, location, location, served)
     return _pin(ref, digests[key], None, ref.run_id)
 
 
-def _artifacts(server: _Server, location: str, source: str) -> str:
-    """What a model's artifacts at ``location`` hold, as ``digests`` keeps it: its file's URL and sha256, and its
-    MLmodel file."""
-    mlmodel = server.text(registry.artifact_url(server.tracking, location, "MLmodel"), _MLMODEL_BYTES)
-    url = registry.artifact_url(server.tracking, location, registry.flavor(mlmodel).file)
+def _artifacts(server: _Server, location: str, source: str, served: registry.Served) -> str:
+    """What a model's artifacts at ``location`` hold (read as ``served`` where only the tracking server can), as
+    ``digests`` keeps it: its file's URL and sha256, and its MLmodel file."""
+    mlmodel = server.text(registry.artifact_url(server.tracking, location, "MLmodel", served), _MLMODEL_BYTES)
+    url = registry.artifact_url(server.tracking, location, registry.flavor(mlmodel).file, served)
     return json.dumps({"uri": url, "sha256": server.sha256(url), "source": source, "mlmodel": mlmodel})
 
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import yaml
 
@@ -277,21 +277,60 @@ def flavor(mlmodel: str) -> Flavor:
     )
 
 
-def artifact_url(tracking_uri: str, artifact_uri: str, file: str) -> str:
+@dataclass(frozen=True)
+class Served:
+    """How the tracking server itself serves a file of a model's artifacts (the routes its UI downloads them by),
+    for a store that only it can read: a path on its own volume, such as a PVC (``--no-serve-artifacts
+    --default-artifact-root /mnt/artifacts``). ``route`` with ``query`` names the artifacts, ``key`` the file,
+    under ``prefix``."""
+
+    route: str
+    query: tuple[tuple[str, str], ...]
+    key: str
+    prefix: str = ""
+
+    def url(self, tracking: str, file: str) -> str:
+        """The file's URL, its name as the fragment (the servers name their download after it)."""
+        path = "/".join(part for part in (self.prefix.strip("/"), file) if part)
+        query = urlencode([*self.query, (self.key, path)])
+        return f"{tracking}{self.route}?{query}#{quote(file.rsplit('/', 1)[-1])}"
+
+
+def served_version(name: str, version: str) -> Served:
+    """A registered model version's artifacts, as the tracking server serves them."""
+    return Served("/model-versions/get-artifact", (("name", name), ("version", version)), "path")
+
+
+def served_logged_model(model_id: str, prefix: str = "") -> Served:
+    """A logged model's artifacts (MLflow 3), as the tracking server serves them."""
+    return Served(
+        f"/ajax-api/2.0/mlflow/logged-models/{quote(model_id)}/artifacts/files", (), "artifact_file_path", prefix
+    )
+
+
+def served_run(run_id: str, prefix: str) -> Served:
+    """A run's artifacts under ``prefix``, as the tracking server serves them."""
+    return Served("/get-artifact", (("run_id", run_id),), "path", prefix)
+
+
+def artifact_url(tracking_uri: str, artifact_uri: str, file: str, served: Served | None = None) -> str:
     """The URL of ``file`` under ``artifact_uri`` (a version's or a run's artifacts): through the tracking server's
-    artifact proxy for ``mlflow-artifacts:`` (as MLflow resolves it), else the store's own ``s3://`` or
-    ``http(s)://`` URL."""
+    artifact proxy for ``mlflow-artifacts:`` (as MLflow resolves it), the store's own ``s3://`` or ``http(s)://``
+    URL, or for a path that only the tracking server can read, its own route (``served``)."""
     parts = urlsplit(artifact_uri)
+    tracking = urlsplit(tracking_uri)
     if parts.scheme == "mlflow-artifacts":
-        tracking = urlsplit(tracking_uri)
         base = f"{tracking.scheme}://{parts.netloc or tracking.netloc}{tracking.path.rstrip('/')}{ARTIFACTS_API}"
         return "/".join([base, *(quote(part) for part in (parts.path.strip("/"), file) if part)])
     if parts.scheme in ("s3", "http", "https"):
         return f"{artifact_uri.rstrip('/')}/{quote(file)}"
+    if parts.scheme in ("", "file") and served is not None:
+        return served.url(f"{tracking.scheme}://{tracking.netloc}{tracking.path.rstrip('/')}", file)
     raise RegistryError(
         UNSUPPORTED_STORE,
         f"the artifacts are at {artifact_uri}, which the cluster cannot read: serve them through the tracking "
-        "server (mlflow server --serve-artifacts, mlflow-artifacts:/), or store them in s3:// or http(s)://",
+        "server (mlflow server --serve-artifacts, mlflow-artifacts:/), keep them on a path it reads, or store them "
+        "in s3:// or http(s)://",
     )
 
 

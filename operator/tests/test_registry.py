@@ -140,13 +140,47 @@ def test_artifacts_are_read_through_the_tracking_server_s_proxy_or_their_store(
     assert registry.artifact_url(tracking, artifacts, file) == url
 
 
+@pytest.mark.parametrize(
+    ("served", "artifacts", "file", "url"),
+    [
+        (
+            registry.served_version("my iris", "3"),
+            "/mnt/artifacts/1/models/m-1/artifacts",
+            "model.skops",
+            "https://tools/mlflow/model-versions/get-artifact?name=my+iris&version=3&path=model.skops#model.skops",
+        ),
+        (
+            registry.served_logged_model("m-1", "sub"),
+            "file:///mnt/artifacts/1/models/m-1/artifacts/sub",
+            "model.pkl",
+            "https://tools/mlflow/ajax-api/2.0/mlflow/logged-models/m-1/artifacts/files"
+            "?artifact_file_path=sub%2Fmodel.pkl#model.pkl",
+        ),
+        (
+            registry.served_run("3f2a", "legacy/model"),
+            "/mnt/artifacts/1/3f2a/artifacts/legacy/model",
+            "MLmodel",
+            "https://tools/mlflow/get-artifact?run_id=3f2a&path=legacy%2Fmodel%2FMLmodel#MLmodel",
+        ),
+    ],
+)
+def test_artifacts_on_a_path_only_the_tracking_server_reads_come_through_its_own_routes_named_by_their_fragment(
+    served: registry.Served, artifacts: str, file: str, url: str
+) -> None:
+    assert registry.artifact_url("https://tools/mlflow/", artifacts, file, served) == url
+    # A store the cluster reads itself is read there, not through the tracking server.
+    assert registry.artifact_url("https://tools/mlflow", "s3://b/m", file, served) == f"s3://b/m/{file}"
+
+
 @pytest.mark.parametrize("artifacts", ["file:///mlruns/0/3f2a/artifacts/model", "/mlruns/0/m", "gs://b/m", "dbfs:/m"])
 def test_artifacts_the_cluster_cannot_read_are_refused(artifacts: str) -> None:
     with pytest.raises(RegistryError) as refused:
         registry.artifact_url("http://mlflow", artifacts, "MLmodel")
     assert refused.value.reason == registry.UNSUPPORTED_STORE == "UnsupportedArtifactStore"
     assert artifacts in refused.value.message
-    assert all(word in refused.value.message for word in ("--serve-artifacts", "s3://", "http(s)://"))
+    assert all(
+        word in refused.value.message for word in ("--serve-artifacts", "a path it reads", "s3://", "http(s)://")
+    )
 
 
 def test_the_sklearn_flavor_names_the_model_file_and_what_the_server_needs_to_load_it() -> None:

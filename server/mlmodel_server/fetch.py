@@ -97,7 +97,9 @@ def fetch(
 
     Remote models need ``sha256`` unless ``allow_unpinned``: unpickling runs arbitrary
     code. A download goes to a temporary name and is renamed into the cache only once
-    complete and, when pinned, verified, so a partial file is never loaded. ``credentials``
+    complete and, when pinned, verified, so a partial file is never loaded. It is named after the URL's fragment if
+    any (a route whose query names the file, such as an MLflow tracking server's ``...?path=model.pkl#model.pkl``),
+    else after its path. ``credentials``
     go with http(s) requests only; a 401 or 403 is not retried, and no error or log line shows them.
     """
     shown = redact_uri(uri)
@@ -111,7 +113,8 @@ def fetch(
             f"refusing to download {shown} without --model-sha256: unpickling runs arbitrary code. "
             "Pin the digest, or pass --allow-unpinned to accept the risk."
         )
-    name = Path(urlparse(uri).path).name or "model"
+    parsed = urlparse(uri)
+    name = Path(parsed.fragment or parsed.path).name or "model"  # a route whose query names the file: its fragment
     key = sha256 or "unpinned-" + hashlib.sha256(uri.encode()).hexdigest()[:16]
     target = cache_dir / key / name
     if sha256 is not None and target.is_file() and file_sha256(target) == sha256:

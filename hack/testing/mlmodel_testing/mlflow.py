@@ -67,12 +67,15 @@ class Server:
 
 
 @contextlib.contextmanager
-def tracking_server(workdir: Path, *, basic_auth: bool = False, s3: Store | None = None) -> Iterator[Server]:
+def tracking_server(
+    workdir: Path, *, basic_auth: bool = False, s3: Store | None = None, root: Path | None = None
+) -> Iterator[Server]:
     """MLflow's tracking server, its registry and artifact proxy (``mlflow-artifacts:/``) on a free loopback port,
     keeping everything in ``workdir``, until the block ends; with ``basic_auth``, MLflow's basic-auth app and an
     admin of a new password; with ``s3``, no proxy: the artifacts' locations are in that S3 store's bucket
-    (``s3://``), which the clients read and write themselves (``s3_client_env``). Its log is printed if it cannot
-    start or the block fails."""
+    (``s3://``), which the clients read and write themselves (``s3_client_env``); with ``root``, no proxy either:
+    their locations are paths under ``root``, as on a volume that the server and the clients mount. Its log is
+    printed if it cannot start or the block fails."""
     program = SERVER_VENV / "bin" / "mlflow"
     if not program.exists():
         raise AssertionError(f"no MLflow tracking server at {program}: run `make mlflow-server`")
@@ -82,7 +85,9 @@ def tracking_server(workdir: Path, *, basic_auth: bool = False, s3: Store | None
     argv = [str(program), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     argv += ["--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}"]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner: 7 processes fewer
-    if s3 is None:
+    if root is not None:
+        argv += ["--no-serve-artifacts", "--default-artifact-root", str(root)]
+    elif s3 is None:
         argv += ["--serve-artifacts", "--artifacts-destination", str(workdir / "artifacts")]
     else:
         argv += ["--no-serve-artifacts", "--default-artifact-root", f"s3://{s3.bucket}/"]
