@@ -325,7 +325,7 @@ def artifact_url(tracking_uri: str, artifact_uri: str, file: str, served: Served
     if parts.scheme in ("s3", "http", "https"):
         return f"{artifact_uri.rstrip('/')}/{quote(file)}"
     if parts.scheme in ("", "file") and served is not None:
-        return served.url(f"{tracking.scheme}://{tracking.netloc}{tracking.path.rstrip('/')}", file)
+        return served.url(tracking_uri.rstrip("/"), file)
     raise RegistryError(
         UNSUPPORTED_STORE,
         f"the artifacts are at {artifact_uri}, which the cluster cannot read: serve them through the tracking "
