@@ -1,8 +1,9 @@
 """The automated rollout live, as ``make demo`` shows it after the canary: ``iris-rollout.yaml`` applied as it
 is, a new model (iris-v2) rolled out by the example's steps under a steady load and promoted, then undone with
-``kubectl mlmodel undo`` (revision 1, still up, takes all traffic back at once), then a model that answers 500
-for most flowers (iris-5xx) aborted by the analysis, and a model that does not load (a wrong digest) aborted,
-while revision 1 goes on serving. ``tests/e2e/test_rollout_e2e.py`` runs it and asserts every number."""
+``kubectl mlmodel undo`` by a user with only ``edit`` in the namespace (revision 1, still up, takes all traffic
+back at once), then a model that answers 500 for most flowers (iris-5xx) aborted by the analysis, and a model
+that does not load (a wrong digest) aborted, while revision 1 goes on serving. ``tests/e2e/test_rollout_e2e.py``
+runs it and asserts every number."""
 
 from __future__ import annotations
 
@@ -137,9 +138,11 @@ def _steps(steps: Steps, cluster: Cluster, namespace: str, models: Path, base: s
         with steps.step("rollout-good", "a new model, iris-v2: by the steps, promoted") as step:
             promoted = change(cluster, namespace, (V2, v2), {"stableRevision": 2}, PROMOTED_SECONDS)
             step.note = f"promoted {promoted:.0f} s after the edit"
-        with steps.step("rollout-undo", "kubectl mlmodel undo iris: revision 1 takes all traffic back") as step:
+        title = "kubectl mlmodel undo iris, by a user with only edit here: revision 1 takes all traffic back"
+        with steps.step("rollout-undo", title) as step:
+            editor = cluster.as_user(namespace, "edit", steps.workdir)  # a ServiceAccount, bound to edit here
             started = time.monotonic()
-            cluster.mlmodel("undo", "iris", "-n", namespace)
+            editor.mlmodel("undo", "iris", "-n", namespace)
             command = time.monotonic() - started  # the spec is patched just before the plugin returns
             # Revision 1 is still up for the example's scaleDownDelay: the undo gives it all traffic at once.
             print(f"the undo command took {command:.1f} s", file=step.log, flush=True)

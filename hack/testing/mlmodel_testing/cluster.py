@@ -110,6 +110,24 @@ class Cluster:
         """``kubectl <args>`` against this cluster (see ``run``)."""
         return run([self.kubectl_bin, "--kubeconfig", str(self.kubeconfig), *args], input, check, timeout)
 
+    def as_user(self, namespace: str, role: str, directory: Path) -> Cluster:
+        """This cluster as a user bound to the ClusterRole ``role`` (``edit``, say) in ``namespace`` only: a
+        ServiceAccount's token, in a kubeconfig of its own written to ``directory`` (in that namespace)."""
+        account = f"{role}-user"
+        for kind, *extra in (
+            ("serviceaccount",),
+            ("rolebinding", f"--clusterrole={role}", f"--serviceaccount={namespace}:{account}"),
+        ):
+            made = self.kubectl("-n", namespace, "create", kind, account, *extra, "--dry-run=client", "-o", "json")
+            self.kubectl("apply", "-f", "-", input=made.stdout)
+        token = self.kubectl("-n", namespace, "create", "token", account).stdout.strip()
+        raw = json.loads(self.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+        raw["users"] = [{"name": account, "user": {"token": token}}]
+        raw["contexts"][0]["context"] |= {"user": account, "namespace": namespace}
+        path = directory / f"{namespace}-{role}.kubeconfig"
+        path.write_text(json.dumps(raw))
+        return Cluster(self.provider, path, self.kubectl_bin)
+
     def mlmodel(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """``kubectl mlmodel <args>``: the plugin (``make install`` puts it in .venv/bin), found by kubectl on PATH, and
         kubectl by the plugin, as on a user's PATH. kubectl hands a plugin no flags of its own, so the kubeconfig goes

@@ -72,7 +72,7 @@ class Kubectl:
     def __init__(self, kubeconfig: str) -> None:
         self.env = {**os.environ, "KUBECONFIG": kubeconfig}
         self.binary = _kubectl_path()
-        self._cluster = Cluster("existing", Path(kubeconfig), self.binary)
+        self.cluster = Cluster("existing", Path(kubeconfig), self.binary)  # the API on one kept-alive connection
 
     def __call__(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -97,11 +97,11 @@ class Kubectl:
         """What ``kubectl get <kind> [name] [-n namespace] [-l selector] [--field-selector fields] -o json`` prints,
         managed fields included; AssertionError with the API's answer if it has none."""
         resource = RESOURCES.get(kind, kind)
-        return self._cluster.get(resource, name, namespace=namespace, selector=selector, fields=fields)
+        return self.cluster.get(resource, name, namespace=namespace, selector=selector, fields=fields)
 
     def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
         """The object, or None where there is none."""
-        found: dict[str, Any] | None = self._cluster.get(
+        found: dict[str, Any] | None = self.cluster.get(
             RESOURCES.get(kind, kind), name, namespace=namespace, missing_ok=True
         )
         return found

@@ -3,54 +3,24 @@ PATH) as a user with only ``edit`` in the namespace (the chart's aggregated Clus
 
 The variants run no pod (``replicas: 0``), so a revision never gets traffic, whatever the cluster: every command
 still acts, through the API, on a rollout that waits for its canary. Traffic moved by a plugin command on real
-pods: ``tests/e2e/test_rollout_e2e.py`` (undo).
+pods, by a user with only ``edit`` too: ``tests/e2e/test_rollout_e2e.py`` (undo).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mlmodel_operator import names
-from mlmodel_testing.cluster import plugin_path
+from mlmodel_testing.cluster import Cluster
 from test_chart_rbac import release
 
 from conftest import Kubectl, eventually
 
 SHA = "a" * 64
-
-
-def _user(kubectl: Kubectl, namespace: str, role: str, tmp_path: Path) -> dict[str, str]:
-    """The environment of a user bound to the ClusterRole ``role`` in ``namespace`` only: a kubeconfig with a
-    ServiceAccount's token, and the plugin on PATH."""
-    account = f"{role}-user"
-    kubectl("create", "serviceaccount", account, "-n", namespace)
-    kubectl(
-        "create",
-        "rolebinding",
-        account,
-        "-n",
-        namespace,
-        f"--clusterrole={role}",
-        f"--serviceaccount={namespace}:{account}",
-    )
-    token = kubectl("create", "token", account, "-n", namespace).stdout.strip()
-    raw = kubectl.json("config", "view", "--raw", "--minify")
-    raw["users"] = [{"name": account, "user": {"token": token}}]
-    raw["contexts"][0]["context"] |= {"user": account, "namespace": namespace}
-    path = tmp_path / f"{role}.kubeconfig"
-    path.write_text(json.dumps(raw))
-    return {**os.environ, "KUBECONFIG": str(path), "PATH": plugin_path(kubectl.binary)}
-
-
-def _plugin(kubectl: Kubectl, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [kubectl.binary, "mlmodel", *args], capture_output=True, text=True, env=env, timeout=60, check=False
-    )
 
 
 def _md(namespace: str, name: str, variants: list[dict[str, Any]], rollout: dict[str, Any] | None) -> dict[str, Any]:
@@ -70,7 +40,7 @@ def test_every_command_works_for_a_user_with_only_edit_and_errors_are_one_line(
     operator()
     # The chart's aggregated ClusterRoles; its operator runs no pod (this test runs its own, for its namespace only).
     with release(kubectl, f"{namespace}-chart", "--set", "rbac.aggregateClusterRoles=true,replicaCount=0"):
-        edit, view = (_user(kubectl, namespace, role, tmp_path) for role in ("edit", "view"))
+        edit, view = (kubectl.cluster.as_user(namespace, role, tmp_path) for role in ("edit", "view"))
         rollout = {"steps": [{"setWeight": 50}, {"pause": {}}], "scaleDownDelay": "10m"}
         kubectl.apply(_md(namespace, "iris", [_model("v1")], rollout))
         manual = [{**_model("v1"), "weight": 90}, {**_model("v2"), "name": "canary", "weight": 10}]
@@ -80,13 +50,13 @@ def test_every_command_works_for_a_user_with_only_edit_and_errors_are_one_line(
             got = kubectl.get("md", "iris", namespace) or {}
             return dict((got.get("status") or {}).get("rollout") or {})
 
-        def run(*args: str, env: dict[str, str] = edit) -> str:
-            done = _plugin(kubectl, env, *args)
+        def run(*args: str, user: Cluster = edit) -> str:
+            done: subprocess.CompletedProcess[str] = user.mlmodel(*args, check=False)
             assert done.returncode == 0, (args, done.stdout, done.stderr, rollout_status().get("message"))
             return done.stdout
 
-        def refused(*args: str, env: dict[str, str] = edit) -> str:
-            done = _plugin(kubectl, env, *args)
+        def refused(*args: str, user: Cluster = edit) -> str:
+            done: subprocess.CompletedProcess[str] = user.mlmodel(*args, check=False)
             assert done.returncode == 1 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done
             return done.stderr
 
@@ -128,4 +98,4 @@ def test_every_command_works_for_a_user_with_only_edit_and_errors_are_one_line(
         # One-line errors: a wrong name, a wrong variant, no permission (the rest, pure: ../test_plugin.py).
         assert "not found" in refused("status", "nope")
         assert "ab: no variant 'shadow' (its variants: stable, canary)" in refused("set-weight", "ab", "shadow=10")
-        assert "is forbidden" in refused("pause", "iris", env=view)
+        assert "is forbidden" in refused("pause", "iris", user=view)
