@@ -138,11 +138,16 @@ def cluster_ip(service: str, namespace: str = NAMESPACE) -> str:
     return kubectl("-n", namespace, "get", "svc", service, "-o", "jsonpath={.spec.clusterIP}").strip()
 
 
+def router_pods(name: str, namespace: str, jsonpath: str) -> list[str]:
+    """``jsonpath`` of ModelDeployment ``name``'s router pods (selected by the labels the operator gives them)."""
+    selector = ",".join(f"{key}={value}" for key, value in names.router_selector(name).items())
+    return kubectl("-n", namespace, "get", "pods", "-l", selector, "-o", f"jsonpath={jsonpath}").split()
+
+
 def router_cpu_seconds(name: str, namespace: str = NAMESPACE) -> float:
     """The CPU seconds the nginx processes of ModelDeployment ``name``'s router pods have used (from /proc: the
     test cluster's pods are processes of this host)."""
-    selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/component=router"
-    uids = kubectl("-n", namespace, "get", "pods", "-l", selector, "-o", "jsonpath={.items[*].metadata.uid}").split()
+    uids = router_pods(name, namespace, "{.items[*].metadata.uid}")
     marks = {form for uid in uids for form in (uid, uid.replace("-", "_"))}
     ticks = 0
     for proc in Path("/proc").iterdir():
@@ -159,10 +164,8 @@ def router_cpu_seconds(name: str, namespace: str = NAMESPACE) -> float:
 def compared_copies(name: str, namespace: str = NAMESPACE) -> int:
     """The copies that ModelDeployment ``name``'s router pods sent with the primary's answer and had compared
     (their /metrics, on the admin port, read from this host)."""
-    selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/component=router"
-    ips = kubectl("-n", namespace, "get", "pods", "-l", selector, "-o", "jsonpath={.items[*].status.podIP}").split()
     total = 0
-    for ip in ips:
+    for ip in router_pods(name, namespace, "{.items[*].status.podIP}"):
         with urllib.request.urlopen(f"http://{ip}:{names.ROUTER_ADMIN_PORT}/metrics", timeout=10) as r:
             total += sum(pair.requests for pair in analysis.comparisons(r.read().decode()).values())
     return total

@@ -318,8 +318,8 @@ def artifact_url(tracking_uri: str, artifact_uri: str, file: str, served: Served
     artifact proxy for ``mlflow-artifacts:`` (as MLflow resolves it), the store's own ``s3://`` or ``http(s)://``
     URL, or for a path that only the tracking server can read, its own route (``served``)."""
     parts = urlsplit(artifact_uri)
-    tracking = urlsplit(tracking_uri)
     if parts.scheme == "mlflow-artifacts":
+        tracking = urlsplit(tracking_uri)
         base = f"{tracking.scheme}://{parts.netloc or tracking.netloc}{tracking.path.rstrip('/')}{ARTIFACTS_API}"
         return "/".join([base, *(quote(part) for part in (parts.path.strip("/"), file) if part)])
     if parts.scheme in ("s3", "http", "https"):

@@ -21,7 +21,6 @@ from mlmodel_operator.spec import ModelDeployment, Variant
 
 TIMEOUT_SECONDS = 10.0  # each request to the tracking server
 NOT_CONFIGURED = "RegistryNotConfigured"
-CREDENTIALS = registry.CREDENTIALS
 
 
 @dataclass(frozen=True)
@@ -128,10 +127,10 @@ def _credentials(md: ModelDeployment) -> registry.Credentials | None:
     try:
         secret = kube.get("v1", "Secret", md.namespace, name)
     except kube.Refused as err:
-        raise registry.RegistryError(CREDENTIALS, f"cannot read Secret {name}: {err.message}") from None
+        raise registry.RegistryError(registry.CREDENTIALS, f"cannot read Secret {name}: {err.message}") from None
     where = f"Secret {name} (spec.mlflow.credentialsSecret)"
     if secret is None:
-        raise registry.RegistryError(CREDENTIALS, f"{where} does not exist")
+        raise registry.RegistryError(registry.CREDENTIALS, f"{where} does not exist")
     data = {key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
     s3 = registry.s3_keys(data, where)
     if "token" in data:
@@ -141,7 +140,7 @@ def _credentials(md: ModelDeployment) -> registry.Credentials | None:
     if s3 is not None:
         return registry.Credentials(s3=s3)
     raise registry.RegistryError(
-        CREDENTIALS,
+        registry.CREDENTIALS,
         f"{where} needs a token key, or username and password (the tracking server's), or an S3 store's "
         f"{registry.S3_KEYS}",
     )

@@ -241,5 +241,5 @@ def test_credentials_come_from_the_mds_own_secret(monkeypatch: pytest.MonkeyPatc
         result = resolve.pins_of(
             parse(body(mlflow={"credentialsSecret": {"name": name}})), {}, {}, SETTINGS, Registry(), Clock()
         )
-        assert result.problems[0].reason == resolve.CREDENTIALS and words in result.problems[0].message
+        assert result.problems[0].reason == registry.CREDENTIALS and words in result.problems[0].message
         assert "s3cret" not in result.problems[0].message

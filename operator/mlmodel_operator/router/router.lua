@@ -166,8 +166,8 @@ local function read_file()
 end
 
 -- Called once at start: the ModelDeployment's name and config digest, the mirror ({variant, host, port,
--- budget, tolerance, compare}, or nil), the variants' Services ({variant = {host, port}}), and where the weights come from
--- ({file, source = {host, port, path} or nil}).
+-- budget, tolerance, compare}, or nil), the variants' Services ({variant = {host, port}}), and where the
+-- weights come from ({file, source = {host, port, path} or nil}).
 function M.init(settings, shadow, upstreams, weights)
     labels, mirror, targets, follow = settings, shadow, upstreams, weights
     read_file()
