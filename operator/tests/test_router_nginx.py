@@ -766,8 +766,13 @@ def test_without_kubernetes_the_router_probes_the_variants_and_routes_only_to_th
     discovery = traffic.Discovery(resolver="127.0.0.1", port=names.SERVICE_PORT)
     with _nginx(tmp_path, md, upstreams, discovery=discovery) as (base, metrics):
         ready = metrics.removesuffix("/metrics") + "/ready"
-        for _ in range(3):  # three probes at least (one a second): none answered
-            assert _status(ready) == (503, {"status": "no_variant", "weights": "stable=0,canary=0"})
+        unanswered = (503, {"status": "no_variant", "weights": "stable=0,canary=0"})
+        start = time.monotonic()
+        while (got := _status(ready)) != unanswered:  # before the first probe ends: the file's weights, not ready
+            assert got[0] == 503 and time.monotonic() - start < 2.0, got
+            time.sleep(0.05)
+        for _ in range(3):  # three probes more at least (one a second): none answered
+            assert _status(ready) == unanswered
             time.sleep(1)
         with _variants(("stable", LIVE_STABLE)):
             start = time.monotonic()
