@@ -91,15 +91,17 @@ def test_the_example_splits_90_10_exactly_in_expectation(
 
 @pytest.mark.serial  # its bounds for a change to take effect are measured on a quiet cluster
 def test_zero_loss_while_weights_move_and_variants_come_and_go(
-    cluster: Cluster, namespace: str, operator: None, models: Path
+    cluster: Cluster, namespace: str, operator: None, models: Path, tmp_path: Path
 ) -> None:
-    """Weight changes reach the running router pods live: in effect within ``LIVE_SECONDS`` of the edit, with
-    no router pod replaced, and a ``kubectl port-forward svc/iris`` session held open through them keeps
-    answering. A variant added or removed, or a mirror switched on, is a new configuration: the router's
-    pods roll (``RoutingUpdate``) within ``IN_EFFECT_SECONDS``. Not one request fails throughout."""
+    """Weight changes (``kubectl mlmodel set-weight``, by a user with only ``edit`` in the namespace) reach the
+    running router pods live: in effect within ``LIVE_SECONDS`` of the edit, with no router pod replaced, and a
+    ``kubectl port-forward svc/iris`` session held open through them keeps answering. A variant added or removed,
+    or a mirror switched on, is a new configuration: the router's pods roll (``RoutingUpdate``) within
+    ``IN_EFFECT_SECONDS``. Not one request fails throughout."""
     v1, v2 = digests(models)
     stable, canary = variant("stable", V1, v1, 90), variant("canary", V2, v2, 10)
     deploy(cluster, namespace, models, md(namespace, [stable, canary]))
+    editor = cluster.as_user(namespace, "edit", tmp_path)  # a ServiceAccount bound to edit in the namespace only
     # (label, variants, routing, whether the router's pods roll onto a new configuration)
     steps: list[tuple[str, list[dict[str, Any]], dict[str, Any] | None, bool]] = [
         ("50/50", [{**stable, "weight": 50}, {**canary, "weight": 50}], None, False),
@@ -127,7 +129,10 @@ def test_zero_loss_while_weights_move_and_variants_come_and_go(
             weights = ",".join(f"{k}={w}" for k, w in wanted.items())
             pods = _router_pods(cluster, namespace)
             edited = time.monotonic()
-            cluster.apply(md(namespace, variants, routing))
+            if rolls:
+                cluster.apply(md(namespace, variants, routing))
+            else:
+                editor.mlmodel("set-weight", "iris", *(f"{k}={w}" for k, w in wanted.items()))
             if rolls:
                 cluster.wait_until(
                     f"{label}: Progressing=True, RoutingUpdate",

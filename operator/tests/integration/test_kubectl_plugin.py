@@ -2,8 +2,9 @@
 PATH) as a user with only ``edit`` in the namespace (the chart's aggregated ClusterRoles give it ModelDeployments).
 
 The variants run no pod (``replicas: 0``), so a revision never gets traffic, whatever the cluster: every command
-still acts, through the API, on a rollout that waits for its canary. Traffic moved by a plugin command on real
-pods, by a user with only ``edit`` too: ``tests/e2e/test_rollout_e2e.py`` (undo).
+still acts, through the API, on a rollout that waits for its canary. The traffic each command moves on real pods,
+by a user with only ``edit`` too: ``tests/e2e/test_rollout_e2e.py`` (every rollout command) and
+``tests/e2e/test_router_e2e.py`` (set-weight).
 """
 
 from __future__ import annotations
