@@ -26,7 +26,19 @@ from typing import Any
 
 import kopf
 
-from mlmodel_operator import cache, config, informer, kube, liveness, metrics, names, reconcile, status, weights
+from mlmodel_operator import (
+    actions,
+    cache,
+    config,
+    informer,
+    kube,
+    liveness,
+    metrics,
+    names,
+    reconcile,
+    status,
+    weights,
+)
 
 LOG = logging.getLogger(__name__)
 MD = (names.GROUP, names.VERSION, names.PLURAL)
@@ -157,10 +169,10 @@ def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(*MD)
 async def on_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """Every body kopf sees (the first listing too) is the one the next queued pass uses; a deleted
-    ModelDeployment leaves the loop, and its metrics go with it. On kopf's event loop: a sync handler
-    would queue every event of a thousand ModelDeployments, body and all, behind the passes in kopf's
-    executor."""
+    """Every body kopf sees (the first listing too) is the one the next queued pass uses, and one with an action
+    not taken yet queues a pass; a deleted ModelDeployment leaves the loop, and its metrics go with it. On kopf's
+    event loop: a sync handler would queue every event of a thousand ModelDeployments, body and all, behind the
+    passes in kopf's executor."""
     body, meta = event["object"], event["object"]["metadata"]
     owner = (meta.get("namespace", ""), meta["name"])
     if event["type"] == "DELETED":
@@ -172,6 +184,8 @@ async def on_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     else:
         memo.watched.objects[meta["uid"]] = (body, memo)
         memo.watched.uids[owner] = meta["uid"]
+        if actions.pending(body):  # kubectl mlmodel promote, abort, ...: kopf's on.update does not see it
+            memo.watched.enqueue(meta["uid"], "action")
 
 
 def _changed(watched: Watched, owner: cache.Owner) -> None:

@@ -20,7 +20,7 @@ import pytest
 from mlmodel_testing.cluster import SERVER_IMAGE, STATE, Cluster, harness
 from mlmodel_testing.host import TEARDOWN_MARK
 from mlmodel_testing.models import train_models
-from mlmodel_testing.release import NAMESPACE, RELEASE, helm, install
+from mlmodel_testing.release import NAMESPACE, RELEASE, helm, install, leader_log
 
 
 @pytest.fixture(scope="session")
@@ -134,6 +134,7 @@ def namespace(cluster: Cluster, call_failed: Callable[[], bool]) -> Iterator[str
     yield name
     if call_failed():
         print(f"\n===== cluster state of namespace {name} =====\n{cluster.dump(name)}")
+        print(f"\n===== the operator leader's log about {name} =====\n{leader_log(cluster, name)}")
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 

@@ -110,7 +110,7 @@ def test_each_plugin_command_moves_traffic_within_2_s_for_an_edit_user_and_a_slo
         slow = rollout.rollback(cluster, namespace, (SLOW, digest(models, SLOW)), 3, load.results)
         results = list(load.results)
     assert not [r for r in results if r.status != 200], summary(results)
-    print(f"\nthe last answer by the old split after each command (s): {moved}")
+    print(f"the last answer by the old split after each command's return (s): {moved}")
     assert max(moved.values()) <= MOVED_SECONDS, moved
     answered = [r.sent for r in results if r.variant == "r3"]
     assert answered, summary(results)
@@ -136,9 +136,12 @@ def _commands(cluster: Cluster, namespace: str, editor: Cluster, load: Load, v2:
     """Revision 2 (iris-v2) moved by each rollout command in turn, as ``editor``: for each move, the seconds from
     the command's return to the last answer routed by what it ended."""
     moved: dict[str, float] = {}
+    took: dict[str, float] = {}  # each command, from its start to its return (an action: the operator took it)
 
     def command(*args: str) -> tuple[float, str]:
+        started = time.monotonic()
         out = editor.mlmodel(*args).stdout
+        took[" ".join(args[:1] + args[2:])] = time.monotonic() - started
         return time.monotonic(), out
 
     def last(label: str, since: float, old: Callable[[Result], bool], new: Callable[[Result], bool]) -> None:
@@ -174,6 +177,7 @@ def _commands(cluster: Cluster, namespace: str, editor: Cluster, load: Load, v2:
     assert "revision 1's spec applied again" in out, out
     rollout.wait_for(cluster, namespace, {"stableRevision": 1}, 30)
     last("undo --to-revision 1", done, lambda r: r.variant == "r2", lambda r: r.variant == "r1")
+    print(f"\neach command's time (s): { {k: round(v, 1) for k, v in took.items()} }")
     return moved
 
 

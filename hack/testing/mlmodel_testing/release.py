@@ -133,3 +133,14 @@ def leader_metrics(cluster: Cluster) -> str:
     if pod is None:
         return ""
     return cluster.kubectl("get", "--raw", f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}:9090/proxy/metrics").stdout
+
+
+def leader_log(cluster: Cluster, namespace: str, lines: int = 200) -> str:
+    """The last ``lines`` of the leader's log that name ``namespace`` (kopf's records name each object's), for a
+    failed test's dump; what kubectl said if there is none."""
+    pod = leader_pod(cluster)
+    if pod is None:
+        return "(no leader runs)"
+    found = cluster.kubectl("-n", NAMESPACE, "logs", pod, "--timestamps", check=False)
+    about = [line for line in found.stdout.splitlines() if namespace in line]
+    return "\n".join(about[-lines:]) or f"(no line of {pod}'s log names {namespace}) {found.stderr}"

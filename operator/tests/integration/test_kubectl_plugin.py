@@ -38,7 +38,7 @@ def _model(version: str) -> dict[str, Any]:
 def test_every_command_works_for_a_user_with_only_edit_and_errors_are_one_line(
     kubectl: Kubectl, namespace: str, operator: Callable[..., Any], tmp_path: Path
 ) -> None:
-    operator()
+    operator("--resync-seconds", "600")  # an action must bring its own pass: no resync comes within the test
     # The chart's aggregated ClusterRoles; its operator runs no pod (this test runs its own, for its namespace only).
     with release(kubectl, f"{namespace}-chart", "--set", "rbac.aggregateClusterRoles=true,replicaCount=0"):
         edit, view = (kubectl.cluster.as_user(namespace, role, tmp_path) for role in ("edit", "view"))
