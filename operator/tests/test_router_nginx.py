@@ -802,18 +802,25 @@ def _status(url: str) -> tuple[int, Any]:
 def test_without_kubernetes_a_variant_slow_to_answer_its_probe_keeps_its_weight_until_three_go_unanswered(
     tmp_path: Path,
 ) -> None:
-    """A busy variant's probe waits behind its predictions. One or two probes unanswered within the timeout (2 s)
-    change nothing: the split stays as set for 5 s of stalled probes (the third can end 6 s after the stall at the
-    earliest); the third in a row takes the variant out (within 15 s), and its first answer in time puts it back.
-    Every request is answered 200 throughout."""
+    """A busy variant's probe waits behind its predictions. Once it has answered, one or two probes unanswered
+    within the timeout (2 s) change nothing: the split stays as set for 5 s of stalled probes (the third can end 6 s
+    after the stall at the earliest); the third in a row takes the variant out (within 15 s), and its first answer
+    in time puts it back. Every request is answered 200 throughout."""
     md = parsed(variants=TWO)
     upstreams = {"stable": LIVE_STABLE, "canary": LIVE_CANARY}
     discovery = traffic.Discovery(resolver="127.0.0.1", port=names.SERVICE_PORT)
     with (
         _variants(("stable", LIVE_STABLE), ("canary", LIVE_CANARY)) as handlers,
-        _nginx(tmp_path, md, upstreams, discovery=discovery) as (base, _),
+        _nginx(tmp_path, md, upstreams, discovery=discovery) as (base, metrics),
     ):
         assert _in_effect(base, "stable=90,canary=10", seconds=5.0) < 5.0
+        # Ready once both answered a probe: until its first round the router routes to every variant, and a first
+        # probe unanswered is a variant that never answered (a CI run stalled stable before that round ended).
+        ready = metrics.removesuffix("/metrics") + "/ready"
+        deadline = time.monotonic() + 5.0
+        while _status(ready)[0] != 200:
+            assert time.monotonic() < deadline, _status(ready)
+            time.sleep(0.05)
         handlers["stable"].stall = 2.5
         stalled = time.monotonic()
         seen: Counter[str | None] = Counter()
