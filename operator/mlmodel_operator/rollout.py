@@ -401,6 +401,11 @@ def _advance(
             break
         state = replace(state, step=state.step + 1, since=now, phase=PROGRESSING)
     else:
+        # promote --full, or steps with no weight: not before it can serve (if it runs pods at all)
+        pods = md.variants[0].replicas > 0 or md.variants[0].autoscaling is not None
+        if pods and (not ready or not observed.get(ROUTER, (1, None))[0]):
+            state = replace(state, message=f"promoting: waiting for revision {canary} to be ready", phase=PROGRESSING)
+            return state, None, baseline
         mark(canary, PROMOTED)
         message = f"revision {canary} promoted: it serves all traffic; revision {state.stable} stays up"
         message += f" for {md.rollout.scale_down_delay:g} s"

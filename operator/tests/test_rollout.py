@@ -230,3 +230,22 @@ def test_an_action_annotation_that_is_not_one_names_its_field() -> None:
         spec.SpecError, match=r"^metadata\.annotations\[mlmodel\.io/rollout-action\]: expected '<promote\|"
     ):
         spec.parse(raw, default_image="i")
+
+
+def test_a_promotion_waits_for_a_ready_canary_whatever_skipped_the_steps() -> None:
+    """``promote --full`` while the new revision's pods start, or steps that give it no weight: all traffic would go
+    to pods that do not answer yet. The promotion waits for them (and for the routers to reach them)."""
+    for steps, action in (
+        (STEPS_FOR_A_PERSON, "promote-full 2 c1"),
+        ({"steps": [{"pause": {"duration": "5s"}}]}, None),
+    ):
+        passes = Passes(steps)
+        passes.run("https://models.example.com/iris/v1.joblib", 0)
+        passes.run(V2, 1)
+        starting = {"r1": (2, None), "r2": (0, None)}
+        waiting = passes.run(V2, 10, starting, action=action)
+        assert served(waiting) == {"r1": 100, "r2": 0} and waiting.state.phase == "Progressing", waiting.state
+        assert "waiting for revision 2 to be ready" in waiting.state.message, waiting.state.message
+        assert "RolloutPromoted" not in passes.events
+        done = passes.run(V2, 11, UP, action=action)
+        assert served(done) == {"r2": 100, "r1": 0} and passes.status["rollout"]["phase"] == "Promoted"

@@ -93,11 +93,12 @@ def test_each_plugin_command_moves_traffic_within_2_s_for_an_edit_user_and_a_slo
 ) -> None:
     """The example under 20 requests/s, every command of ``kubectl mlmodel`` run by a user with only ``edit`` in the
     namespace: iris-v2 (revision 2) paused and resumed in its first pause, promoted to its next step, aborted,
-    retried and promoted at once (``--full``); ``status`` and ``history`` show it; ``undo --to-revision 1`` while
-    revision 1 is still up. Each move is in effect on every router within ``MOVED_SECONDS`` of the command's return
-    (which is when the operator has acted on it). Then iris-slow (revision 3: right answers, 20 times slower) is
-    aborted by its p99 latency ratio within 2 intervals of its first answer, and the dashboard's rollout row shows
-    it from a real Prometheus. Not one request fails. ``set-weight``: ``test_router_e2e.py``; each command's
+    retried and at once promoted (``--full``), which waits for its pods to start again; ``status`` and ``history``
+    show it; ``undo --to-revision 1`` while revision 1 is still up. Each move is in effect on every router within
+    ``MOVED_SECONDS`` of the command's return (which is when the operator has acted on it), or of the promotion.
+    Then iris-slow (revision 3: right answers, 20 times slower) is aborted by its p99 latency ratio within 2
+    intervals of its first answer, and the dashboard's rollout row shows it from a real Prometheus. Not one request
+    fails. ``set-weight``: ``test_router_e2e.py``; each command's
     refusals: ``operator/tests/integration/test_kubectl_plugin.py``."""
     deploy_model_store(cluster, namespace, models)
     cluster.kubectl("-n", namespace, "apply", "-f", str(ROLLOUT_EXAMPLE))
@@ -161,12 +162,18 @@ def _commands(cluster: Cluster, namespace: str, editor: Cluster, load: Load, v2:
     done, out = command("abort", "iris")
     assert "all traffic is back on revision 1" in out, out
     last("abort", done, lambda r: r.variant == "r2", lambda r: r.variant == "r1")
-    done, out = command("retry", "iris")  # from step 0: revision 2's pods start again, then get 20 %
+    done, out = command("retry", "iris")  # from step 0: revision 2's pods start again
     assert out.startswith("iris: retry revision 2:"), out
-    cluster.wait_until("revision 2's answers again", lambda: any(r.variant == "r2" for r in load.since(done)), 120)
-    done, out = command("promote", "iris", "--full")
-    assert "revision 2 promoted" in out, out
-    last("promote --full", done, lambda r: r.variant == "r1", lambda r: r.variant == "r2")
+    # At once, while they start: the promotion waits for them (no request fails meanwhile), then takes effect.
+    _, out = command("promote", "iris", "--full")
+    assert out.startswith("iris: promote-full revision 2:"), out
+    rollout.wait_for(cluster, namespace, {"phase": "Promoted", "stableRevision": 2}, 120)
+    last(
+        "promote --full (from the promotion)",
+        time.monotonic(),
+        lambda r: r.variant == "r1",
+        lambda r: r.variant == "r2",
+    )
     editor.kubectl("wait", "md/iris", "--for=condition=Promoted", "--timeout=10s")
     shown = command("status", "iris")[1]
     assert "Phase:      Promoted" in shown and "REVISION" in shown, shown
