@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from mlmodel_operator import actions, analysis, spec, status
+from mlmodel_operator import actions, analysis, render, spec, status
 from mlmodel_operator.spec import Analysis, ModelDeployment, Prometheus
 
 MAX_REVISIONS = 10
@@ -321,6 +321,7 @@ def _advance(
     if name(canary) not in observed and skip is None:  # the operator just started: look at the canary first
         return state, 1.0, None
     ready, failure = observed.get(name(canary), (0, None))
+    serves = bool(ready and observed.get(ROUTER, (1, None))[0])  # it answers, and every router pod reaches it
 
     def abort(message: str) -> tuple[State, None, None]:
         mark(canary, ABORTED)
@@ -358,7 +359,7 @@ def _advance(
             state = replace(state, message=message, phase=PAUSED)
             break
         routed = step.shadow is not None or step.set_weight is not None  # the canary must serve, through the router
-        if routed and (not ready or not observed.get(ROUTER, (1, None))[0]):
+        if routed and not serves:
             state = replace(state, message=f"{label}: waiting for revision {canary} to be ready")
             break
         if step.shadow is not None:
@@ -402,8 +403,7 @@ def _advance(
         state = replace(state, step=state.step + 1, since=now, phase=PROGRESSING)
     else:
         # promote --full, or steps with no weight: not before it can serve (if it runs pods at all)
-        pods = md.variants[0].replicas > 0 or md.variants[0].autoscaling is not None
-        if pods and (not ready or not observed.get(ROUTER, (1, None))[0]):
+        if render.least_replicas(md.variants[0]) > 0 and not serves:
             state = replace(state, message=f"promoting: waiting for revision {canary} to be ready", phase=PROGRESSING)
             return state, None, baseline
         mark(canary, PROMOTED)

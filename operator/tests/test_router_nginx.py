@@ -25,7 +25,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 from mlmodel_operator import analysis, names, spec, weights
@@ -626,11 +626,20 @@ def test_a_post_that_crashes_a_server_is_not_sent_again(tmp_path: Path) -> None:
 
 
 def _ready(metrics: str) -> tuple[int, dict[str, str]]:
+    """The router's /ready (beside ``metrics`` on its admin port): its status and JSON body, whatever the status."""
     try:
         with urllib.request.urlopen(metrics.replace("/metrics", "/ready"), timeout=5) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+def _until_ready(metrics: str, seconds: float) -> None:
+    """Until the router's /ready answers 200; AssertionError with its last answer after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while _ready(metrics)[0] != 200:
+        assert time.monotonic() < deadline, _ready(metrics)
+        time.sleep(0.05)
 
 
 def test_a_router_is_ready_once_it_has_reached_every_variant_and_stays_so(tmp_path: Path) -> None:
@@ -765,20 +774,16 @@ def test_without_kubernetes_the_router_probes_the_variants_and_routes_only_to_th
     upstreams = {"stable": LIVE_STABLE, "canary": LIVE_CANARY}
     discovery = traffic.Discovery(resolver="127.0.0.1", port=names.SERVICE_PORT)
     with _nginx(tmp_path, md, upstreams, discovery=discovery) as (base, metrics):
-        ready = metrics.removesuffix("/metrics") + "/ready"
         unanswered = (503, {"status": "no_variant", "weights": "stable=0,canary=0"})
         start = time.monotonic()
-        while (got := _status(ready)) != unanswered:  # before the first probe ends: the file's weights, not ready
+        while (got := _ready(metrics)) != unanswered:  # before the first probe ends: the file's weights, not ready
             assert got[0] == 503 and time.monotonic() - start < 2.0, got
             time.sleep(0.05)
         for _ in range(3):  # three probes more at least (one a second): none answered
-            assert _status(ready) == unanswered
+            assert _ready(metrics) == unanswered
             time.sleep(1)
         with _variants(("stable", LIVE_STABLE)):
-            start = time.monotonic()
-            while _status(ready)[0] != 200:
-                assert time.monotonic() - start < 2.0, _status(ready)
-                time.sleep(0.05)
+            _until_ready(metrics, 2.0)
             assert _in_effect(base, "stable=100,canary=0") < 2.0
             assert _split(base, 100) == Counter({"stable": 100})
             with _variants(("canary", LIVE_CANARY)) as handlers:
@@ -787,16 +792,7 @@ def test_without_kubernetes_the_router_probes_the_variants_and_routes_only_to_th
                 handlers["canary"].ready = False
                 assert _in_effect(base, "stable=100,canary=0") < 2.0
                 assert _split(base, 100) == Counter({"stable": 100})
-            assert _status(ready)[0] == 200
-
-
-def _status(url: str) -> tuple[int, Any]:
-    """A GET's status and JSON body, whatever the status."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+            assert _ready(metrics)[0] == 200
 
 
 def test_without_kubernetes_a_variant_slow_to_answer_its_probe_keeps_its_weight_until_three_go_unanswered(
@@ -816,11 +812,7 @@ def test_without_kubernetes_a_variant_slow_to_answer_its_probe_keeps_its_weight_
         assert _in_effect(base, "stable=90,canary=10", seconds=5.0) < 5.0
         # Ready once both answered a probe: until its first round the router routes to every variant, and a first
         # probe unanswered is a variant that never answered (a CI run stalled stable before that round ended).
-        ready = metrics.removesuffix("/metrics") + "/ready"
-        deadline = time.monotonic() + 5.0
-        while _status(ready)[0] != 200:
-            assert time.monotonic() < deadline, _status(ready)
-            time.sleep(0.05)
+        _until_ready(metrics, 5.0)
         handlers["stable"].stall = 2.5
         stalled = time.monotonic()
         seen: Counter[str | None] = Counter()

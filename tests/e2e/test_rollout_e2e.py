@@ -142,8 +142,9 @@ def _commands(cluster: Cluster, namespace: str, editor: Cluster, load: Load, v2:
     def command(*args: str) -> tuple[float, str]:
         started = time.monotonic()
         out = editor.mlmodel(*args).stdout
-        took[" ".join(args[:1] + args[2:])] = time.monotonic() - started
-        return time.monotonic(), out
+        returned = time.monotonic()
+        took[" ".join(args[:1] + args[2:])] = returned - started
+        return returned, out
 
     def last(label: str, since: float, old: Callable[[Result], bool], new: Callable[[Result], bool]) -> None:
         cluster.wait_until(f"{label}: answers by the new split", lambda: sum(map(new, load.since(since))) > 20, 60)
