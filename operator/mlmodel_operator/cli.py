@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -161,15 +162,15 @@ def _render(args: argparse.Namespace) -> int:
 
 def _set_weight(file: Path, pairs: list[str]) -> int:
     weights_file = file.parent / compose.WEIGHTS_FILE
-    parsed = traffic.parse_weights(_read(weights_file) or "")
+    parsed = traffic.parse_document(_read(weights_file) or "")
     if parsed is None:
         raise CliError(f"{weights_file}: no weights: render the project first")
-    serial, current = parsed
+    serial, routes = parsed
     try:
-        moved = setweight.moved(current, pairs)
+        moved = setweight.moved(routes.weights, pairs)
     except setweight.WeightError as err:
         raise CliError(f"{file}: {err}") from None
-    _write(weights_file, traffic.weights_document(moved, serial + 1))
+    _write(weights_file, traffic.routing_document(dataclasses.replace(routes, weights=moved), serial + 1))
     print(f"{file}: {traffic.weights(moved)}")
     return 0
 

@@ -46,9 +46,9 @@ class Outcome:
     status: dict[str, Any]
     changes: tuple[str, ...]
     retry: bool = False  # the API server refused a write: try again soon, not at the next resync
-    weights: str | None = None  # the router's weights document (None: no router), for the weights endpoint
+    weights: str | None = None  # the router's routing document (None: no router), for the weights endpoint
     observed: tuple[Observed, ...] = ()  # how each variant's pods are doing
-    routed: bool = False  # the router (if any) runs the configuration of this pass on every pod
+    routed: bool = False  # every router pod (if any) runs this pass's configuration and routes by its document
     wake: float | None = None  # what the entry Service left is due to go this many seconds from now
 
     @property
@@ -74,6 +74,7 @@ def reconcile(
     access: netpol.Access | None = None,
     source: tuple[str, int] | None = None,
     problems: tuple[status.Failure, ...] = (),
+    reports: Mapping[str, tuple[int, bool]] | None = None,
 ) -> Outcome:
     """Apply what drifted, delete what is no longer wanted, and compute the status.
 
@@ -84,16 +85,18 @@ def reconcile(
     keeps traffic flowing: the variants first; then the router, configured with the ready variants
     only; then the entry Service, moved only to something ready; and what is no longer wanted but
     still serves (a removed variant, the router of a ModelDeployment now down to one variant) is
-    deleted only once traffic has moved off it: the entry Service leads elsewhere, and the router
-    runs a configuration without it. With ``access``, NetworkPolicies let only the router (and monitoring) reach
-    the servers once the entry Service leads to the router, and before it leads elsewhere; without, those
-    applied before are deleted. The routers follow their weights from ``source`` (the operator's weights
-    endpoint), and from their weights ConfigMap. ``problems`` happened before the pass (a registry's lookups).
+    deleted only once traffic has moved off it: the entry Service leads elsewhere, and every router pod
+    routes by a document without it (``reports``: what each router pod last told the weights endpoint, its
+    serial and whether it reaches every address in it). With ``access``, NetworkPolicies let only the router
+    (and monitoring) reach the servers once the entry Service leads to the router, and before it leads
+    elsewhere; without, those applied before are deleted. The routers follow their routes from ``source`` (the
+    operator's weights endpoint), and from their weights ConfigMap. ``problems`` happened before the pass (a
+    registry's lookups).
     """
     run = _Pass(md, store)
     run.problems.extend(problems)
     live, observed = _variants(run)
-    routed = _router(run, live, observed, router_image, source)
+    routed = _router(run, live, observed, router_image, source, reports or {})
     entry = run.found.get(("Service", names.entry_service(md.name)))
     behind_router = routed.target is None and entry is not None and _led_to(entry) == status.ROUTER
     for policy in netpol.network_policies(md, access, behind_router) if access is not None else []:
@@ -109,7 +112,7 @@ def reconcile(
         bool(run.refused),
         routed.document,
         tuple(observed),
-        routed.router is None or routed.router.rolled_out,
+        routed.caught_up,
         wake,
     )
 
@@ -191,13 +194,15 @@ def _variants(run: _Pass) -> tuple[dict[Key, dict[str, Any] | None], list[status
 @dataclass(frozen=True)
 class _Routed:
     """Where traffic goes: the weights, the router's state (``None``: no router), the variant the entry
-    Service leads to (``None``: the router), whether that target serves yet, and the router's weights document."""
+    Service leads to (``None``: the router), whether that target serves yet, the router's routing document, and
+    whether every router pod runs the configuration and routes by that document (reaching every address in it)."""
 
     weights: Mapping[str, int]
     router: status.Observed | None
     target: str | None
     arrived: bool
     document: str | None = None
+    caught_up: bool = True
 
 
 def _router(
@@ -206,9 +211,10 @@ def _router(
     observed: list[status.Observed],
     image: str,
     source: tuple[str, int] | None,
+    reports: Mapping[str, tuple[int, bool]],
 ) -> _Routed:
-    """With more than one variant, apply the router, configured with the ready variants only, and its weights
-    (the live document while the weights stay, else one with the next serial)."""
+    """With more than one variant, apply the router and its routes, with the ready variants' Services only (the
+    live document while the routes stay, else one with the next serial)."""
     md = run.md
     ready = [o.name for o in observed if o.ready > 0]
     if not md.routed:
@@ -217,11 +223,15 @@ def _router(
     upstreams = {name: svc["spec"]["clusterIP"] for name, svc in services.items() if svc is not None}
     config = traffic.router_config(md, upstreams, source=source)
     weights = run.found.get(("ConfigMap", names.router_weights(md.name)))
-    document = traffic.next_weights(config.weights, ((weights or {}).get("data") or {}).get(names.ROUTER_WEIGHTS_FILE))
+    live_document = ((weights or {}).get("data") or {}).get(names.ROUTER_WEIGHTS_FILE)
+    document = traffic.next_document(config.routes, live_document)
     router_live = [run.ensure(obj) for obj in objects.children(md, config, document, image)][2]
     pods = run.pods(names.router_selector(md.name))
     router = status.observe(status.ROUTER, router_live, pods, container=names.ROUTER_CONTAINER)
-    return _Routed(config.weights, router, None, router.ready > 0, document)
+    serial = int(document.split(maxsplit=2)[1])
+    running = [p["metadata"]["name"] for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+    caught_up = router.rolled_out and all(reports.get(pod) == (serial, True) for pod in running)
+    return _Routed(config.weights, router, None, router.ready > 0, document, caught_up)
 
 
 def _stale(run: _Pass) -> dict[Key, dict[str, Any]]:
@@ -264,7 +274,7 @@ def _prune(run: _Pass, routed: _Routed, stale: Mapping[Key, dict[str, Any]], mov
     """Delete what is no longer wanted, once traffic has moved off what of it still serves, and the entry Service
     moved (``moved`` seconds ago) ``LEFT_SERVING_SECONDS`` ago: else in how many seconds it may go."""
     still_serving = any(kind == "Deployment" and _ready(obj) for (kind, _), obj in stale.items())
-    if still_serving and not (routed.arrived and (routed.router is None or routed.router.rolled_out)):
+    if still_serving and not (routed.arrived and routed.caught_up):
         return None
     if still_serving and moved < LEFT_SERVING_SECONDS:
         return LEFT_SERVING_SECONDS - moved
@@ -340,12 +350,14 @@ def sync(
     source: tuple[str, int] | None = None,
     registry: Registry | None = None,
     defaults: spec.Defaults | None = None,
+    reports: Mapping[str, tuple[int, bool]] | None = None,
 ) -> Verdict:
     """Parse, pin the registry's models, reconcile, and record Events for every change and every new failure.
 
     ``memory`` outlives a pass (kopf's per-object memo): it holds the last status computed
     here, so Events fire once per transition even when the next pass still sees a stale body.
     ``defaults``: the operator's for what a spec leaves unset (its servers' and router's resources).
+    ``reports``: what each router pod last told the weights endpoint (``weights.Board.reports``).
     """
     actual: Mapping[str, Any] = body.get("status") or {}
     previous: Mapping[str, Any] = memory.get("status") or actual
@@ -377,7 +389,8 @@ def sync(
         if plan.baseline is None:
             memory.pop("routers", None)
     problems = resolved.problems if resolved else ()
-    outcome = reconcile(plan.md if plan else md, previous, now, router_image, store, access, source, problems)
+    target = plan.md if plan else md
+    outcome = reconcile(target, previous, now, router_image, store, access, source, problems, reports)
     computed, wake = outcome.status, _sooner(resolved.wake if resolved else None, outcome.wake)
     if resolved is not None:
         computed = {**computed, "models": resolved.entries, "model": pins.summary(resolved.entries)}
@@ -438,7 +451,7 @@ def _routers(md: ModelDeployment, store: cache.Store, memory: MutableMapping[str
 
 def _observed(outcome: Outcome) -> dict[str, tuple[int, str | None]]:
     """Each variant's ready replicas and failure (reason: message), and under ``rollout.ROUTER`` whether every
-    router pod runs this pass's configuration."""
+    router pod runs this pass's configuration and routes by its document, reaching every address in it."""
     pods = {
         o.name: (o.ready, f"{o.failure.reason}: {o.failure.message}" if o.failure else None) for o in outcome.observed
     }

@@ -30,7 +30,7 @@ from mlmodel_operator.spec import Analysis, ModelDeployment, Prometheus
 MAX_REVISIONS = 10
 PROGRESSING, PAUSED, PROMOTED, ABORTED = "Progressing", "Paused", "Promoted", "Aborted"
 CONDITION = "Promoted"
-ROUTER = "-router"  # in ``observed``: 1 once every router pod runs the configuration with every revision in play
+ROUTER = "-router"  # in ``observed``: 1 once every router pod routes by the routes of every revision in play
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,15 @@
-"""The weights endpoint: routers long-poll the operator for their weights, so that a change reaches every
-router pod within a second of the pass that decided it, with no restart and no reload.
+"""The weights endpoint: routers long-poll the operator for their routes (weights, variants' addresses, mirror),
+so that a change reaches every router pod within a second of the pass that decided it, with no restart and no
+reload.
 
-``GET /v1/weights/<namespace>/<name>?serial=N&wait=S`` answers the ModelDeployment's weights document
-(``traffic.weights_document``) as soon as its serial is not ``N``, or after ``S`` seconds (at most
-``MAX_WAIT``) with the same one; 404 while the operator has no document for it (a standby, a replica that
-has not passed it yet, a ModelDeployment without a router). It serves only what passes publish to the
-``Board``: the weights ConfigMap they applied, which new router pods read at start.
+``GET /v1/weights/<namespace>/<name>?serial=N&wait=S&pod=P&reached=R`` answers the ModelDeployment's routing
+document (``traffic.routing_document``) as soon as its serial is not ``N``, or after ``S`` seconds (at most
+``MAX_WAIT``) with the same one; 404 if the operator still has none for it then (a replica that has not passed
+it yet, a ModelDeployment without a router). It serves only what passes publish to the ``Board``: the weights
+ConfigMap they applied, which new router pods read at start. Each poll also reports: router pod ``P`` routes by
+serial ``N``, and reaches every address in it if ``R`` is 1. A pass waits for every router pod's report before
+it deletes a variant the routers routed to (or gives a new one all traffic), and a report that brings a pod up
+to date calls the Board's ``listener``: a pass follows.
 
 A router asks the operator rather than the API server: it needs no token, no RBAC and no route to the API
 server, and the operator hears nothing but what it already knows. Nothing here is writable.
@@ -20,6 +24,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from mlmodel_operator import cache, names
@@ -32,11 +37,14 @@ _PATH = re.compile(rf"^{re.escape(names.WEIGHTS_PATH)}/([a-z0-9-]+)/([a-z0-9-]+)
 
 
 class Board:
-    """The weights document of every routed ModelDeployment, as the last pass applied it; a poll waits on it."""
+    """The routing document of every routed ModelDeployment, as the last pass applied it (a poll waits on it),
+    and what each router pod last reported."""
 
-    def __init__(self) -> None:
+    def __init__(self, listener: Callable[[cache.Owner], None] | None = None) -> None:
         self._changed = threading.Condition()
         self._documents: dict[cache.Owner, tuple[str, int | None]] = {}  # the document, and its serial
+        self._reports: dict[cache.Owner, dict[str, tuple[int, bool]]] = {}  # pod -> (serial, reaches every address)
+        self._listener = listener
 
     def publish(self, owner: cache.Owner, document: str | None) -> None:
         """``owner``'s weights are now ``document`` (``None``: it has none, no router or deleted)."""
@@ -45,19 +53,36 @@ class Board:
                 return
             if document is None:
                 self._documents.pop(owner, None)
+                self._reports.pop(owner, None)
             else:
-                parsed = traffic.parse_weights(document)
+                parsed = traffic.parse_document(document)
                 self._documents[owner] = (document, parsed[0] if parsed else None)
             self._changed.notify_all()
 
+    def report(self, owner: cache.Owner, pod: str, serial: int, reached: bool) -> None:
+        """Router pod ``pod`` of ``owner`` routes by ``serial``, reaching every address in it or not; the listener
+        hears of it when that brings the pod up to date."""
+        with self._changed:
+            before = self._reports.setdefault(owner, {}).get(pod)
+            self._reports[owner][pod] = (serial, reached)
+            current = self._documents.get(owner, (None, None))[1]
+        if self._listener is not None and before != (serial, reached) and (serial, reached) == (current, True):
+            self._listener(owner)
+
+    def reports(self, owner: cache.Owner) -> dict[str, tuple[int, bool]]:
+        """What each router pod of ``owner`` last reported: its serial, and whether it reaches every address."""
+        with self._changed:
+            return dict(self._reports.get(owner, {}))
+
     def wait(self, owner: cache.Owner, serial: int, seconds: float) -> str | None:
-        """``owner``'s document once its serial is not ``serial``, or after ``seconds``; ``None`` if it has none."""
+        """``owner``'s document once it has one whose serial is not ``serial``, or after ``seconds`` (then ``None``
+        if it has none)."""
         deadline = time.monotonic() + seconds
         with self._changed:
             while True:
                 document, current = self._documents.get(owner, (None, None))
                 left = deadline - time.monotonic()
-                if current is None or current != serial or left <= 0:
+                if (document is not None and current != serial) or left <= 0:
                     return document
                 self._changed.wait(left)
 
@@ -99,6 +124,9 @@ def server(board: Board, port: int, host: str = "0.0.0.0") -> Endpoint:
             if found is None:
                 self._json(404, f"not found: GET {names.WEIGHTS_PATH}/<namespace>/<name>")
                 return
+            pod = query.get("pod", [""])[0]
+            if pod:
+                board.report((found[1], found[2]), pod, serial, query.get("reached", ["0"])[0] == "1")
             if not slots.acquire(blocking=False):
                 self._json(503, f"too many polls held at once (over {MAX_WAITING})")
                 return

@@ -60,7 +60,7 @@ def test_the_canary_example_renders_as_the_golden_compose_file_and_router_config
         folder = compose.ROUTER_DIR if name == traffic.NGINX_CONF else compose.PROMETHEUS_DIR
         assert_golden(GOLDEN / "compose" / name, (tmp_path / folder / name).read_text())
     weights = tmp_path / compose.WEIGHTS_FILE
-    assert weights.read_text() == "serial 1\nstable 90\ncanary 10\n"
+    assert weights.read_text() == "serial 1\nstable 90 iris-stable:8080\ncanary 10 iris-canary:8080\n"
     assert (tmp_path / compose.PROMETHEUS_DIR / "alerts.yml").read_text() == (
         REPO / "operator" / "mlmodel_operator" / cli.ALERTS
     ).read_text()
@@ -108,10 +108,8 @@ def test_a_new_split_is_a_new_weights_file_and_nothing_else(tmp_path: Path) -> N
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p != moved}
     changed = {p.relative_to(tmp_path).as_posix() for p in after if after[p] != before.get(p)}
     assert changed == {compose.WEIGHTS_FILE}
-    assert traffic.parse_weights((tmp_path / compose.WEIGHTS_FILE).read_text()) == (
-        2,
-        {"stable": 50, "canary": 50},
-    )
+    parsed = traffic.parse_document((tmp_path / compose.WEIGHTS_FILE).read_text())
+    assert parsed is not None and (parsed[0], parsed[1].weights) == (2, {"stable": 50, "canary": 50})
 
 
 def test_set_weight_moves_a_rendered_project_and_refuses_what_is_no_split(tmp_path: Path) -> None:
@@ -119,10 +117,10 @@ def test_set_weight_moves_a_rendered_project_and_refuses_what_is_no_split(tmp_pa
     out = tmp_path / "compose.yaml"
     assert cli.main(["compose", "set-weight", str(out), "stable=50", "canary=50"]) == 0
     weights = tmp_path / compose.WEIGHTS_FILE
-    assert weights.read_text() == "serial 2\nstable 50\ncanary 50\n"
+    assert weights.read_text() == "serial 2\nstable 50 iris-stable:8080\ncanary 50 iris-canary:8080\n"
     for pairs in (["stable=60"], ["shadow=10", "stable=90"], ["stable=x", "canary=50"], ["stable=101", "canary=0"]):
         assert cli.main(["compose", "set-weight", str(out), *pairs]) == 2, pairs
-    assert weights.read_text() == "serial 2\nstable 50\ncanary 50\n"
+    assert weights.read_text() == "serial 2\nstable 50 iris-stable:8080\ncanary 50 iris-canary:8080\n"
 
 
 def test_set_weight_says_why_it_cannot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

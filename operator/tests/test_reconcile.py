@@ -98,8 +98,16 @@ def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
     return fake
 
 
-def run(api: FakeApi, md: spec.ModelDeployment, previous: Mapping[str, Any] | None = None) -> reconcile.Outcome:
-    return reconcile.reconcile(md, previous or {}, NOW, "mlmodel-router:0.1.0", api)  # type: ignore[arg-type]
+def run(
+    api: FakeApi,
+    md: spec.ModelDeployment,
+    previous: Mapping[str, Any] | None = None,
+    reports: Mapping[str, tuple[int, bool]] | None = None,
+    now: str = NOW,
+) -> reconcile.Outcome:
+    """One pass at ``now`` (``reports``: what the router pods told the weights endpoint)."""
+    store: Any = api  # as the watches' cache
+    return reconcile.reconcile(md, previous or {}, now, "mlmodel-router:0.1.0", store, reports=reports)
 
 
 def ready_condition(outcome: reconcile.Outcome) -> Mapping[str, Any]:
@@ -331,16 +339,50 @@ def test_a_weight_change_rewrites_the_weights_configmap_with_the_next_serial_and
     for name in ("iris-stable", "iris-canary"):  # both variants ready
         api.objects[("Deployment", name)]["status"] = {"readyReplicas": 1, "replicas": 1, "updatedReplicas": 1}
     first = run(api, parsed())
-    assert first.weights == "serial 2\nstable 90\ncanary 10\n"  # serial 1 held no weight: nothing was ready
+    # Serial 1 held no weight and no address: nothing was ready.
+    assert first.weights == "serial 2\nstable 90 10.96.0.1:80\ncanary 10 10.96.0.1:80\n"
     router = copy.deepcopy(api.objects[("Deployment", names.router("iris"))])
     api.applied.clear()
     assert run(api, parsed()).weights == first.weights and not api.applied
     moved = [{**v, "weight": 50} for v in resource()["spec"]["variants"]]
     outcome = run(api, parsed(variants=moved))
-    assert outcome.weights == "serial 3\nstable 50\ncanary 50\n"
+    assert outcome.weights == "serial 3\nstable 50 10.96.0.1:80\ncanary 50 10.96.0.1:80\n"
     assert [key for _, key, _ in api.applied] == [("ConfigMap", names.router_weights("iris"))]
     assert api.objects[("ConfigMap", names.router_weights("iris"))]["data"] == {"weights": outcome.weights}
     assert api.objects[("Deployment", names.router("iris"))] == router
+
+
+def test_a_variant_removed_goes_once_every_router_pod_routes_without_it_and_reaches_what_is_left(
+    api: FakeApi,
+) -> None:
+    """The router's configuration stays when a variant goes (the routes are live): its Deployment and Service are
+    deleted only once every running router pod has reported the new document's serial, reaching every address in
+    it; until then the pass says the routers have not caught up (the rollout's steps wait on that too)."""
+    three = [*resource()["spec"]["variants"], {"name": "v3", "modelUri": "file:///m3.joblib", "weight": 0}]
+    run(api, parsed(variants=three))
+    for name in ("iris-stable", "iris-canary", "iris-v3"):
+        _ready(api, name)
+    router = api.objects[("Deployment", names.router("iris"))]
+    router["status"] = {key: router["spec"]["replicas"] for key in ("readyReplicas", "replicas", "updatedReplicas")}
+    pod = {"kind": "Pod", "metadata": {"name": "iris-router-a", "labels": names.router_labels("iris")}}
+    api.objects[("Pod", "iris-router-a")] = {**pod, "status": {"phase": "Running", "podIP": "10.244.0.9"}}
+    config = api.objects[("Deployment", names.router("iris"))]["spec"]["template"]["metadata"]["annotations"]
+    before = run(api, parsed(variants=three), reports={"iris-router-a": (2, True)})
+    assert before.routed and before.weights is not None and before.weights.startswith("serial 2\n")
+    two = [{**v, "weight": 50} for v in three[1:]]  # stable removed
+    reports: dict[str, tuple[int, bool]] = {"iris-router-a": (2, True)}
+    for reported in [(2, True), (3, False)]:  # behind, then on serial 3 but short of an address
+        reports["iris-router-a"] = reported
+        waiting = run(api, parsed(variants=two), reports=reports, now="2026-01-01T00:00:30Z")
+        assert not waiting.routed and ("Deployment", "iris-stable") in api.objects, reported
+    assert waiting.weights is not None and waiting.weights.startswith("serial 3\n")
+    reports["iris-router-a"] = (3, True)
+    later = "2026-01-01T00:01:00Z"  # past LEFT_SERVING_SECONDS since the entry Service moved to the router
+    done = run(api, parsed(variants=two), reports=reports, now=later)
+    assert (
+        done.routed and ("Deployment", "iris-stable") not in api.objects and ("Service", "iris-stable") in api.deleted
+    )
+    assert api.objects[("Deployment", names.router("iris"))]["spec"]["template"]["metadata"]["annotations"] == config
 
 
 def _ready(api: FakeApi, name: str) -> None:

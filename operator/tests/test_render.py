@@ -73,7 +73,7 @@ def children(md: spec.ModelDeployment) -> list[dict[str, Any]]:
     found = render.variant_children(md)
     if md.routed:
         config = traffic.router_config(md, {v.name: CLUSTER_IPS[v.name] for v in md.variants})
-        found += objects.children(md, config, traffic.weights_document(config.weights, 1), ROUTER_IMAGE)
+        found += objects.children(md, config, traffic.routing_document(config.routes, 1), ROUTER_IMAGE)
     found += netpol.network_policies(md, ACCESS, behind_router=md.routed)
     return [*found, render.entry_service(md, None if md.routed else md.variants[0].name, SINCE)]
 
@@ -145,7 +145,7 @@ def test_several_variants_are_routed_through_the_router() -> None:
     volume = deployment["spec"]["template"]["spec"]["volumes"][0]
     assert volume["configMap"]["name"] == objects.config_map(md, config)["metadata"]["name"]
     assert deployment["spec"]["template"]["metadata"]["annotations"][names.ANNOTATION_ROUTER_CONFIG] == config.digest
-    document = traffic.weights_document(config.weights, 1)
+    document = traffic.routing_document(config.routes, 1)
     assert [o["kind"] for o in objects.children(md, config, document, ROUTER_IMAGE)] == [
         "ConfigMap",
         "ConfigMap",

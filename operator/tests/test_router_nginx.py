@@ -129,12 +129,14 @@ def _nginx(
     upstreams: dict[str, str],
     source: tuple[str, int] | None = None,
     discovery: traffic.Discovery | None = None,
+    reach: bool = True,
 ) -> Iterator[tuple[str, str]]:
     """nginx running the config rendered for ``md`` (its weights file at serial 1, and the weights endpoint at
-    ``source`` if given): the data server's base URL and /metrics."""
+    ``source`` if given): the data server's base URL and /metrics; with ``reach``, once it has reached every
+    variant (its /ready), as the Service it is behind in a pod waits for."""
     data, admin = _free_port(), _free_port()
     rendered = traffic.router_config(md, upstreams, str(tmp_path), str(tmp_path), str(tmp_path), source, discovery)
-    (tmp_path / names.ROUTER_WEIGHTS_FILE).write_text(traffic.weights_document(rendered.weights, 1))
+    (tmp_path / names.ROUTER_WEIGHTS_FILE).write_text(traffic.routing_document(rendered.routes, 1))
     for name, text in rendered.files.items():
         # The pod listens on every address; here, on loopback ports of our own.
         text = text.replace(f"listen {names.ROUTER_PORT};", f"listen 127.0.0.1:{data};")
@@ -150,6 +152,8 @@ def _nginx(
         while _refused("127.0.0.1", admin):
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
             time.sleep(0.05)
+        if reach and discovery is None:
+            _until_ready(f"http://127.0.0.1:{admin}/metrics", 5)
         yield f"http://127.0.0.1:{data}", f"http://127.0.0.1:{admin}/metrics"
     finally:
         proc.terminate()
@@ -158,10 +162,13 @@ def _nginx(
 
 @pytest.fixture
 def router(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """The two-variant config: stable answers, canary's address refuses connections."""
+    """The two-variant config: stable answers; canary's address refuses connections once the router has reached it,
+    as a Service's whose pods just died."""
     assert _refused(DOWN, names.SERVICE_PORT), f"{DOWN}:{names.SERVICE_PORT} must have nothing listening"
     md = parsed(variants=TWO, routing=PINNABLE)
-    with serving(UP, _Variant), _nginx(tmp_path, md, {"stable": UP, "canary": DOWN}) as urls:
+    with serving(UP, _Variant), _nginx(tmp_path, md, {"stable": UP, "canary": DOWN}, reach=False) as urls:
+        with serving(DOWN, _Variant):
+            _until_ready(urls[1], 10)
         yield urls
 
 
@@ -615,7 +622,7 @@ def test_a_post_that_crashes_a_server_is_not_sent_again(tmp_path: Path) -> None:
     listener = _crashing_on_second(CRASHING, seen)
     md = parsed(variants=TWO, routing=PINNABLE)
     try:
-        with _nginx(tmp_path, md, {"stable": CRASHING, "canary": DOWN}) as (base, metrics):
+        with _nginx(tmp_path, md, {"stable": CRASHING}) as (base, metrics):
             assert _post(base, "stable")[0] == 200  # the router keeps this connection to the variant alive
             status, body = _post(base, "stable")  # the second on it: the variant dies
             assert status == 502 and b'"code":"upstream_failed"' in body, (status, body)
@@ -646,12 +653,17 @@ def test_a_router_is_ready_once_it_has_reached_every_variant_and_stays_so(tmp_pa
     """A new router pod whose address a NetworkPolicy agent has not admitted yet must get no traffic."""
     late = "127.0.0.9"
     md = parsed(variants=TWO)
-    with _nginx(tmp_path, md, {"stable": STABLE, "canary": late}) as (_, metrics), _variants(("stable", STABLE)):
-        status, body = _ready(metrics)
-        assert (status, body["status"], body["variant"]) == (503, "unreachable", "canary"), body
+    with (
+        _variants(("stable", STABLE)),
+        _nginx(tmp_path, md, {"stable": STABLE, "canary": late}, reach=False) as (_, metrics),
+    ):
+        deadline = time.monotonic() + 2
+        while (found := _ready(metrics))[1].get("variant") != "canary":  # stable is reached at once
+            assert time.monotonic() < deadline, found
+            time.sleep(0.05)
+        assert found[0] == 503 and found[1]["status"] == "unreachable", found
         with _variants(("canary", late)):
-            status, body = _ready(metrics)
-            assert (status, body["status"]) == (200, "ready"), body
+            _until_ready(metrics, 2)  # a timer tries the addresses out of reach every 50 ms
         assert _ready(metrics)[0] == 200  # a variant gone later is its own 502s, not a router out of its Service
     with _nginx(tmp_path, parsed(variants=TWO), {}) as (_, metrics):
         assert _ready(metrics)[0] == 200  # nothing to reach: it answers 503 no_variant itself
@@ -720,11 +732,9 @@ def test_weights_move_live_from_the_operator_then_from_the_file_with_no_reload_a
     mounted file; a document older than the one in effect changes nothing. One nginx throughout, the
     same processes, and every request of a client that keeps calling is answered 200."""
     board, owner = weights.Board(), ("ml", "iris")
-    board.publish(owner, traffic.weights_document({"stable": 90, "canary": 10}, 1))
+    board.publish(owner, _document({"stable": 90, "canary": 10}, 1))
     md = parsed(variants=TWO)
     upstreams = {"stable": LIVE_STABLE, "canary": LIVE_CANARY}
-    failed: list[int] = []
-    stop = threading.Event()
     with (
         _variants(("stable", LIVE_STABLE), ("canary", LIVE_CANARY)),
         _endpoint(board) as port,
@@ -734,34 +744,112 @@ def test_weights_move_live_from_the_operator_then_from_the_file_with_no_reload_a
         # (a busy CI host took a snapshot with no worker in it yet).
         assert _call(_connection(base))[0] == 200
         before = _workers(tmp_path)
-
-        def client() -> None:
-            connection = _connection(base)
-            while not stop.is_set():
-                status, _, _ = _call(connection)
-                if status != 200:
-                    failed.append(status)
-
-        caller = threading.Thread(target=client, daemon=True)
-        caller.start()
-        _in_effect(base, "stable=90,canary=10")
-        for serial, (stable, canary) in enumerate([(0, 100), (100, 0), (50, 50)], start=2):
-            board.publish(owner, traffic.weights_document({"stable": stable, "canary": canary}, serial))
-            assert _in_effect(base, f"stable={stable},canary={canary}") < 2.0
-            seen = _split(base, 200)
-            assert abs(seen["canary"] - 2 * canary) <= 30, (stable, canary, seen)
-        with urllib.request.urlopen(metrics, timeout=5) as r:
-            assert re.search(r'mlmodel_router_weights_serial\{model="iris"\} 4\b', r.read().decode())
-        board.publish(owner, None)  # the operator has nothing for it now: the file is what moves the weights
-        (tmp_path / names.ROUTER_WEIGHTS_FILE).write_text(traffic.weights_document({"stable": 20, "canary": 80}, 5))
-        assert _in_effect(base, "stable=20,canary=80", seconds=3.0) < 3.0  # the file is read at least every second
-        (tmp_path / names.ROUTER_WEIGHTS_FILE).write_text(traffic.weights_document({"stable": 100, "canary": 0}, 3))
-        time.sleep(2.5)  # two reads of the file at least: the older serial must not be taken
-        assert _split(base, 100)["canary"] > 50
-        stop.set()
-        caller.join(10)
+        with _calling(base) as failed:
+            _in_effect(base, "stable=90,canary=10")
+            for serial, (stable, canary) in enumerate([(0, 100), (100, 0), (50, 50)], start=2):
+                board.publish(owner, _document({"stable": stable, "canary": canary}, serial))
+                assert _in_effect(base, f"stable={stable},canary={canary}") < 2.0
+                seen = _split(base, 200)
+                assert abs(seen["canary"] - 2 * canary) <= 30, (stable, canary, seen)
+            with urllib.request.urlopen(metrics, timeout=5) as r:
+                assert re.search(r'mlmodel_router_weights_serial\{model="iris"\} 4\b', r.read().decode())
+            board.publish(owner, None)  # the operator has nothing for it now: the file is what moves the weights
+            (tmp_path / names.ROUTER_WEIGHTS_FILE).write_text(_document({"stable": 20, "canary": 80}, 5))
+            assert _in_effect(base, "stable=20,canary=80", seconds=3.0) < 3.0  # the file is read at least every second
+            (tmp_path / names.ROUTER_WEIGHTS_FILE).write_text(_document({"stable": 100, "canary": 0}, 3))
+            time.sleep(2.5)  # two reads of the file at least: the older serial must not be taken
+            assert _split(base, 100)["canary"] > 50
         assert _workers(tmp_path) == before
     assert not failed, Counter(failed)
+
+
+LIVE_THIRD = "127.0.0.12"
+ADDRESSES = {"stable": LIVE_STABLE, "canary": LIVE_CANARY, "v3": LIVE_THIRD}
+
+
+def _document(split: Mapping[str, int], serial: int, mirror: traffic.MirrorRoute | None = None) -> str:
+    """A routing document: ``split``'s variants at their loopback addresses."""
+    addresses = {name: f"{ADDRESSES[name]}:{names.SERVICE_PORT}" for name in split}
+    return traffic.routing_document(traffic.Routes(split, addresses, mirror), serial)
+
+
+def test_variants_come_and_go_and_a_mirror_switches_on_live_with_no_reload_and_no_failed_request(
+    tmp_path: Path,
+) -> None:
+    """What a rollout moves reaches a running router from the operator, in effect within 2 s each, on the same
+    nginx processes (so a port-forward to its pod stays): a new variant with its address; a variant whose address
+    nothing answers yet, which gets none of its weight (the others share it) until it answers; a variant removed,
+    which gets no more requests; a mirror switched on. Each poll reports the pod's serial, and whether it reaches
+    every address in it. A client that keeps calling gets 200 throughout."""
+    board, owner = weights.Board(), ("ml", "iris")
+    board.publish(owner, _document({"stable": 100}, 2))
+    with (
+        _variants(("stable", LIVE_STABLE), ("canary", LIVE_CANARY)) as handlers,
+        _endpoint(board) as port,
+        _nginx(tmp_path, parsed(variants=TWO), {"stable": LIVE_STABLE}, ("127.0.0.1", port)) as (base, _),
+    ):
+        assert _call(_connection(base))[0] == 200
+        before = _workers(tmp_path)
+        with _calling(base) as failed:
+            _in_effect(base, "stable=100")
+            board.publish(owner, _document({"stable": 50, "canary": 50}, 3))  # a new variant, ready
+            assert _in_effect(base, "stable=50,canary=50") < 2.0
+            assert abs(_split(base, 200)["canary"] - 100) <= 30
+            # v3's address answers nothing yet: the router takes the document without it (after 1 s of trying).
+            board.publish(owner, _document({"stable": 0, "canary": 50, "v3": 50}, 4))
+            assert _in_effect(base, "stable=0,canary=100,v3=0") < 2.0
+            _reported(board, owner, (4, False))
+            with _variants(("v3", LIVE_THIRD)) as third:
+                assert _in_effect(base, "stable=0,canary=50,v3=50") < 2.0
+                assert abs(_split(base, 200)["v3"] - 100) <= 30
+                _reported(board, owner, (4, True))  # at once, not at its next poll
+                board.publish(owner, _document({"canary": 50, "v3": 50}, 5))  # stable removed
+                assert _in_effect(base, "canary=50,v3=50") < 2.0
+                stable_seen = len(handlers["stable"].received)
+                _split(base, 100)
+                assert len(handlers["stable"].received) == stable_seen
+                # v3 leaves the split and gets half the requests as copies.
+                copies = traffic.MirrorRoute("v3", 50, 1 << 20)
+                board.publish(owner, _document({"canary": 100, "v3": 0}, 6, copies))
+                assert _in_effect(base, "canary=100,v3=0") < 2.0
+                copied = len(third["v3"].received)
+                assert _split(base, 200) == Counter({"canary": 200})
+                deadline = time.monotonic() + 5
+                while len(third["v3"].received) - copied < 60:  # half of 200, give or take the hash
+                    assert time.monotonic() < deadline, len(third["v3"].received) - copied
+                    time.sleep(0.05)
+        assert _workers(tmp_path) == before
+    assert not failed, Counter(failed)
+
+
+@contextlib.contextmanager
+def _calling(base: str) -> Iterator[list[int]]:
+    """A client calling ``base`` on one kept-alive connection until the block ends: the statuses it got but 200."""
+    failed: list[int] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        connection = _connection(base)
+        while not stop.is_set():
+            status, _, _ = _call(connection)
+            if status != 200:
+                failed.append(status)
+
+    caller = threading.Thread(target=client, daemon=True)
+    caller.start()
+    try:
+        yield failed
+    finally:
+        stop.set()
+        caller.join(10)
+
+
+def _reported(board: weights.Board, owner: tuple[str, str], report: tuple[int, bool]) -> None:
+    """Until the one router pod's last report to ``board`` is ``report``; AssertionError after 2 s."""
+    deadline = time.monotonic() + 2
+    while list(board.reports(owner).values()) != [report]:
+        assert time.monotonic() < deadline, board.reports(owner)
+        time.sleep(0.02)
 
 
 def test_without_kubernetes_the_router_probes_the_variants_and_routes_only_to_those_ready(tmp_path: Path) -> None:

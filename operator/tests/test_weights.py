@@ -15,8 +15,9 @@ from mlmodel_operator import names, weights
 from mlmodel_operator.router import traffic
 
 OWNER = ("ml", "iris")
-ONE = traffic.weights_document({"stable": 90, "canary": 10}, 1)
-TWO = traffic.weights_document({"stable": 50, "canary": 50}, 2)
+ADDRESSES = {"stable": "10.96.0.10:80", "canary": "10.96.0.11:80"}
+ONE = traffic.routing_document(traffic.Routes({"stable": 90, "canary": 10}, ADDRESSES), 1)
+TWO = traffic.routing_document(traffic.Routes({"stable": 50, "canary": 50}, ADDRESSES), 2)
 
 
 @pytest.fixture
@@ -73,6 +74,43 @@ def test_unknown_names_bad_queries_and_a_deleted_modeldeployment_are_json_errors
     board.publish(OWNER, ONE)
     board.publish(OWNER, None)
     assert _get(f"{base}/ml/iris?serial=-1")[0] == 404
+
+
+def test_a_poll_for_a_modeldeployment_with_no_document_yet_is_held_until_one_is_published(
+    endpoint: tuple[weights.Board, str],
+) -> None:
+    """A new leader has no document before its first pass: the router's poll waits for it, not a tight loop of 404s."""
+    board, base = endpoint
+    answered: list[tuple[int, str]] = []
+    poll = threading.Thread(target=lambda: answered.append(_get(f"{base}/ml/iris?serial=1&wait=20")))
+    poll.start()
+    time.sleep(0.3)
+    assert not answered
+    board.publish(OWNER, TWO)
+    poll.join(5)
+    assert answered == [(200, TWO)]
+
+
+def test_each_poll_reports_its_pods_serial_and_the_listener_hears_a_pod_come_up_to_date(
+    endpoint: tuple[weights.Board, str],
+) -> None:
+    heard: list[tuple[str, str]] = []
+    board = weights.Board(listener=heard.append)
+    board.publish(OWNER, ONE)
+    board.report(OWNER, "router-a", 1, False)  # behind: an address out of reach
+    board.report(OWNER, "router-b", 0, True)  # behind: an older serial
+    assert heard == []
+    board.report(OWNER, "router-a", 1, True)
+    board.report(OWNER, "router-a", 1, True)  # the same again: heard once
+    assert heard == [OWNER]
+    assert board.reports(OWNER) == {"router-a": (1, True), "router-b": (0, True)}
+    board.publish(OWNER, None)
+    assert board.reports(OWNER) == {}
+    # Through the endpoint: the poll's pod and reached.
+    endpoint_board, base = endpoint
+    endpoint_board.publish(OWNER, ONE)
+    assert _get(f"{base}/ml/iris?serial=1&wait=0&pod=iris-router-x&reached=1") == (200, ONE)
+    assert endpoint_board.reports(OWNER) == {"iris-router-x": (1, True)}
 
 
 def test_routers_that_connect_together_are_all_queued_while_the_endpoint_is_busy() -> None:

@@ -21,11 +21,11 @@ import pytest
 from mlmodel_demo import rollout
 from mlmodel_demo.steps import Steps
 from mlmodel_testing.cluster import Cluster
-from mlmodel_testing.load import IRIS_MIX, Load, Result, constant_load, summary
+from mlmodel_testing.load import IRIS_MIX, Load, Result, call, constant_load, summary
 from mlmodel_testing.models import ROLLOUT_EXAMPLE, SLOW, V1, V2, WRONG_DIGEST, deploy_model_store, digest, digests
 from mlmodel_testing.prometheus import dashboard_queries, query, serve
 from mlmodel_testing.release import NAMESPACE, leader_metrics, leader_pod
-from mlmodel_testing.status import event_messages, wait_settled
+from mlmodel_testing.status import event_messages, router_pods, wait_settled
 
 SHARE_POINTS = 5
 UNDO_SECONDS = 2  # from `kubectl mlmodel undo`'s patch (as it returns) to the last answer of the revision undone
@@ -98,19 +98,30 @@ def test_each_plugin_command_moves_traffic_within_2_s_for_an_edit_user_and_a_slo
     ``MOVED_SECONDS`` of the command's return (which is when the operator has acted on it), or of the promotion.
     Then iris-slow (revision 3: right answers, 20 times slower) is aborted by its p99 latency ratio within 2
     intervals of its first answer, and the dashboard's rollout row shows it from a real Prometheus. Not one request
-    fails. ``set-weight``: ``test_router_e2e.py``; each command's
+    fails, the router's pods are the same throughout (revisions come and go in its routes, not its configuration),
+    and a ``kubectl port-forward svc/iris`` held open through it all answers after every command and at the end.
+    ``set-weight``: ``test_router_e2e.py``; each command's
     refusals: ``operator/tests/integration/test_kubectl_plugin.py``."""
     deploy_model_store(cluster, namespace, models)
     cluster.kubectl("-n", namespace, "apply", "-f", str(ROLLOUT_EXAMPLE))
     wait_settled(cluster, namespace, timeout=300)
     editor = cluster.as_user(namespace, "edit", tmp_path)  # a ServiceAccount bound to edit in the namespace only
     _, v2 = digests(models)
-    with cluster.service_url(namespace, "iris", 80) as base, constant_load(base, SLOW_RATE, IRIS_MIX) as load:
+    pods = router_pods(cluster, namespace)
+    forwarded: list[Result] = []
+    with (
+        cluster.service_url(namespace, "iris", 80) as base,
+        cluster.port_forward(namespace, "iris", 80) as forward,
+        constant_load(base, SLOW_RATE, IRIS_MIX) as load,
+    ):
         cluster.wait_until("traffic", lambda: len(load.results) > 20, 30)
-        moved = _commands(cluster, namespace, editor, load, v2)
+        moved = _commands(cluster, namespace, editor, load, v2, lambda: forwarded.append(call(forward)))
         slow = rollout.rollback(cluster, namespace, (SLOW, digest(models, SLOW)), 3, load.results)
+        forwarded.append(call(forward))
         results = list(load.results)
     assert not [r for r in results if r.status != 200], summary(results)
+    assert len(forwarded) == 5 and not [r for r in forwarded if r.status != 200], summary(forwarded)
+    assert router_pods(cluster, namespace) == pods
     print(f"the last answer by the old split after each command's return (s): {moved}")
     assert max(moved.values()) <= MOVED_SECONDS, moved
     answered = [r.sent for r in results if r.variant == "r3"]
@@ -133,9 +144,11 @@ def test_each_plugin_command_moves_traffic_within_2_s_for_an_edit_user_and_a_slo
     assert gates == {"successRate", "p99LatencyRatio"}, gates
 
 
-def _commands(cluster: Cluster, namespace: str, editor: Cluster, load: Load, v2: str) -> dict[str, float]:
+def _commands(
+    cluster: Cluster, namespace: str, editor: Cluster, load: Load, v2: str, forward: Callable[[], None]
+) -> dict[str, float]:
     """Revision 2 (iris-v2) moved by each rollout command in turn, as ``editor``: for each move, the seconds from
-    the command's return to the last answer routed by what it ended."""
+    the command's return to the last answer routed by what it ended. ``forward`` is called after each move."""
     moved: dict[str, float] = {}
     took: dict[str, float] = {}  # each command, from its start to its return (an action: the operator took it)
 
@@ -149,6 +162,7 @@ def _commands(cluster: Cluster, namespace: str, editor: Cluster, load: Load, v2:
     def last(label: str, since: float, old: Callable[[Result], bool], new: Callable[[Result], bool]) -> None:
         cluster.wait_until(f"{label}: answers by the new split", lambda: sum(map(new, load.since(since))) > 20, 60)
         moved[label] = max((r.sent for r in load.since(since) if old(r)), default=since) - since
+        forward()
 
     rollout.set_model(cluster, namespace, V2, v2)
     cluster.wait_until("revision 2's first pause", lambda: _at(cluster, namespace, "Paused"), 120, 0.5)

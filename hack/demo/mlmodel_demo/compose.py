@@ -177,10 +177,10 @@ def render(demo: Demo, steps: Steps) -> str:
     said = demo.project.render(demo.spec)
     if steps.log:
         steps.log.write(f"$ {' '.join(render_argv(demo))}\n{said}")
-    parsed = traffic.parse_weights((demo.state / WEIGHTS_FILE).read_text())
+    parsed = traffic.parse_document((demo.state / WEIGHTS_FILE).read_text())
     if parsed is None:
         raise StepFailed("mlmodel compose render wrote no weights document")
-    return str(traffic.weights(parsed[1]))
+    return str(traffic.weights(parsed[1].weights))
 
 
 def render_argv(demo: Demo) -> list[str]:

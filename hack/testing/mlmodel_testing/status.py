@@ -61,6 +61,18 @@ def router_digest(cluster: Cluster, namespace: str) -> str:
     return str(deployment["spec"]["template"]["metadata"]["annotations"][names.ANNOTATION_ROUTER_CONFIG])[:16]
 
 
+def router_pods(cluster: Cluster, namespace: str) -> list[str]:
+    """The router pods that serve: running and not being deleted (a pod of an earlier rollout can
+    linger a moment after nginx exited, with no address to reach)."""
+    selector = "app.kubernetes.io/component=router"
+    pods = cluster.get("pods", namespace=namespace, selector=selector)["items"]
+    return [
+        p["metadata"]["name"]
+        for p in pods
+        if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+    ]
+
+
 def event_messages(cluster: Cluster, namespace: str, reason: str, name: str = "iris") -> list[str]:
     """The messages of the Events with ``reason`` about ModelDeployment ``name``."""
     events = cluster.get("events", namespace=namespace, fields=f"reason={reason}")

@@ -1,4 +1,4 @@
-"""The router's Kubernetes objects: its weights ConfigMap (``traffic.weights_document``, updated in place),
+"""The router's Kubernetes objects: its weights ConfigMap (``traffic.routing_document``, updated in place),
 its config ConfigMap (the files ``traffic.router_config`` renders), its Deployment (nginx, from the router
 image) and, with several replicas, its PodDisruptionBudget.
 
@@ -40,7 +40,7 @@ def config_map(md: ModelDeployment, config: RouterConfig) -> Obj:
 
 
 def weights_map(md: ModelDeployment, document: str) -> Obj:
-    """The weights document, in one ConfigMap updated in place: a new pod starts with the latest weights."""
+    """The routing document, in one ConfigMap updated in place: a new pod starts with the latest routes."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

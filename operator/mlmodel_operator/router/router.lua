@@ -1,14 +1,22 @@
--- mlmodel router: live weights, metrics and shadow copies.
+-- mlmodel router: live routes, metrics and shadow copies.
 --
--- Weights: a weights document ("serial N", then "variant percent" lines in spec order) comes from the
--- operator's weights endpoint, long-polled from a timer, and from the mounted weights ConfigMap (read at
--- start, and again after every poll: kubelet refreshes it within a minute or so, which covers an operator
--- that cannot be reached). A document is taken only if its serial is higher than the one in effect, so
--- the two sources never move the weights back. A request's variant is the bucket its key (the sticky
--- header's value, or the request id) hashes to: contiguous buckets in spec order, so that when the
--- weights move only the keys in the buckets that moved change variant. A variant this configuration
--- has no Service for (it became ready after this pod's configuration was made) gets no bucket: the
--- others share its weight.
+-- Routes: a routing document ("serial N"; a "variant percent address" line a variant in spec order, address
+-- host:port of its Service or "-" if it is not ready; "mirror variant percent budget compare tolerance" if a
+-- mirror is set) comes from the operator's weights endpoint, long-polled from a timer, and from the mounted
+-- weights ConfigMap (read at start, and again after every poll: kubelet refreshes it within a minute or so,
+-- which covers an operator that cannot be reached). A document is taken only if its serial is higher than the
+-- one in effect, so the two sources never move the routes back. Nothing in it needs a reload: a weight moved,
+-- a variant added or removed, a mirror switched on all reach this pod as it runs, and its connections stay.
+-- A request's variant is the bucket its key (the sticky header's value, or the request id) hashes to:
+-- contiguous buckets in spec order, so that when the weights move only the keys in the buckets that moved
+-- change variant. A balancer sends it to its variant's Service, on connections kept alive per Service.
+--
+-- A Service this worker has never connected to is not routed to: before a document with a new address is
+-- taken, the worker connects to it (for up to REACH_SECONDS; a NetworkPolicy agent, or kube-proxy, admits a new
+-- address a moment after it appears), and a variant still out of reach then gets no bucket (the others share
+-- its weight) until a timer reaches it. Each poll tells the operator which serial this pod routes by and whether
+-- it reaches every address of it, and the operator waits for every router pod before it gives a new variant
+-- all traffic or deletes a variant's Service.
 --
 -- Without Kubernetes (Docker Compose) nothing tells the router which variants are ready: given a probe path,
 -- it asks each variant itself, after each read of the weights file (about every second), and routes only to
@@ -33,6 +41,7 @@
 -- go over it is skipped, an answer that would is not sent (the copy is counted uncompared), and a
 -- copy that no timer can take (too many pending) is skipped too.
 local M = {}
+local balancer = require("ngx.balancer")
 local dict = ngx.shared.mlmodel_metrics
 local BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
 local CLASSES = { "1xx", "2xx", "3xx", "4xx", "5xx" }
@@ -58,38 +67,75 @@ local COMPARED = {
 local BUCKETS_TOTAL = 10000
 -- Predicted labels counted per variant (X-Mlmodel-Predicted, the server's predicted.py): past them, "other".
 local MAX_LABELS = 64
-local WAIT = 20 -- seconds the operator may hold a poll before it answers with the same weights
-local labels, mirror, targets, follow = {}, nil, {}, {}
--- The weights in effect: their serial, {variant = percent}, the routable buckets ({variant, percent} in
--- spec order, only variants with a Service here and a weight), their percents' sum, and the header text.
+local WAIT = 20 -- seconds the operator may hold a poll before it answers with the same routes
+-- $mlmodel_variant when the override header names no variant it may pin, when it is sent but not allowed, and
+-- when no variant can take the request (traffic.py's UNKNOWN, FORBIDDEN and NONE).
+local UNKNOWN, FORBIDDEN, NONE = "?", "!", "-"
+local REACH_SECONDS = 1 -- how long a new address is tried before the document is taken without it
+local REACH_TIMEOUT = 200 -- ms: one connect to a new address
+local labels, follow, pod = {}, {}, "-"
+-- The routes in effect: their serial, {variant = percent} this pod routes by, the routable buckets ({variant,
+-- percent} in spec order, only variants reached and with a weight), their percents' sum, and the header text.
 local current = { serial = -1, weights = {}, buckets = {}, total = 0, text = "" }
-local order = {} -- the weights document in effect: {variant, percent} in spec order
+local order = {} -- the document in effect: {variant, percent} in spec order
+local targets = {} -- the document in effect: {variant = {host, port, key}} for those with an address
+local mirror = nil -- the document in effect: {variant, percent, budget, compare, tolerance}, or nil
+local reached = {} -- {"host:port" = true}: the addresses this worker has connected to
+local ready = false -- this worker has reached every address of a document once
 local healthy = nil -- with a probe: {variant = true} for those that answered it last time
 local silent = {} -- with a probe: {variant = probes in a row it did not answer in time}
 local failing = {} -- with a probe: {variant = why its last probe failed}, logged when it changes
 local SILENT = 3
 local PROBE_TIMEOUT = 2000 -- ms: the servers' readinessProbe.timeoutSeconds by default
 local pending = 0 -- bytes of bodies held by this worker for copies not yet sent
-local reached = false -- this worker has connected to every variant once
 
 local function parse(document)
     local serial = tonumber(string.match(document or "", "^serial (%d+)\n"))
     if not serial then
         return nil
     end
-    local order = {}
-    for name, percent in string.gmatch(document, "\n([%w%-]+) (%d+)") do
-        order[#order + 1] = { name, tonumber(percent) }
+    local parsed = { serial = serial, order = {}, targets = {} }
+    for line in string.gmatch(document, "[^\n]+") do
+        local name, percent, address = string.match(line, "^([%w%-]+) (%d+) (%S+)$")
+        local m = { string.match(line, "^mirror ([%w%-]+) (%d+) (%d+) (%a+) (%S+)$") }
+        if name then
+            parsed.order[#parsed.order + 1] = { name, tonumber(percent) }
+            local host, port = string.match(address, "^(.+):(%d+)$")
+            if host then
+                parsed.targets[name] = { host = host, port = tonumber(port), key = address }
+            end
+        elseif m[1] then
+            parsed.mirror = { variant = m[1], percent = tonumber(m[2]), budget = tonumber(m[3]),
+                compare = m[4] == "compare", tolerance = m[5] ~= "-" and m[5] or nil }
+        end
     end
-    return serial, order
+    return parsed
 end
 
--- Route by ``order`` (the weights document's serial ``serial``): over the variants this pod has a Service for
--- (and, with a probe, that answered it), in proportion to their weights.
+-- A variant this pod routes to: it has an address, and (with a probe) answered it, else this worker reached it.
 local function routable(name)
-    return targets[name] and (not healthy or healthy[name])
+    local target = targets[name]
+    if not target then
+        return false
+    end
+    if follow.probe then
+        return not healthy or healthy[name]
+    end
+    return reached[target.key]
 end
 
+-- Whether this worker reaches every address of the document in effect.
+local function reaches_all()
+    for _, target in pairs(targets) do
+        if not reached[target.key] then
+            return false
+        end
+    end
+    return true
+end
+
+-- Route by ``order`` (the document's serial ``serial``): over the variants this pod can route to, in proportion
+-- to their weights.
 local function route(serial)
     local weights, buckets, total, text = {}, {}, 0, {}
     for _, entry in ipairs(order) do
@@ -105,17 +151,74 @@ local function route(serial)
         text[#text + 1] = name .. "=" .. weights[name]
     end
     current = { serial = serial, weights = weights, buckets = buckets, total = total, text = table.concat(text, ",") }
+    ready = ready or reaches_all()
 end
 
--- Take ``document`` if it is newer than the weights in effect; from ``origin``, for the log.
+-- One connect to ``target``: true, and remembered, if it was accepted.
+local function reach(target)
+    if reached[target.key] then
+        return true
+    end
+    local sock = ngx.socket.tcp()
+    sock:settimeout(REACH_TIMEOUT)
+    local ok = sock:connect(target.host, target.port)
+    sock:close()
+    reached[target.key] = ok and true or nil
+    return reached[target.key]
+end
+
+-- Connect to every address of ``parsed`` not reached yet, until all are or ``seconds`` have passed.
+local function reach_all(parsed, seconds)
+    local deadline = ngx.now() + seconds
+    while true do
+        local missing = false
+        for _, target in pairs(parsed.targets) do
+            missing = not reach(target) or missing
+        end
+        if not missing or ngx.now() >= deadline or ngx.worker.exiting() then
+            return not missing
+        end
+        ngx.sleep(0.05)
+        ngx.update_time()
+    end
+end
+
+local report -- defined below: tell the operator which serial this pod routes by
+
+-- A timer: reach the addresses of the document in effect still out of reach, then route to them and say so.
+local function keep_reaching(premature, serial)
+    while not premature and not ngx.worker.exiting() and current.serial == serial do
+        if reach_all({ targets = targets }, 1) then
+            route(serial)
+            ngx.log(ngx.NOTICE, "routes ", serial, ": every address reached: ", current.text)
+            report()
+            return
+        end
+    end
+end
+
+-- Take ``document`` if it is newer than the routes in effect; from ``origin``, for the log.
 local function adopt(document, origin)
-    local serial, parsed = parse(document)
-    if not serial or serial <= current.serial then
+    local parsed = parse(document)
+    if not parsed or parsed.serial <= current.serial then
         return
     end
-    order = parsed
-    route(serial)
-    ngx.log(ngx.NOTICE, "weights ", serial, " from ", origin, ": ", current.text)
+    local all = true
+    if not follow.probe and ngx.get_phase() ~= "init" then -- no connection can be made at init
+        all = reach_all(parsed, REACH_SECONDS)
+        if parsed.serial <= current.serial then -- the other source's newer document was taken meanwhile
+            return
+        end
+    end
+    order, targets, mirror = parsed.order, parsed.targets, parsed.mirror
+    route(parsed.serial)
+    ngx.log(ngx.NOTICE, "routes ", parsed.serial, " from ", origin, ": ", current.text)
+    if not all and not follow.probe then
+        ngx.log(ngx.NOTICE, "routes ", parsed.serial, ": an address is out of reach; its variant gets no traffic")
+    end
+    if not all or (ngx.get_phase() == "init" and not follow.probe) then
+        return true -- addresses to reach
+    end
 end
 
 -- With a probe path: ask each variant for it (HTTP/1.0), and route again if the answers changed.
@@ -160,27 +263,36 @@ end
 local function read_file()
     local file = io.open(follow.file, "rb")
     if file then
-        adopt(file:read("*a"), "file")
+        local document = file:read("*a")
         file:close()
+        if adopt(document, "file") and ngx.get_phase() ~= "init" then
+            ngx.timer.at(0, keep_reaching, current.serial)
+        end
     end
 end
 
--- Called once at start: the ModelDeployment's name and config digest, the mirror ({variant, host, port,
--- budget, tolerance, compare}, or nil), the variants' Services ({variant = {host, port}}), and where the
--- weights come from ({file, source = {host, port, path} or nil}).
-function M.init(settings, shadow, upstreams, weights)
-    labels, mirror, targets, follow = settings, shadow, upstreams, weights
+-- Called once at start: the ModelDeployment's name, config digest and whether the override header is taken,
+-- and where the routes come from ({file, source = {host, port, path} or nil, probe = path or nil}).
+function M.init(settings, routes)
+    labels, follow = settings, routes
+    local hostname = io.open("/etc/hostname", "rb") -- the pod's name, in a pod: how the operator knows it
+    if hostname then
+        pod = string.match(hostname:read("*a") or "", "^[%w%.%-]+") or "-"
+        hostname:close()
+    end
     read_file()
 end
 
--- One long poll of the operator: true once it answered (with weights, or none for this ModelDeployment).
-local function poll()
+-- One long poll of the operator (held up to ``wait`` seconds while it has nothing newer): true once it answered
+-- (with routes, or none for this ModelDeployment), and whether the connection was refused.
+local function poll(wait)
     local source = follow.source
     local sock = ngx.socket.tcp()
-    sock:settimeouts(1000, 1000, (WAIT + 5) * 1000) -- connect, send, read (ms)
+    sock:settimeouts(1000, 1000, (wait + 5) * 1000) -- connect, send, read (ms)
     local ok, err = sock:connect(source.host, source.port)
     if ok then
-        ok, err = sock:send("GET " .. source.path .. "?serial=" .. current.serial .. "&wait=" .. WAIT
+        ok, err = sock:send("GET " .. source.path .. "?serial=" .. current.serial .. "&wait=" .. wait
+            .. "&pod=" .. pod .. "&reached=" .. (reaches_all() and 1 or 0)
             .. " HTTP/1.0\r\nHost: mlmodel-operator\r\n\r\n")
     end
     local line = ok and sock:receive("*l")
@@ -191,30 +303,32 @@ local function poll()
     local body = status == 200 and line == "" and sock:receive("*a")
     sock:close()
     if body then
-        adopt(body, "the operator")
+        if adopt(body, "the operator") then
+            ngx.timer.at(0, keep_reaching, current.serial)
+        end
     elseif status ~= 404 and err ~= "connection refused" then -- refused: a standby, or the operator restarting
-        ngx.log(ngx.WARN, "weights from the operator: ", err or ("HTTP " .. tostring(status)))
+        ngx.log(ngx.WARN, "routes from the operator: ", err or ("HTTP " .. tostring(status)))
     end
     return status == 200 or status == 404, err == "connection refused"
 end
 
--- Polls, and the file after each. The operator's Service also leads to standby replicas, which refuse the
+report = function()
+    if follow.source then
+        poll(0)
+    end
+end
+
+-- Polls the operator. Its Service also leads to standby replicas, which refuse the
 -- connection at once: a refused poll is tried again at once, up to QUICK times in a row (through the Service,
 -- the next one most likely reaches the leader; backing off there left a router without a poll at the leader
--- for seconds, and weights published meanwhile reached it late). Other failures, and refusals past QUICK (no
+-- for seconds, and routes published meanwhile reached it late). Other failures, and refusals past QUICK (no
 -- operator up), are tried again soon, then less and less often (up to every second).
 local QUICK = 8
 local function watch(premature)
     local failures, refusals = 0, 0
     while not premature and not ngx.worker.exiting() do
         local answered, refused = false, false
-        if follow.source then
-            answered, refused = poll()
-        end
-        read_file()
-        if follow.probe then
-            probe()
-        end
+        answered, refused = poll(WAIT)
         if answered then
             failures, refusals = 0, 0
         elseif refused and refusals < QUICK then
@@ -227,18 +341,37 @@ local function watch(premature)
     end
 end
 
--- init_worker: follow the weights from a timer, for as long as the worker runs.
-function M.follow()
-    local ok, err = ngx.timer.at(0, watch)
-    if not ok then
-        ngx.log(ngx.ERR, "cannot follow the weights: ", err)
+-- Reads the file every second, whatever the polls do (the operator may be out of reach, or hold a poll while it has
+-- no routes for this ModelDeployment: a new leader before its first pass); with a probe, probes after each read.
+local function read_every_second(premature)
+    while not premature and not ngx.worker.exiting() do
+        read_file()
+        if follow.probe then
+            probe()
+        end
+        ngx.sleep(1)
     end
 end
 
--- The variant for a request: the bucket of its sticky key, or of its request id; "-" if none has weight.
-function M.pick(sticky)
+-- init_worker: reach the addresses of the document read at start, and follow the routes from timers, for as
+-- long as the worker runs.
+function M.follow()
+    local ok, err = ngx.timer.at(0, read_every_second)
+    if ok and follow.source then
+        ok, err = ngx.timer.at(0, watch)
+    end
+    if ok and not follow.probe then
+        ok, err = ngx.timer.at(0, keep_reaching, current.serial)
+    end
+    if not ok then
+        ngx.log(ngx.ERR, "cannot follow the routes: ", err)
+    end
+end
+
+-- The pick by weight: the variant of the bucket of the sticky key, or of the request id; NONE if none has weight.
+local function pick(sticky)
     if current.total == 0 then
-        return "-"
+        return NONE
     end
     local key = (sticky and sticky ~= "") and sticky or ngx.var.request_id
     local point = ngx.crc32_long(key) % BUCKETS_TOTAL
@@ -252,16 +385,56 @@ function M.pick(sticky)
     return current.buckets[#current.buckets][1]
 end
 
+-- The variant for a request: the one the override header (``header``) pins, if it may, else the pick by weight;
+-- UNKNOWN, FORBIDDEN or NONE if it cannot have one. Its address goes with the request (ngx.ctx.target): new
+-- routes taken meanwhile do not move a request already routed.
+function M.choose(header, sticky)
+    local name
+    if header and header ~= "" then
+        if not labels.override then
+            return FORBIDDEN
+        end
+        local known = false -- a variant of the document, but not the mirror's (it gets copies only)
+        for _, entry in ipairs(order) do
+            known = known or entry[1] == header
+        end
+        if not known or (mirror and mirror.variant == header) then
+            return UNKNOWN
+        end
+        name = routable(header) and header or NONE
+    else
+        name = pick(sticky)
+    end
+    ngx.ctx.target = targets[name]
+    return name
+end
+
+-- Without a balancer (Docker Compose): the chosen variant's host:port, resolved by nginx.
+function M.address()
+    local target = ngx.ctx.target
+    return target and target.key or ""
+end
+
+-- The balancer: the chosen variant's Service.
+function M.balance()
+    local target = ngx.ctx.target
+    local ok, err = balancer.set_current_peer(target.host, target.port)
+    if not ok then
+        ngx.log(ngx.ERR, "cannot route to ", target.key, ": ", err)
+        return ngx.exit(502)
+    end
+end
+
 -- The weights this pod routes by, "stable=90,canary=10", for the response header.
 function M.weights()
     return current.text
 end
 
--- /ready: ready once this worker has connected to every variant's Service. A new router pod must not
--- get traffic before it can pass it on; a NetworkPolicy agent, say, admits a new pod's address a moment
--- after the pod starts. Once reached, it stays ready: a variant that goes down later is that variant's
--- 502s, not a router taken out of its Service. With a probe (Docker Compose), ready while a variant with
--- weight answers it: what `docker compose up --wait` waits for is a router that routes.
+-- /ready: ready once this worker has reached every address of its routes. A new router pod must not get
+-- traffic before it can pass it on; a NetworkPolicy agent, say, admits a new pod's address a moment after the
+-- pod starts. Once reached, it stays ready: a variant that goes down later is that variant's 502s, not a
+-- router taken out of its Service. With a probe (Docker Compose), ready while a variant with weight answers it:
+-- what `docker compose up --wait` waits for is a router that routes.
 function M.ready()
     ngx.header["Content-Type"] = "application/json"
     if follow.probe and (not healthy or current.total == 0) then
@@ -269,34 +442,29 @@ function M.ready()
         ngx.say(string.format('{"status":"no_variant","weights":"%s"}', current.text))
         return
     end
-    if not reached and not follow.probe then -- with a probe, an unreachable variant is just not routed to
+    if not ready and not follow.probe then -- with a probe, an unreachable variant is just not routed to
         for variant, target in pairs(targets) do
-            local sock = ngx.socket.tcp()
-            sock:settimeout(500)
-            local ok, err = sock:connect(target.host, target.port)
-            if not ok then
+            if not reached[target.key] then
                 ngx.status = 503
-                ngx.say(string.format('{"status":"unreachable","variant":"%s","error":"%s"}', variant, err))
+                ngx.say(string.format('{"status":"unreachable","variant":"%s","address":"%s"}', variant, target.key))
                 return
             end
-            sock:close()
         end
-        reached = true
     end
-    ngx.say(string.format('{"status":"ready","config":"%s"}', labels.config))
+    ngx.say(string.format('{"status":"ready","config":"%s","serial":%d}', labels.config, current.serial))
 end
 
 local function class(status)
     return string.sub(tostring(status), 1, 1) .. "xx"
 end
 
-local function mirrored(outcome)
-    dict:incr("mirrored\t" .. mirror.variant .. "\t" .. outcome, 1, 0)
+local function mirrored(to, outcome)
+    dict:incr("mirrored\t" .. to.variant .. "\t" .. outcome, 1, 0)
 end
 
--- A copy's comparison with the answer of ``primary`` ("rows=3;agreed=2;delta=0.1;le_0.01=2;…"), or nil.
-local function compared(primary, comparison)
-    local prefix = "shadow\t" .. mirror.variant .. "\t" .. primary .. "\t"
+-- A copy's comparison by the mirror ``to`` with the answer of ``primary`` ("rows=3;agreed=2;delta=0.1;…"), or nil.
+local function compared(to, primary, comparison)
+    local prefix = "shadow\t" .. to.variant .. "\t" .. primary .. "\t"
     if not comparison then
         dict:incr(prefix .. "uncompared", 1, 0)
         return
@@ -323,12 +491,12 @@ local function count_predicted(variant, predicted)
     end
 end
 
--- The body of the request, if it fits in what is left of the budget; false if it does not.
-local function body_within_budget()
+-- The body of the request, if it fits in what is left of ``budget``; false if it does not.
+local function body_within_budget(budget)
     ngx.req.read_body()
     local body = ngx.req.get_body_data()
     if body then
-        return pending + #body <= mirror.budget and body
+        return pending + #body <= budget and body
     end
     local path = ngx.req.get_body_file()
     if not path then
@@ -339,7 +507,7 @@ local function body_within_budget()
         return false
     end
     local size = file:seek("end")
-    if not size or pending + size > mirror.budget then
+    if not size or pending + size > budget then
         file:close()
         return false
     end
@@ -349,21 +517,28 @@ local function body_within_budget()
     return body
 end
 
--- The access phase of a request sampled for the mirror: keep what its copy needs, within the budget.
+-- The access phase of every request: if the mirror's sample (by the request id) takes it, keep what its copy
+-- needs, within the budget. A mirror not ready (no address) gets no copy.
 function M.capture()
-    local body = body_within_budget()
+    local to = mirror and targets[mirror.variant] and mirror
+    if not to or ngx.crc32_long(ngx.var.request_id .. "mirror") % BUCKETS_TOTAL >= to.percent * BUCKETS_TOTAL / 100 then
+        return
+    end
+    local body = body_within_budget(to.budget)
     if not body then
-        mirrored("skipped")
+        mirrored(to, "skipped")
         return
     end
     pending = pending + #body
     ngx.ctx.copy = {
+        mirror = to,
+        target = targets[to.variant],
         method = ngx.req.get_method(),
         uri = ngx.var.request_uri,
         headers = ngx.req.get_headers(100),
         request_id = ngx.var.mlmodel_request_id,
         body = body,
-        answer = mirror.compare ~= false and {} or nil, -- the primary's answer in chunks, while it fits the budget
+        answer = to.compare and {} or nil, -- the primary's answer in chunks, while it fits the budget
         held = 0,
     }
 end
@@ -375,7 +550,7 @@ function M.keep()
     if not copy or not copy.answer or chunk == "" then
         return
     end
-    if pending + #chunk > mirror.budget then
+    if pending + #chunk > copy.mirror.budget then
         pending = pending - copy.held
         copy.answer, copy.held = nil, 0
         return
@@ -389,11 +564,11 @@ end
 -- up): the status and the X-Mlmodel-Comparison header of the answer, whose body is read and dropped. A pooled
 -- connection that the server closed meanwhile fails before the status line: the request goes once more on a
 -- new one. No answer: nil.
-local function exchange(parts, sent)
+local function exchange(target, parts, sent)
     for _ = 1, 2 do
         local sock = ngx.socket.tcp()
         sock:settimeouts(1000, 10000, 120000) -- connect, send, read (ms)
-        local ok = sock:connect(mirror.host, mirror.port)
+        local ok = sock:connect(target.host, target.port)
         local reused = ok and sock:getreusedtimes() or 0
         ok = ok and sock:send(parts)
         local line = ok and sock:receive("*l")
@@ -434,7 +609,7 @@ local function send(premature, copy)
     local answer = copy.answer and table.concat(copy.answer) or ""
     local lines = {
         copy.method .. " " .. copy.uri .. " HTTP/1.1",
-        "Host: " .. mirror.host,
+        "Host: " .. copy.target.host,
         "Content-Length: " .. (#answer + #copy.body),
         "X-Request-Id: " .. copy.request_id,
     }
@@ -443,8 +618,8 @@ local function send(premature, copy)
         if copy.header_length then
             lines[#lines + 1] = "X-Mlmodel-Primary-Header-Length: " .. copy.header_length
         end
-        if mirror.tolerance then
-            lines[#lines + 1] = "X-Mlmodel-Tolerance: " .. mirror.tolerance
+        if copy.mirror.tolerance then
+            lines[#lines + 1] = "X-Mlmodel-Tolerance: " .. copy.mirror.tolerance
         end
     end
     for name, value in pairs(copy.headers) do
@@ -457,13 +632,13 @@ local function send(premature, copy)
     lines[#lines + 1] = "\r\n"
     local parts = { table.concat(lines, "\r\n"), answer, copy.body }
     copy.body, copy.answer, answer = nil, nil, nil
-    local status, comparison = exchange(parts, function()
+    local status, comparison = exchange(copy.target, parts, function()
         parts[1], parts[2], parts[3] = nil, nil, nil
         pending = pending - size -- sent, or given up within the connect and send timeouts
     end)
-    mirrored(status and class(status) or "5xx") -- no answer is counted as nginx would: a 5xx
-    if status == 200 and mirror.compare ~= false then
-        compared(copy.primary, comparison)
+    mirrored(copy.mirror, status and class(status) or "5xx") -- no answer is counted as nginx would: a 5xx
+    if status == 200 and copy.mirror.compare then
+        compared(copy.mirror, copy.primary, comparison)
     end
 end
 
@@ -479,7 +654,7 @@ function M.observe()
         copy.header_length = ngx.header["Inference-Header-Content-Length"]
         if not ngx.timer.at(0, send, copy) then
             pending = pending - #copy.body - copy.held
-            mirrored("skipped")
+            mirrored(copy.mirror, "skipped")
         end
     end
     local variant = ngx.var.mlmodel_variant

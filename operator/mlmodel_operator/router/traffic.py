@@ -1,14 +1,18 @@
 """How traffic is split across variants, and the router's nginx configuration. Pure: values in, text out.
 
 The router is nginx with the Lua module (Debian's nginx and libnginx-mod-http-lua: ``Dockerfile.router``).
-Native directives do most of the routing: ``map`` applies the override header, ``limit_req`` rate-limits,
-``split_clients`` samples the mirror's copies. The weights are live: they are not in the configuration but
-in a weights document (``weights_document``) that the router's Lua module (``router.lua``) follows without
-a reload: it long-polls the operator for it and re-reads the mounted weights ConfigMap, and takes the newer
-(by serial). It picks a variant by hashing the request id (or the sticky header's value) into contiguous
-buckets in spec order, so that when the weights move only the keys in the buckets that moved change variant.
-It also counts requests and upstream latency per variant for Prometheus, and sends the mirror's copies
-after the response, so that a slow shadow never holds up a client.
+Native directives do what never changes while the router runs: ``limit_req`` rate-limits, the error bodies
+are ``map``s. Everything a rollout moves is live instead: the routing document (``routing_document``) holds
+each variant's weight and Service address and the mirror, and the router's Lua module (``router.lua``)
+follows it without a reload: it long-polls the operator for it and re-reads the mounted weights ConfigMap,
+and takes the newer (by serial). So a weight moved, a variant added or removed, a mirror switched on all
+reach the running router pods within a second, and their pods (and a ``kubectl port-forward`` to one) stay.
+The configuration changes only with the spec's router settings (limits, sticky header, override), and a new
+one rolls the router's pods. The module picks a variant by hashing the request id (or the sticky header's
+value) into contiguous buckets in spec order, so that when the weights move only the keys in the buckets
+that moved change variant; a balancer sends the request to the variant's Service over a kept-alive
+connection. It also counts requests and upstream latency per variant for Prometheus, and sends the mirror's
+copies after the response, so that a slow shadow never holds up a client.
 """
 
 from __future__ import annotations
@@ -20,23 +24,23 @@ from dataclasses import dataclass
 from importlib import resources
 
 from mlmodel_operator import names
-from mlmodel_operator.spec import Mirror, ModelDeployment, Tolerance
+from mlmodel_operator.spec import ModelDeployment, Tolerance
 
 LUA_MODULE = "mlmodel_router"
 _LUA = f'require("{LUA_MODULE}")'
 LUA = resources.files("mlmodel_operator.router").joinpath("router.lua").read_text()
 _OBSERVE = f"log_by_lua_block {{ {_LUA}.observe() }}"
 NGINX_CONF = "nginx.conf"
-UNKNOWN = '"?"'  # $mlmodel_variant when the override header names no variant it may pin
-FORBIDDEN = '"!"'  # $mlmodel_variant when the override header is sent and allowOverride is false
-# Words that a map's source values must escape: a variant may be called "default".
-_MAP_KEYWORDS = frozenset({"default", "hostnames", "include", "volatile"})
-NONE = '"-"'  # $mlmodel_variant when no variant can take a request (not a DNS label, so never a variant's name)
+UPSTREAM = "mlmodel_variants"
+# $mlmodel_variant when the override header names no variant it may pin, when it is sent and allowOverride is
+# false, and when no variant can take a request: router.lua's choose() returns them (none is a DNS label, so
+# none is ever a variant's name).
+UNKNOWN, FORBIDDEN, NONE = '"?"', '"!"', '"-"'
 
 
 @dataclass(frozen=True)
 class Discovery:
-    """How a router with no Kubernetes around (Docker Compose) finds its variants: ``upstreams`` are host names,
+    """How a router with no Kubernetes around (Docker Compose) finds its variants: their addresses are host names,
     resolved at request time by ``resolver`` (so a recreated container's new address is followed), on ``port``;
     and it probes each variant's ``path`` itself, routing only to those that answer 200 (no endpoints to tell)."""
 
@@ -46,38 +50,85 @@ class Discovery:
 
 
 @dataclass(frozen=True)
+class MirrorRoute:
+    """The mirror as the routing document gives it: the variant that gets the copies, the share of requests
+    copied, a router worker's budget of held bytes, whether its server compares, and its tolerance (``None``:
+    the server's default)."""
+
+    variant: str
+    percent: int
+    budget: int
+    compare: bool = True
+    tolerance: str | None = None
+
+
+@dataclass(frozen=True)
+class Routes:
+    """What a router routes by, live: each variant's weight in percent and its address (``host:port`` of its
+    Service; ``None``: not ready, no traffic), in spec order; and the mirror, if one is set."""
+
+    weights: Mapping[str, int]
+    addresses: Mapping[str, str | None]
+    mirror: MirrorRoute | None = None
+
+
+@dataclass(frozen=True)
 class RouterConfig:
-    """The files of the router's ConfigMap and their digest (which names the ConfigMap), and the weights
-    in effect (not in the files: they go to the weights document)."""
+    """The files of the router's ConfigMap and their digest (which names the ConfigMap), and the routes in effect
+    (not in the files: they go to the routing document)."""
 
     files: Mapping[str, str]
     digest: str
-    weights: Mapping[str, int]
+    routes: Routes
+
+    @property
+    def weights(self) -> Mapping[str, int]:
+        return self.routes.weights
 
 
-def weights_document(applied: Mapping[str, int], serial: int) -> str:
-    """What the router reads its weights from: ``serial N`` (a router takes a document only if its serial
-    is higher than the one it has), then a ``variant percent`` line a variant, in spec order."""
-    return f"serial {serial}\n" + "".join(f"{name} {weight}\n" for name, weight in applied.items())
+def routing_document(routes: Routes, serial: int) -> str:
+    """What the router routes by: ``serial N`` (a router takes a document only if its serial is higher than
+    the one it has), a ``variant percent address`` line a variant in spec order (address ``-``: none), and
+    ``mirror variant percent budget compare|nocompare tolerance`` (tolerance ``-``: the server's) if one is set."""
+    lines = [f"serial {serial}"]
+    lines += [f"{name} {weight} {routes.addresses.get(name) or '-'}" for name, weight in routes.weights.items()]
+    m = routes.mirror
+    if m is not None:
+        compare = "compare" if m.compare else "nocompare"
+        lines.append(f"mirror {m.variant} {m.percent} {m.budget} {compare} {m.tolerance or '-'}")
+    return "\n".join(lines) + "\n"
 
 
-def parse_weights(document: str) -> tuple[int, dict[str, int]] | None:
-    """A weights document's serial and weights; ``None`` if it is not one."""
+def parse_document(document: str) -> tuple[int, Routes] | None:
+    """A routing document's serial and routes; ``None`` if it is not one."""
     lines = document.splitlines()
-    try:
-        key, serial = lines[0].split()
-        weights = {name: int(weight) for name, weight in (line.split() for line in lines[1:])}
-    except (IndexError, ValueError):
+    if not lines or len(lines[0].split()) != 2 or lines[0].split()[0] != "serial" or not lines[0].split()[1].isdigit():
         return None
-    return (int(serial), weights) if key == "serial" and serial.isdigit() else None
+    found: dict[str, int] = {}
+    addresses: dict[str, str | None] = {}
+    mirror = None
+    for line in lines[1:]:
+        fields = line.split()
+        try:
+            if len(fields) == 6 and fields[0] == "mirror":
+                tolerance = None if fields[5] == "-" else fields[5]
+                mirror = MirrorRoute(fields[1], int(fields[2]), int(fields[3]), fields[4] == "compare", tolerance)
+            elif len(fields) == 3:
+                found[fields[0]] = int(fields[1])
+                addresses[fields[0]] = None if fields[2] == "-" else fields[2]
+            else:
+                return None
+        except ValueError:
+            return None
+    return int(lines[0].split()[1]), Routes(found, addresses, mirror)
 
 
-def next_weights(applied: Mapping[str, int], live: str | None) -> str:
-    """The weights document to apply: the live one while it holds ``applied``, else one with the next serial."""
-    parsed = parse_weights(live) if live is not None else None
-    if parsed is not None and parsed[1] == dict(applied):
+def next_document(routes: Routes, live: str | None) -> str:
+    """The routing document to apply: the live one while it holds ``routes``, else one with the next serial."""
+    parsed = parse_document(live) if live is not None else None
+    if parsed is not None and parsed[1] == Routes(dict(routes.weights), dict(routes.addresses), routes.mirror):
         return str(live)
-    return weights_document(applied, parsed[0] + 1 if parsed is not None else 1)
+    return routing_document(routes, parsed[0] + 1 if parsed is not None else 1)
 
 
 def applied_weights(md: ModelDeployment, ready: Collection[str]) -> dict[str, int]:
@@ -110,6 +161,20 @@ def routing_note(md: ModelDeployment, applied: Mapping[str, int], via_router: bo
     return f"{how}: {weights(applied)}" + (f"; {'; '.join(held)}" if held else "")
 
 
+def routes(md: ModelDeployment, upstreams: Mapping[str, str], port: int = names.SERVICE_PORT) -> Routes:
+    """``md``'s routes, given the addresses of its ready variants' Services (on ``port``): a variant missing
+    from ``upstreams`` is not ready, and gets no weight and no address."""
+    addresses = {v.name: f"{_host(upstreams[v.name])}:{port}" if v.name in upstreams else None for v in md.variants}
+    m = md.routing.mirror
+    mirror = None
+    if m is not None:
+        tolerance = None
+        if m.tolerance != Tolerance():
+            tolerance = f"absolute={m.tolerance.absolute:g},relative={m.tolerance.relative:g}"
+        mirror = MirrorRoute(m.variant, m.percent, m.buffer_bytes, m.compare, tolerance)
+    return Routes(applied_weights(md, upstreams), addresses, mirror)
+
+
 def router_config(
     md: ModelDeployment,
     upstreams: Mapping[str, str],
@@ -119,31 +184,28 @@ def router_config(
     source: tuple[str, int] | None = None,
     discovery: Discovery | None = None,
 ) -> RouterConfig:
-    """The router's files for ``md``, given the ClusterIPs of the ready variants' Services (with ``discovery``:
-    every variant's host name, readiness being the router's own).
+    """The router's files for ``md``, and its routes given the ClusterIPs of the ready variants' Services (with
+    ``discovery``: every variant's host name, readiness being the router's own).
 
-    A variant missing from ``upstreams`` is not ready: it gets no weight, and a request pinned to it
-    gets a 503. nginx reads its files from ``config_dir``, its weights from ``weights_dir`` and from
-    ``source`` (the operator's weights endpoint, address and port; ``None``: the file only), and writes
-    only to ``run_dir`` (the pod's root filesystem is read-only). The digest covers every file, so a new
-    configuration is a new ConfigMap and a new pod template: the rollout is the reload. The weights are
-    not in it: a change of weights alone reaches the running pods.
+    nginx reads its files from ``config_dir``, its routing document from ``weights_dir`` and from ``source``
+    (the operator's weights endpoint, address and port; ``None``: the file only), and writes only to
+    ``run_dir`` (the pod's root filesystem is read-only). The digest covers every file, so a new configuration
+    is a new ConfigMap and a new pod template: the rollout is the reload. The routes are not in it: which
+    variants there are, their weights, addresses and mirror all reach the running pods.
     """
-    applied = applied_weights(md, upstreams)
-    body = _nginx(md, upstreams, (config_dir, run_dir, weights_dir), source, discovery)
+    port = names.SERVICE_PORT if discovery is None else discovery.port
+    body = _nginx(md, (config_dir, run_dir, weights_dir), source, discovery)
     digest = hashlib.sha256((body + LUA).encode()).hexdigest()
     conf = f"# config {digest[:16]}\n" + body.replace("@DIGEST@", digest[:16])
-    return RouterConfig({NGINX_CONF: conf, f"{LUA_MODULE}.lua": LUA}, digest, applied)
+    return RouterConfig({NGINX_CONF: conf, f"{LUA_MODULE}.lua": LUA}, digest, routes(md, upstreams, port))
 
 
 def _nginx(
     md: ModelDeployment,
-    upstreams: Mapping[str, str],
     dirs: tuple[str, str, str],
     source: tuple[str, int] | None,
     discovery: Discovery | None,
 ) -> str:
-    mirror = md.routing.mirror if md.routing.mirror and md.routing.mirror.variant in upstreams else None
     run_dir = dirs[1]
     lines = [
         f"# The router of ModelDeployment {md.namespace}/{md.name}, rendered by {names.FIELD_MANAGER}. Do not edit.",
@@ -151,23 +213,14 @@ def _nginx(
         "include /etc/nginx/modules-enabled/*.conf;",
         "worker_processes 1;  # one event loop per pod is thousands of requests per second: scale with replicas",
         f"pid {run_dir}/nginx.pid;",
-        "error_log stderr notice;  # its notices too: each change of the weights and of the variants answering",
+        "error_log stderr notice;  # its notices too: each change of the routes and of the variants answering",
         "events { worker_connections 4096; }",
         "http {",
-        *_http_settings(
-            md,
-            upstreams,
-            dirs,
-            source,
-            (mirror.variant, upstreams[mirror.variant]) if mirror else None,
-            discovery,
-        ),
+        *_http_settings(md, dirs, source, discovery),
         *_error_maps(md),
-        *_choice(md, upstreams),
-        *_upstreams(md, upstreams, discovery),
+        *_upstream(discovery),
         *_rate_limit_zone(md),
-        *(_split("${request_id}mirror", "$mlmodel_mirror", [(mirror.variant, mirror.percent)], '""') if mirror else []),
-        *_data_server(md, mirror, resolved=discovery is not None),
+        *_data_server(md, resolved=discovery is not None),
         "    server {",
         f"        listen {names.ROUTER_ADMIN_PORT};",
         "        access_log off;",
@@ -179,29 +232,28 @@ def _nginx(
     return "\n".join(lines) + "\n"
 
 
-def _upstreams(md: ModelDeployment, upstreams: Mapping[str, str], discovery: Discovery | None) -> list[str]:
-    """Where each variant's requests go: an ``upstream`` a Service, kept alive; with ``discovery``, the host a
-    variant (``$mlmodel_upstream``), which nginx resolves at request time."""
+def _upstream(discovery: Discovery | None) -> list[str]:
+    """Where requests go: in a cluster, one ``upstream`` whose balancer picks the chosen variant's Service, kept
+    alive; with ``discovery``, ``$mlmodel_upstream`` (the variant's host), which nginx resolves at request time."""
     if discovery is not None:
-        hosts = " ".join(f"{_map_key(name)} {_host(host)}:{discovery.port};" for name, host in upstreams.items())
-        return [f'    map $mlmodel_variant $mlmodel_upstream {{ {hosts} default "-"; }}']
+        return []
     return [
-        f"    upstream {_upstream(name)} {{ server {_host(ip)}:{names.SERVICE_PORT}; keepalive 32; "
-        f"keepalive_timeout 60s; }}  # Service {names.child(md.name, name)}"
-        for name, ip in upstreams.items()
+        f"    upstream {UPSTREAM} {{",
+        "        server 0.0.0.1:1;  # never used: the balancer sets the chosen variant's Service as the peer",
+        f"        balancer_by_lua_block {{ {_LUA}.balance() }}",
+        "        keepalive 64;  # per worker, over every variant's Service: each its own connections",
+        "        keepalive_timeout 60s;",
+        "    }",
     ]
 
 
 def _http_settings(
     md: ModelDeployment,
-    upstreams: Mapping[str, str],
     dirs: tuple[str, str, str],
     source: tuple[str, int] | None,
-    mirror: tuple[str, str] | None,
     discovery: Discovery | None,
 ) -> list[str]:
     config_dir, run_dir, weights_dir = dirs
-    port = names.SERVICE_PORT if discovery is None else discovery.port
     log = {
         "time": "$time_iso8601",
         "status": "$status",
@@ -215,25 +267,13 @@ def _http_settings(
         "client": "$remote_addr",
         "config": "@DIGEST@",
     }
-    targets = _lua_table({name: {"host": _host(ip), "port": port} for name, ip in upstreams.items()})
-    shadow = "nil"
-    if mirror is not None:
-        variant, ip = mirror
-        settings: dict[str, object] = {"variant": variant, "host": _host(ip), "port": port}
-        if md.routing.mirror:
-            m = md.routing.mirror
-            settings["budget"] = m.buffer_bytes
-            if m.tolerance != Tolerance():
-                settings["tolerance"] = f"absolute={m.tolerance.absolute:g},relative={m.tolerance.relative:g}"
-            if not m.compare:
-                settings["compare"] = False
-        shadow = _lua_table(settings)
-    weights: dict[str, object] = {"file": f"{weights_dir}/{names.ROUTER_WEIGHTS_FILE}"}
+    settings: dict[str, object] = {"model": md.name, "config": "@DIGEST@", "override": md.routing.allow_override}
+    follow: dict[str, object] = {"file": f"{weights_dir}/{names.ROUTER_WEIGHTS_FILE}"}
     if source is not None:
         path = f"{names.WEIGHTS_PATH}/{md.namespace}/{md.name}"
-        weights["source"] = {"host": _host(source[0]), "port": source[1], "path": path}
+        follow["source"] = {"host": _host(source[0]), "port": source[1], "path": path}
     if discovery is not None:
-        weights["probe"] = discovery.path
+        follow["probe"] = discovery.path
     return [
         "    server_tokens off;",
         "    default_type application/json;",
@@ -249,8 +289,7 @@ def _http_settings(
         f'    lua_package_path "{config_dir}/?.lua;;";',
         "    lua_shared_dict mlmodel_metrics 4m;",
         "    lua_socket_log_errors off;  # the weights poll logs its own failures, and none for a standby's refusal",
-        f"    init_by_lua_block {{ {_LUA}.init({_lua_table({'model': md.name, 'config': '@DIGEST@'})}, "
-        f"{shadow}, {targets}, {_lua_table(weights)}) }}",
+        f"    init_by_lua_block {{ {_LUA}.init({_lua_table(settings)}, {_lua_table(follow)}) }}",
         f"    init_worker_by_lua_block {{ {_LUA}.follow() }}",
         f"    log_format mlmodel escape=json {_quoted(log)};",
         "    access_log /dev/stdout mlmodel buffer=64k flush=1s;",
@@ -266,7 +305,7 @@ def _rate_limit_zone(md: ModelDeployment) -> list[str]:
     return [f"    limit_req_zone $binary_remote_addr zone=mlmodel_rate:10m rate={limit.requests_per_second}r/s;"]
 
 
-def _data_server(md: ModelDeployment, mirror: Mirror | None, resolved: bool) -> list[str]:
+def _data_server(md: ModelDeployment, resolved: bool) -> list[str]:
     """Port 8080, behind the entry Service: refuse what must be refused, then proxy to the chosen variant."""
     r = md.routing
     location = [
@@ -285,15 +324,12 @@ def _data_server(md: ModelDeployment, mirror: Mirror | None, resolved: bool) -> 
         if r.allow_override
         else f"            if ($mlmodel_variant = {FORBIDDEN}) {{ return 403 $mlmodel_override_forbidden; }}",
         f"            if ($mlmodel_variant = {NONE}) {{ return 503 $mlmodel_no_variant; }}",
-        *(
-            [f'            access_by_lua_block {{ if ngx.var.mlmodel_mirror ~= "" then {_LUA}.capture() end }}']
-            if mirror
-            else []
-        ),
-        *([f"            body_filter_by_lua_block {{ {_LUA}.keep() }}"] if mirror and mirror.compare else []),
+        # The mirror's sample (and, if its server compares, the primary's answer) is kept for its copy.
+        f"            access_by_lua_block {{ {_LUA}.capture() }}",
+        f"            body_filter_by_lua_block {{ {_LUA}.keep() }}",
         "            proxy_pass http://$mlmodel_upstream;"
         if resolved
-        else "            proxy_pass http://mlmodel_$mlmodel_variant;",
+        else f"            proxy_pass http://{UPSTREAM};",
         f"            {_OBSERVE}",
     ]
     return [
@@ -301,8 +337,12 @@ def _data_server(md: ModelDeployment, mirror: Mirror | None, resolved: bool) -> 
         f"        listen {names.ROUTER_PORT};",
         f"        add_header {names.HEADER_ROUTER_CONFIG} @DIGEST@ always;",
         f"        add_header {names.HEADER_ROUTER_WEIGHTS} $mlmodel_weights always;",
+        # The variant: the one the override header pins, else the pick by weight (the sticky key's bucket, else
+        # the request id's); or UNKNOWN, FORBIDDEN or NONE. Its address is kept for the balancer.
+        f"        set_by_lua_block $mlmodel_variant {{ return {_LUA}.choose(ngx.var.http_x_model_variant, "
+        f"{_sticky_key(md)}) }}",
+        *([f"        set_by_lua_block $mlmodel_upstream {{ return {_LUA}.address() }}"] if resolved else []),
         f"        set_by_lua_block $mlmodel_weights {{ return {_LUA}.weights() }}",
-        f"        set_by_lua_block $mlmodel_weighted {{ return {_LUA}.pick({_sticky_key(md)}) }}",
         "        error_page 413 = @too_large;",
         "        error_page 429 = @rate_limited;",
         "        error_page 502 504 = @upstream_failed;",
@@ -322,33 +362,6 @@ def _sticky_key(md: ModelDeployment) -> str:
     """The Lua expression of a request's sticky key: the sticky header's value (``nil`` without one)."""
     header = md.routing.sticky_header
     return f"ngx.var.http_{header.lower().replace('-', '_')}" if header else "nil"
-
-
-def _choice(md: ModelDeployment, upstreams: Mapping[str, str]) -> list[str]:
-    """``$mlmodel_variant``: the pinned variant, else the pick by weight (``$mlmodel_weighted``, set by the
-    Lua module in the data server: the sticky key's bucket, else the request id's; ``NONE`` when no
-    variant has weight)."""
-    r = md.routing
-    if not r.allow_override:
-        return [f'    map $http_x_model_variant $mlmodel_variant {{ "" $mlmodel_weighted; default {FORBIDDEN}; }}']
-    shadow = r.mirror.variant if r.mirror else None  # it gets copies only, never a request of its own
-    pinned = " ".join(
-        f"{_map_key(v.name)} {v.name if v.name in upstreams else NONE};" for v in md.variants if v.name != shadow
-    )
-    return [f'    map $http_x_model_variant $mlmodel_variant {{ "" $mlmodel_weighted; {pinned} default {UNKNOWN}; }}']
-
-
-def _map_key(name: str) -> str:
-    """A variant's name as a ``map`` source value: the map's own keywords escaped."""
-    return f"\\{name}" if name in _MAP_KEYWORDS else name
-
-
-def _split(key: str, variable: str, shares: list[tuple[str, int]], default: str) -> list[str]:
-    """A ``split_clients`` on ``key`` (the mirror's sample): MurmurHash2 into buckets."""
-    parts = [f"{percent}% {name};" for name, percent in shares]
-    if sum(percent for _, percent in shares) < 100:
-        parts.append(f"* {default};")
-    return [f'    split_clients "{key}" {variable} {{ {" ".join(parts)} }}']
 
 
 def _error_maps(md: ModelDeployment) -> list[str]:
@@ -383,10 +396,6 @@ def _proxy(indent: str) -> list[str]:
         f"{indent}proxy_send_timeout 30s;",
         f"{indent}proxy_read_timeout 120s;",
     ]
-
-
-def _upstream(variant: str) -> str:
-    return f"mlmodel_{variant}"
 
 
 def _host(ip: str) -> str:

@@ -66,7 +66,7 @@ def test_create_update_remove_variant_and_garbage_collection(
     (config,) = children(kubectl, namespace, "configmaps") - {names.router_weights("iris")}
     assert config.startswith("iris-router-")
     weights = kubectl.read("configmap", names.router_weights("iris"), namespace)
-    assert weights["data"]["weights"] == "serial 1\nstable 0\ncanary 0\n"  # no pod is ready here
+    assert weights["data"]["weights"] == "serial 1\nstable 0 -\ncanary 0 -\n"  # no pod is ready here: no address
     # The router's budget, and stable's (2 replicas); canary runs one pod, and a budget would block drains.
     assert children(kubectl, namespace, "poddisruptionbudgets") == {"iris-router", "iris-stable"}
     status = eventually(lambda: (kubectl.get("modeldeployment", "iris", namespace) or {}).get("status"), "status")
@@ -260,7 +260,7 @@ def desired(body: dict[str, Any], since: str = "") -> dict[tuple[str, str], dict
     settings = config.parse([])
     parsed = spec.parse(body, default_image=settings.server_image, defaults=settings.defaults)
     routed = traffic.router_config(parsed, {})
-    router = objects.children(parsed, routed, traffic.weights_document(routed.weights, 1), ROUTER_ABSENT)
+    router = objects.children(parsed, routed, traffic.routing_document(routed.routes, 1), ROUTER_ABSENT)
     assert settings.access is not None
     policies = netpol.network_policies(parsed, settings.access, behind_router=True)
     wanted = [*render.variant_children(parsed), *router, *policies, render.entry_service(parsed, None, since)]
