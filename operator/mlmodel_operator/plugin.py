@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--watch", "-w", action="store_true", help=f"show it again every {WATCH_SECONDS:g} s until interrupted"
     )
     command("promote", "end the pause under way (--full: skip every step left)").add_argument(
-        "--full", action="store_true", help="promote now: skip every step left, and the analysis"
+        "--full", action="store_true", help="promote once its pods are ready: skip every step left, and the analysis"
     )
     command("abort", "send all traffic back to the stable revision")
     command("retry", "roll an aborted revision out again from step 1")
