@@ -104,7 +104,8 @@ def reconcile(
     stale = _stale(run)
     since = _entry(run, routed, observed, stale, now)
     wake = _prune(run, routed, stale, status.seconds_between(since, now))
-    routing = status.Routing(routed.weights, routed.router, via_router=routed.target is None and routed.arrived)
+    via_router = routed.target is None and routed.arrived
+    routing = status.Routing(routed.weights, routed.router, via_router, routed.caught_up)
     conditions = previous.get("conditions") or []
     return Outcome(
         status.compute(md, observed, conditions, now, routing, run.problems),

@@ -106,6 +106,7 @@ class Routing:
     weights: Mapping[str, int]
     router: Observed | None = None  # None: the entry Service selects a variant's pods itself
     via_router: bool = False  # the entry Service selects the router's pods
+    caught_up: bool = True  # every router pod routes by these weights, reaching every ready variant's Service
 
 
 def observe(
@@ -229,10 +230,14 @@ def compute(
         text = "; ".join(f"{_label(o)}: {o.ready}/{o.desired} replicas ready" for o in waiting)
         ready = (False, "Waiting", text + held)
         degraded = (False, "NoFailures", "no variant reports a failure")
-    elif routing.router is not None and not routing.router.rolled_out and not _was_ready(previous):
+    elif (
+        routing.router is not None
+        and not (routing.router.rolled_out and routing.caught_up)
+        and not _was_ready(previous)
+    ):
         # Ready only once every router pod routes to the ready variants; once Ready, a new split
         # rolling out keeps it (the old router pods serve meanwhile).
-        ready = (False, "Waiting", "the router is rolling out a configuration with every variant ready")
+        ready = (False, "Waiting", "the router's pods do not route to every ready variant yet")
         degraded = (False, "NoFailures", "no variant reports a failure")
     else:
         ready = (True, "AllVariantsReady", f"{len(observed)} variant(s) ready")

@@ -168,6 +168,23 @@ def test_a_router_rolling_out_new_weights_is_progressing() -> None:
         assert _conditions(first)["Ready"] == ("False", "Waiting")
 
 
+def test_ready_waits_for_every_router_pod_to_route_to_the_ready_variants_the_first_time_only() -> None:
+    """Router pods that have not yet reported the routes with every ready variant (a kube-proxy slow to admit a new
+    Service: they route by the routes before it) keep a new ModelDeployment from Ready; a weight change later,
+    which they take within a second, does not take Ready away, nor make it progress."""
+    md = parsed()
+    variants = [ready("stable", 2), ready("canary", 1)]
+    behind = dataclasses.replace(routed(), caught_up=False)
+    first = status.compute(md, variants, [], NOW, behind)
+    assert _conditions(first)["Ready"] == ("False", "Waiting")
+    assert "the router's pods do not route to every ready variant yet" in first["conditions"][0]["message"]
+    st = status.compute(md, variants, first["conditions"], NOW, routed())
+    assert _conditions(st)["Ready"] == ("True", "AllVariantsReady")
+    later = status.compute(md, variants, st["conditions"], NOW, behind)
+    assert _conditions(later)["Ready"] == ("True", "AllVariantsReady")
+    assert _conditions(later)["Progressing"] == ("False", "RolloutComplete")
+
+
 def test_a_router_pod_that_is_still_terminating_keeps_the_rollout_going() -> None:
     deployment = {
         "spec": {"replicas": 2},
