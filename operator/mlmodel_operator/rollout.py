@@ -322,6 +322,7 @@ def _advance(
         return state, 1.0, None
     ready, failure = observed.get(name(canary), (0, None))
     serves = bool(ready and observed.get(ROUTER, (1, None))[0])  # it answers, and every router pod reaches it
+    waiting = f"every router pod to reach revision {canary}" if ready else f"revision {canary} to be ready"
 
     def abort(message: str) -> tuple[State, None, None]:
         mark(canary, ABORTED)
@@ -360,7 +361,7 @@ def _advance(
             break
         routed = step.shadow is not None or step.set_weight is not None  # the canary must serve, through the router
         if routed and not serves:
-            state = replace(state, message=f"{label}: waiting for revision {canary} to be ready")
+            state = replace(state, message=f"{label}: waiting for {waiting}")
             break
         if step.shadow is not None:
             shadow = step.shadow
@@ -404,7 +405,7 @@ def _advance(
     else:
         # promote --full, or steps with no weight: not before it can serve (if it runs pods at all)
         if render.least_replicas(md.variants[0]) > 0 and not serves:
-            state = replace(state, message=f"promoting: waiting for revision {canary} to be ready", phase=PROGRESSING)
+            state = replace(state, message=f"promoting: waiting for {waiting}", phase=PROGRESSING)
             return state, None, baseline
         mark(canary, PROMOTED)
         message = f"revision {canary} promoted: it serves all traffic; revision {state.stable} stays up"

@@ -76,7 +76,11 @@ def test_a_new_model_goes_through_the_steps_is_promoted_and_the_previous_revisio
     assert served(started) == {"r1": 100, "r2": 0} and started.wake == 1.0
     assert passes.status["rollout"]["canaryRevision"] == 2 and promoted(passes.status) == "False"
     waiting = passes.run(V2, 6, {"r1": (2, None), "r2": (0, None)})
-    assert served(waiting) == {"r1": 100, "r2": 0} and "waiting for revision 2" in waiting.state.message
+    assert served(waiting) == {"r1": 100, "r2": 0} and "waiting for revision 2 to be ready" in waiting.state.message
+    # Ready, but a router pod has not reported routes that reach it yet: the step waits, and says for what.
+    unreached = passes.run(V2, 6, {"r1": (2, None), "r2": (1, None), rollout.ROUTER: (0, None)})
+    assert served(unreached) == {"r1": 100, "r2": 0}
+    assert unreached.state.message == "step 1/3: waiting for every router pod to reach revision 2"
     stepped = passes.run(V2, 7, {"r1": (2, None), "r2": (1, None)})
     assert served(stepped) == {"r1": 80, "r2": 20}
     assert passes.status["rollout"]["phase"] == "Paused" and stepped.wake == 10.0

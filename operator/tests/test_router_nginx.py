@@ -786,7 +786,7 @@ def test_variants_come_and_go_and_a_mirror_switches_on_live_with_no_reload_and_n
     with (
         _variants(("stable", LIVE_STABLE), ("canary", LIVE_CANARY)) as handlers,
         _endpoint(board) as port,
-        _nginx(tmp_path, parsed(variants=TWO), {"stable": LIVE_STABLE}, ("127.0.0.1", port)) as (base, _),
+        _nginx(tmp_path, parsed(variants=TWO), {"stable": LIVE_STABLE}, ("127.0.0.1", port)) as (base, metrics),
     ):
         assert _call(_connection(base))[0] == 200
         before = _workers(tmp_path)
@@ -799,10 +799,12 @@ def test_variants_come_and_go_and_a_mirror_switches_on_live_with_no_reload_and_n
             board.publish(owner, _document({"stable": 0, "canary": 50, "v3": 50}, 4))
             assert _in_effect(base, "stable=0,canary=100,v3=0") < 2.0
             _reported(board, owner, (4, False))
+            assert _unreached(metrics) == 1
             with _variants(("v3", LIVE_THIRD)) as third:
                 assert _in_effect(base, "stable=0,canary=50,v3=50") < 2.0
                 assert abs(_split(base, 200)["v3"] - 100) <= 30
                 _reported(board, owner, (4, True))  # at once, not at its next poll
+                assert _unreached(metrics) == 0
                 board.publish(owner, _document({"canary": 50, "v3": 50}, 5))  # stable removed
                 assert _in_effect(base, "canary=50,v3=50") < 2.0
                 stable_seen = len(handlers["stable"].received)
@@ -842,6 +844,14 @@ def _calling(base: str) -> Iterator[list[int]]:
     finally:
         stop.set()
         caller.join(10)
+
+
+def _unreached(metrics: str) -> int:
+    """The router's gauge of the addresses in its routes it has not reached."""
+    with urllib.request.urlopen(metrics, timeout=5) as r:
+        found = re.search(r'mlmodel_router_addresses_unreached\{model="iris"\} (\d+)', r.read().decode())
+    assert found is not None
+    return int(found[1])
 
 
 def _reported(board: weights.Board, owner: tuple[str, str], report: tuple[int, bool]) -> None:

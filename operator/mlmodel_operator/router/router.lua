@@ -124,14 +124,17 @@ local function routable(name)
     return reached[target.key]
 end
 
--- Whether this worker reaches every address of the document in effect.
-local function reaches_all()
+-- How many addresses of the document in effect this worker has not reached (their variants get no traffic).
+local function unreached()
+    local count = 0
     for _, target in pairs(targets) do
-        if not reached[target.key] then
-            return false
-        end
+        count = count + (reached[target.key] and 0 or 1)
     end
-    return true
+    return count
+end
+
+local function reaches_all()
+    return unreached() == 0
 end
 
 -- Route by ``order`` (the document's serial ``serial``): over the variants this pod can route to, in proportion
@@ -778,6 +781,9 @@ function M.render()
         "# HELP mlmodel_router_weights_serial The serial of the weights in effect.",
         "# TYPE mlmodel_router_weights_serial gauge",
         string.format('mlmodel_router_weights_serial{model="%s"} %d', labels.model, current.serial),
+        "# HELP mlmodel_router_addresses_unreached Variants' Service addresses in the routes this pod has not reached.",
+        "# TYPE mlmodel_router_addresses_unreached gauge",
+        string.format('mlmodel_router_addresses_unreached{model="%s"} %d', labels.model, unreached()),
         "# HELP mlmodel_router_weight Applied traffic weight of a variant, in percent.",
         "# TYPE mlmodel_router_weight gauge",
     }
