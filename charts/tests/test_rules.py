@@ -40,7 +40,7 @@ def promtool(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_check_rules(workdir: Path) -> None:
     result = promtool(workdir, "check", "rules", "rules.yaml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 8 rules found" in result.stdout, result.stdout
+    assert "SUCCESS: 9 rules found" in result.stdout, result.stdout
 
 
 def test_unit_tests_pass(workdir: Path) -> None:
