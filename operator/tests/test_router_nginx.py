@@ -880,6 +880,7 @@ def test_without_kubernetes_the_router_probes_the_variants_and_routes_only_to_th
         for _ in range(3):  # three probes more at least (one a second): none answered
             assert _ready(metrics) == unanswered
             time.sleep(1)
+        assert _unreached(metrics) == 0  # with a probe, the probe decides: nothing counts as out of reach
         with _variants(("stable", LIVE_STABLE)):
             _until_ready(metrics, 2.0)
             assert _in_effect(base, "stable=100,canary=0") < 2.0

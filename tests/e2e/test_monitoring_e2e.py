@@ -128,7 +128,7 @@ def test_dashboard_and_alerts_have_data_for_every_variant(
     # The alerts load and evaluate without error, and none fires on a healthy ModelDeployment.
     loaded = json.loads(get(f"{prometheus}/api/v1/rules"))["data"]["groups"]
     states = {r["name"]: (r["health"], r["state"]) for g in loaded for r in g["rules"]}
-    assert len(states) == 8 and all(health == "ok" for health, _ in states.values()), states
+    assert len(states) == 9 and all(health == "ok" for health, _ in states.values()), states
     # Other tests' ModelDeployments may fire alerts meanwhile (the suite runs side by side): this namespace's only.
     firing = query(prometheus, f'ALERTS{{alertstate="firing",namespace="{namespace}"}}')
     assert all(a["metric"].get("name") == "broken" for a in firing), firing

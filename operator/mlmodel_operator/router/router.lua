@@ -124,8 +124,12 @@ local function routable(name)
     return reached[target.key]
 end
 
--- How many addresses of the document in effect this worker has not reached (their variants get no traffic).
+-- How many addresses of the document in effect this worker has not reached (their variants get no traffic). With a
+-- probe, none: whether a variant is routed to is whether it answers the probe, not whether it was reached once.
 local function unreached()
+    if follow.probe then
+        return 0
+    end
     local count = 0
     for _, target in pairs(targets) do
         count = count + (reached[target.key] and 0 or 1)
