@@ -67,7 +67,7 @@ def project(md: ModelDeployment, options: Options, live: str | None = None, aler
     _refuse(md)
     hosts = {v.name: names.child(md.name, v.name) for v in md.variants}
     config = traffic.router_config(md, hosts, discovery=traffic.Discovery(resolver=DOCKER_DNS))
-    weights = traffic.next_document(config.routes, live)
+    _, weights = traffic.next_document(config.routes, live)
     files = {
         **{f"{ROUTER_DIR}/{name}": text for name, text in config.files.items()},
         WEIGHTS_FILE: weights,

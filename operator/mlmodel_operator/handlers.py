@@ -64,9 +64,13 @@ class Watched:
     triggers: dict[str, str] = field(default_factory=dict)  # uid -> why it is queued
     passes: liveness.Progress = field(default_factory=liveness.Progress)
     watches: dict[str, liveness.Progress] = field(default_factory=dict)
-    board: weights.Board = field(default_factory=weights.Board)  # the routers' routes, for the weights endpoint
+    board: weights.Board = field(init=False)  # the routers' routes, for the weights endpoint
     source: tuple[str, int] | None = None  # where routers reach the weights endpoint (resolved at start)
     endpoint: http.server.ThreadingHTTPServer | None = None
+
+    def __post_init__(self) -> None:
+        # A router pod's report that brings it up to date is a change too: a pass may now delete what it left.
+        self.board = weights.Board(listener=functools.partial(_changed, self))
 
     def enqueue(self, uid: str, trigger: str, delay: float = 0.0) -> None:
         self.triggers[uid] = trigger
@@ -92,8 +96,6 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # kopf copies the operator's memo into each object's: every object's memo shares this one. Its
     # ``config`` holds the settings, parsed once by whoever runs the operator (``__main__``, a test).
     watched = memo.watched = Watched(memo.config)
-    # A router pod's report that brings it up to date is a change too: a pass may now delete what it left.
-    watched.board = weights.Board(listener=functools.partial(_changed, watched))
     cfg = watched.config
     # kopf's calls are bounded like ours, each attempt as a whole (and the connect of a watch). A
     # watch that goes quiet is kopf's to reconnect, after settings.watching.inactivity_timeout

@@ -225,11 +225,10 @@ def _router(
     config = traffic.router_config(md, upstreams, source=source)
     weights = run.found.get(("ConfigMap", names.router_weights(md.name)))
     live_document = ((weights or {}).get("data") or {}).get(names.ROUTER_WEIGHTS_FILE)
-    document = traffic.next_document(config.routes, live_document)
+    serial, document = traffic.next_document(config.routes, live_document)
     router_live = [run.ensure(obj) for obj in objects.children(md, config, document, image)][2]
     pods = run.pods(names.router_selector(md.name))
     router = status.observe(status.ROUTER, router_live, pods, container=names.ROUTER_CONTAINER)
-    serial = int(document.split(maxsplit=2)[1])
     running = [p["metadata"]["name"] for p in pods if (p.get("status") or {}).get("phase") == "Running"]
     caught_up = router.rolled_out and all(reports.get(pod) == (serial, True) for pod in running)
     return _Routed(config.weights, router, None, router.ready > 0, document, caught_up)

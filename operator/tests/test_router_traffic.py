@@ -172,20 +172,20 @@ def test_a_bad_max_request_size_names_the_field() -> None:
 def test_the_routing_document_keeps_its_serial_while_the_routes_stay_and_takes_the_next_when_they_move() -> None:
     addresses = {"stable": "10.96.0.10:80", "canary": "10.96.0.11:80"}
     routes = traffic.Routes({"stable": 90, "canary": 10}, addresses)
-    first = traffic.next_document(routes, None)
-    assert first == "serial 1\nstable 90 10.96.0.10:80\ncanary 10 10.96.0.11:80\n"
+    serial, first = traffic.next_document(routes, None)
+    assert (serial, first) == (1, "serial 1\nstable 90 10.96.0.10:80\ncanary 10 10.96.0.11:80\n")
     assert traffic.parse_document(first) == (1, routes)
-    assert traffic.next_document(routes, first) == first
+    assert traffic.next_document(routes, first) == (1, first)
     moved = traffic.Routes({"stable": 50, "canary": 50}, addresses)
-    assert traffic.next_document(moved, first) == "serial 2\nstable 50 10.96.0.10:80\ncanary 50 10.96.0.11:80\n"
+    assert traffic.next_document(moved, first) == (2, "serial 2\nstable 50 10.96.0.10:80\ncanary 50 10.96.0.11:80\n")
     # A variant no longer ready, or a mirror switched on, is a new document too.
     gone = traffic.Routes({"stable": 100, "canary": 0}, {"stable": "10.96.0.10:80", "canary": None})
-    assert traffic.next_document(gone, first) == "serial 2\nstable 100 10.96.0.10:80\ncanary 0 -\n"
+    assert traffic.next_document(gone, first) == (2, "serial 2\nstable 100 10.96.0.10:80\ncanary 0 -\n")
     mirrored = traffic.Routes(routes.weights, addresses, traffic.MirrorRoute("canary", 5, 1024, False, "absolute=1"))
-    second = traffic.next_document(mirrored, first)
+    _, second = traffic.next_document(mirrored, first)
     assert second.endswith("\nmirror canary 5 1024 nocompare absolute=1\n")
     assert traffic.parse_document(second) == (2, mirrored)
     # Someone else's text in the ConfigMap (a hand edit) is replaced, from serial 1.
-    assert traffic.next_document(gone, "stable=100") == "serial 1\nstable 100 10.96.0.10:80\ncanary 0 -\n"
+    assert traffic.next_document(gone, "stable=100") == (1, "serial 1\nstable 100 10.96.0.10:80\ncanary 0 -\n")
     for bad in ("serial x\n", "", "serial 1\nstable 90\n", "serial 1\nstable x 10.0.0.1:80\n"):
         assert traffic.parse_document(bad) is None, bad

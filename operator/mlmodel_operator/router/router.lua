@@ -174,12 +174,13 @@ local function reach(target)
     return reached[target.key]
 end
 
--- Connect to every address of ``parsed`` not reached yet, until all are or ``seconds`` have passed.
-local function reach_all(parsed, seconds)
+-- Connect to every address of ``addresses`` ({variant = target}) not reached yet, until all are or ``seconds`` have
+-- passed.
+local function reach_all(addresses, seconds)
     local deadline = ngx.now() + seconds
     while true do
         local missing = false
-        for _, target in pairs(parsed.targets) do
+        for _, target in pairs(addresses) do
             missing = not reach(target) or missing
         end
         if not missing or ngx.now() >= deadline or ngx.worker.exiting() then
@@ -195,7 +196,7 @@ local report -- defined below: tell the operator which serial this pod routes by
 -- A timer: reach the addresses of the document in effect still out of reach, then route to them and say so.
 local function keep_reaching(premature, serial)
     while not premature and not ngx.worker.exiting() and current.serial == serial do
-        if reach_all({ targets = targets }, 1) then
+        if reach_all(targets, 1) then
             route(serial)
             ngx.log(ngx.NOTICE, "routes ", serial, ": every address reached: ", current.text)
             report()
@@ -204,15 +205,16 @@ local function keep_reaching(premature, serial)
     end
 end
 
--- Take ``document`` if it is newer than the routes in effect; from ``origin``, for the log.
+-- Take ``document`` if it is newer than the routes in effect; from ``origin``, for the log. An address still out of
+-- reach is left to a timer (at init, where no connection can be made, follow() starts it).
 local function adopt(document, origin)
     local parsed = parse(document)
     if not parsed or parsed.serial <= current.serial then
         return
     end
     local all = true
-    if not follow.probe and ngx.get_phase() ~= "init" then -- no connection can be made at init
-        all = reach_all(parsed, REACH_SECONDS)
+    if not follow.probe and ngx.get_phase() ~= "init" then
+        all = reach_all(parsed.targets, REACH_SECONDS)
         if parsed.serial <= current.serial then -- the other source's newer document was taken meanwhile
             return
         end
@@ -220,11 +222,9 @@ local function adopt(document, origin)
     order, targets, mirror = parsed.order, parsed.targets, parsed.mirror
     route(parsed.serial)
     ngx.log(ngx.NOTICE, "routes ", parsed.serial, " from ", origin, ": ", current.text)
-    if not all and not follow.probe then
+    if not all then
         ngx.log(ngx.NOTICE, "routes ", parsed.serial, ": an address is out of reach; its variant gets no traffic")
-    end
-    if not all or (ngx.get_phase() == "init" and not follow.probe) then
-        return true -- addresses to reach
+        ngx.timer.at(0, keep_reaching, parsed.serial)
     end
 end
 
@@ -272,9 +272,7 @@ local function read_file()
     if file then
         local document = file:read("*a")
         file:close()
-        if adopt(document, "file") and ngx.get_phase() ~= "init" then
-            ngx.timer.at(0, keep_reaching, current.serial)
-        end
+        adopt(document, "file")
     end
 end
 
@@ -310,9 +308,7 @@ local function poll(wait)
     local body = status == 200 and line == "" and sock:receive("*a")
     sock:close()
     if body then
-        if adopt(body, "the operator") then
-            ngx.timer.at(0, keep_reaching, current.serial)
-        end
+        adopt(body, "the operator")
     elseif status ~= 404 and err ~= "connection refused" then -- refused: a standby, or the operator restarting
         ngx.log(ngx.WARN, "routes from the operator: ", err or ("HTTP " .. tostring(status)))
     end

@@ -102,7 +102,8 @@ def routing_document(routes: Routes, serial: int) -> str:
 def parse_document(document: str) -> tuple[int, Routes] | None:
     """A routing document's serial and routes; ``None`` if it is not one."""
     lines = document.splitlines()
-    if not lines or len(lines[0].split()) != 2 or lines[0].split()[0] != "serial" or not lines[0].split()[1].isdigit():
+    head = lines[0].split() if lines else []
+    if len(head) != 2 or head[0] != "serial" or not head[1].isdigit():
         return None
     found: dict[str, int] = {}
     addresses: dict[str, str | None] = {}
@@ -120,15 +121,21 @@ def parse_document(document: str) -> tuple[int, Routes] | None:
                 return None
         except ValueError:
             return None
-    return int(lines[0].split()[1]), Routes(found, addresses, mirror)
+    return int(head[1]), Routes(found, addresses, mirror)
 
 
-def next_document(routes: Routes, live: str | None) -> str:
-    """The routing document to apply: the live one while it holds ``routes``, else one with the next serial."""
+def next_document(routes: Routes, live: str | None) -> tuple[int, str]:
+    """The routing document to apply, and its serial: the live one while it holds ``routes``, else one with the
+    next serial."""
     parsed = parse_document(live) if live is not None else None
-    if parsed is not None and parsed[1] == Routes(dict(routes.weights), dict(routes.addresses), routes.mirror):
-        return str(live)
-    return routing_document(routes, parsed[0] + 1 if parsed is not None else 1)
+    if (
+        live is not None
+        and parsed is not None
+        and parsed[1] == Routes(dict(routes.weights), dict(routes.addresses), routes.mirror)
+    ):
+        return parsed[0], live
+    serial = parsed[0] + 1 if parsed is not None else 1
+    return serial, routing_document(routes, serial)
 
 
 def applied_weights(md: ModelDeployment, ready: Collection[str]) -> dict[str, int]:
