@@ -72,6 +72,16 @@ API_PORT = 6443
 ETCD_CLIENT = "127.0.0.1:2379"
 ETCD_PEER = "127.0.0.1:2380"
 FORWARD_CHAIN = "MLMODEL-FORWARD"
+# FORWARD_CHAIN's rules. Docker (if running) sets FORWARD's policy to DROP: bridged pod traffic goes through. And
+# traffic within one Docker network (bridged on a ``br-`` bridge) goes through too: kube-router's firewall rewrites the
+# whole filter table from a snapshot (iptables-save, then iptables-restore -T filter) at each pod change, and the
+# rules Docker adds meanwhile for a new network are lost, so that a Compose project started beside this cluster had
+# containers that could not reach each other (its router's probes of the variants timed out until it gave up).
+FORWARD_RULES = (
+    ("-i", BRIDGE, "-j", "ACCEPT"),
+    ("-o", BRIDGE, "-j", "ACCEPT"),
+    ("-i", "br-+", "-o", "br-+", "-m", "physdev", "--physdev-is-bridged", "-j", "ACCEPT"),
+)
 KUBE_ROUTER_HEALTH_PORT = 20244
 
 PKI = STATE / "pki"
@@ -172,48 +182,12 @@ class Local:
             # Service IPs are virtual; route them to our bridge so that, should kube-proxy have
             # no rule for one, the packet goes nowhere instead of out of the default route.
             run(["ip", "route", "replace", SERVICE_CIDR, "dev", BRIDGE, "src", NODE_IP])
-            # Docker (if running) sets the FORWARD policy to DROP; let bridged pod traffic through.
             if not ok(["iptables", "-t", "filter", "-S", FORWARD_CHAIN]):
                 run(["iptables", "-t", "filter", "-N", FORWARD_CHAIN])
-                run(
-                    [
-                        "iptables",
-                        "-t",
-                        "filter",
-                        "-A",
-                        FORWARD_CHAIN,
-                        "-i",
-                        BRIDGE,
-                        "-j",
-                        "ACCEPT",
-                    ]
-                )
-                run(
-                    [
-                        "iptables",
-                        "-t",
-                        "filter",
-                        "-A",
-                        FORWARD_CHAIN,
-                        "-o",
-                        BRIDGE,
-                        "-j",
-                        "ACCEPT",
-                    ]
-                )
+                for rule in FORWARD_RULES:
+                    run(["iptables", "-t", "filter", "-A", FORWARD_CHAIN, *rule])
             if not ok(["iptables", "-t", "filter", "-C", "FORWARD", "-j", FORWARD_CHAIN]):
-                run(
-                    [
-                        "iptables",
-                        "-t",
-                        "filter",
-                        "-I",
-                        "FORWARD",
-                        "1",
-                        "-j",
-                        FORWARD_CHAIN,
-                    ]
-                )
+                run(["iptables", "-t", "filter", "-I", "FORWARD", "1", "-j", FORWARD_CHAIN])
 
     def certs(self) -> None:
         with step("certificates and kubeconfigs"):
