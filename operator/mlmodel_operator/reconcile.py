@@ -50,6 +50,7 @@ class Outcome:
     observed: tuple[Observed, ...] = ()  # how each variant's pods are doing
     routed: bool = False  # every router pod (if any) runs this pass's configuration and routes by its document
     wake: float | None = None  # what the entry Service left is due to go this many seconds from now
+    behind: tuple[str, ...] = ()  # the running router pods that have not reported routing by it (reaching it all)
 
     @property
     def settled(self) -> bool:
@@ -105,7 +106,7 @@ def reconcile(
     since = _entry(run, routed, observed, stale, now)
     wake = _prune(run, routed, stale, status.seconds_between(since, now))
     via_router = routed.target is None and routed.arrived
-    routing = status.Routing(routed.weights, routed.router, via_router, routed.caught_up)
+    routing = status.Routing(routed.weights, routed.router, via_router, routed.caught_up, routed.behind)
     conditions = previous.get("conditions") or []
     return Outcome(
         status.compute(md, observed, conditions, now, routing, run.problems),
@@ -115,6 +116,7 @@ def reconcile(
         tuple(observed),
         routed.caught_up,
         wake,
+        routed.behind,
     )
 
 
@@ -196,7 +198,8 @@ def _variants(run: _Pass) -> tuple[dict[Key, dict[str, Any] | None], list[status
 class _Routed:
     """Where traffic goes: the weights, the router's state (``None``: no router), the variant the entry
     Service leads to (``None``: the router), whether that target serves yet, the router's routing document, and
-    whether every router pod runs the configuration and routes by that document (reaching every address in it)."""
+    whether every router pod runs the configuration and routes by that document (reaching every address in it), and
+    the running router pods that have not said they do."""
 
     weights: Mapping[str, int]
     router: status.Observed | None
@@ -204,6 +207,7 @@ class _Routed:
     arrived: bool
     document: str | None = None
     caught_up: bool = True
+    behind: tuple[str, ...] = ()
 
 
 def _router(
@@ -230,8 +234,9 @@ def _router(
     pods = run.pods(names.router_selector(md.name))
     router = status.observe(status.ROUTER, router_live, pods, container=names.ROUTER_CONTAINER)
     running = [p["metadata"]["name"] for p in pods if (p.get("status") or {}).get("phase") == "Running"]
-    caught_up = router.rolled_out and all(reports.get(pod) == (serial, True) for pod in running)
-    return _Routed(config.weights, router, None, router.ready > 0, document, caught_up)
+    behind = tuple(sorted(pod for pod in running if reports.get(pod) != (serial, True)))
+    caught_up = router.rolled_out and not behind
+    return _Routed(config.weights, router, None, router.ready > 0, document, caught_up, behind)
 
 
 def _stale(run: _Pass) -> dict[Key, dict[str, Any]]:
@@ -451,11 +456,12 @@ def _routers(md: ModelDeployment, store: cache.Store, memory: MutableMapping[str
 
 def _observed(outcome: Outcome) -> dict[str, tuple[int, str | None]]:
     """Each variant's ready replicas and failure (reason: message), and under ``rollout.ROUTER`` whether every
-    router pod runs this pass's configuration and routes by its document, reaching every address in it."""
+    router pod runs this pass's configuration and routes by its document, reaching every address in it, and the
+    router pods that do not yet."""
     pods = {
         o.name: (o.ready, f"{o.failure.reason}: {o.failure.message}" if o.failure else None) for o in outcome.observed
     }
-    return {rollout.ROUTER: (int(outcome.routed), None), **pods}
+    return {rollout.ROUTER: (int(outcome.routed), ", ".join(outcome.behind) or None), **pods}
 
 
 def _event(body: Mapping[str, Any], kind: str, reason: str, message: str, now: str) -> None:

@@ -30,7 +30,9 @@ from mlmodel_operator.spec import Analysis, ModelDeployment, Prometheus
 MAX_REVISIONS = 10
 PROGRESSING, PAUSED, PROMOTED, ABORTED = "Progressing", "Paused", "Promoted", "Aborted"
 CONDITION = "Promoted"
-ROUTER = "-router"  # in ``observed``: 1 once every router pod routes by the routes of every revision in play
+# In ``observed``: 1 once every router pod routes by the routes of every revision in play, and the router pods that
+# do not yet (their names, or None).
+ROUTER = "-router"
 
 
 @dataclass(frozen=True)
@@ -321,8 +323,10 @@ def _advance(
     if name(canary) not in observed and skip is None:  # the operator just started: look at the canary first
         return state, 1.0, None
     ready, failure = observed.get(name(canary), (0, None))
-    serves = bool(ready and observed.get(ROUTER, (1, None))[0])  # it answers, and every router pod reaches it
-    waiting = f"every router pod to reach revision {canary}" if ready else f"revision {canary} to be ready"
+    routed, behind = observed.get(ROUTER, (1, None))
+    serves = bool(ready and routed)  # it answers, and every router pod reaches it
+    routers = f"router pods {behind}" if behind else "every router pod"
+    waiting = f"{routers} to reach revision {canary}" if ready else f"revision {canary} to be ready"
 
     def abort(message: str) -> tuple[State, None, None]:
         mark(canary, ABORTED)

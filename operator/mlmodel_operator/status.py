@@ -107,6 +107,7 @@ class Routing:
     router: Observed | None = None  # None: the entry Service selects a variant's pods itself
     via_router: bool = False  # the entry Service selects the router's pods
     caught_up: bool = True  # every router pod routes by these weights, reaching every ready variant's Service
+    behind: tuple[str, ...] = ()  # the running router pods that do not say so yet
 
 
 def observe(
@@ -237,7 +238,8 @@ def compute(
     ):
         # Ready only once every router pod routes to the ready variants; once Ready, a new split
         # rolling out keeps it (the old router pods serve meanwhile).
-        ready = (False, "Waiting", "the router's pods do not route to every ready variant yet")
+        pods = f" ({', '.join(routing.behind)} not yet)" if routing.behind else ""
+        ready = (False, "Waiting", f"the router's pods do not route to every ready variant yet{pods}")
         degraded = (False, "NoFailures", "no variant reports a failure")
     else:
         ready = (True, "AllVariantsReady", f"{len(observed)} variant(s) ready")

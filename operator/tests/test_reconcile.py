@@ -375,6 +375,7 @@ def test_a_variant_removed_goes_once_every_router_pod_routes_without_it_and_reac
         reports["iris-router-a"] = reported
         waiting = run(api, parsed(variants=two), reports=reports, now="2026-01-01T00:00:30Z")
         assert not waiting.routed and ("Deployment", "iris-stable") in api.objects, reported
+        assert waiting.behind == ("iris-router-a",)
     assert waiting.weights is not None and waiting.weights.startswith("serial 3\n")
     reports["iris-router-a"] = (3, True)
     later = "2026-01-01T00:01:00Z"  # past LEFT_SERVING_SECONDS since the entry Service moved to the router
@@ -382,6 +383,7 @@ def test_a_variant_removed_goes_once_every_router_pod_routes_without_it_and_reac
     assert (
         done.routed and ("Deployment", "iris-stable") not in api.objects and ("Service", "iris-stable") in api.deleted
     )
+    assert done.behind == ()
     assert api.objects[("Deployment", names.router("iris"))]["spec"]["template"]["metadata"]["annotations"] == config
 
 

@@ -81,6 +81,8 @@ def test_a_new_model_goes_through_the_steps_is_promoted_and_the_previous_revisio
     unreached = passes.run(V2, 6, {"r1": (2, None), "r2": (1, None), rollout.ROUTER: (0, None)})
     assert served(unreached) == {"r1": 100, "r2": 0}
     assert unreached.state.message == "step 1/3: waiting for every router pod to reach revision 2"
+    named = passes.run(V2, 6, {"r1": (2, None), "r2": (1, None), rollout.ROUTER: (0, "iris-router-a, iris-router-b")})
+    assert named.state.message == "step 1/3: waiting for router pods iris-router-a, iris-router-b to reach revision 2"
     stepped = passes.run(V2, 7, {"r1": (2, None), "r2": (1, None)})
     assert served(stepped) == {"r1": 80, "r2": 20}
     assert passes.status["rollout"]["phase"] == "Paused" and stepped.wake == 10.0
