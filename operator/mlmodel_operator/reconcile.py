@@ -104,9 +104,8 @@ def reconcile(
         run.ensure(policy)
     stale = _stale(run)
     since = _entry(run, routed, observed, stale, now)
-    wake = _prune(run, routed, stale, status.seconds_between(since, now))
-    via_router = routed.target is None and routed.arrived
-    routing = status.Routing(routed.weights, routed.router, via_router, routed.caught_up, routed.behind)
+    routing = status.Routing(routed.weights, routed.router, routed.target is None and routed.arrived, routed.behind)
+    wake = _prune(run, routed.arrived and routing.caught_up, stale, status.seconds_between(since, now))
     conditions = previous.get("conditions") or []
     return Outcome(
         status.compute(md, observed, conditions, now, routing, run.problems),
@@ -114,7 +113,7 @@ def reconcile(
         bool(run.refused),
         routed.document,
         tuple(observed),
-        routed.caught_up,
+        routing.caught_up,
         wake,
         routed.behind,
     )
@@ -198,15 +197,13 @@ def _variants(run: _Pass) -> tuple[dict[Key, dict[str, Any] | None], list[status
 class _Routed:
     """Where traffic goes: the weights, the router's state (``None``: no router), the variant the entry
     Service leads to (``None``: the router), whether that target serves yet, the router's routing document, and
-    whether every router pod runs the configuration and routes by that document (reaching every address in it), and
-    the running router pods that have not said they do."""
+    the running router pods that have not said they route by it (reaching every address in it)."""
 
     weights: Mapping[str, int]
     router: status.Observed | None
     target: str | None
     arrived: bool
     document: str | None = None
-    caught_up: bool = True
     behind: tuple[str, ...] = ()
 
 
@@ -235,8 +232,7 @@ def _router(
     router = status.observe(status.ROUTER, router_live, pods, container=names.ROUTER_CONTAINER)
     running = [p["metadata"]["name"] for p in pods if (p.get("status") or {}).get("phase") == "Running"]
     behind = tuple(sorted(pod for pod in running if reports.get(pod) != (serial, True)))
-    caught_up = router.rolled_out and not behind
-    return _Routed(config.weights, router, None, router.ready > 0, document, caught_up, behind)
+    return _Routed(config.weights, router, None, router.ready > 0, document, behind)
 
 
 def _stale(run: _Pass) -> dict[Key, dict[str, Any]]:
@@ -275,11 +271,12 @@ def _since(service: Mapping[str, Any], now: str) -> str:
     return str(since or now)
 
 
-def _prune(run: _Pass, routed: _Routed, stale: Mapping[Key, dict[str, Any]], moved: float) -> float | None:
-    """Delete what is no longer wanted, once traffic has moved off what of it still serves, and the entry Service
-    moved (``moved`` seconds ago) ``LEFT_SERVING_SECONDS`` ago: else in how many seconds it may go."""
+def _prune(run: _Pass, moved_off: bool, stale: Mapping[Key, dict[str, Any]], moved: float) -> float | None:
+    """Delete what is no longer wanted, once traffic has moved off what of it still serves (``moved_off``: the entry
+    Service's target serves, and every router pod routes by this pass's routes), and the entry Service moved
+    (``moved`` seconds ago) ``LEFT_SERVING_SECONDS`` ago: else in how many seconds it may go."""
     still_serving = any(kind == "Deployment" and _ready(obj) for (kind, _), obj in stale.items())
-    if still_serving and not (routed.arrived and routed.caught_up):
+    if still_serving and not moved_off:
         return None
     if still_serving and moved < LEFT_SERVING_SECONDS:
         return LEFT_SERVING_SECONDS - moved

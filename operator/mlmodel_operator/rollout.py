@@ -323,8 +323,8 @@ def _advance(
     if name(canary) not in observed and skip is None:  # the operator just started: look at the canary first
         return state, 1.0, None
     ready, failure = observed.get(name(canary), (0, None))
-    routed, behind = observed.get(ROUTER, (1, None))
-    serves = bool(ready and routed)  # it answers, and every router pod reaches it
+    reached, behind = observed.get(ROUTER, (1, None))
+    serves = bool(ready and reached)  # it answers, and every router pod reaches it
     routers = f"router pods {behind}" if behind else "every router pod"
     waiting = f"{routers} to reach revision {canary}" if ready else f"revision {canary} to be ready"
 

@@ -106,8 +106,13 @@ class Routing:
     weights: Mapping[str, int]
     router: Observed | None = None  # None: the entry Service selects a variant's pods itself
     via_router: bool = False  # the entry Service selects the router's pods
-    caught_up: bool = True  # every router pod routes by these weights, reaching every ready variant's Service
-    behind: tuple[str, ...] = ()  # the running router pods that do not say so yet
+    behind: tuple[str, ...] = ()  # the running router pods that do not report routing by these weights (reaching all)
+
+    @property
+    def caught_up(self) -> bool:
+        """Every router pod (if any) runs the latest configuration and routes by these weights, reaching every ready
+        variant's Service."""
+        return self.router is None or (self.router.rolled_out and not self.behind)
 
 
 def observe(
@@ -231,11 +236,7 @@ def compute(
         text = "; ".join(f"{_label(o)}: {o.ready}/{o.desired} replicas ready" for o in waiting)
         ready = (False, "Waiting", text + held)
         degraded = (False, "NoFailures", "no variant reports a failure")
-    elif (
-        routing.router is not None
-        and not (routing.router.rolled_out and routing.caught_up)
-        and not _was_ready(previous)
-    ):
+    elif not routing.caught_up and not _was_ready(previous):
         # Ready only once every router pod routes to the ready variants; once Ready, a new split
         # rolling out keeps it (the old router pods serve meanwhile).
         pods = f" ({', '.join(routing.behind)} not yet)" if routing.behind else ""

@@ -174,7 +174,7 @@ def test_ready_waits_for_every_router_pod_to_route_to_the_ready_variants_the_fir
     which they take within a second, does not take Ready away, nor make it progress."""
     md = parsed()
     variants = [ready("stable", 2), ready("canary", 1)]
-    behind = dataclasses.replace(routed(), caught_up=False, behind=("iris-router-a",))
+    behind = dataclasses.replace(routed(), behind=("iris-router-a",))
     first = status.compute(md, variants, [], NOW, behind)
     assert _conditions(first)["Ready"] == ("False", "Waiting")
     message = "the router's pods do not route to every ready variant yet (iris-router-a not yet)"
